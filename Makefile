@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:  make lab   |   make test
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8888
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: lab test install bench clean-venv
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml scripts/install_torch.sh | $(PY)
+	bash scripts/install_torch.sh $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install  ## start JupyterLab on notebooks/ (prints the URL; PORT= to change)
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
+	    --ServerApp.root_dir=notebooks
+
+test: install  ## unit tests + notebooks (nbval, tiny profile)
+	XRAYGPT_PROFILE=tiny $(PY) -m pytest --nbval-lax tests notebooks $(PYTEST_ARGS)
+
+bench: install  ## benchmarks: prints one table, writes bench.json
+	$(PY) benchmarks/run_all.py --out bench.json
+
+clean-venv:
+	rm -rf $(VENV)
