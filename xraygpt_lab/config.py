@@ -24,8 +24,43 @@ class Profile:
     train: dict = field(default_factory=dict)
 
 
-TINY = Profile(name="tiny", image_size=128)
-FULL = Profile(name="full", image_size=224, device="cuda")
+#: Tiny LLM sizes (``models.llm.tiny_llm``) and walkthrough sizes (``train.walkthrough``).
+#: Step counts are scaled down from XrayGPT's so the whole walkthrough fits minutes on 2 CPU
+#: cores; learning rates are raised (a from-scratch 1 M-parameter model and a projection that
+#: must move far from its random start in ~10^2 steps need ~10-30x XrayGPT's 1e-4). The XrayGPT
+#: values themselves are the ``full`` defaults (``train.schedule.XRAYGPT_STAGE1/2``).
+TINY_LLM: dict = {
+    "vocab_size": 1024,
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+}
+TINY_TRAIN: dict = {
+    "n_stage1": 1500,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
+    "n_stage2": 300,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
+    "n_eval": 150,  # held-out set, a third seed
+    "encoder_steps": 200, "encoder_batch": 32, "encoder_lr": 4e-3,
+    "llm_steps": 300, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
+    "stage1_steps": 300, "stage1_batch": 16, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
+    "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
+    "stage2_steps": 60, "stage2_batch": 8, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
+    "stage2_warmup_lr": 1e-5, "stage2_warmup": 10,
+    "max_new_tokens": 140,
+}
+#: Full profile: XrayGPT's own numbers (arXiv 2306.07971, Sec. 4.1; see ``train.schedule``).
+FULL_TRAIN: dict = {
+    "stage1_steps": 20_000, "stage1_batch": 3, "stage1_lr": 1e-4, "stage1_min_lr": 8e-5,
+    "stage1_warmup_lr": 1e-6, "stage1_warmup": 500,
+    "stage2_steps": 2_501, "stage2_batch": 1, "stage2_lr": 3e-5, "stage2_min_lr": 1e-5,
+    "stage2_warmup_lr": 1e-6, "stage2_warmup": 200,
+    "llm_lora_r": 8, "llm_lora_alpha": 16, "llm_dtype": "bfloat16",
+    "max_new_tokens": 160,
+}
+
+TINY = Profile(name="tiny", image_size=128, llm=TINY_LLM, train=TINY_TRAIN)
+FULL = Profile(name="full", image_size=224, device="cuda", train=FULL_TRAIN)
 
 PROFILES: dict[str, Profile] = {"tiny": TINY, "full": FULL}
 

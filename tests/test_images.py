@@ -1,0 +1,198 @@
+"""load_image (PNG/JPEG/DICOM, every failure mode) and the MedCLIP preprocess transform."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xraygpt_lab
+from xraygpt_lab import ImageLoadError
+from xraygpt_lab.config import FULL, TINY
+from xraygpt_lab.data.images import MEDCLIP_MEAN, MEDCLIP_STD, load_image, preprocess
+
+from fixtures_data import write_dicom, write_png
+
+RAMP8 = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (4, 1))  # [4, 16]
+
+
+def test_package_reexports_load_image():
+    assert xraygpt_lab.load_image is load_image
+
+
+def test_png_8bit_gray(tmp_path):
+    image = load_image(write_png(tmp_path / "a.png", RAMP8))
+    assert image.dtype == np.float32 and image.shape == (4, 16)
+    np.testing.assert_allclose(image, RAMP8 / 255.0, atol=1e-6)
+
+
+def test_png_16bit(tmp_path):
+    values = np.array([[0, 1000, 65535], [32768, 4095, 12]], dtype=np.uint16)
+    image = load_image(write_png(tmp_path / "a16.png", values))
+    np.testing.assert_allclose(image, values / 65535.0, atol=1e-6)
+
+
+def test_rgb_rgba_palette_to_gray(tmp_path):
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red -> luma 0.299
+    assert load_image(write_png(tmp_path / "rgb.png", rgb))[0, 0] == pytest.approx(76 / 255, abs=1e-6)
+    rgba = np.full((2, 2, 4), 255, np.uint8)
+    rgba[0, 0, 3] = 0  # transparent pixel composited over black (air)
+    image = load_image(write_png(tmp_path / "rgba.png", rgba))
+    assert image[0, 0] == 0.0 and image[1, 1] == pytest.approx(1.0)
+    palette = Image.fromarray(RAMP8).convert("P")
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_allclose(load_image(tmp_path / "p.png"), RAMP8 / 255.0, atol=1 / 255)
+
+
+def test_jpeg(tmp_path):
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    assert np.abs(load_image(tmp_path / "a.jpg") - 200 / 255).max() < 0.02
+
+
+def _ramp16(bits: int = 12) -> np.ndarray:
+    return np.linspace(0, 2**bits - 1, 64).reshape(8, 8).astype(np.uint16)  # [8, 8]
+
+
+def test_dicom_monochrome2_min_max_and_rescale(tmp_path):
+    pixels = _ramp16()
+    plain = load_image(write_dicom(tmp_path / "m2.dcm", pixels))
+    assert plain.min() == 0.0 and plain.max() == 1.0
+    assert np.all(np.diff(plain.ravel()) >= 0)  # monotone: bright stays bright
+    rescaled = load_image(write_dicom(tmp_path / "rs.dcm", pixels, slope=2.0, intercept=-1024.0))
+    np.testing.assert_allclose(rescaled, plain, atol=1e-6)  # linear rescale then min-max
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    pixels = _ramp16()
+    m2 = load_image(write_dicom(tmp_path / "m2.dcm", pixels))
+    m1 = load_image(write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
+    np.testing.assert_allclose(m1, 1.0 - m2, atol=1e-6)
+    assert m1[0, 0] == 1.0  # lowest stored value is white in MONOCHROME1
+
+
+def test_dicom_window_center_width(tmp_path):
+    pixels = np.array([[0, 1000, 1500, 2000, 4095]], dtype=np.uint16)
+    image = load_image(write_dicom(tmp_path / "w.dcm", pixels, window=(1500.0, 1001.0)))
+    # DICOM PS3.3 C.11.2.1.2.1 linear window: [1000, 2000] -> [0, 1], clipped outside
+    np.testing.assert_allclose(image[0], [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-3)
+
+
+def test_dicom_voi_lut_sequence_wins_over_min_max(tmp_path):
+    pixels = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    lut = np.array([65535, 0, 65535, 32768])  # a non-monotone LUT only a LUT can produce
+    image = load_image(write_dicom(tmp_path / "lut.dcm", pixels, bits_stored=16, voi_lut=lut))
+    np.testing.assert_allclose(image[0], lut / 65535.0, atol=1e-6)
+
+
+def test_dicom_16_bit_full_range(tmp_path):
+    pixels = np.array([[0, 65535], [32768, 100]], dtype=np.uint16)
+    image = load_image(write_dicom(tmp_path / "b16.dcm", pixels, bits_stored=16))
+    np.testing.assert_allclose(image, pixels / 65535.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def _assert_fails(path, reason: str, **kwargs):
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path, **kwargs)
+    message = str(info.value)
+    assert path.name in message and reason in message, message
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_file(tmp_path):
+    _assert_fails(tmp_path / "nope.png", "does not exist")
+
+
+def test_zero_bytes(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    _assert_fails(tmp_path / "empty.png", "zero bytes")
+
+
+def test_truncated_png(tmp_path):
+    data = (write_png(tmp_path / "full.png", np.random.default_rng(0).integers(
+        0, 255, (64, 64), dtype=np.uint8))).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    _assert_fails(tmp_path / "cut.png", "truncated or corrupt")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "notes.png").write_text("FINDINGS: this is text, not pixels")
+    _assert_fails(tmp_path / "notes.png", "not an image")
+
+
+def test_pixel_limit(tmp_path):
+    write_png(tmp_path / "big.png", np.zeros((64, 64), np.uint8))
+    _assert_fails(tmp_path / "big.png", "decompression bomb", max_pixels=1000)
+    write_dicom(tmp_path / "big.dcm", np.zeros((64, 64), np.uint16))
+    _assert_fails(tmp_path / "big.dcm", "decompression bomb", max_pixels=1000)
+
+
+def test_unsupported_photometric(tmp_path):
+    write_dicom(tmp_path / "rgb.dcm", _ramp16(), photometric="PALETTE COLOR")
+    _assert_fails(tmp_path / "rgb.dcm", "unsupported photometric interpretation")
+
+
+def test_dicom_without_pixels_and_corrupt_dicom(tmp_path):
+    write_dicom(tmp_path / "nopix.dcm", _ramp16(), with_pixels=False)
+    _assert_fails(tmp_path / "nopix.dcm", "no pixel data")
+    good = write_dicom(tmp_path / "good.dcm", _ramp16()).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(good[:-40])
+    _assert_fails(tmp_path / "cut.dcm", "corrupt")
+    (tmp_path / "text.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 3)
+    _assert_fails(tmp_path / "text.dcm", "DICOM")
+
+
+def test_directory_is_not_an_image(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    _assert_fails(tmp_path / "folder.png", "not a regular file")
+
+
+# ---------------------------------------------------------------------------- preprocess
+
+
+@pytest.mark.parametrize("size", [TINY.image_size, FULL.image_size])
+def test_preprocess_shape_and_normalisation(size):
+    image = np.full((50, 80), MEDCLIP_MEAN, np.float32)
+    x = preprocess(image, size)
+    assert x.shape == (1, size, size) and x.dtype == torch.float32
+    centre = x[0, size // 2 - 5: size // 2 + 5]
+    assert centre.abs().max() < 1e-4  # the mean maps to 0
+    # padding is black: rows above the content hold (0 - mean) / std
+    assert x[0, 0].max().item() == pytest.approx(-MEDCLIP_MEAN / MEDCLIP_STD, abs=1e-5)
+
+
+def test_preprocess_pads_wide_image_top_and_bottom():
+    image = np.ones((20, 100), np.float32)  # wide white band -> padded above and below
+    x = preprocess(image, 100) * MEDCLIP_STD + MEDCLIP_MEAN  # back to [0, 1]
+    assert x[0, :35].max() < 0.05 and x[0, 65:].max() < 0.05
+    assert x[0, 45:55].min() > 0.95
+    tall = preprocess(image.T.copy(), 100) * MEDCLIP_STD + MEDCLIP_MEAN
+    assert tall[0, :, :35].max() < 0.05 and tall[0, :, 45:55].min() > 0.95
+
+
+def test_preprocess_matches_pillow_medclip_pipeline():
+    """Same result as MedCLIP's Pillow steps (pad, bicubic resize, crop) up to 8-bit rounding."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((60, 90)) ** 2).astype(np.float32)
+    pil = Image.fromarray((image * 255).round().astype(np.uint8))
+    square = Image.new("L", (90, 90), 0)
+    square.paste(pil, (0, 15))
+    reference = np.asarray(square.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
+    ours = (preprocess(image, 64) * MEDCLIP_STD + MEDCLIP_MEAN)[0].numpy()
+    assert np.abs(ours - reference).mean() < 0.01
+    assert np.abs(ours - reference).max() < 0.1
+
+
+@pytest.mark.parametrize("bad, size, error", [
+    (np.zeros((2, 2, 3), np.float32), 8, ValueError),
+    (np.zeros((0, 5), np.float32), 8, ValueError),
+    (np.zeros((4, 4), np.float32), 0, ValueError),
+    (np.full((4, 4), np.nan, np.float32), 8, ValueError),
+    ([[0.0, 1.0]], 8, TypeError),
+])
+def test_preprocess_rejects_bad_input(bad, size, error):
+    with pytest.raises(error):
+        preprocess(bad, size)

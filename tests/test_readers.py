@@ -1,0 +1,169 @@
+"""Dataset readers: XrayGPT layout (mimic/openi/synthetic), MIMIC-CXR-JPG, OpenI, folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xraygpt_lab.data.openi import agreement_table, mesh_to_chexpert, read_openi_reports
+from xraygpt_lab.data.read_xraygpt import openi_id_index
+from xraygpt_lab.data.readers import detect_layout, open_dataset
+from xraygpt_lab.errors import XrayGPTLabError
+
+from fixtures_data import (
+    write_mimic_tree,
+    write_openi_tgz,
+    write_png,
+    write_xraygpt_folder,
+)
+
+CAPTION = "The heart is normal. The lungs are clear."
+
+
+def test_xraygpt_layout_skips_and_counts_bad_rows(tmp_path):
+    annotations = [
+        {"image_id": "a", "caption": CAPTION},
+        {"image_id": "b", "caption": "   "},           # empty report
+        {"image_id": "a", "caption": CAPTION},           # duplicate id
+        {"image_id": "c", "caption": CAPTION},           # no image on disk
+        {"caption": CAPTION},                            # malformed: no id
+        "not an object",                                 # malformed
+        {"image_id": "d", "caption": ["not", "text"]},   # malformed caption
+        {"image_id": "e", "caption": CAPTION},
+    ]
+    root = write_xraygpt_folder(tmp_path, annotations, ["a.png", "b.png", "d.png", "e.jpg"])
+    dataset = open_dataset(root)
+    assert dataset.layout == "xraygpt" and dataset.details["flavour"] == "mimic"
+    assert [r.image_id for r in dataset.records] == ["a", "e"]
+    assert dataset.skipped == {"empty report": 1, "duplicate id": 1, "missing image": 1,
+                               "malformed entry": 3}
+    assert dataset.records[0].summary == CAPTION and dataset.records[1].image_path.suffix == ".jpg"
+
+
+def test_xraygpt_labels_csv_attached(tmp_path):
+    labels = "image_id,Cardiomegaly,Pleural Effusion,Cardiomegaly side\na,1,0,left\nb,,1.0,\nc,2,0,\n"
+    root = write_xraygpt_folder(tmp_path, [{"image_id": i, "caption": CAPTION} for i in "abc"],
+                                ["a.png", "b.png", "c.png"], labels_csv=labels)
+    dataset = open_dataset(root)
+    by_id = {r.image_id: r for r in dataset.records}
+    assert by_id["a"].labels == {"Cardiomegaly": 1, "Pleural Effusion": 0}
+    assert by_id["b"].labels == {"Cardiomegaly": None, "Pleural Effusion": 1}
+    assert dataset.skipped == {"malformed labels": 1}  # "2" is not a CheXpert value
+
+
+def test_xraygpt_openi_ids_are_mapped_to_png_names(tmp_path):
+    pngs = ["CXR1384_IM-0231-2001.png", "CXR1384_IM-0231-1001.png", "CXR2_IM-0652-1001.png"]
+    annotations = [{"image_id": "1384_1", "caption": CAPTION}, {"image_id": "1384_2", "caption": CAPTION},
+                   {"image_id": "2_1", "caption": CAPTION}, {"image_id": "2_2", "caption": CAPTION}]
+    dataset = open_dataset(write_xraygpt_folder(tmp_path, annotations, pngs))
+    assert dataset.details["flavour"] == "openi"
+    paths = {r.image_id: r.image_path.name for r in dataset.records}
+    assert paths == {"1384_1": "CXR1384_IM-0231-1001.png", "1384_2": "CXR1384_IM-0231-2001.png",
+                     "2_1": "CXR2_IM-0652-1001.png"}
+    assert dataset.skipped == {"missing image": 1}
+
+
+def test_openi_index_uses_natural_order():
+    names = [f"CXR7_IM-0001-{k}001.png" for k in (10, 2, 1)]
+    assert openi_id_index(names) == {"7_1": names[2], "7_2": names[1], "7_3": names[0]}
+
+
+def test_xraygpt_invalid_json_is_a_clear_error(tmp_path):
+    (tmp_path / "filter_cap.json").write_text("{not json")
+    with pytest.raises(XrayGPTLabError, match="not valid JSON"):
+        open_dataset(tmp_path)
+    (tmp_path / "filter_cap.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(XrayGPTLabError, match="annotations"):
+        open_dataset(tmp_path)
+
+
+def test_synthetic_export_reads_back(tmp_path):
+    export = pytest.importorskip("xraygpt_lab.data.export")
+    export.export_dataset(tmp_path / "syn", n=4, size=48, seed=1, workers=1)
+    dataset = open_dataset(tmp_path / "syn")
+    assert dataset.layout == "xraygpt" and len(dataset) == 4 and dataset.skipped == {}
+    record = dataset.records[0]
+    assert record.labels is not None and "Cardiomegaly" in record.labels
+    assert record.report and "FINDINGS" in record.report and record.image_path.is_file()
+
+
+def test_mimic_tree(tmp_path):
+    dataset = open_dataset(write_mimic_tree(tmp_path))
+    assert dataset.layout == "mimic-cxr-jpg"
+    assert [r.image_id for r in dataset.records] == ["d1", "d2"]
+    # d3: study without report; d4: listed but not on disk; last row: no ids
+    assert dataset.skipped == {"missing report": 1, "missing image": 1, "malformed entry": 1}
+    d1, d2 = dataset.records
+    assert d1.split == "train" and d2.split == "test"
+    assert d1.labels == {"Cardiomegaly": 0, "Pleural Effusion": 1, "Atelectasis": None, "No Finding": None}
+    assert d1.meta["view"] == "PA" and d2.meta["view"] == "LATERAL"
+    assert d1.summary is not None and "Compared" not in d1.summary and "views" not in d1.summary
+    assert d1.summary.endswith("Small left pleural effusion.")
+
+
+def test_mimic_view_filter(tmp_path):
+    from xraygpt_lab.data.readers import read_mimic_cxr
+
+    dataset = read_mimic_cxr(write_mimic_tree(tmp_path), views=("PA",))
+    assert [r.image_id for r in dataset.records] == ["d1"]
+
+
+def test_openi_reports_with_pngs(tmp_path):
+    write_openi_tgz(tmp_path / "NLMCXR_reports.tgz")
+    for image_id in ["CXR1_1_IM-0001-3001", "CXR2_IM-0652-1001"]:
+        write_png(tmp_path / "NLMCXR_png" / f"{image_id}.png", np.zeros((4, 4), np.uint8))
+    dataset = open_dataset(tmp_path)
+    assert dataset.layout == "openi"
+    assert [r.image_id for r in dataset.records] == ["CXR1_1_IM-0001-3001", "CXR2_IM-0652-1001"]
+    assert dataset.skipped == {"missing image": 1, "empty report": 1}
+    second = dataset.records[1]
+    assert second.meta["mesh_major"] == ["Cardiomegaly/mild", "Pleural Effusion/right/small"]
+    assert "FINDINGS:" in second.report and second.summary.startswith("The heart is enlarged.")
+
+
+def test_openi_reports_only_and_malformed_xml(tmp_path):
+    tgz = write_openi_tgz(tmp_path / "r.tgz", extra={"ecgen-radiology/9.xml": b"<eCitation><broken"})
+    reports, skipped = read_openi_reports(tgz)
+    assert [r.report_id for r in reports] == ["1", "2", "3"] and skipped == {"malformed XML": 1}
+    dataset = open_dataset(tgz)
+    assert all(r.image_path is None for r in dataset.records) and len(dataset) == 3
+
+
+def test_mesh_mapping_and_agreement(tmp_path):
+    assert mesh_to_chexpert(["Cardiomegaly/mild"])["Cardiomegaly"] == 1
+    assert mesh_to_chexpert(["Opacity/lung/base"])["Lung Opacity"] == 1
+    assert mesh_to_chexpert(["Opacity/ribs"])["Lung Opacity"] == 0
+    assert mesh_to_chexpert(["normal"])["No Finding"] == 1
+    assert mesh_to_chexpert(["Catheters, Indwelling"])["No Finding"] == 1  # CheXpert's rule
+    reports, _ = read_openi_reports(write_openi_tgz(tmp_path / "r.tgz"))
+    from xraygpt_lab.data.labeler import label_report
+
+    table = {row["observation"]: row for row in
+             agreement_table(reports, [label_report(r.text) for r in reports])}
+    assert table["Cardiomegaly"]["tp"] == 1 and table["Cardiomegaly"]["f1"] == 1.0
+    assert table["Pleural Effusion"]["f1"] == 1.0
+
+
+def test_plain_folder(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(tmp_path / "sub" / "b.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "sub" / "b.txt").write_text("FINDINGS: The heart is normal in size and the lungs "
+                                           "are clear today.\nIMPRESSION: No acute disease.")
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")        # duplicate id "a"
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / ".hidden.png").write_bytes(b"x")
+    (tmp_path / "notes.md").write_text("ignored")
+    dataset = open_dataset(tmp_path)
+    assert dataset.layout == "folder"
+    assert [r.image_id for r in dataset.records] == ["a", "sub/b"]
+    assert dataset.skipped == {"duplicate id": 1, "empty file": 1}
+    assert dataset.records[1].summary.endswith("No acute disease.")
+
+
+def test_detect_layout_errors(tmp_path):
+    with pytest.raises(XrayGPTLabError, match="no such"):
+        detect_layout(tmp_path / "missing")
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(XrayGPTLabError, match="no dataset found"):
+        detect_layout(tmp_path)

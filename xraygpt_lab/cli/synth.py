@@ -1,0 +1,64 @@
+"""``xraygpt-lab synth``: write a synthetic chest-radiograph dataset in XrayGPT's layout."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xraygpt_lab.cli._common import non_negative_int, positive_int
+from xraygpt_lab.config import TINY
+
+#: Kept equal to ``synthetic.MIN_SIZE`` / ``export.MAX_SIZE`` (not imported: --help stays fast).
+MIN_SIZE, MAX_SIZE = 32, 2048
+
+
+def image_size(text: str) -> int:
+    """argparse type: an image side in pixels between MIN_SIZE and MAX_SIZE."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if not MIN_SIZE <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"image size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    """Add the ``synth`` sub-command."""
+    p = subparsers.add_parser(
+        "synth", help="write a synthetic chest x-ray dataset (XrayGPT layout)",
+        description="Render N synthetic frontal chest radiographs with findings, masks, reports and "
+                    "conversations; write DIR/image/*.png, DIR/filter_cap.json, DIR/labels.csv, "
+                    "DIR/reports.jsonl and DIR/masks/. The same seed gives the same bytes.")
+    p.add_argument("--n", type=positive_int, required=True, help="number of images (>= 1)")
+    p.add_argument("--size", type=image_size, default=TINY.image_size,
+                   help=f"image side in pixels (default: the tiny profile's {TINY.image_size})")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all CPUs)")
+    p.add_argument("--normal-fraction", type=fraction, default=None,
+                   help="share of images with no finding (default: follows the prevalences)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the dataset and print where it went."""
+    from xraygpt_lab.data.export import export_dataset
+    from xraygpt_lab.data.synthetic import WorldConfig
+
+    config = WorldConfig(normal_fraction=args.normal_fraction)
+    path = export_dataset(args.out, n=args.n, size=args.size, seed=args.seed, config=config,
+                          progress=not args.quiet, workers=args.workers)
+    print(f"wrote {args.n} images ({args.size} px, seed {args.seed}) to {path.parent}")
+    return 0

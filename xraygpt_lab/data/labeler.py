@@ -1,0 +1,334 @@
+"""A rule-based CheXpert-style labeler: report text -> 14 observations, 1 / 0 / -1 / None.
+
+Follows the three stages of the CheXpert labeler (Irvin et al. 2019, Sec. 3.1), with regular
+expressions where CheXpert used NegBio's dependency parses:
+
+1. **Mention extraction**: each observation has a list of phrases (``MENTIONS``), matched sentence
+   by sentence. Statements of normality ("heart size is normal") are negative mentions
+   (``NORMAL_STATEMENTS``).
+2. **Classification** of each mention inside its clause (clauses end at ``;``, "but", "however",
+   "although", "which", ", the", "and there"...):
+   * a double negative of uncertainty ("cannot be excluded", "not ruled out") -> uncertain (-1);
+   * a negation cue before it ("no", "without", "free of", "negative for", "resolution of") or
+     after it ("is not seen", "has resolved", "removed") -> negative (0);
+   * an uncertainty cue before it ("may", "possible", "likely", "suspicious for", "versus") or
+     right after it ("is possible", "versus") -> uncertain (-1);
+   * otherwise positive (1).
+3. **Aggregation** per observation: positive if any mention is positive, else uncertain if any
+   is uncertain, else negative if any is negative, else None (not mentioned). "No Finding" is 1
+   exactly when no observation other than Support Devices is positive or uncertain, else None.
+
+When the report has section headings, only FINDINGS and IMPRESSION are read (an INDICATION
+such as "eval for pneumonia" is not a finding); otherwise the whole text.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from xraygpt_lab.data.findings import CHEXPERT_OBSERVATIONS, NEGATIVE, POSITIVE, UNCERTAIN
+from xraygpt_lab.data.summary import extract_sections, split_sentences
+
+Labels = dict[str, "int | None"]
+
+_BE = r"(?:is|are|was|were|appears?|remains?|seems?|looks?)"
+
+#: Phrases that mention each observation (lower-case text; CheXpert's observation definitions).
+MENTIONS: dict[str, tuple[str, ...]] = {
+    "Enlarged Cardiomediastinum": (
+        r"enlarged cardiomediastin\w*",
+        r"cardiomediastinal (?:silhouette|contours?|shadow|width)s?[^.;]{0,25}?\b(?:enlarge\w*|"
+        r"widen\w*|prominen\w*|increased)",
+        r"(?:enlarge\w*|widen\w*|prominen\w*) (?:of )?(?:the )?(?:cardio)?mediastin\w*",
+        r"mediastin\w* (?:silhouette |contours? |shadow )?" + _BE + r" (?:\w+ ){0,2}?"
+        r"(?:enlarged|widened|prominent)",
+        r"mediastinal (?:widening|enlargement|prominence|mass)",
+    ),
+    "Cardiomegaly": (
+        r"cardiomegaly",
+        r"cardiac (?:enlargement|silhouette enlargement)",
+        r"(?:heart|cardiac (?:silhouette|shadow|contour|size)|heart (?:size|silhouette|shadow))\s+"
+        + _BE + r" (?:\w+ ){0,3}?(?:enlarged|large|increased|prominent)",
+        r"(?:enlarged|large|prominent) (?:heart|cardiac silhouette|cardiac shadow)",
+        r"enlargement of the (?:heart|cardiac silhouette)",
+        r"(?:heart|cardiac) size (?:\w+ ){0,2}?(?:enlarged|increased)",
+        r"(?:heart|cardiac) (?:size|silhouette) (?:\w+ ){0,3}?borderline",
+        r"borderline (?:cardiomegaly|heart size|enlarged heart|cardiac (?:size|enlargement))",
+    ),
+    "Lung Opacity": (
+        r"opaci(?:ty|ties|fication|fications|fied)",
+        r"infiltrat\w*",
+        r"air[- ]?space (?:disease|opacit\w*|process)",
+        r"(?<!bone )(?<!bony )(?<!calcified )(?<!tissue )densit(?:y|ies)",
+        r"haz(?:e|iness|y)",
+        r"ground[- ]glass",
+    ),
+    "Lung Lesion": (
+        r"nodul(?:e|es|ar (?:opacit\w*|densit\w*|lesions?))",
+        r"\bmass(?:es)?\b(?! effect)",
+        r"tumou?rs?",
+        r"neoplas\w*",
+        r"carcinoma",
+        r"metasta\w*",
+        r"(?<!lytic )(?<!blastic )(?<!bony )(?<!bone )(?<!sclerotic )(?<!osseous )(?<!skin )"
+        r"(?<!soft tissue )lesions?\b",
+        r"\blump\b",
+    ),
+    "Edema": (
+        r"(?<!tissue )(?<!soft-tissue )edema",
+        r"(?:vascular|pulmonary|venous|interstitial) (?:congestion|engorgement)",
+        r"congestive heart failure|\bchf\b|heart failure",
+        r"fluid overload",
+        r"(?:pulmonary )?vascular (?:redistribution|indistinctness|prominence)",
+        r"cephalization",
+        r"(?:prominen\w*|engorge\w*|indistinct\w*) (?:of )?(?:the )?(?:central )?(?:pulmonary )?"
+        r"(?:vascular\w*|vessels|vasculature)",
+        r"(?:vascular\w*|vessels|vasculature) (?:are|is) (?:\w+ ){0,2}?(?:prominent|engorged|"
+        r"indistinct)",
+        r"engorged|(?<!nasal )congestion",
+        r"kerley b",
+    ),
+    "Consolidation": (r"consolidat\w*",),
+    "Pneumonia": (r"pneumonia", r"bronchopneumonia", r"pneumonitis",
+                  r"(?<!granulomatous )(?<!tuberculous )(?<!tuberculosis )(?<!fungal )infectio\w*"),
+    "Atelectasis": (
+        r"atelecta\w*",
+        r"(?:lung|lobe|lobar|segmental) collapse",
+        r"collapse of the (?:\w+ ){0,3}?(?:lung|lobe)",
+        r"collapsed (?:lung|lobe)",
+    ),
+    "Pneumothorax": (r"(?:hydro|hemo|haemo)?pneumothora\w*", r"pleural air\b(?: collection)?",
+                     r"(?:apical|pleural) (?:\w+ )?air collection"),
+    "Pleural Effusion": (
+        r"(?<!pericardial )(?<!joint )effusions?",
+        r"pleural fluid",
+        r"hydrothorax",
+        r"fluid (?:in|within) the (?:\w+ )?(?:pleural space|fissure)",
+        r"blunting of the (?:\w+ ){0,3}?costophrenic (?:angles?|sulc\w*)",
+        r"blunted (?:\w+ ){0,2}?costophrenic (?:angles?|sulc\w*)",
+    ),
+    "Pleural Other": (
+        r"pleural (?:thickening|scarring|scar|plaques?|calcification\w*|fibrosis|reaction)",
+        r"fibrothorax",
+        r"(?:apical )?pleural cap(?:ping)?",
+        r"pleural[- ]parenchymal scarring",
+    ),
+    "Fracture": (r"fractur\w*", r"\bfx\b"),
+    "Support Devices": (
+        r"(?:endotracheal|enteric|nasogastric|orogastric|feeding|chest|dobhoff|tracheostomy|"
+        r"gastric|mediastinal|pleural|et|ng|og) tubes?",
+        r"\btubes?\b",
+        r"\b(?:picc|central|venous|swan[- ]ganz|port|dialysis|jugular|subclavian|ij|catheter)"
+        r"\b[^.;]{0,20}?\blines?\b",
+        r"\b(?:picc|cvc|port-?a-?cath|mediport|porta?cath)\b",
+        r"catheters?",
+        r"pacemakers?|\bpacer\b|\b(?:a?icd)\b|defibrillator",
+        r"(?:pacing|pacer|icd|cardiac|transvenous) (?:leads?|wires?)",
+        r"(?:sternotomy|cerclage|surgical|epicardial|pacing) (?:wires?|sutures?)",
+        r"sternotomy",
+        r"(?:surgical |vascular |cholecystectomy )?clips?\b",
+        r"stents?\b",
+        r"(?:prosthetic|mechanical) (?:\w+ )?valves?|valve (?:replacement|prosthesis)",
+        r"hardware",
+        r"(?:fixation|orthopedic) (?:plates?|screws?|rods?)|\bscrews?\b",
+        r"electrodes?|(?:ecg|ekg|monitoring) (?:leads|wires)",
+        r"\bdevices?\b",
+        r"\bdrains?\b",
+        r"arthroplasty|prosthes[ie]s",
+        r"\bcoils?\b",
+        r"\bfilter\b",
+        r"(?:pulse )?generators?|stimulators?|\bshunts?\b|tubing|(?:bone |suture )anchors?",
+        r"(?:atrial|ventricular|cardiac|pacer|pacemaker|pacing|distal|monitor) leads?\b",
+        r"(?:right|left)(?:[- ]sided)? chest blank",
+        r"\btips? (?:in|at|overl\w+|project\w*|terminat\w*|near|within|located|low|high)\b",
+        r"with (?:its |the |their )?tips?\b",
+    ),
+}
+
+#: Statements of normality, read as negative mentions (e.g. "Normal heart size.").
+NORMAL_STATEMENTS: dict[str, tuple[str, ...]] = {
+    "Enlarged Cardiomediastinum": (
+        r"(?:cardio)?mediastinal (?:silhouette|contours?|shadow|width|size)s?(?: and [a-z ]{0,40}?)?"
+        r" " + _BE + r" (?:\w+ ){0,3}?(?:normal|unremarkable|within normal limits|not (?:enlarged|"
+        r"widened))",
+        r"normal(?: appearing| sized?| size)? (?:cardio)?mediastin\w*",
+        r"mediastinum " + _BE + r" (?:\w+ ){0,2}?(?:normal|unremarkable|within normal limits)",
+        r"(?:heart|cardiac) and mediastin\w* (?:\w+ ){0,3}?" + _BE
+        + r" (?:\w+ ){0,2}?(?:normal|unremarkable|within normal limits)",
+    ),
+    "Cardiomegaly": (
+        r"(?:heart|cardiac)(?: size| silhouette| shadow| contours?)?(?: and [a-z ]{0,40}?)? " + _BE
+        + r" (?:\w+ ){0,3}?(?:normal|within normal limits|unremarkable|not enlarged|top normal)",
+        r"normal(?:[- ]sized?)? (?:heart|cardiac)",
+        r"(?:heart|cardiac) size (?:is )?(?:normal|within normal limits)",
+        r"heart (?:size )?(?:and|,) (?:\w+ ){0,4}?(?:are|is) (?:\w+ ){0,2}?(?:normal|within normal "
+        r"limits|unremarkable)",
+    ),
+}
+
+# --------------------------------------------------------------------------- cues
+
+#: Double negatives that express uncertainty: "cannot be excluded", "not ruled out".
+_NEGATED_UNCERTAINTY = re.compile(
+    r"\b(?:cannot|can ?not|can't|could not|couldn't|not|unable to|difficult to|may not be)\s+"
+    r"(?:be\s+)?(?:entirely\s+|completely\s+|definitely\s+|totally\s+|fully\s+)?"
+    r"(?:excluded?|ruled? out|rule out|exclude)\b"
+)
+#: Negation before the mention ("no", "without", "free of", "negative for", "resolution of").
+_PRE_NEGATION = re.compile(
+    r"\b(?:no(?! (?:significant |interval |appreciable |substantial )?(?:change|increase|"
+    r"decrease|longer))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
+    r"free of|negative for|clear of|resolution of|resolved|removal of|removed|neither|nor|"
+    r"never|rather than|instead of|ruled out)\b"
+)
+#: Negation after the mention ("is not seen", "has resolved", "have been removed").
+_POST_NEGATION = re.compile(
+    r"^[^.;]{0,30}?\b(?:appears?|is|are|remains?|seems?)\s+(?:\w+\s+)?(?:within (?:the )?"
+    r"(?:limits of )?normal|normal\b|unremarkable)"
+    r"|^[^.;]{0,30}?\b(?:(?:is|are|was|were|has been|have been)\s+)?(?:not|no longer)\s+"
+    r"(?:\w+\s+)?(?:seen|identified|present|visualized|visible|appreciated|demonstrated|evident|"
+    r"noted|detected|apparent|enlarged|widened|definitely seen)\b"
+    r"|^[^.;]{0,20}?\b(?:absent|resolved|removed|has cleared|have cleared|ruled out|is negative|"
+    r"are negative)\b"
+)
+#: Uncertainty before the mention.
+_PRE_UNCERTAINTY = re.compile(
+    r"\b(?:may|might|could|possible|possibly|probable|probably|likely|questionable|question of|"
+    r"suspicious|suspected|suspect|suspicion|concern(?:ing)? for|worrisome for|suggest\w*|"
+    r"differential|versus|vs|indeterminate|equivocal|borderline|presumed|presumably|"
+    r"cannot exclude|can't exclude|evaluate for|eval for|rule out|r/o|either|atypical for|"
+    r"not excluded|question|correlat\w*|recommend\w*|evaluation|consider\w*|exclude|obscur\w*|"
+    r"if|to identify|detect\w*)\b|\?"
+)
+#: Uncertainty right after the mention ("is possible", "versus", "is suspected").
+_POST_UNCERTAINTY = re.compile(
+    r"^(?:[^.;]{0,30}?\b(?:is|are|remains?|would be)\s+)?(?:\w+\s+)?(?:possible|possibly|"
+    r"suspected|questioned|questionable|likely|not excluded|considered|a consideration|"
+    r"suggested|favored|in the differential)\b|^[^.;]{0,25}?\b(?:versus|vs|or less likely|"
+    r"could be|may be|might be|cannot be excluded|is not excluded)\b|^\s*\?"
+)
+#: Clause boundaries: cues do not cross them.
+_CLAUSE_BREAK = re.compile(
+    r";|:|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside from\b|\bapart from\b|"
+    r"\bother than\b|\bwhich\b|\bwhereas\b|\bwhile\b|\bwith the exception\b|"
+    r",\s*(?:the|there|this|these|it|with|and there|and the)\b|"
+    r"\band (?:there|the|a|an)\b|\bthere (?:is|are)\b"
+)
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One matched phrase: the observation, its value and where it was found (for teaching)."""
+
+    observation: str
+    value: int
+    sentence: str
+    phrase: str
+
+
+def _compile(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
+    """One alternation per observation; every phrase starts at a word boundary."""
+    return {name: re.compile("|".join(rf"\b(?:{p})" for p in patterns)) for name, patterns in
+            table.items()}
+
+
+_MENTION_RE = _compile(MENTIONS)
+_NORMAL_RE = _compile(NORMAL_STATEMENTS)
+_SECTIONS_READ = ("FINDINGS", "FINDING", "IMPRESSION", "IMPRESSIONS", "CONCLUSION",
+                  "FINDINGS AND IMPRESSION")
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, de-identification blanks to a neutral word, one space between words."""
+    text = re.sub(r"_{2,}|\bX{2,}\b", " blank ", text)
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def reportable_text(report: str) -> str:
+    """FINDINGS + IMPRESSION when the report has headings, else the whole text."""
+    sections = extract_sections(report)
+    chosen = [sections[name] for name in sections if name in _SECTIONS_READ and sections[name]]
+    return " \n\n".join(chosen) if chosen else report
+
+
+def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """The clause around ``sentence[start:end]``: from the last break before to the next after."""
+    left = 0
+    for match in _CLAUSE_BREAK.finditer(sentence, 0, start):
+        left = match.end()
+    following = _CLAUSE_BREAK.search(sentence, end)
+    right = following.start() if following else len(sentence)
+    return left, right
+
+
+def classify_mention(sentence: str, start: int, end: int) -> int:
+    """Value of the mention ``sentence[start:end]`` (lower-case sentence): 1, 0 or -1."""
+    left, right = _clause_bounds(sentence, start, end)
+    before, span, after = sentence[left:start], sentence[start:end], sentence[end:right]
+    window_after = " ".join(after.split()[:8])
+    if _NEGATED_UNCERTAINTY.search(before) or _NEGATED_UNCERTAINTY.search(window_after):
+        return UNCERTAIN
+    if (_PRE_NEGATION.search(before) or _PRE_NEGATION.search(span)
+            or _POST_NEGATION.search(after)):
+        return NEGATIVE
+    if (_PRE_UNCERTAINTY.search(before) or _PRE_UNCERTAINTY.search(span)
+            or _POST_UNCERTAINTY.search(after)):
+        return UNCERTAIN
+    return POSITIVE
+
+
+def find_mentions(report: str) -> list[Mention]:
+    """Every mention in the report with its value (stages 1-2), in reading order."""
+    mentions: list[Mention] = []
+    for sentence in split_sentences(reportable_text(report)):
+        text = normalize_text(sentence)
+        for observation in CHEXPERT_OBSERVATIONS:
+            normal = _NORMAL_RE.get(observation)
+            normal_spans = []
+            if normal is not None:
+                for match in normal.finditer(text):
+                    normal_spans.append(match.span())
+                    mentions.append(Mention(observation, NEGATIVE, sentence, match.group(0)))
+            pattern = _MENTION_RE.get(observation)
+            if pattern is None:
+                continue
+            for match in pattern.finditer(text):
+                if any(a <= match.start() < b for a, b in normal_spans):
+                    continue  # "heart size is normal, not enlarged": already read as normal
+                value = classify_mention(text, match.start(), match.end())
+                mentions.append(Mention(observation, value, sentence, match.group(0)))
+    return mentions
+
+
+def aggregate(mentions: Iterable[Mention]) -> Labels:
+    """Stage 3: per-observation aggregation and the "No Finding" rule (CheXpert)."""
+    values: dict[str, set[int]] = {name: set() for name in CHEXPERT_OBSERVATIONS}
+    for mention in mentions:
+        values[mention.observation].add(mention.value)
+    labels: Labels = {}
+    for name in CHEXPERT_OBSERVATIONS:
+        seen = values[name]
+        labels[name] = (POSITIVE if POSITIVE in seen else UNCERTAIN if UNCERTAIN in seen
+                        else NEGATIVE if NEGATIVE in seen else None)
+    abnormal = any(labels[name] in (POSITIVE, UNCERTAIN) for name in CHEXPERT_OBSERVATIONS
+                   if name not in ("No Finding", "Support Devices"))
+    labels["No Finding"] = None if abnormal else POSITIVE
+    return labels
+
+
+def label_report(text: str) -> Labels:
+    """Label one report: ``{observation: 1 | 0 | -1 | None}`` keyed by the 14 CheXpert names.
+
+    >>> labels = label_report("No pneumothorax. Possible small left pleural effusion.")
+    >>> labels["Pneumothorax"], labels["Pleural Effusion"], labels["No Finding"]
+    (0, -1, None)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"label_report expects a string, got {type(text).__name__}")
+    return aggregate(find_mentions(text))
+
+
+def label_reports(texts: Iterable[str]) -> list[Labels]:
+    """Label many reports (same order)."""
+    return [label_report(text) for text in texts]

@@ -1,0 +1,125 @@
+"""Reader for MIMIC-CXR-JPG 2.0.0 (+ the MIMIC-CXR report text files).
+
+Layout (PhysioNet): ``files/p10/p10000032/s50414267/<dicom_id>.jpg``, with
+``mimic-cxr-2.0.0-metadata.csv[.gz]`` (dicom_id, subject_id, study_id, ViewPosition, ...),
+``mimic-cxr-2.0.0-chexpert.csv[.gz]`` (subject_id, study_id, 14 observations),
+``mimic-cxr-2.0.0-split.csv[.gz]`` (dicom_id, study_id, subject_id, split) and the reports as
+``files/p10/p10000032/s50414267.txt`` (from MIMIC-CXR, in this root or in ``reports_dir``).
+Each record is one image; its study's report is summarised with XrayGPT's rules.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from xraygpt_lab.data.read_common import (
+    DUPLICATE_ID,
+    EMPTY_REPORT,
+    MALFORMED_ENTRY,
+    MISSING_IMAGE,
+    MISSING_REPORT,
+    Dataset,
+    count,
+    labels_from_row,
+    natural_key,
+)
+from xraygpt_lab.data.records import Record
+from xraygpt_lab.data.summary import summarize_report
+
+PREFIX = "mimic-cxr-2.0.0"
+
+
+def find_csv(root: Path, kind: str) -> Path | None:
+    """``mimic-cxr-2.0.0-<kind>.csv.gz`` or ``.csv`` in ``root``, if present."""
+    for suffix in (".csv.gz", ".csv"):
+        path = root / f"{PREFIX}-{kind}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def study_folder(root: Path, subject_id: str, study_id: str) -> Path:
+    """``root/files/p10/p10000032/s50414267``."""
+    return root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+
+
+def _rows_from_tree(root: Path) -> list[dict]:
+    """Without the metadata CSV: every ``files/p*/p*/s*/*.jpg``."""
+    rows = []
+    for path in sorted((root / "files").glob("p*/p*/s*/*.jpg"), key=lambda p: natural_key(str(p))):
+        rows.append({"dicom_id": path.stem, "subject_id": path.parent.parent.name[1:],
+                     "study_id": path.parent.name[1:], "ViewPosition": ""})
+    return rows
+
+
+def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
+                   views: tuple[str, ...] | None = None) -> Dataset:
+    """Records of MIMIC-CXR-JPG; ``views`` (e.g. ``("PA", "AP")``) keeps only those views.
+
+    Skipped and counted: a metadata row with a missing field, a listed image that is not on
+    disk, a repeated dicom id, and — when report files exist at all — a study whose report is
+    missing or empty.
+    """
+    root = Path(root)
+    reports_root = Path(reports_dir) if reports_dir is not None else root
+    metadata = find_csv(root, "metadata")
+    rows = _read_csv(metadata) if metadata else _rows_from_tree(root)
+    chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
+    labels = {(r["subject_id"], r["study_id"]): labels_from_row(r)
+              for r in _read_csv(chexpert_csv)} if chexpert_csv else {}
+    splits = {r["dicom_id"]: r["split"] for r in _read_csv(split_csv)} if split_csv else {}
+    has_reports = next((reports_root / "files").glob("p*/p*/s*.txt"), None) is not None
+
+    records: list[Record] = []
+    skipped: Counter[str] = Counter()
+    seen: set[str] = set()
+    report_cache: dict[Path, str | None] = {}
+    for row in rows:
+        dicom_id = str(row.get("dicom_id", "")).strip()
+        subject_id = str(row.get("subject_id", "")).strip()
+        study_id = str(row.get("study_id", "")).strip()
+        view = str(row.get("ViewPosition", "")).strip()
+        if not (dicom_id and subject_id.isdigit() and study_id.isdigit()):
+            skipped[MALFORMED_ENTRY] += 1
+            continue
+        if views is not None and view not in views:
+            continue
+        if dicom_id in seen:
+            skipped[DUPLICATE_ID] += 1
+            continue
+        image_path = study_folder(root, subject_id, study_id) / f"{dicom_id}.jpg"
+        if not image_path.is_file():
+            skipped[MISSING_IMAGE] += 1
+            continue
+        report = None
+        if has_reports:
+            report_path = study_folder(reports_root, subject_id, study_id).with_suffix(".txt")
+            if report_path not in report_cache:
+                report_cache[report_path] = (report_path.read_text(errors="replace")
+                                             if report_path.is_file() else None)
+            report = report_cache[report_path]
+            if report is None:
+                skipped[MISSING_REPORT] += 1
+                continue
+            if not report.strip():
+                skipped[EMPTY_REPORT] += 1
+                continue
+        seen.add(dicom_id)
+        summary = summarize_report(report) if report else None
+        meta = {"subject_id": subject_id, "study_id": study_id, "view": view}
+        if summary is not None and summary.dropped:
+            meta["summary_dropped"] = summary.dropped
+        records.append(Record(image_id=dicom_id, image_path=image_path,
+                              summary=summary.text if summary else None, report=report,
+                              labels=labels.get((subject_id, study_id)),
+                              split=splits.get(dicom_id), meta=meta))
+    details = {"metadata_csv": metadata is not None, "chexpert_csv": chexpert_csv is not None,
+               "split_csv": split_csv is not None, "reports": has_reports,
+               "with_summary": sum(r.summary is not None for r in records)}
+    return Dataset("mimic-cxr-jpg", root, records, count(skipped), details)

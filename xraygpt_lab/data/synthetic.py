@@ -1,0 +1,360 @@
+"""The synthetic chest-radiograph world: seeded phantoms with findings, masks and reports.
+
+``render_case(seed)`` draws one frontal (PA) radiograph from a parametric anatomy
+(``anatomy.py``), adds the findings (``lesions.py``) and writes its reports
+(``synthetic_reports.py``). Everything comes from ``seed`` through independent random streams:
+
+==========  ============================================================
+stream 0    anatomy (shape, exposure, rotation, scale, noise level)
+stream 1    which findings are present (``WorldConfig`` prevalence)
+stream 2    detector noise (depends on the seed only)
+stream 3+i  the unspecified details of finding i (location, size ...)
+stream 4    report wording
+==========  ============================================================
+
+So ``render_case(seed, findings=[...])`` draws the SAME phantom with other findings, and the
+pixels outside the changed findings' masks stay bit-identical (the blur is local and the
+noise does not depend on the findings): counterfactuals for the interpretability notebooks.
+
+Image intensity follows Beer-Lambert: ``I = 1 - exp(-exposure * A)`` where ``A`` is the summed
+attenuation along the ray (0 = air = black, bone = white), then blur and quantum noise.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from xraygpt_lab.data import anatomy as anat
+from xraygpt_lab.data.anatomy import AnatomyParams, sample_anatomy
+from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
+from xraygpt_lab.data.lesions import (
+    DRAWABLE,
+    Finding,
+    Layers,
+    cardiomegaly_mask,
+    complete_finding,
+    draw_atelectasis,
+    draw_consolidation,
+    draw_edema,
+    draw_effusion,
+    draw_lesion,
+    draw_pneumothorax,
+    draw_support_devices,
+    fracture_mask,
+    fracture_spec,
+    validate_finding,
+)
+
+__all__ = [
+    "AnatomyParams", "Finding", "SyntheticCase", "WorldConfig", "DEFAULT_PREVALENCE",
+    "DEFAULT_CO_OCCURRENCE", "render_case", "generate_cases", "case_seed", "case_image_id",
+    "sample_findings", "phantom_coordinates", "MIN_SIZE",
+]
+
+#: Smallest image side we render (below this the ribs and lesions vanish).
+MIN_SIZE: int = 32
+
+#: Default prevalence of each drawn observation (before co-occurrence), roughly the order of
+#: frequency in MIMIC-CXR's CheXpert labels but flattened so rare findings are learnable.
+DEFAULT_PREVALENCE: dict[str, float] = {
+    "Cardiomegaly": 0.20,
+    "Pleural Effusion": 0.20,
+    "Pneumothorax": 0.12,
+    "Consolidation": 0.14,
+    "Lung Lesion": 0.12,
+    "Edema": 0.10,
+    "Atelectasis": 0.15,
+    "Support Devices": 0.18,
+    "Fracture": 0.08,
+}
+
+#: Probability multipliers for the later-sampled observation of a pair when the other is present
+#: (heart failure: cardiomegaly, edema and effusions travel together; trauma: fracture and
+#: pneumothorax; the ICU patient has lines and edema).
+DEFAULT_CO_OCCURRENCE: dict[tuple[str, str], float] = {
+    ("Cardiomegaly", "Edema"): 3.0,
+    ("Cardiomegaly", "Pleural Effusion"): 1.6,
+    ("Pleural Effusion", "Edema"): 2.0,
+    ("Pleural Effusion", "Atelectasis"): 1.8,
+    ("Pneumothorax", "Fracture"): 3.0,
+    ("Edema", "Support Devices"): 2.0,
+    ("Consolidation", "Pleural Effusion"): 1.3,
+}
+
+
+@dataclass
+class WorldConfig:
+    """How the world samples findings.
+
+    ``prevalence``: probability of each drawn observation; ``co_occurrence``: multiplier on the
+    probability of one observation of a pair when the other was already sampled positive
+    (symmetric; a boosted probability stops at 0.95); ``normal_fraction``: if set, exactly this share
+    of images (in expectation) is "No Finding" and the rest have at least one finding;
+    ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise.
+    """
+
+    prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
+    co_occurrence: dict[tuple[str, str], float] = field(default_factory=lambda: dict(DEFAULT_CO_OCCURRENCE))
+    normal_fraction: float | None = None
+    max_findings: int = 4
+    noise_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for obs, p in self.prevalence.items():
+            if obs not in DRAWABLE:
+                raise ValueError(f"prevalence: unknown observation {obs!r}; choose from {list(DRAWABLE)}")
+            if not 0.0 <= float(p) <= 1.0:
+                raise ValueError(f"prevalence of {obs!r} must be in [0, 1], got {p}")
+        for pair, m in self.co_occurrence.items():
+            if len(pair) != 2 or any(o not in DRAWABLE for o in pair):
+                raise ValueError(f"co_occurrence: bad pair {pair!r}")
+            if float(m) < 0:
+                raise ValueError(f"co_occurrence multiplier for {pair!r} must be >= 0, got {m}")
+        if self.normal_fraction is not None and not 0.0 <= self.normal_fraction < 1.0:
+            raise ValueError(f"normal_fraction must be in [0, 1), got {self.normal_fraction}")
+        if self.max_findings < 1:
+            raise ValueError(f"max_findings must be >= 1, got {self.max_findings}")
+        if self.noise_scale < 0:
+            raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
+
+
+@dataclass
+class SyntheticCase:
+    """One synthetic study: image, labels, findings, masks and the three kinds of text."""
+
+    image_id: str
+    image: np.ndarray                 # [H, W] float32 in [0, 1]; 0 = air (black), 1 = bone (white)
+    labels: dict[str, int]            # every RENDERED_OBSERVATION -> 0/1
+    findings: list[Finding]
+    masks: dict[str, np.ndarray]      # observation -> bool [H, W], positives only (not No Finding)
+    anatomy: AnatomyParams
+    report: str                       # "FINDINGS: ...\n\nIMPRESSION: ..." MIMIC style
+    summary: str                      # XrayGPT-style summary (the training caption)
+    conversation: list[dict]          # [{"question": ..., "answer": ...}, ...]
+    seed: int = 0                     # render_case(seed, findings=...) redraws this phantom
+
+    def finding(self, observation: str) -> Finding | None:
+        """The finding for ``observation``, or None when it is negative."""
+        return next((f for f in self.findings if f.observation == observation), None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds and sampling
+# ----------------------------------------------------------------------------------------------
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *stream])
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of image ``index`` of the dataset generated with ``seed`` (32-bit)."""
+    return int(np.random.SeedSequence([_check_seed(seed), 7, int(index)]).generate_state(1)[0])
+
+
+def case_image_id(seed: int, index: int) -> str:
+    """Deterministic image id, e.g. ``syn-s0-000123``."""
+    return f"syn-s{seed}-{index:06d}"
+
+
+def sample_findings(rng: np.random.Generator, config: WorldConfig) -> list[Finding]:
+    """Draw which observations are present (sides etc. are filled later by ``complete_finding``)."""
+    force_normal = None
+    if config.normal_fraction is not None:
+        force_normal = rng.random() < config.normal_fraction
+        if force_normal:
+            return []
+    for _ in range(100):
+        present: list[str] = []
+        for obs in DRAWABLE:
+            base = p = float(config.prevalence.get(obs, 0.0))
+            for other in present:
+                p *= config.co_occurrence.get((other, obs), config.co_occurrence.get((obs, other), 1.0))
+            if rng.random() < min(p, max(base, 0.95)):  # co-occurrence boosts stop at 0.95
+                present.append(obs)
+        if len(present) > config.max_findings:
+            present = [present[i] for i in sorted(rng.choice(len(present), config.max_findings, replace=False))]
+        if present or force_normal is None or not any(config.prevalence.values()):
+            break
+    return [Finding(obs) for obs in present]
+
+
+def _complete_all(findings: list[Finding], anatomy: AnatomyParams, seed: int) -> list[Finding]:
+    """Validate, complete and order findings; keep an effusion and a pneumothorax apart."""
+    seen: set[str] = set()
+    for f in findings:
+        if not isinstance(f, Finding):
+            raise ValueError(f"findings must be Finding objects, got {type(f).__name__}")
+        validate_finding(f)
+        if f.observation in seen:
+            raise ValueError(f"observation {f.observation!r} given twice; give one Finding per observation")
+        seen.add(f.observation)
+    ordered = sorted(findings, key=lambda f: DRAWABLE.index(f.observation))
+    done: list[Finding] = []
+    for f in ordered:
+        g = complete_finding(f, anatomy, _rng(seed, 3, DRAWABLE.index(f.observation)))
+        done.append(g)
+    by_obs = {f.observation: f for f in done}
+    eff, ptx = by_obs.get("Pleural Effusion"), by_obs.get("Pneumothorax")
+    if eff and ptx and eff.side == ptx.side:
+        explicit = next(f for f in findings if f.observation == "Pneumothorax").side is not None
+        if not explicit:
+            ptx.side = "left" if eff.side == "right" else "right"
+            ptx.detail = dict(ptx.detail)
+    return done
+
+
+def phantom_coordinates(anatomy: AnatomyParams, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phantom (x, y) of each pixel, [size, size] each: x > 0 is the PATIENT's left."""
+    return anat.coordinate_grid(anatomy, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+def _render(anatomy: AnatomyParams, findings: list[Finding], size: int, seed: int,
+            noise_scale: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Image [H, W] float32 and masks for completed ``findings``."""
+    p = anatomy
+    x, y = anat.coordinate_grid(p, size)  # [H, W] each
+    px = anat.pixel_size(p, size)
+    by_obs = {f.observation: f for f in findings}
+    masks: dict[str, np.ndarray] = {}
+
+    cardio = by_obs.get("Cardiomegaly")
+    ctr = float(cardio.detail["ctr"]) if cardio else p.heart_ctr
+    body = anat.soft_inside(anat.body_sdf(p, x, y), px)
+    thick = anat.body_thickness(p, x, y) * body  # [H, W] soft-tissue path length
+    heart = anat.soft_inside(anat.heart_sdf(p, x, y, ctr), px)
+    medi = anat.soft_inside(anat.mediastinum_sdf(p, x, y), px)
+    lung_sdf, lung = {}, {}
+    air = np.zeros_like(x)
+    markings = np.zeros_like(x)
+    for side in anat.SIDES:
+        phi = anat.lung_envelope_sdf(p, x, y, side)
+        occ = anat.soft_inside(phi, px) * (1.0 - heart) * (1.0 - medi)
+        lung_sdf[side], lung[side] = phi, occ
+        depth = 0.62 + 0.38 * anat.smoothstep(0.0, 0.14, -phi)
+        air += occ * depth
+        markings += occ * anat.lung_markings(p, x, y, side)
+    L = Layers(x=x, y=y, px=px, params=p, heart=heart, lung=lung, lung_sdf=lung_sdf,
+               lung_air=air, markings=markings, bone_extra=np.zeros_like(x), extra=np.zeros_like(x))
+
+    if cardio:
+        masks["Cardiomegaly"] = cardiomegaly_mask(L)
+    for f in findings:
+        rng = _rng(seed, 5, DRAWABLE.index(f.observation))
+        obs = f.observation
+        if obs == "Pneumothorax":
+            masks[obs] = draw_pneumothorax(L, f)
+        elif obs == "Pleural Effusion":
+            masks[obs] = draw_effusion(L, f)
+        elif obs == "Consolidation":
+            masks[obs] = draw_consolidation(L, f, rng)
+        elif obs == "Atelectasis":
+            masks[obs] = draw_atelectasis(L, f, rng)
+        elif obs == "Edema":
+            masks[obs] = draw_edema(L, f)
+        elif obs == "Lung Lesion":
+            masks[obs] = draw_lesion(L, f, rng)
+        elif obs == "Support Devices":
+            masks[obs] = draw_support_devices(L, f)
+        elif obs == "Fracture":
+            masks[obs] = fracture_mask(L, f)
+
+    # Keep one dtype whatever was drawn, so pixels outside a finding are bit-identical.
+    L.lung_air = L.lung_air.astype(np.float32)
+    L.markings = L.markings.astype(np.float32)
+    L.extra = L.extra.astype(np.float32)
+    fractures = [fracture_spec(by_obs["Fracture"])] if "Fracture" in by_obs else None
+    ribs = anat.rib_field(p, x, y, px, fractures=fractures)
+    bone = (0.9 * ribs * (0.55 + 0.45 * (1.0 - medi))
+            + 1.15 * anat.clavicle_field(p, x, y, px)
+            + 0.40 * anat.spine_field(p, x, y, px))
+    hila = sum(anat.soft_inside(anat.ellipse_sdf(x, y, *anat.hilum_point(p, s), 0.055, 0.09), 0.04)
+               for s in anat.SIDES)
+    bubble = 0.0
+    if p.gastric_bubble > 0:
+        gy = p.dome_peak("left") + p.gastric_bubble + 0.03
+        bubble = anat.soft_inside(anat.ellipse_sdf(x, y, 0.30, gy, 1.4 * p.gastric_bubble,
+                                                   p.gastric_bubble), px) * (1.0 - heart)
+    airway = anat.airway_field(p, x, y, px)
+
+    A = (thick * (p.soft_tissue - p.lung_air * L.lung_air)      # soft tissue minus aerated lung
+         + p.vessel_density * L.markings * thick
+         + 0.10 * hila * thick
+         + p.bone_density * bone
+         - 0.30 * airway * medi * thick - 0.45 * bubble * thick
+         + L.extra)
+    A = gaussian_filter(A.astype(np.float32), sigma=0.5 * size / 128, truncate=3.0)
+    image = 1.0 - np.exp(-p.exposure * np.clip(A, 0.0, None))
+    # Detector: a faint background, heel effect and quantum noise, all from the seed alone.
+    noise_rng = _rng(seed, 2)
+    noise = noise_rng.standard_normal((size, size), dtype=np.float32)
+    image = 0.02 + 0.97 * image * (1.0 - 0.05 * anat._pixel_centres(size)[1])
+    image = image + p.noise_level * noise_scale * noise
+    return np.clip(image, 0.0, 1.0).astype(np.float32), masks
+
+
+def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
+                findings: list[Finding] | None = None, image_id: str | None = None,
+                anatomy: AnatomyParams | None = None) -> SyntheticCase:
+    """Draw one synthetic study.
+
+    ``seed`` fixes the anatomy, exposure and noise; ``findings`` (if given) replaces the sampled
+    findings (missing details are filled from the seed), so toggling one finding changes only
+    the pixels in its own mask (plus the blur's 2-pixel reach). ``anatomy`` overrides the sampled
+    anatomy (turn a parameter and redraw).
+    """
+    from xraygpt_lab.data.synthetic_reports import write_texts
+
+    seed = _check_seed(seed)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
+        raise ValueError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
+    config = config or WorldConfig()
+    params = anatomy if anatomy is not None else sample_anatomy(_rng(seed, 0))
+    if findings is None:
+        findings = sample_findings(_rng(seed, 1), config)
+    findings = _complete_all(list(findings), params, seed)
+    image, masks = _render(params, findings, int(size), seed, config.noise_scale)
+    labels = {obs: 0 for obs in RENDERED_OBSERVATIONS}
+    for f in findings:
+        labels[f.observation] = 1
+    labels["No Finding"] = int(not findings)
+    report, summary, conversation = write_texts(findings, _rng(seed, 4))
+    return SyntheticCase(
+        image_id=image_id or f"syn-{seed}",
+        image=image, labels=labels, findings=findings, masks=masks, anatomy=params,
+        report=report, summary=summary, conversation=conversation, seed=seed,
+    )
+
+
+def generate_cases(n: int, size: int = 128, seed: int = 0,
+                   config: WorldConfig | None = None) -> Iterator[SyntheticCase]:
+    """Yield ``n`` cases; case ``i`` is ``render_case(case_seed(seed, i), ...)`` with id
+    ``case_image_id(seed, i)``, so any single case can be regenerated on its own."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    seed = _check_seed(seed)
+    config = config or WorldConfig()
+    for i in range(int(n)):
+        yield render_case(case_seed(seed, i), size, config, image_id=case_image_id(seed, i))
+
+
+def toggle_finding(case: SyntheticCase, observation: str, finding: Finding | None = None,
+                   config: WorldConfig | None = None) -> SyntheticCase:
+    """Counterfactual: the same phantom with ``observation`` removed (if present) or added."""
+    current = [replace(f) for f in case.findings]
+    if any(f.observation == observation for f in current):
+        new = [f for f in current if f.observation != observation]
+    else:
+        new = current + [finding or Finding(observation)]
+    size = case.image.shape[0]
+    return render_case(case.seed, size, config, findings=new, image_id=case.image_id, anatomy=case.anatomy)

@@ -1,0 +1,270 @@
+"""Attributions over radiographs with Captum: which pixels (or image tokens) raise a target.
+
+A *target* (``interpret.targets``) maps pixels ``[B, 1, S, S]`` to one number per image: the
+log-probability of an answer or of one phrase in it, or a zero-shot score. :func:`attribute` runs
+one Captum method on it and returns an :class:`AttributionMap` at the model's input resolution.
+
+=================  =================================================  ====================
+method             Captum class (reference)                           resolution
+=================  =================================================  ====================
+``ig``             IntegratedGradients (Sundararajan et al. 2017)     pixel
+``smoothgrad``     NoiseTunnel(Saliency) (Smilkov et al. 2017)        pixel
+``occlusion``      Occlusion (Zeiler & Fergus 2014)                   window / stride
+``saliency``       Saliency, |∂y/∂x| (Simonyan et al. 2014)           pixel
+``gradientshap``   GradientShap (Lundberg & Lee 2017)                 pixel
+``gradcam``        LayerGradCam on the last Swin stage (Selvaraju     token grid
+                   et al. 2017)
+``layer_ig``       LayerIntegratedGradients on the projection output  token grid
+                   (the image embeddings the LLM reads)
+=================  =================================================  ====================
+
+Baselines (what "absence of signal" means; Sturmfels et al. 2020, "Visualizing the Impact of
+Feature Attribution Baselines") are chosen with ``baseline=`` and always named in the result:
+``"black"`` (pixel value 0, air), ``"mean"`` (MedCLIP's mean grey), ``"blur"`` (the image blurred
+with a Gaussian of σ = S/16 px: keeps the exposure, removes local detail; the default) or a number
+in ``[0, 1]`` (a flat image of that grey) or a tensor in normalised units.
+
+Swin stages return tuples, so Grad-CAM does not hook a stage: :func:`token_grid` routes the last
+stage's tokens (``VisionEncoder.hook_tokens``, after the final LayerNorm) through an identity
+module whose output is laid out ``[B, d, rows, cols]``, the layout ``LayerGradCam`` expects.
+
+Every method accepts ``internal_batch_size`` (Captum's chunking of the steps, noise samples or
+occluded copies), so memory stays bounded on a 7B model.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
+
+Target = Callable[[torch.Tensor], torch.Tensor]
+
+METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig")
+BASELINES: tuple[str, ...] = ("black", "mean", "blur")
+
+
+@dataclass
+class AttributionMap:
+    """One explanation of one image.
+
+    ``map`` ``[S, S]`` float32 at the model's input resolution (token-level methods are bilinearly
+    upsampled from ``grid``); higher = more evidence FOR the target (Saliency and SmoothGrad are
+    unsigned magnitudes). ``raw`` is Captum's output before reduction.
+    """
+
+    method: str
+    map: np.ndarray  # [S, S]
+    baseline: str  # named in every plot: what "absence" meant
+    target: str
+    score: float  # target value at the input
+    resolution: str  # "pixel", "token grid 4x4", "occlusion window 16 px / stride 8 px"
+    raw: torch.Tensor | None = field(default=None, repr=False)
+    grid: np.ndarray | None = field(default=None, repr=False)  # [rows, cols] token-level values
+    delta: float | None = None  # IG completeness error |Σ attr − (f(x) − f(baseline))|
+
+    @property
+    def peak(self) -> tuple[int, int]:
+        """``(row, col)`` of the map's maximum at model resolution."""
+        r, c = np.unravel_index(int(np.argmax(self.map)), self.map.shape)
+        return int(r), int(c)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines
+# ----------------------------------------------------------------------------------------------
+def gaussian_blur(pixel_values: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[B, C, S, S]`` with reflect padding (same shape)."""
+    if sigma <= 0:
+        return pixel_values.clone()
+    radius = max(1, int(round(3 * sigma)))
+    radius = min(radius, pixel_values.shape[-1] - 1)
+    x = torch.arange(-radius, radius + 1, dtype=pixel_values.dtype, device=pixel_values.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = pixel_values.shape[1]
+    out = F.pad(pixel_values, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)  # [B, C, S, S]
+
+
+def make_baseline(pixel_values: torch.Tensor, baseline: str | float | torch.Tensor = "blur") -> tuple[torch.Tensor, str]:
+    """Baseline tensor (same shape, normalised units) and its human-readable name."""
+    if isinstance(baseline, torch.Tensor):
+        if baseline.shape != pixel_values.shape:
+            raise ValueError(f"baseline tensor shape {list(baseline.shape)} != input shape {list(pixel_values.shape)}")
+        return baseline.to(pixel_values), "custom tensor"
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if not 0.0 <= float(baseline) <= 1.0:
+            raise ValueError(f"a numeric baseline is a grey level in [0, 1], got {baseline}")
+        value = (float(baseline) - MEDCLIP_MEAN) / MEDCLIP_STD
+        return torch.full_like(pixel_values, value), f"flat grey {float(baseline):.2f}"
+    if baseline == "black":
+        return torch.full_like(pixel_values, (0.0 - MEDCLIP_MEAN) / MEDCLIP_STD), "black image (air)"
+    if baseline == "mean":
+        return torch.zeros_like(pixel_values), "MedCLIP mean grey"
+    if baseline == "blur":
+        sigma = pixel_values.shape[-1] / 16
+        return gaussian_blur(pixel_values, sigma), f"blurred image (Gaussian σ={sigma:g} px)"
+    raise ValueError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}, a grey level or a tensor")
+
+
+# ----------------------------------------------------------------------------------------------
+# Token grid hook (Grad-CAM on the last Swin stage)
+# ----------------------------------------------------------------------------------------------
+class TokenGrid(nn.Identity):
+    """Identity whose output is the last stage's tokens laid out ``[B, d, rows, cols]``."""
+
+
+@contextlib.contextmanager
+def token_grid(encoder: nn.Module) -> Iterator[TokenGrid]:
+    """While active, ``encoder.hook_tokens`` output passes through a :class:`TokenGrid` module.
+
+    Yields that module: give it to ``LayerGradCam`` (or hook it) to read a spatial tensor instead
+    of the tuple a ``SwinStage`` returns.
+    """
+    rows, cols = encoder.grid
+    grid_module = TokenGrid()
+
+    def reroute(_module: nn.Module, _inputs: tuple, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, d = tokens.shape  # [B, N, d]
+        spatial = tokens.transpose(1, 2).reshape(b, d, rows, cols)  # [B, d, rows, cols]
+        return grid_module(spatial).reshape(b, d, n).transpose(1, 2)  # [B, N, d]
+
+    handle = encoder.hook_tokens.register_forward_hook(reroute)
+    try:
+        yield grid_module
+    finally:
+        handle.remove()
+
+
+def upsample_grid(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B, rows, cols]`` → ``[B, size, size]`` bilinear (each token covers size/cols pixels)."""
+    return F.interpolate(grid[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The methods
+# ----------------------------------------------------------------------------------------------
+def _check_inputs(pixel_values: torch.Tensor) -> torch.Tensor:
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[1] != 1:
+        shape = list(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must be [batch, 1, S, S] (data.images.preprocess, stacked), got {shape}")
+    return pixel_values.detach()
+
+
+def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
+              baseline: str | float | torch.Tensor = "blur", n_steps: int = 32,
+              internal_batch_size: int | None = None, nt_samples: int = 8, nt_stdev: float = 0.5,
+              occlusion_window: int | None = None, occlusion_stride: int | None = None,
+              shap_samples: int = 16) -> list[AttributionMap]:
+    """Run ``method`` on every image of ``pixel_values`` ``[B, 1, S, S]``; one map per image.
+
+    ``n_steps``: Riemann steps of IG / layer IG. ``nt_samples``/``nt_stdev``: SmoothGrad noise
+    samples and their σ in normalised units (0.5 ≈ 14 % of the input range, Smilkov et al.
+    recommend 10–20 %). Occlusion windows default to S/8 px with stride S/16. GradientShap draws
+    ``shap_samples`` points between the input (+ noise) and the baselines black, mean and blur.
+    """
+    from captum.attr import (IntegratedGradients, LayerGradCam, LayerIntegratedGradients, NoiseTunnel,
+                             Occlusion, Saliency, GradientShap)
+
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose one of {list(METHODS)}")
+    if n_steps < 2:
+        raise ValueError(f"n_steps must be >= 2, got {n_steps}")
+    pixels = _check_inputs(pixel_values)
+    size = pixels.shape[-1]
+    with torch.no_grad():
+        scores = target(pixels).detach().float()  # [B]
+    delta = None
+    grid = None
+    resolution = "pixel"
+    if method == "ig":
+        base, base_name = make_baseline(pixels, baseline)
+        attr, delta_t = IntegratedGradients(target).attribute(
+            pixels, baselines=base, n_steps=n_steps, internal_batch_size=internal_batch_size,
+            return_convergence_delta=True)
+        delta = delta_t.abs().detach().cpu().numpy()
+        maps = attr[:, 0]  # [B, S, S] signed
+        base_name = f"{base_name}; {n_steps} steps"
+    elif method == "smoothgrad":
+        attr = NoiseTunnel(Saliency(target)).attribute(
+            pixels, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=nt_stdev,
+            nt_samples_batch_size=internal_batch_size, abs=True)
+        maps = attr[:, 0]
+        base_name = f"none (gradient magnitude, {nt_samples} samples, noise σ={nt_stdev:g})"
+    elif method == "saliency":
+        attr = Saliency(target).attribute(pixels, abs=True)
+        maps = attr[:, 0]
+        base_name = "none (gradient magnitude)"
+    elif method == "occlusion":
+        window = occlusion_window or max(2, size // 8)
+        stride = occlusion_stride or max(1, window // 2)
+        base, base_name = make_baseline(pixels, baseline)
+        attr = Occlusion(target).attribute(
+            pixels, sliding_window_shapes=(1, window, window), strides=(1, stride, stride),
+            baselines=base, perturbations_per_eval=internal_batch_size or 16)
+        maps = attr[:, 0]
+        resolution = f"occlusion window {window} px / stride {stride} px"
+        base_name = f"patches replaced by {base_name}"
+    elif method == "gradientshap":
+        candidates = [make_baseline(pixels[:1], b)[0] for b in BASELINES]
+        base = torch.cat(candidates, dim=0)  # [3, 1, S, S]
+        attr = GradientShap(target).attribute(pixels, baselines=base, n_samples=shap_samples, stdevs=0.1)
+        maps = attr[:, 0]
+        base_name = f"distribution of black / mean / blur images; {shap_samples} samples"
+    elif method == "gradcam":
+        encoder = _encoder_of(target)
+        with token_grid(encoder) as grid_module:
+            attr = LayerGradCam(target, grid_module).attribute(pixels, relu_attributions=True)  # [B, 1, r, c]
+        grid = attr[:, 0].detach()
+        maps = upsample_grid(grid, size)
+        rows, cols = grid.shape[-2:]
+        resolution = f"token grid {rows}x{cols}"
+        base_name = "none (gradient-weighted activations, ReLU)"
+    else:  # layer_ig
+        model = getattr(target, "model", None)
+        if model is None or not hasattr(model, "hook_projection"):
+            raise ValueError("layer_ig needs a text target (answer_target / phrase_target) with an XrayGPT model")
+        base, base_name = make_baseline(pixels, baseline)
+        attr = LayerIntegratedGradients(target, model.hook_projection).attribute(
+            pixels, baselines=base, n_steps=n_steps, internal_batch_size=internal_batch_size)  # [B, N, d_llm]
+        tokens = attr.sum(dim=-1).detach()  # [B, N]
+        grid = model.encoder.token_map(tokens)  # [B, rows, cols]
+        maps = upsample_grid(grid, size)
+        rows, cols = grid.shape[-2:]
+        resolution = f"token grid {rows}x{cols}"
+        base_name = f"projection output of the {base_name}; {n_steps} steps"
+    maps_np = maps.detach().float().cpu().numpy().astype(np.float32)
+    grid_np = None if grid is None else grid.float().cpu().numpy()
+    out = []
+    for i in range(pixels.shape[0]):
+        out.append(AttributionMap(
+            method=method, map=maps_np[i], baseline=base_name, target=getattr(target, "description", "target"),
+            score=float(scores[i]), resolution=resolution, raw=attr[i].detach(),
+            grid=None if grid_np is None else grid_np[i],
+            delta=None if delta is None else float(delta[i])))
+    return out
+
+
+def _encoder_of(target: Target) -> nn.Module:
+    encoder = getattr(target, "encoder", None)
+    if encoder is None or not hasattr(encoder, "hook_tokens"):
+        raise ValueError("gradcam needs a target with an .encoder (VisionEncoder with hook_tokens)")
+    return encoder
+
+
+def explain(target: Target, pixel_values: torch.Tensor, method: str = "ig", **kwargs) -> AttributionMap:
+    """One image ``[1, S, S]`` or ``[1, 1, S, S]`` → one :class:`AttributionMap`."""
+    if pixel_values.dim() == 3:
+        pixel_values = pixel_values[None]
+    if pixel_values.shape[0] != 1:
+        raise ValueError(f"explain takes one image; use attribute() for a batch of {pixel_values.shape[0]}")
+    return attribute(target, pixel_values, method, **kwargs)[0]

@@ -1,0 +1,238 @@
+"""MedCLIP contrastive pretraining of the vision encoder (with the text encoder beside it).
+
+MedCLIP (Wang et al. 2022, Sec. 3; repository RyanWangZf/MedCLIP) decouples images and texts and
+replaces CLIP's one-hot targets with *semantic matching*: with multi-hot labels ``l_img``/``l_txt``
+per image and per text, ``label_sim = l_img @ l_txtᵀ`` and the targets are ``softmax(label_sim)``
+row-wise, so two studies with the same findings are not pushed apart as false negatives. The loss
+is the soft cross-entropy averaged over image→text and text→image. Without labels it is CLIP's
+(Radford et al. 2021) symmetric cross-entropy on the diagonal.
+
+The temperature is a learnable ``logit_scale`` initialised to ``log(1/0.07)`` and clamped to
+``[0, 4.6052]`` (``ln 100``), as in MedCLIP's ``MedCLIPModel``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..models.encoder import VisionEncoder
+from ..models.text_encoder import TextEncoder
+
+#: CLIP/MedCLIP initial temperature: logit_scale = log(1 / 0.07).
+LOGIT_SCALE_INIT: float = math.log(1 / 0.07)
+#: MedCLIP clamps logit_scale to [0, 4.6052] (= ln 100), i.e. at most 100× the cosine.
+LOGIT_SCALE_MAX: float = 4.6052
+
+
+class LogitScale(nn.Module):
+    """Learnable log-temperature; ``forward()`` returns ``exp(clamp(s, 0, 4.6052))``."""
+
+    def __init__(self, init: float = LOGIT_SCALE_INIT) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(float(init)))
+
+    def clamp_(self) -> None:
+        """Clamp the stored value in place, as MedCLIP does at every forward."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
+
+    def forward(self) -> torch.Tensor:
+        return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX).exp()  # scalar
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``mean_i  −Σ_j targets[i, j] · log_softmax(logits)[i, j]`` for ``[B, B']`` inputs."""
+    return -(targets * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
+def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy; pair ``i`` ↔ ``i`` is the positive. ``logits`` ``[B, B]``."""
+    target = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return 0.5 * (
+        nn.functional.cross_entropy(logits_per_image, target)
+        + nn.functional.cross_entropy(logits_per_image.T, target)
+    )
+
+
+def medclip_loss(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    scale: torch.Tensor,
+    image_labels: torch.Tensor | None = None,
+    text_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MedCLIP's semantic-matching loss; plain CLIP loss when labels are absent.
+
+    ``image_embeddings`` ``[B, p]`` and ``text_embeddings`` ``[B', p]`` are unit vectors;
+    ``scale`` is ``exp(logit_scale)``; labels are multi-hot ``[B, L]`` / ``[B', L]``.
+    """
+    if image_embeddings.shape[-1] != text_embeddings.shape[-1]:
+        raise ValueError(
+            f"image embeddings have width {image_embeddings.shape[-1]} but text embeddings {text_embeddings.shape[-1]}"
+        )
+    logits_per_image = scale * image_embeddings @ text_embeddings.T  # [B, B']
+    if image_labels is None and text_labels is None:
+        if logits_per_image.shape[0] != logits_per_image.shape[1]:
+            raise ValueError("without labels the loss needs paired batches (as many texts as images)")
+        return clip_loss(logits_per_image)
+    if text_labels is None:
+        text_labels = image_labels
+    if image_labels is None:
+        image_labels = text_labels
+    image_labels = image_labels.to(logits_per_image)
+    text_labels = text_labels.to(logits_per_image)
+    label_sim = image_labels @ text_labels.T  # [B, B']
+    loss_image = soft_cross_entropy(logits_per_image, label_sim.softmax(dim=1))
+    loss_text = soft_cross_entropy(logits_per_image.T, label_sim.T.softmax(dim=1))
+    return 0.5 * (loss_image + loss_text)
+
+
+def label_columns() -> list[str]:
+    """Column names of ``observation_targets``: each rendered observation, split by side where
+    the synthetic world lateralises it (``Pleural Effusion (left)`` …), so that the semantic-
+    matching targets separate a left from a right effusion."""
+    from ..data.findings import RENDERED_OBSERVATIONS
+    from ..data.lesions import ALLOWED_SIDES
+
+    columns: list[str] = []
+    for observation in RENDERED_OBSERVATIONS:
+        sides = [s for s in ALLOWED_SIDES.get(observation, (None,)) if s in ("left", "right")]
+        columns += [f"{observation} ({s})" for s in sides] if sides else [observation]
+    return columns
+
+
+def observation_targets(cases: Sequence) -> tuple[torch.Tensor, list[str]]:
+    """Multi-hot ``[N, L]`` laterality-aware labels from synthetic cases (``.labels``, ``.findings``).
+
+    A positive lateralised finding sets its ``(left)``/``(right)`` column; a positive without a
+    usable side sets both (the observation is present, the side unknown).
+    """
+    columns = label_columns()
+    index = {name: i for i, name in enumerate(columns)}
+    targets = torch.zeros(len(cases), len(columns))
+    for row, case in enumerate(cases):
+        sides = {f.observation: f.side for f in getattr(case, "findings", [])}
+        for observation, value in case.labels.items():
+            if value != 1:
+                continue
+            if observation in index:
+                targets[row, index[observation]] = 1.0
+                continue
+            side = sides.get(observation)
+            keys = [f"{observation} ({side})"] if side in ("left", "right") else [
+                f"{observation} (left)", f"{observation} (right)"
+            ]
+            for key in keys:
+                if key in index:
+                    targets[row, index[key]] = 1.0
+    return targets, columns
+
+
+def _cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to 10 % of ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain_encoder(
+    encoder: VisionEncoder,
+    text_encoder: TextEncoder,
+    images: torch.Tensor,
+    texts: Sequence[str],
+    labels: torch.Tensor | None = None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool = True,
+    logit_scale: LogitScale | None = None,
+    weight_decay: float = 0.05,
+    warmup: int | None = None,
+    log_every: int = 10,
+) -> dict:
+    """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
+
+    ``images`` ``[N, 1, S, S]`` (``data.images.preprocess`` outputs, stacked); ``texts`` the N
+    paired reports; ``labels`` optional multi-hot ``[N, L]`` (use laterality-split columns so the
+    targets tell left from right). Batches are drawn without replacement per epoch with a
+    ``seed``-ed generator. Returns a history: ``loss`` (per step), ``step``, ``logit_scale``
+    (final exp-scale), ``seconds``, ``images_per_second``.
+    """
+    n = images.shape[0]
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be [N, 1, S, S], got shape {list(images.shape)}")
+    if len(texts) != n:
+        raise ValueError(f"got {n} images but {len(texts)} texts; they must be paired one to one")
+    if labels is not None and (labels.dim() != 2 or labels.shape[0] != n):
+        raise ValueError(f"labels must be [N={n}, L], got shape {list(labels.shape)}")
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"need steps ≥ 1 and batch_size ≥ 2 (got steps={steps}, batch_size={batch_size})")
+    batch_size = min(batch_size, n)
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    scale_module = logit_scale or LogitScale()
+    device = next(encoder.parameters()).device
+    scale_module.to(device)
+    tokens = text_encoder.tokenize(list(texts))  # input_ids / attention_mask [N, T]
+    params = [p for m in (encoder, text_encoder, scale_module) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20) if warmup is None else warmup
+
+    encoder.train()
+    text_encoder.train()
+    history: dict = {"step": [], "loss": []}
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    start = time.perf_counter()
+    bar = _progress(steps) if progress else None
+    for step in range(steps):
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        index = order[cursor : cursor + batch_size]
+        cursor += batch_size
+        mask = tokens["attention_mask"][index]  # [b, T]
+        length = int(mask.sum(1).max())
+        ids = tokens["input_ids"][index, :length]  # [b, t]
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, steps, lr, warmup)
+
+        image_embeddings = encoder(images[index].to(device)).embedding  # [b, p]
+        text_embeddings = text_encoder(ids, mask[:, :length])  # [b, p]
+        batch_labels = labels[index].to(device) if labels is not None else None
+        loss = medclip_loss(image_embeddings, text_embeddings, scale_module(), batch_labels, batch_labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scale_module.clamp_()
+
+        history["step"].append(step)
+        history["loss"].append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            if step % log_every == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    encoder.eval()
+    text_encoder.eval()
+    history.update(
+        logit_scale=float(scale_module()),
+        seconds=seconds,
+        images_per_second=steps * batch_size / max(seconds, 1e-9),
+    )
+    return history
+
+
+def _progress(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="contrastive pretraining", leave=False)

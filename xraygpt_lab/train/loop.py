@@ -1,0 +1,131 @@
+"""One training loop for every stage (LLM domain fine-tuning, alignment stage 1 and 2).
+
+Built on ``accelerate`` so that the same code runs on the CPU, on one GPU (bf16 autocast) or on
+several with ``accelerate launch``. Batches come from ``make_batch(step, rng)``, a pure function
+of the step (and the process rank), so resuming needs no data-loader state: a stage stopped at
+step k and resumed from its checkpoint replays exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .schedule import StageConfig, make_scheduler
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class StageResult:
+    """What :func:`train_stage` returns."""
+
+    history: list[dict] = field(default_factory=list)  # one {"step", "loss", "lr"} per step
+    steps_done: int = 0
+    finished: bool = False
+    seconds: float = 0.0
+
+
+def make_accelerator(mixed_precision: str | None = None):
+    """An ``accelerate.Accelerator``: bf16 autocast on a GPU, full precision on the CPU."""
+    from accelerate import Accelerator
+
+    if mixed_precision is None:
+        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
+    """The random source for one step's batch: depends only on (seed, step, rank)."""
+    return random.Random(f"{seed}:{step}:{rank}")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as in MiniGPT-4: no weight decay on biases and 1-d (norm) parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int, random.Random], Batch],
+                checkpoint: str | Path | None = None, *, accelerator: Any = None,
+                stop_after: int | None = None, progress: bool = True,
+                gradient_checkpointing: bool | None = None) -> StageResult:
+    """Train ``model``'s trainable parameters for ``stage.steps`` optimiser steps.
+
+    ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
+    exists the stage resumes from it (weights, AdamW moments, schedule position, RNG, loss
+    history) and reaches the same weights as an uninterrupted run. ``stop_after`` ends this call
+    after that many steps (simulating an interruption). Gradient checkpointing of the LLM is
+    switched on by default on a GPU (saves activation memory for the 7B model).
+    """
+    from tqdm.auto import tqdm
+
+    start_time = time.perf_counter()
+    accelerator = accelerator or make_accelerator()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"stage {stage.name!r}: the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(parameter_groups(model, stage.weight_decay), lr=stage.init_lr,
+                                  betas=(0.9, 0.999))
+    scheduler = make_scheduler(optimizer, stage)
+    step, history = 0, []
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.is_file():
+        step, history, _ = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    if step >= stage.steps:
+        return StageResult(history=history, steps_done=step, finished=True)
+
+    llm = getattr(model, "llm", model)
+    if gradient_checkpointing is None:
+        gradient_checkpointing = accelerator.device.type == "cuda"
+    if gradient_checkpointing and hasattr(llm, "gradient_checkpointing_enable"):
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(wrapped)
+    wrapped.train()
+    end = stage.steps if stop_after is None else min(stage.steps, step + stop_after)
+    bar = tqdm(total=stage.steps, initial=step, desc=stage.name, disable=not progress or not accelerator.is_main_process,
+               leave=False, dynamic_ncols=True)
+    try:
+        while step < end:
+            batch = make_batch(step, step_rng(stage.seed, step, accelerator.process_index))
+            with accelerator.autocast():
+                loss = wrapped(**batch).loss
+            accelerator.backward(loss)
+            if stage.grad_clip is not None:
+                accelerator.clip_grad_norm_(params, stage.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+            history.append({"step": step, "loss": round(value, 5), "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+            if checkpoint is not None and (step % stage.save_every == 0 or step == end):
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(checkpoint, raw, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                                    scheduler, step, history)
+    finally:
+        bar.close()
+        raw.eval()
+        if gradient_checkpointing and hasattr(llm, "gradient_checkpointing_disable"):
+            llm.gradient_checkpointing_disable()
+    return StageResult(history=history, steps_done=step, finished=step >= stage.steps,
+                       seconds=time.perf_counter() - start_time)
