@@ -1,0 +1,274 @@
+"""The whole XrayGPT recipe on the synthetic world, stage by stage, resumable.
+
+    synthetic data → encoder pretraining (MedCLIP loss) → LLM domain fine-tuning (MedVicuna /
+    RadVicuna step) → alignment stage 1 ("MIMIC-like") → stage 2 ("OpenI-like") → evaluation
+
+The tiny profile's stand-ins, stated plainly: stage 1 trains on one synthetic set (seed ``S``,
+playing MIMIC-CXR's many summaries), stage 2 on a smaller second synthetic set drawn with another
+seed (``S + 1000``, playing OpenI; same report generator, other phantoms and phrasings), and the
+evaluation uses a third seed (``S + 2000``) that no stage saw. The LLM's domain conversations are
+the synthetic conversations of the stage-1 set (single turns, plus multi-turn chains in which
+earlier answers must stay consistent with later ones).
+
+Resuming: every finished stage leaves its output in the run folder and is skipped next time; a
+stage interrupted midway continues from its last checkpoint in ``RUN/work/`` (the encoder's
+contrastive pretraining restarts from scratch: ``train.contrastive`` has no checkpoints).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import get_profile
+from ..errors import XrayGPTLabError
+from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
+from .checkpoint import atomic_write_text, load_weights, save_weights
+from .schedule import StageConfig
+
+#: Files of a complete run folder (``runs.load_run`` checks these, ``metrics.json`` marks the end).
+RUN_FILES: tuple[str, ...] = (
+    "config.json",
+    "encoder/encoder_config.json",
+    "encoder/encoder.safetensors",
+    "llm/config.json",
+    "llm/model.safetensors",
+    "llm/tokenizer.json",
+    "projection.safetensors",
+)
+COMPLETE_MARKER = "metrics.json"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SplitData:
+    """One synthetic split, preprocessed."""
+
+    pixels: torch.Tensor  # [M, 1, S, S]
+    summaries: list[str]
+    conversations: list[list[dict]]
+    labels: list[dict]
+    findings: list[list[Any]]
+
+
+def split_seeds(seed: int) -> dict[str, int]:
+    """Seeds of the three synthetic sets: stage 1, stage 2 and the held-out evaluation."""
+    return {"stage1": seed, "stage2": seed + 1000, "eval": seed + 2000}
+
+
+def make_split(n: int, size: int, seed: int) -> SplitData:
+    """Generate ``n`` synthetic cases and preprocess them with the MedCLIP transform."""
+    from ..data.images import preprocess
+    from ..data.synthetic import generate_cases
+
+    cases = list(generate_cases(n, size, seed))
+    return SplitData(
+        pixels=torch.stack([preprocess(c.image, size) for c in cases]),
+        summaries=[c.summary for c in cases],
+        conversations=[c.conversation for c in cases],
+        labels=[dict(c.labels) for c in cases],
+        findings=[list(c.findings) for c in cases],
+    )
+
+
+#: Observations whose side is part of the contrastive label (left and right are separate columns).
+_LATERAL = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Lung Lesion", "Atelectasis", "Fracture")
+
+
+def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
+    """Multi-hot ``[M, L]`` targets for the MedCLIP loss, with left/right split columns."""
+    from ..data.lesions import DRAWABLE
+
+    columns = [(o, s) for o in DRAWABLE for s in (("left", "right") if o in _LATERAL else (None,))]
+    out = torch.zeros(len(findings), len(columns))
+    for i, case in enumerate(findings):
+        for f in case:
+            for j, (obs, side) in enumerate(columns):
+                if obs == f.observation and (side is None or side == f.side):
+                    out[i, j] = 1.0
+    return out
+
+
+def llm_examples(conversations: list[list[dict]], seed: int, chains_per_case: int = 3) -> list[tuple[str, str]]:
+    """Domain conversations: every single turn, plus multi-turn chains from the same case.
+
+    A chain shows 1–3 earlier question/answer turns of one case before the last question, so the
+    model learns that an answer must agree with what the conversation already established.
+    """
+    rng = random.Random(seed)
+    examples = []
+    for turns in conversations:
+        examples += [xraygpt_text_example(t["question"], t["answer"]) for t in turns]
+        for _ in range(chains_per_case if len(turns) > 1 else 0):
+            chain = rng.sample(turns, min(len(turns), rng.randint(2, 4)))
+            context = "".join(f"{END_SYM}Patient: {t['question']} {END_SYM}Doctor: {t['answer']} " for t in chain[:-1])
+            prompt, target = xraygpt_text_example(chain[-1]["question"], chain[-1]["answer"])
+            examples.append((context + prompt, target))
+    return examples
+
+
+def _stage(name: str, t: dict, prefix: str, seed: int, save_every: int = 50) -> StageConfig:
+    return StageConfig(name=name, steps=t[f"{prefix}_steps"], batch_size=t[f"{prefix}_batch"],
+                       init_lr=t[f"{prefix}_lr"], min_lr=t[f"{prefix}_min_lr"],
+                       warmup_lr=t.get(f"{prefix}_warmup_lr", t[f"{prefix}_lr"] / 30),
+                       warmup_steps=t[f"{prefix}_warmup"], weight_decay=0.05, seed=seed, save_every=save_every)
+
+
+def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
+                    overrides: dict[str, Any] | None = None, progress: bool = True,
+                    keep_work: bool = False) -> dict[str, Any]:
+    """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content."""
+    from ..models.encoder import EncoderConfig, VisionEncoder
+    from ..models.llm import load_llm, save_llm, tiny_llm, train_tokenizer
+    from ..models.text_encoder import TextEncoder
+    from ..models.xraygpt import XrayGPT
+    from ..train.contrastive import pretrain_encoder
+    from .align import AlignmentSet, align_stage
+    from .evaluation import evaluate_model
+    from .feature_cache import FeatureCache
+    from .llm_finetune import domain_finetune
+
+    prof = get_profile(profile)
+    if prof.name != "tiny":
+        raise XrayGPTLabError(
+            "the walkthrough trains from scratch and runs the tiny profile only; for the full profile "
+            "load MedCLIP + Vicuna with models.encoder / models.llm.load_llm and call train.align.align_stage")
+    out = Path(out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    t = {**prof.train, **(overrides or {})}
+    config = {"profile": prof.name, "seed": seed, "image_size": prof.image_size, "llm": dict(prof.llm),
+              "train": t, "seeds": split_seeds(seed), "template": xraygpt_prompt("{instruction}"),
+              "end_sym": END_SYM, "image_blind": "projection output replaced by zeros"}
+    config_path = out / "config.json"
+    if config_path.is_file():
+        old = json.loads(config_path.read_text())
+        if {k: old.get(k) for k in ("profile", "seed", "train")} != {k: config[k] for k in ("profile", "seed", "train")}:
+            raise XrayGPTLabError(f"{out} holds a run with other settings (profile/seed/steps); choose another --out")
+    else:
+        atomic_write_text(config_path, json.dumps(config, indent=2))
+    timings: dict[str, float] = {}
+    history_path = work / "history.json"
+    history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.is_file() else {}
+
+    def stage_done(name: str, seconds: float, extra: str = "") -> None:
+        timings[name] = round(seconds, 1)
+        log(f"[{name}] done in {seconds:.1f} s{extra}")
+        atomic_write_text(history_path, json.dumps(history))
+
+    torch.manual_seed(seed)
+    seeds = split_seeds(seed)
+    size = prof.image_size
+    # 1. data ---------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    log(f"[data] synthetic sets: stage 1 ({t['n_stage1']}, seed {seeds['stage1']}), "
+        f"stage 2 ({t['n_stage2']}, seed {seeds['stage2']}), eval ({t['n_eval']}, seed {seeds['eval']})")
+    s1 = make_split(t["n_stage1"], size, seeds["stage1"])
+    s2 = make_split(t["n_stage2"], size, seeds["stage2"])
+    ev = make_split(t["n_eval"], size, seeds["eval"])
+    stage_done("data", time.perf_counter() - t0)
+
+    # 2. encoder (MedCLIP-style contrastive pretraining, then frozen) ------------------------
+    t0 = time.perf_counter()
+    if (out / "encoder" / "encoder.safetensors").is_file():
+        encoder = VisionEncoder.from_pretrained(out / "encoder")
+        log("[encoder] found in run folder, skipped")
+    else:
+        log(f"[encoder] contrastive pretraining, {t['encoder_steps']} steps")
+        torch.manual_seed(seed)
+        encoder = VisionEncoder(EncoderConfig.tiny(size))
+        text_encoder = TextEncoder.from_corpus(s1.summaries)
+        h = pretrain_encoder(encoder, text_encoder, s1.pixels, s1.summaries, laterality_labels(s1.findings),
+                             steps=t["encoder_steps"], batch_size=t["encoder_batch"], lr=t["encoder_lr"],
+                             seed=seed, progress=progress)
+        history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
+        text_encoder.save_pretrained(out / "text_encoder")
+        encoder.save_pretrained(out / "encoder")
+        stage_done("encoder", time.perf_counter() - t0)
+    encoder = encoder.freeze()
+
+    # 3. encoder features, once per image ---------------------------------------------------
+    t0 = time.perf_counter()
+    cache = FeatureCache(work / "features", encoder)
+    f1, f2, fe = cache.features(s1.pixels), cache.features(s2.pixels), cache.features(ev.pixels)
+    stage_done("features", time.perf_counter() - t0, f" ({cache.misses} encoded, {cache.hits} from cache)")
+
+    # 4. LLM: tokenizer + domain fine-tuning -------------------------------------------------
+    t0 = time.perf_counter()
+    if (out / "llm" / "model.safetensors").is_file():
+        llm, tokenizer = load_llm(out / "llm")
+        log("[llm] found in run folder, skipped")
+    else:
+        examples = llm_examples(s1.conversations, seed)
+        tok_dir = work / "tokenizer"
+        if (tok_dir / "tokenizer.json").is_file():
+            from transformers import PreTrainedTokenizerFast
+
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+        else:
+            corpus = [p + a for p, a in examples] + [xraygpt_prompt(q) for q in _instructions()]
+            tokenizer = train_tokenizer(corpus, vocab_size=prof.llm["vocab_size"])
+            tokenizer.save_pretrained(tok_dir)
+        llm = tiny_llm(tokenizer, seed=seed, **{k: v for k, v in prof.llm.items() if k != "vocab_size"})
+        log(f"[llm] domain fine-tuning on {len(examples)} conversation turns, {t['llm_steps']} steps")
+        r = domain_finetune(llm, tokenizer, examples, _stage("llm", t, "llm", seed), work / "llm.ckpt.safetensors",
+                            progress=progress)
+        history["llm"] = r.history
+        save_llm(llm, tokenizer, out / "llm")
+        stage_done("llm", time.perf_counter() - t0)
+
+    # 5./6. alignment stages: only the linear projection trains --------------------------------
+    torch.manual_seed(seed)
+    model = XrayGPT(encoder, llm, tokenizer)
+    for name, feats, split, prefix, previous in (("stage1", f1, s1, "stage1", None),
+                                                 ("stage2", f2, s2, "stage2", "stage1")):
+        done_path = work / f"projection_{name}.safetensors"
+        if done_path.is_file():
+            model.projection.load_state_dict(load_weights(done_path)[0])
+            log(f"[{name}] found, skipped")
+            continue
+        t0 = time.perf_counter()
+        if previous is not None:
+            model.projection.load_state_dict(load_weights(work / f"projection_{previous}.safetensors")[0])
+        stage = _stage(name, t, prefix, seed)
+        log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {stage.steps} steps, "
+            f"lr {stage.init_lr:g} -> {stage.min_lr:g}")
+        r = align_stage(model, AlignmentSet(feats, split.summaries), stage, work / f"{name}.ckpt.safetensors",
+                        progress=progress)
+        history[name] = r.history
+        save_weights(done_path, dict(model.projection.state_dict()))
+        stage_done(name, time.perf_counter() - t0, f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
+    save_weights(out / "projection.safetensors", dict(model.projection.state_dict()))
+    atomic_write_text(out / "history.json", json.dumps(history))
+
+    # 7. evaluation on the held-out seed -----------------------------------------------------------
+    t0 = time.perf_counter()
+    log(f"[eval] {len(ev.summaries)} held-out images (seed {seeds['eval']})")
+    metrics = evaluate_model(model, ev.summaries, features=fe, ground_truth=ev.labels,
+                             max_new_tokens=t["max_new_tokens"], log=lambda m: log(f"[eval] {m}"))
+    timings["eval"] = round(time.perf_counter() - t0, 1)
+    previous_timings = {}
+    if (work / "timings.json").is_file():
+        previous_timings = json.loads((work / "timings.json").read_text())
+    metrics["timings_s"] = {**previous_timings, **timings}
+    metrics["eval_seed"] = seeds["eval"]
+    atomic_write_text(out / COMPLETE_MARKER, json.dumps(metrics, indent=2))
+    log(f"[eval] ROUGE-L {metrics['rougeL']:.3f}  CE macro-F1 {metrics['ce_f1_macro']:.3f}  "
+        f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
+    if not keep_work:
+        shutil.rmtree(work / "features", ignore_errors=True)
+    return metrics
+
+
+def _instructions() -> tuple[str, ...]:
+    from ..data.instructions import ALIGNMENT_INSTRUCTIONS
+
+    return ALIGNMENT_INSTRUCTIONS
