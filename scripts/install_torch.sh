@@ -19,7 +19,10 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "GPU found: installing the default torch build"
   exec "$PY" -m pip install "torch>=2.2"
 fi
-if "$PY" -m pip install --no-index "torch==$TORCH_CPU_VERSION" 2>/dev/null; then
+# --no-index --no-deps: succeeds only where the wheel lies on local disk (pip's find-links);
+# the second call then fetches torch's small pure-Python dependencies from the index.
+if "$PY" -m pip install -q --no-index --no-deps "torch==$TORCH_CPU_VERSION" 2>/dev/null \
+   && "$PY" -m pip install -q "torch==$TORCH_CPU_VERSION"; then
   echo "installed local CPU wheel torch==$TORCH_CPU_VERSION"
 else
   echo "no local CPU wheel for torch==$TORCH_CPU_VERSION; installing torch from the index"
