@@ -3,6 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8888
 STAMP  := $(VENV)/.installed
+# Jupyter refuses to run as root unless told; containers and CI often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 
 .PHONY: lab test install bench clean-venv
@@ -20,7 +22,7 @@ install: $(STAMP)
 
 lab: install  ## start JupyterLab on notebooks/ (prints the URL; PORT= to change)
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
-	    --ServerApp.root_dir=notebooks
+	    --ServerApp.root_dir=notebooks $(ROOT_FLAG)
 
 test: install  ## unit tests + notebooks (nbval, tiny profile)
 	XRAYGPT_PROFILE=tiny $(PY) -m pytest --nbval-lax tests notebooks $(PYTEST_ARGS)
