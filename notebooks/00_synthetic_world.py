@@ -263,3 +263,58 @@ plt.tight_layout()
 # %%
 assert set(case.masks) == {"Pleural Effusion", "Cardiomegaly"}
 assert int(np.count_nonzero(diff[~region])) == 0
+
+# %% [markdown]
+# ## 8. Exercises (checked automatically)
+#
+# Each exercise asks for one small function. Replace `raise NotImplementedError` with your code
+# and run the check below it: a green box means it matches the library on every test input, a
+# red one says on which input it differs and, for common mistakes, why. Reference solutions:
+# `tutorials/solutions/s00_synthetic_world.py` (try first!).
+#
+# **Exercise 1 — the cardiothoracic ratio (CTR).** CTR = widest transverse diameter of the heart /
+# widest internal diameter of the thorax (Danzer 1919); above 0.5 on a PA film means cardiomegaly.
+# `anatomy_masks(anatomy, size)` gives boolean masks of the heart and of each lung. Write
+# `cardiothoracic_ratio(heart, right_lung, left_lung)` that measures both widths in pixels, as
+# horizontal extents (first to last column holding a `True` pixel).
+
+# %%
+from xraygpt_lab.exercises import check_cardiothoracic_ratio, check_finding_side
+from xraygpt_lab.exercises.synthetic import anatomy_masks
+
+ex_masks = anatomy_masks(normal.anatomy, 128)
+fig, axes = plt.subplots(1, 3, figsize=(6.5, 2.3))
+for ax, (name, mask) in zip(axes, ex_masks.items()):
+    ax.imshow(mask, cmap="gray"); ax.set_title(name); ax.axis("off")
+
+
+def cardiothoracic_ratio(heart, right_lung, left_lung):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_cardiothoracic_ratio(cardiothoracic_ratio)
+
+# %% [markdown]
+# This is what the feedback looks like for a typical mistake: measuring *heights* instead of widths.
+
+# %%
+def ctr_with_heights(heart, right_lung, left_lung):
+    rows = lambda m: np.flatnonzero(m.any(axis=1))  # noqa: E731
+    thorax = rows(right_lung | left_lung)
+    return np.ptp(rows(heart)) / np.ptp(thorax)
+
+
+check_cardiothoracic_ratio(ctr_with_heights)
+
+# %% [markdown]
+# **Exercise 2 — which side is the finding on?** Write `finding_side(mask)` returning the
+# *patient's* side, `"left"` or `"right"`, of a finding mask. Mind the radiological convention.
+
+# %%
+def finding_side(mask):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_finding_side(finding_side)

@@ -366,6 +366,47 @@ contrast
 # tree with the real file layout. XrayGPT additionally rewrote summaries with ChatGPT; our
 # rule-based summaries stop before that step.
 
+# %% [markdown]
+# ## Exercises (checked automatically)
+#
+# Replace `raise NotImplementedError` with your code and run the check: green means your function
+# matches the library on every test input; red says where it differs and, for common mistakes,
+# why. Reference solutions: `tutorials/solutions/s00b_real_data.py`.
+#
+# **Exercise 1 — XrayGPT's length rule.** Write `keep_report(findings, impression)`: `True` when
+# both sections exist, the findings have at least 10 words and the impression at least 2
+# (README-DATASET). Count words with `S.word_count`.
+
+# %%
+from xraygpt_lab.exercises import check_drop_comparisons, check_keep_report
+
+
+def keep_report(findings, impression):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_keep_report(keep_report)
+
+# %% [markdown]
+# A typical mistake, and the feedback it gets: `> 10` instead of `>= 10`, words split on spaces.
+
+# %%
+check_keep_report(lambda f, i: bool(f and i) and len(f.split()) > 10 and len(i.split()) > 2)
+
+# %% [markdown]
+# **Exercise 2 — drop the comparisons.** Write `drop_comparisons(section)` that removes the
+# sentences comparing with a prior study and joins the rest with single spaces. Use
+# `S.split_sentences` and `S.is_comparison` (why not split on every `.`? try `"A 1.5 cm nodule."`).
+
+# %%
+def drop_comparisons(section):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_drop_comparisons(drop_comparisons)
+
 # %%
 import shutil
 

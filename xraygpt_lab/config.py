@@ -38,15 +38,15 @@ TINY_LLM: dict = {
     "max_position_embeddings": 512,
 }
 TINY_TRAIN: dict = {
-    "n_stage1": 1500,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
-    "n_stage2": 300,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
-    "n_eval": 150,  # held-out set, a third seed
-    "encoder_steps": 200, "encoder_batch": 32, "encoder_lr": 4e-3,
-    "llm_steps": 300, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
-    "stage1_steps": 300, "stage1_batch": 16, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
+    "n_stage1": 1000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
+    "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
+    "n_eval": 100,  # held-out set, a third seed
+    "encoder_steps": 150, "encoder_batch": 32, "encoder_lr": 4e-3,
+    "llm_steps": 200, "llm_batch": 8, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
+    "stage1_steps": 200, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
-    "stage2_steps": 60, "stage2_batch": 8, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
-    "stage2_warmup_lr": 1e-5, "stage2_warmup": 10,
+    "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
+    "stage2_warmup_lr": 1e-5, "stage2_warmup": 5,
     "max_new_tokens": 140,
 }
 #: Full profile: XrayGPT's own numbers (arXiv 2306.07971, Sec. 4.1; see ``train.schedule``).

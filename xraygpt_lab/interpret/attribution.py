@@ -48,6 +48,9 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig")
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
+#: Everything :func:`explain` accepts: the Captum methods plus the attention maps of ``attention.py``.
+ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
+ALL_METHODS: tuple[str, ...] = METHODS + ATTENTION_METHODS
 
 
 @dataclass
@@ -164,10 +167,11 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
               baseline: str | float | torch.Tensor = "blur", n_steps: int = 32,
               internal_batch_size: int | None = None, nt_samples: int = 8, nt_stdev: float = 0.5,
               occlusion_window: int | None = None, occlusion_stride: int | None = None,
-              shap_samples: int = 16) -> list[AttributionMap]:
+              shap_samples: int = 16, ig_method: str = "gausslegendre") -> list[AttributionMap]:
     """Run ``method`` on every image of ``pixel_values`` ``[B, 1, S, S]``; one map per image.
 
-    ``n_steps``: Riemann steps of IG / layer IG. ``nt_samples``/``nt_stdev``: SmoothGrad noise
+    ``n_steps``: integration steps of IG / layer IG, placed by ``ig_method`` (Captum's
+    ``"gausslegendre"`` default, or ``"riemann_middle"``, ``"riemann_trapezoid"`` …). ``nt_samples``/``nt_stdev``: SmoothGrad noise
     samples and their σ in normalised units (0.5 ≈ 14 % of the input range, Smilkov et al.
     recommend 10–20 %). Occlusion windows default to S/8 px with stride S/16. GradientShap draws
     ``shap_samples`` points between the input (+ noise) and the baselines black, mean and blur.
@@ -189,7 +193,7 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     if method == "ig":
         base, base_name = make_baseline(pixels, baseline)
         attr, delta_t = IntegratedGradients(target).attribute(
-            pixels, baselines=base, n_steps=n_steps, internal_batch_size=internal_batch_size,
+            pixels, baselines=base, n_steps=n_steps, method=ig_method, internal_batch_size=internal_batch_size,
             return_convergence_delta=True)
         delta = delta_t.abs().detach().cpu().numpy()
         maps = attr[:, 0]  # [B, S, S] signed
@@ -235,7 +239,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
             raise ValueError("layer_ig needs a text target (answer_target / phrase_target) with an XrayGPT model")
         base, base_name = make_baseline(pixels, baseline)
         attr = LayerIntegratedGradients(target, model.hook_projection).attribute(
-            pixels, baselines=base, n_steps=n_steps, internal_batch_size=internal_batch_size)  # [B, N, d_llm]
+            pixels, baselines=base, n_steps=n_steps, method=ig_method,
+            internal_batch_size=internal_batch_size)  # [B, N, d_llm]
         tokens = attr.sum(dim=-1).detach()  # [B, N]
         grid = model.encoder.token_map(tokens)  # [B, rows, cols]
         maps = upsample_grid(grid, size)
@@ -262,9 +267,24 @@ def _encoder_of(target: Target) -> nn.Module:
 
 
 def explain(target: Target, pixel_values: torch.Tensor, method: str = "ig", **kwargs) -> AttributionMap:
-    """One image ``[1, S, S]`` or ``[1, 1, S, S]`` → one :class:`AttributionMap`."""
+    """One image ``[1, S, S]`` or ``[1, 1, S, S]`` → one :class:`AttributionMap`.
+
+    ``method`` is any of :data:`ALL_METHODS`: a Captum method (keyword arguments go to
+    :func:`attribute`), ``"attention"`` (LLM attention from the target's tokens to the image),
+    ``"rollout"`` or ``"grad_rollout"`` (Swin encoder, see ``interpret.attention``).
+    """
     if pixel_values.dim() == 3:
         pixel_values = pixel_values[None]
-    if pixel_values.shape[0] != 1:
-        raise ValueError(f"explain takes one image; use attribute() for a batch of {pixel_values.shape[0]}")
+    if pixel_values.dim() != 4 or pixel_values.shape[0] != 1:
+        raise ValueError(f"explain takes one image [1, 1, S, S]; use attribute() for a batch, got {list(pixel_values.shape)}")
+    if method in ATTENTION_METHODS:
+        from .attention import attention_explanation, encoder_explanation
+
+        if method == "attention":
+            if not hasattr(target, "from_image_embeds"):
+                raise ValueError("attention needs a text target (answer_target / phrase_target)")
+            return attention_explanation(target, pixel_values.detach(), **kwargs)
+        return encoder_explanation(method, pixel_values.detach(), target=target, **kwargs)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(ALL_METHODS)}")
     return attribute(target, pixel_values, method, **kwargs)[0]

@@ -108,8 +108,10 @@ class TextTarget:
     def from_image_embeds(self, image_embeds: torch.Tensor, output_attentions: bool = False) -> Any:
         """Selected log-probability ``[B]`` from projected image embeddings ``[B, N, d_llm]``."""
         cache = self._prepared()
-        embeds = self.splice(image_embeds)  # [B, T, d_llm]
-        mask = cache["attention_mask"].expand(embeds.shape[0], -1)  # [B, T]
+        # causal LM: tokens after the last counted one cannot change its probability, so cut there
+        length = int(cache["predict_positions"].max()) + 1
+        embeds = self.splice(image_embeds)[:, :length]  # [B, T', d_llm]
+        mask = cache["attention_mask"][:, :length].expand(embeds.shape[0], -1)  # [B, T']
         out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                              logits_to_keep=cache["predict_positions"], output_attentions=output_attentions)
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [B, K, vocab]

@@ -124,7 +124,9 @@ def load_llm(folder: str | os.PathLike, dtype: torch.dtype | str | None = None, 
     in eval mode. Raises ``RunFolderError`` naming what is missing.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
     folder = Path(folder)
     if not folder.is_dir():
         raise RunFolderError(f"LLM folder {folder} does not exist")

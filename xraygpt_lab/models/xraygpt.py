@@ -77,6 +77,7 @@ class XrayGPT(nn.Module):
         self.hook_projection = nn.Identity()  # [B, N, d_llm]
         self.hook_inputs_embeds = nn.Identity()  # [B, T, d_llm]
         self.last_image_positions: torch.Tensor | None = None  # [B, N]
+        self.chat_system = ""  # system prompt of ChatSession (a run's config.json may set one)
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -223,7 +224,8 @@ class XrayGPT(nn.Module):
         """
         if isinstance(prompts, str):
             prompts = [prompts]
-        prompts = [p if END_SYM in p else xraygpt_prompt(p) for p in prompts]
+        has_image = pixel_values is not None or features is not None
+        prompts = [p if END_SYM in p else xraygpt_prompt(p, with_image=has_image) for p in prompts]
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if streamer is not None and len(prompts) != 1:
@@ -233,7 +235,7 @@ class XrayGPT(nn.Module):
         self.eval()
         try:
             image_embeds = None
-            if pixel_values is not None or features is not None:
+            if has_image:
                 image_embeds = self.embed_image(pixel_values, features, withhold_image)
             wrapped = self.prompt_wrap(image_embeds, prompts, padding_side="left")
             embeds = wrapped.inputs_embeds.to(self.llm.dtype)
@@ -346,3 +348,67 @@ class XrayGPT(nn.Module):
     def num_image_tokens(self) -> int:
         n = getattr(self.encoder, "num_tokens", None)
         return int(n) if n is not None else 0
+
+
+@dataclass
+class ChatReply:
+    """One answer of a :class:`ChatSession`."""
+
+    text: str
+    dropped_turns: int  # oldest turns dropped for this answer because the context was full
+
+
+class ChatSession:
+    """Multi-turn chat about one image (XrayGPT's demo), in the ``###Patient/###Doctor`` template.
+
+    The image slot goes into the first question. When prompt + image + ``max_new_tokens`` would
+    exceed the LLM's context, the oldest question/answer pairs are dropped (the image slot moves
+    to the oldest kept question) and the reply says how many were dropped.
+    """
+
+    def __init__(self, model: XrayGPT, pixel_values: torch.Tensor | None = None, system: str | None = None,
+                 max_new_tokens: int = MAX_TARGET_TOKENS) -> None:
+        from .conversation import Conversation
+
+        self.model = model
+        self.system = getattr(model, "chat_system", "") if system is None else system
+        self.max_new_tokens = max_new_tokens
+        self.pixel_values = pixel_values  # [1, 1, S, S] or None
+        self.conversation = Conversation(system=self.system)
+        self.dropped_turns = 0
+
+    def reset(self, pixel_values: torch.Tensor | None = None) -> None:
+        """Forget the conversation (and switch image when one is given)."""
+        from .conversation import Conversation
+
+        if pixel_values is not None:
+            self.pixel_values = pixel_values
+        self.conversation = Conversation(system=self.system)
+        self.dropped_turns = 0
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        n_text = len(self.model.tokenizer(prompt.replace(IMAGE_PLACEHOLDER, ""), add_special_tokens=False)["input_ids"])
+        has_image = IMAGE_PLACEHOLDER in prompt and self.pixel_values is not None
+        return 1 + n_text + (self.model.num_image_tokens if has_image else 0)
+
+    def ask(self, question: str, streamer: Any = None, **generate_kwargs: Any) -> ChatReply:
+        """Ask one question; returns the answer and how many old turns were dropped to fit it."""
+        if not question.strip():
+            raise ValueError("empty question")
+        has_image = self.pixel_values is not None
+        self.conversation.ask(question, image=has_image and not self.conversation.messages)
+        max_new = generate_kwargs.pop("max_new_tokens", self.max_new_tokens)
+        dropped = 0
+        while self._prompt_tokens(self.conversation.get_prompt()) + max_new > self.model.context_length:
+            if not self.conversation.drop_oldest_turn():
+                self.conversation.messages = self.conversation.messages[:-2]
+                raise ValueError(f"the question is too long for a {self.model.context_length}-token context")
+            dropped += 1
+        self.dropped_turns += dropped
+        prompt = self.conversation.get_prompt()
+        use_image = has_image and IMAGE_PLACEHOLDER in prompt
+        text = self.model.generate([prompt], pixel_values=self.pixel_values if use_image else None,
+                                   max_new_tokens=max_new, streamer=streamer,
+                                   stop_string=self.conversation.stop_string, **generate_kwargs)[0]
+        self.conversation.answer(text)
+        return ChatReply(text=text, dropped_turns=dropped)

@@ -147,7 +147,9 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     t = {**prof.train, **(overrides or {})}
     config = {"profile": prof.name, "seed": seed, "image_size": prof.image_size, "llm": dict(prof.llm),
               "train": t, "seeds": split_seeds(seed), "template": xraygpt_prompt("{instruction}"),
-              "end_sym": END_SYM, "image_blind": "projection output replaced by zeros"}
+              "end_sym": END_SYM,
+              # the tiny LLM's conversations carry no system prompt, so its chat uses none
+              "chat_system": "", "image_blind": "projection output replaced by zeros"}
     config_path = out / "config.json"
     if config_path.is_file():
         old = json.loads(config_path.read_text())
@@ -155,7 +157,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
             raise XrayGPTLabError(f"{out} holds a run with other settings (profile/seed/steps); choose another --out")
     else:
         atomic_write_text(config_path, json.dumps(config, indent=2))
-    timings: dict[str, float] = {}
+    timings_path = work / "timings.json"
+    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     history_path = work / "history.json"
     history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.is_file() else {}
 
@@ -163,6 +166,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         timings[name] = round(seconds, 1)
         log(f"[{name}] done in {seconds:.1f} s{extra}")
         atomic_write_text(history_path, json.dumps(history))
+        atomic_write_text(timings_path, json.dumps(timings))
 
     torch.manual_seed(seed)
     seeds = split_seeds(seed)
@@ -255,10 +259,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     metrics = evaluate_model(model, ev.summaries, features=fe, ground_truth=ev.labels,
                              max_new_tokens=t["max_new_tokens"], log=lambda m: log(f"[eval] {m}"))
     timings["eval"] = round(time.perf_counter() - t0, 1)
-    previous_timings = {}
-    if (work / "timings.json").is_file():
-        previous_timings = json.loads((work / "timings.json").read_text())
-    metrics["timings_s"] = {**previous_timings, **timings}
+    metrics["timings_s"] = timings
     metrics["eval_seed"] = seeds["eval"]
     atomic_write_text(out / COMPLETE_MARKER, json.dumps(metrics, indent=2))
     log(f"[eval] ROUGE-L {metrics['rougeL']:.3f}  CE macro-F1 {metrics['ce_f1_macro']:.3f}  "

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.read_common import Dataset
 from ..errors import XrayGPTLabError
-from .html import ERROR, NOTICE, escape_text, render_status
+from .html import ERROR, NOTICE, render_reference, render_status
 from .pictures import thumbnail_png
 
 #: ``on_choose(image_or_path, name, reference)``: what the browser hands to the chat panel.
@@ -110,8 +110,7 @@ class DatasetBrowser(widgets.VBox):
             self.preview.value = b""
             self._say(str(exc), ERROR)
         text = record.summary or record.report
-        self.reference.value = (f"<div style='font-size:12px;max-height:128px;overflow:auto;padding:0 6px'>"
-                                f"<b>Reference:</b> {escape_text(text)}</div>" if text else "")
+        self.reference.value = render_reference(text)
 
     def use(self, index: int | None = None) -> None:
         """Hand record ``index`` (default: the selected one) to ``on_choose``."""
@@ -133,6 +132,5 @@ class DatasetBrowser(widgets.VBox):
             self._say(str(exc), ERROR)
             return
         self.preview.value = thumbnail_png(case.image, 128)
-        self.reference.value = (f"<div style='font-size:12px;max-height:128px;overflow:auto;padding:0 6px'>"
-                                f"<b>Reference:</b> {escape_text(case.summary)}</div>")
+        self.reference.value = render_reference(case.summary)
         self.on_choose(case.image, f"synthetic case {case.seed}", case.summary)

@@ -36,7 +36,8 @@ import numpy as np
 from ..errors import ImageLoadError, RunFolderError, XrayGPTLabError
 from .browser import DatasetBrowser
 from .explain import PANEL_METHODS, Explanation, explain_answer
-from .html import DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_status, render_transcript
+from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_reference, render_status,
+                   render_transcript)
 from .pictures import overlay_png, thumbnail_png
 from .session import ChatInputError, ChatSession, GenerationSettings
 
@@ -97,7 +98,8 @@ def image_from_bytes(content: bytes, name: str) -> np.ndarray:
 class ChatPanel:
     """The chat widget. ``ChatPanel(run_dir)`` or ``ChatPanel(model)`` (an ``XrayGPT``).
 
-    ``system``: text in front of the first ``###`` (see :class:`~.session.ChatSession`);
+    ``system``: text in front of the first ``###`` (see :class:`~.session.ChatSession`; default:
+    the run's ``chat_system``, ``""`` = the training template);
     ``dataset``: a folder to open in the browser tab; ``strict``: raise when the run cannot be
     loaded instead of showing the reason in the panel.
 
@@ -105,7 +107,7 @@ class ChatPanel:
     ``send`` does not shadow ``Widget.send``; displaying the panel displays that box.
     """
 
-    def __init__(self, run_dir_or_model: Any, *, system: str = "", dataset: str | os.PathLike | None = None,
+    def __init__(self, run_dir_or_model: Any, *, system: str | None = None, dataset: str | os.PathLike | None = None,
                  settings: GenerationSettings | None = None, strict: bool = False) -> None:
         self.model: Any = None
         self.load_error: str | None = None
@@ -120,6 +122,8 @@ class ChatPanel:
                 self.load_error = f"Could not load the run folder {self.run_dir}: {exc}"
         else:
             self.model = run_dir_or_model
+        if system is None:
+            system = str(getattr(self.model, "chat_system", "") or "")
         self.session = ChatSession(self.model, system=system) if self.model is not None else None
         self.entries: list[Entry] = []
         self.reference: str | None = None  # the dataset's report for the current image, if known
@@ -127,6 +131,7 @@ class ChatPanel:
         self._lock = threading.RLock()  # one generation / explanation / image change at a time
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._last_traceback: str | None = None  # of an unexpected error in a worker, for debugging
         self._build(settings or GenerationSettings(), dataset)
         if self.load_error:
             self._add(Entry(ERROR, self.load_error))
@@ -145,6 +150,8 @@ class ChatPanel:
         self.upload.observe(self._on_upload, names="value")
         self.path = widgets.Text(placeholder="/path/to/radiograph.png", layout=layout(width="100%"))
         self.path_button = widgets.Button(description="Load", icon="image", layout=layout(width="80px"))
+        self.path.add_class("xg-path")
+        self.path_button.add_class("xg-load-path")
         self.path_button.on_click(lambda _: self._in_background(self.set_image, self.path.value))
         self.browser = DatasetBrowser(self._on_browser_choice, folder=dataset, synthetic_size=size)
         self.sources = widgets.Tab(children=[
@@ -155,7 +162,9 @@ class ChatPanel:
         for i, title in enumerate(("Upload", "Dataset", "Path")):
             self.sources.set_title(i, title)
         self.thumbnail = widgets.Image(format="png", layout=layout(width="192px", height="auto"))
+        self.thumbnail.add_class("xg-thumbnail")
         self.image_caption = widgets.HTML("<small>No image yet.</small>")
+        self.reference_box = widgets.HTML()  # the dataset's own report, to compare with the answers
         self.new_image_button = widgets.Button(description="New image", icon="file-image-o",
                                                tooltip="forget the image and the conversation")
         self.new_image_button.on_click(lambda _: self._in_background(self.new_image))
@@ -192,6 +201,7 @@ class ChatPanel:
         self.stop_button.on_click(lambda _: self._stop.set())
         self.reset_button = widgets.Button(description="Reset", icon="refresh",
                                            tooltip="clear the conversation, keep the image")
+        self.reset_button.add_class("xg-reset")
         self.reset_button.on_click(lambda _: self._in_background(self.reset))
         self.status = widgets.HTML()
         # explain
@@ -201,11 +211,15 @@ class ChatPanel:
                                        layout=layout(width="120px"))
         self.explain_button = widgets.Button(description="Explain", icon="eye", layout=layout(width="100px"))
         self.explain_button.add_class("xg-explain")
+        self.phrase.add_class("xg-phrase")
         self.explain_button.on_click(lambda _: self._in_background(self.explain, self.phrase.value or None))
-        self.explanation_image = widgets.Image(format="png", layout=layout(width="256px", height="auto"))
+        self.explanation_image = widgets.Image(format="png", layout=layout(width="256px", min_width="256px",
+                                                                            height="auto"))
+        self.explanation_image.add_class("xg-explanation")
         self.explanation_caption = widgets.HTML()
 
-        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.new_image_button,
+        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.reference_box,
+                             self.new_image_button,
                              self.controls], layout=layout(width="380px", min_width="320px"))
         right = widgets.VBox([
             self.transcript,
@@ -327,6 +341,7 @@ class ChatPanel:
             self.thumbnail.value = thumbnail_png(array)
             height, width = array.shape
             self.image_caption.value = render_status(f"{name} ({width}\u00d7{height} px)")
+            self.reference_box.value = render_reference(reference)
             self._say(f"New image: {name}. Ask a question about it.")
             return True
 
@@ -352,6 +367,7 @@ class ChatPanel:
             self.thumbnail.value, self.explanation_image.value = b"", b""
             self.explanation_caption.value = ""
             self.image_caption.value = "<small>No image yet.</small>"
+            self.reference_box.value = ""
             self._say("Choose a new image (upload, dataset or path).")
 
     def reset(self) -> None:

@@ -104,3 +104,12 @@ def render_status(text: str, kind: str = NOTICE) -> str:
     """A one-line status message (escaped) under the input box."""
     colour = "#d32f2f" if kind == ERROR else "#555"
     return f'<span class="xg-status" style="color:{colour};font-size:13px;">{escape_text(text)}</span>'
+
+
+def render_reference(text: str | None) -> str:
+    """The dataset's report for the current image (escaped, scrollable), or nothing when unknown."""
+    if not text:
+        return ""
+    return ('<div class="xg-reference" style="font-size:12px;max-height:110px;overflow-y:auto;'
+            'border-left:3px solid #999;padding:2px 6px;color:#333;">'
+            f"<b>Reference report (dataset):</b> {escape_text(text)}</div>")

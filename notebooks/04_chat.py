@@ -1,0 +1,212 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Chat with the model about a radiograph
+#
+# XrayGPT (arXiv 2306.07971) ends in a chat demo: upload a chest radiograph, ask questions, read
+# answers in the `###Patient: … ###Doctor: …` template. This notebook rebuilds that demo as an
+# ipywidgets panel (`xraygpt_lab.widgets.ChatPanel`) on the **tiny** run, then drives it from code
+# so that every step is visible.
+#
+# **Learning goals**
+# 1. See how a multi-turn conversation becomes one prompt: where the image goes, how earlier turns
+#    stay in the context, and what happens when the context is full.
+# 2. Understand streaming: the model writes on a worker thread while the page shows each word.
+# 3. Use the decoding controls (temperature, top-p, beams, repetition penalty) and see what they change.
+# 4. Ask *why* an answer was given: an attribution map for a phrase, checked against the
+#    ground-truth mask of the synthetic world.
+#
+# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in minutes on
+# > synthetic phantoms. Even the full XrayGPT was a research prototype; none of this may guide care.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.models.conversation import IMAGE_SLOT, Conversation
+from xraygpt_lab.runs import ensure_tiny_run, load_run
+from xraygpt_lab.widgets import ChatPanel, GenerationSettings
+from xraygpt_lab.widgets.session import ChatSession
+
+plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+run_dir = ensure_tiny_run()  # trains the tiny run once (a few minutes) when it is absent
+model = load_run(run_dir)
+print(f"run: {run_dir.name} · context {model.context_length} tokens · {model.num_image_tokens} image tokens")
+
+# %% [markdown]
+# ## 1. The panel
+#
+# Run the next cell and use the panel: pick an image (upload a PNG/JPEG/DICOM, open a dataset
+# folder, type a path, or draw a synthetic case), type a question, press **Send**. The answer
+# appears word by word. **Explain** draws which pixels raised the last answer (or the phrase you
+# type next to it). **Reset** clears the conversation; **New image** starts over.
+#
+# The same panel runs as a stand-alone web page for workshops: `make chat-app` (Voilà; prints
+# the URL; `PORT=9000 make chat-app` for another port).
+
+# %%
+panel = ChatPanel(model)
+panel
+
+# %% [markdown]
+# ## 2. Driving it from code: a three-turn conversation
+#
+# `set_image`, `send`, `reset` and `explain` are what the buttons call. We pick a synthetic case
+# with a pleural effusion, so that we know the truth and where it is.
+
+# %%
+case = next(c for c in (render_case(seed, size=model.image_size) for seed in range(100, 200))
+            if c.labels["Pleural Effusion"] == 1 and sum(c.labels.values()) == 1)
+panel.set_image(case.image, name=f"synthetic case {case.seed}", reference=case.summary)
+print("reference:", case.summary)
+
+questions = ["Describe the given chest x-ray image in detail.",
+             "Is there a pleural effusion?",
+             "What are the key findings in this chest x-ray image?"]
+for question in questions:
+    answer = panel.send(question)
+    print(f"\nPatient: {question}\nDoctor:  {answer}")
+
+# %% [markdown]
+# ## 3. What the model actually reads
+#
+# Every turn is generated from the **whole conversation so far**, rendered as one string. The image
+# slot `<Img><ImageHere></Img>` sits in the first question; `prompt_wrap` replaces
+# `<ImageHere>` by the image tokens (the projected encoder output). Generation stops at `###`.
+# The tiny run uses no system prompt (its training prompts had none); XrayGPT's demo puts a short
+# one in front.
+
+# %%
+prompt = panel.session.last_prompt
+print(prompt)
+# rebuild it by hand with the template class, and check it matches what the panel sent
+by_hand = Conversation(system="")
+for (question, answer) in zip(questions[:2], [e.text for e in panel.entries if e.kind == "doctor"][:2]):
+    by_hand.ask(question, image=not by_hand.messages)
+    by_hand.answer(answer)
+by_hand.ask(questions[2])
+assert by_hand.get_prompt() == prompt and prompt.count(IMAGE_SLOT) == 1
+print("\ntokens the LLM reads:", panel.session.prompt_tokens(prompt),
+      f"(= BOS + text + {model.num_image_tokens} image tokens)")
+
+# %% [markdown]
+# ### When the context is full
+# The LLM reads at most `max_position_embeddings` tokens (512 here, 2048 for Vicuna-7B). Before
+# each answer the session checks `prompt tokens + max new tokens ≤ context`; if not, it drops the
+# **oldest** question/answer pair (never the image: the slot moves to the oldest remaining
+# question). The panel greys out what the model no longer sees and says so.
+
+# %%
+session = ChatSession(model)
+session.set_image(case.image)
+for i in range(8):
+    answer = session.answer("Describe the given chest x-ray image in detail.",
+                            GenerationSettings(max_new_tokens=160))
+    print(f"turn {i + 1}: dropped {answer.dropped_turns}, prompt {answer.prompt_tokens} tokens, "
+          f"turns in context {session.turns}")
+
+# %% [markdown]
+# ## 4. Streaming: words on a worker thread
+#
+# `model.generate` runs on a worker thread and pushes each new token into a
+# `transformers.TextIteratorStreamer`; the calling thread reads decoded words from it and updates
+# the transcript. A button click only *starts* this and returns, so the kernel (and the page)
+# never freeze. Below, we collect what the panel showed at each update.
+
+# %%
+shown = []
+panel.reset()
+watch = lambda change: shown.append(panel.entries[-1].text if panel.entries else "")
+panel.transcript.observe(watch, names="value")
+start = time.perf_counter()
+answer = panel.send("Describe the given chest x-ray image in detail.")
+panel.transcript.unobserve(watch, names="value")
+growing = [s for s in dict.fromkeys(shown) if s and answer.startswith(s[:10])]
+print(f"{len(growing)} distinct transcript states in {time.perf_counter() - start:.2f} s; the first three:")
+for state in growing[:3]:
+    print("  ", repr(state[:70]))
+
+# %% [markdown]
+# ## 5. Decoding controls
+#
+# * **temperature 0** = greedy: always the most likely token (deterministic).
+# * **temperature > 0** samples; **top-p** keeps the smallest set of tokens whose probabilities add
+#   up to p (nucleus sampling). MiniGPT-4's demo samples with 1.0 and 0.9.
+# * **beams > 1**: beam search keeps several candidate answers (no streaming: the answer arrives whole).
+# * **repetition penalty > 1** discourages tokens already used.
+
+# %%
+settings = {"greedy": GenerationSettings(), "T=1.0, top-p 0.9": GenerationSettings(temperature=1.0),
+            "beams=3": GenerationSettings(num_beams=3), "rep. penalty 1.5": GenerationSettings(repetition_penalty=1.5)}
+for name, setting in settings.items():
+    session.reset()
+    torch.manual_seed(0)  # sampling draws from torch's generator
+    print(f"{name:>18}: {session.answer('What are the key findings in this chest x-ray image?', setting).text}")
+
+# %% [markdown]
+# ## 6. Explain: which pixels made it say "effusion"?
+#
+# Explain attributes the log-probability of a phrase — given the image, the conversation and the
+# answer before the phrase — to the input pixels with Integrated Gradients (Sundararajan et al.
+# 2017) from a blurred copy of the image (the baseline: "no sharp detail"). Only evidence *for* the
+# phrase is drawn. In the synthetic world we know where the effusion is, so we can check the map.
+
+# %%
+panel.reset()
+answer = panel.send("Is there a pleural effusion?")
+phrase = "effusion" if "effusion" in answer.lower() else None
+explanation = panel.explain(phrase)
+mask = case.masks["Pleural Effusion"]
+heat = explanation.heatmap
+share = float(heat[mask].sum() / heat.sum())
+print(f"answer: {answer}\nexplained: {phrase or 'whole answer'}")
+print(f"share of the map inside the effusion mask: {share:.2f} (mask covers {mask.mean():.2f} of the image)")
+fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+axes[0].imshow(explanation.model_view, cmap="gray", vmin=0, vmax=1)
+axes[0].set_title("model input")
+axes[1].imshow(explanation.model_view, cmap="gray", vmin=0, vmax=1)
+axes[1].imshow(heat, cmap="inferno", alpha=0.6)
+axes[1].set_title(f"IG for \u201c{phrase or 'answer'}\u201d")
+axes[2].imshow(mask, cmap="Blues")
+axes[2].set_title("ground-truth mask")
+for ax in axes:
+    ax.axis("off")
+plt.tight_layout()
+
+# %% [markdown]
+# ## 7. Robustness: bad input never breaks the panel
+#
+# An empty question, a question before any image, an unreadable file or HTML in a question each
+# give an inline message; everything shown is escaped, so `<script>` is displayed, never run.
+
+# %%
+panel.send("   ")
+panel.set_image("/no/such/radiograph.png")
+panel.send("<script>alert('hi')</script> is the heart enlarged?")
+print([e.text for e in panel.entries[-4:]])
+assert "<script>" not in panel.transcript.value and "&lt;script&gt;" in panel.transcript.value
+
+# %% [markdown]
+# ## Caveats and exercises
+#
+# * The tiny model repeats phrasings from its synthetic reports; it has no medical knowledge
+#   beyond them, and a fluent answer is not a correct one. Compare with the reference report.
+# * Attribution maps show what raised a *probability*, not what a radiologist would look at; a
+#   map inside the mask is evidence the model uses the right pixels, not proof it is right.
+# * **Exercises.** (1) Ask about a finding the case does not have: what does the map show?
+#   (2) Set temperature to 1.5 and ask the same question five times. (3) Have a conversation long
+#   enough to drop a turn, then ask about the dropped answer.

@@ -1,0 +1,247 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Attribution: which pixels made it say "effusion"?
+#
+# XrayGPT (arXiv 2306.07971) writes a report from a radiograph. Attribution methods answer a
+# narrower question: *for one number the model computes, which input pixels raised it?* The
+# synthetic world gives us something real radiographs rarely do — the true lesion mask — so we can
+# check whether an explanation is **right**, not just whether it looks plausible.
+#
+# **Learning goals**
+#
+# 1. Turn a sentence into a number to explain: the log-probability of a phrase such as
+#    "left pleural effusion", given the image and the prompt (teacher forcing).
+# 2. Rebuild Integrated Gradients by hand, check it against the library, and see why the
+#    **baseline** and **saturation** matter.
+# 3. Compare Captum methods (IG, SmoothGrad, Occlusion, Saliency, GradientShap, Grad-CAM, layer IG)
+#    and score them against ground truth: pointing game, energy in the mask, deletion/insertion —
+#    always next to a random map.
+# 4. Use a **counterfactual** (same phantom, finding removed) to see what the finding changes.
+#
+# Everything runs on the trained tiny run (`xraygpt-lab walkthrough`; trained once if missing).
+
+# %%
+import json
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from xraygpt_lab.data.images import preprocess
+from xraygpt_lab.data.lesions import Finding
+from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.interpret.attribution import attribute, explain, make_baseline
+from xraygpt_lab.interpret.counterfactual import explain_counterfactual, format_diff
+from xraygpt_lab.interpret.faithfulness import (default_tolerance, faithfulness_table, perturbation_curve,
+                                                pointing_hit, random_map)
+from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives, observation_phrase
+from xraygpt_lab.interpret.plots import (DPI, compare_methods, counterfactual_figure, curves_plot, overlay,
+                                         table_heatmap)
+from xraygpt_lab.interpret.targets import phrase_target
+from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+warnings.filterwarnings("ignore", category=UserWarning)
+torch.set_num_threads(2)
+run_dir = ensure_tiny_run(progress=False)
+model = load_run(run_dir)
+size = model.encoder.config.image_size
+tolerance = default_tolerance(size)
+print(f"run {run_dir.name}: {size} px images, token grid {model.encoder.grid}, pointing tolerance {tolerance} px")
+
+# %% [markdown]
+# ## 1. What number do we explain?
+#
+# A report is many tokens. We pick one phrase and *teacher-force* a full answer: the LLM reads
+# `###Patient: <Img>…</Img> Describe … ###Doctor: ` + the answer, and we sum the log-probabilities
+# of the phrase's tokens only. That number depends on the image through the encoder, the one
+# linear layer and the LLM, and it is differentiable with respect to every pixel.
+
+# %%
+case = render_case(12, size, findings=[Finding("Pleural Effusion", side="left", severity="large")])
+mask = case.masks["Pleural Effusion"]
+pixels = preprocess(case.image, size)[None]  # [1, 1, S, S], MedCLIP-normalised
+phrase = observation_phrase(case.summary, "Pleural Effusion")
+target = phrase_target(model, phrase, case.summary)
+print("model says:", model.describe(pixels, max_new_tokens=40)[0][:110], "…")
+print("teacher-forced answer:", case.summary[:110], "…")
+print(f"phrase {phrase!r} → tokens {target.target_token_texts}; log P = {float(target(pixels)):.2f}")
+
+# %% [markdown]
+# ## 2. Integrated Gradients by hand
+#
+# IG (Sundararajan et al. 2017) walks a straight path from a **baseline** image `x'` to the image
+# `x` and accumulates gradients: `IG(x) = (x − x') · mean_α ∇f(x' + α(x − x'))`. Its attributions
+# add up to `f(x) − f(x')` (*completeness*). Here: 32 midpoint steps, blurred-image baseline.
+
+# %%
+baseline, baseline_name = make_baseline(pixels, "blur")
+steps = 32
+alphas = (torch.arange(steps) + 0.5) / steps  # midpoints of [0, 1]
+path = baseline + alphas.view(-1, 1, 1, 1) * (pixels - baseline)  # [32, 1, S, S]
+path.requires_grad_(True)
+scores = target(path)  # [32] log-probabilities along the path
+(grads,) = torch.autograd.grad(scores.sum(), path)
+ig_by_hand = ((pixels - baseline) * grads.mean(dim=0, keepdim=True))[0, 0].detach().numpy()
+
+library = explain(target, pixels, "ig", baseline="blur", n_steps=steps, ig_method="riemann_middle")
+assert np.allclose(ig_by_hand, library.map, atol=1e-5 * np.abs(ig_by_hand).max())
+with torch.no_grad():
+    gap = float(target(pixels) - target(baseline))
+print(f"baseline: {baseline_name}; sum of attributions {ig_by_hand.sum():.3f} vs f(x) − f(x') = {gap:.3f}")
+
+# %% [markdown]
+# ### Pitfall 1: saturation
+# The plain gradient at the image (*Saliency*) only sees the last, flat stretch of the path when
+# the model is already sure. IG integrates the whole path.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), dpi=DPI)
+axes[0].plot(alphas, scores.detach(), marker=".")
+axes[0].set_xlabel("α (0 = baseline, 1 = image)"), axes[0].set_ylabel("log P(phrase)")
+axes[0].set_title("target along the IG path", fontsize=9)
+overlay(axes[1], case.image, explain(target, pixels, "saliency"), title="saliency |∂f/∂x| at the image", mask=mask)
+overlay(axes[2], case.image, library, title="integrated gradients", mask=mask)
+fig.tight_layout()
+
+# %% [markdown]
+# ### Pitfall 2: the baseline is part of the question
+# "Which pixels matter *compared with what*?" A black image (air), MedCLIP's mean grey and a
+# blurred copy (exposure kept, detail removed; Sturmfels et al. 2020) ask different questions. A
+# pixel equal to the baseline gets zero attribution whatever its role.
+
+# %%
+maps = {f"IG, {b} baseline": explain(target, pixels, "ig", baseline=b, n_steps=32) for b in ("black", "mean", "blur")}
+compare_methods(case.image, maps, mask=mask, columns=3);
+
+# %% [markdown]
+# ## 3. Seven methods side by side
+# Cyan: the true effusion mask. Green cross: each map's maximum. Token-level methods (Grad-CAM on
+# the last Swin stage, layer IG on the projection output) live on the 4 × 4 token grid the LLM sees.
+
+# %%
+torch.manual_seed(0)
+methods = ["ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig"]
+results = {m: explain(target, pixels, m) for m in methods}
+compare_methods(case.image, results, mask=mask, columns=4);
+for m, r in results.items():
+    print(f"{m:13s} peak {r.peak}  hit={pointing_hit(r.map, mask, tolerance)}  resolution: {r.resolution}")
+
+# %% [markdown]
+# ## 4. Is it right? Faithfulness against ground truth
+#
+# * **Pointing game** (Zhang et al. 2018): a hit if the map's maximum is in the mask or within
+#   4 px of it (they allowed 15 px on larger images: about the same share of the image side).
+# * **Energy in the mask**: the share of positive attribution inside the mask.
+# * **Deletion / insertion** (Petsiuk et al. 2018): remove the top pixels first (replaced by the
+#   blurred image) — a good map makes the target drop fast (low area); insert them into the
+#   blurred image — it should rise fast (high area). Normalised: 1 = image, 0 = blurred image.
+#
+# Every number sits next to a **random map**: its pointing rate is the (dilated) mask's area.
+
+# %%
+curves = {m: perturbation_curve(target, pixels, results[m].map, "deletion") for m in ("ig", "gradcam", "occlusion")}
+curves["random"] = perturbation_curve(target, pixels, random_map((size, size)), "deletion")
+fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
+curves_plot(curves, ax=axes[0], title="deletion (lower is better)")
+ins = {m: perturbation_curve(target, pixels, results[m].map, "insertion") for m in ("ig", "gradcam", "occlusion")}
+ins["random"] = perturbation_curve(target, pixels, random_map((size, size)), "insertion")
+curves_plot(ins, ax=axes[1], title="insertion (higher is better)")
+fig.tight_layout()
+
+# %% [markdown]
+# ### The method × observation table
+# Held-out positives of the five localized observations (seed 3000, never trained on), each
+# explained for its own phrase ("left pleural effusion", "nodule in the right upper lung", …).
+# Live here: 4 positives per observation with the faster methods. The full table on 100 positives
+# and every method comes from `benchmarks/faithfulness.py` (about 10 minutes) and is shown below it.
+
+# %%
+pairs = held_out_positives(4, size)
+live_methods = {"ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "layer_ig": {"n_steps": 16},
+                "attention": {}}
+rows = evaluate_positives(model, pairs, live_methods)
+live = faithfulness_table(rows, "pointing")
+table_heatmap(live, title=f"pointing game, {len(pairs)} held-out positives (live)");
+live.round(2)
+
+# %%
+saved = run_dir.parent / f"faithfulness_{run_dir.name}.json"
+if saved.is_file():
+    full = json.loads(saved.read_text())
+    table = pd.DataFrame(full["pointing"]).T
+    print(f"{full['n_positives']} positives; best: {full['best_method']} {full['best_pointing']:.2f} "
+          f"vs random {full['random_pointing']:.3f} (goal ≥ {full['goal']})")
+    table_heatmap(table, title=f"pointing game, {full['n_positives']} held-out positives (benchmarks/faithfulness.py)")
+    display(pd.DataFrame(full["summary"]).T.round(3))  # noqa: F821 (IPython)
+else:
+    print(f"{saved} not found: run `python benchmarks/faithfulness.py` for the full 100-positive table")
+
+# %% [markdown]
+# **Reading the table.** Big masks (effusion, pneumothorax) are easy targets; a nodule covers well
+# under 1 % of the image, so the random baseline is tiny there and a hit means real localization.
+# Token-level maps (Grad-CAM, layer IG, attention) cannot be sharper than a 32 px token.
+
+# %% [markdown]
+# ## 5. Counterfactual: the same phantom without the effusion
+# The synthetic world redraws the *same* seed with one finding removed: only the effusion's pixels
+# change. We generate both reports, diff them, and attribute the SAME phrase on both images.
+
+# %%
+cf = explain_counterfactual(model, case, "Pleural Effusion", phrase, method="ig", max_new_tokens=48)
+print("report diff (without → with):", format_diff(cf.report_diff)[:300])
+print(f"log P({phrase!r}): with {cf.map_with.score:.2f}, without {cf.map_without.score:.2f}")
+counterfactual_figure(cf);
+
+# %% [markdown]
+# ## 6. Exercise: the pointing game
+#
+# Write `my_pointing_game(saliency, mask, tolerance)` → `True`/`False`: is the map's maximum
+# inside the mask or at most `tolerance` pixels (Euclidean) away from it? A constant map counts
+# as a miss. `check_pointing_game` runs it on tricky cases and tells you what is wrong.
+
+# %%
+from xraygpt_lab.exercises.interpret import check_pointing_game  # noqa: E402
+
+
+def my_pointing_game(saliency, mask, tolerance):
+    raise NotImplementedError("your turn")
+
+
+check_pointing_game(my_pointing_game)
+
+# %% [markdown]
+# <details><summary>One solution (try first!)</summary>
+#
+# ```python
+# from scipy.ndimage import distance_transform_edt
+#
+# def my_pointing_game(saliency, mask, tolerance):
+#     if saliency.max() == saliency.min():
+#         return False
+#     row, col = np.unravel_index(np.argmax(saliency), saliency.shape)
+#     return bool(distance_transform_edt(~mask)[row, col] <= tolerance)
+# ```
+# </details>
+
+# %% [markdown]
+# **Honest caveats.** An attribution explains one number of one model, not the disease; a phrase's
+# probability also depends on the words before it (we teacher-force the true summary). Different
+# baselines give different maps — always say which one. Gradients of a tiny model trained for
+# minutes are noisy; the pointing game rewards the single brightest pixel and ignores the rest.
+# Real radiographs have no masks: there, deletion/insertion and counterfactual edits are what is left.

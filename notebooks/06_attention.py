@@ -1,0 +1,241 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Attention: where do the report's words look?
+#
+# XrayGPT (arXiv 2306.07971, Sec. 3) puts the image into the language model as 16 extra "words"
+# (tiny profile; 49 with MedCLIP): the projected Swin tokens sit in the prompt between `<Img>` and
+# `</Img>`. Every word of the answer can *attend* to them. This notebook reads those attention
+# weights, and then looks one level down, at the Swin encoder's own window attention.
+#
+# **Learning goals**
+#
+# 1. Read the LLM's attention from each answer token to the image tokens, per layer and head, and
+#    put it back on the token grid and on the image.
+# 2. Understand Swin's window attention well enough to *roll it out* through windows, shifted
+#    windows and patch merging — and say which steps are approximations.
+# 3. Know why **attention is not explanation** (Jain & Wallace 2019; Wiegreffe & Pinter 2019):
+#    check attention maps against ground-truth masks and against a sanity test.
+#
+# Everything runs on the trained tiny run (`xraygpt-lab walkthrough`; trained once if missing).
+
+# %%
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from xraygpt_lab.data.images import preprocess
+from xraygpt_lab.data.lesions import Finding
+from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.interpret import attention as att
+from xraygpt_lab.interpret.attribution import explain, upsample_grid
+from xraygpt_lab.interpret.faithfulness import default_tolerance, pointing_hit, random_pointing_rate
+from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives, observation_phrase
+from xraygpt_lab.interpret.plots import DPI, overlay, token_attention_figure
+from xraygpt_lab.interpret.targets import phrase_target
+from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+warnings.filterwarnings("ignore", category=UserWarning)
+torch.set_num_threads(2)
+run_dir = ensure_tiny_run(progress=False)
+model = load_run(run_dir)
+size = model.encoder.config.image_size
+rows, cols = model.encoder.grid
+print(f"image {size} px → {rows}×{cols} = {rows * cols} image tokens; LLM: "
+      f"{model.llm.config.num_hidden_layers} layers × {model.llm.config.num_attention_heads} heads")
+
+# %% [markdown]
+# ## 1. One radiograph, one phrase
+#
+# A held-out phantom (seed 3000 + …, never trained on) with a pleural effusion. We teacher-force
+# its ground-truth summary and ask: when the model wrote the words of the effusion phrase, which
+# image tokens did it attend to?
+
+# %%
+case = render_case(31, size, findings=[Finding("Pleural Effusion", side="left", severity="large")])
+pixels = preprocess(case.image, size)[None]  # [1, 1, S, S]
+phrase = observation_phrase(case.summary, "Pleural Effusion")
+target = phrase_target(model, phrase, case.summary)
+print("summary:", case.summary[:120], "…")
+print("phrase:", repr(phrase), "→ tokens", target.target_token_texts)
+print("generated:", model.describe(pixels, max_new_tokens=40)[0][:120])
+
+# %% [markdown]
+# ## 2. Rebuild it by hand, then use the library
+#
+# The LLM returns `attentions`: one tensor per layer, `[batch, heads, query, key]`. Query = the
+# position that is *predicting* a phrase token (logits at `t − 1` choose token `t`); keys = the 16
+# image slots. SDPA kernels do not return weights, so we switch the LLM to eager attention.
+
+# %%
+cache = target._prepared()  # prompt with an empty image slot, positions of everything
+with torch.no_grad(), att.eager_attention(model.llm):
+    embeds = target.splice(model.embed_image(pixel_values=pixels))  # [1, T, d_llm]
+    out = model.llm(inputs_embeds=embeds, attention_mask=cache["attention_mask"], output_attentions=True)
+start, n = cache["image_start"], cache["n_image"]
+by_hand = torch.stack([a[0][:, cache["predict_positions"], start:start + n] for a in out.attentions])  # [L, H, K, N]
+
+attention = att.llm_image_attention(target, pixels)
+assert torch.allclose(by_hand, attention.weights, atol=1e-6)
+print("weights [layers, heads, phrase tokens, image tokens]:", tuple(attention.weights.shape))
+print("share of each token's attention that goes to the image (layer-mean):",
+      attention.image_share.mean(dim=(0, 1)).numpy().round(3))
+
+# %% [markdown]
+# Most of a token's attention goes elsewhere (BOS, the prompt, earlier words): the image share
+# is small. That is normal — attention "sinks" on the first token are common — and it is the first
+# reason to be careful: a head can move information from a token with a small weight.
+#
+# ### Per layer and head, on the token grid (token `i` sits at row `i // cols`, column `i % cols`)
+
+# %%
+grid = attention.weights.mean(dim=2).reshape(*attention.weights.shape[:2], rows, cols)  # [L, H, r, c]
+fig, axes = plt.subplots(grid.shape[0], grid.shape[1], figsize=(1.8 * grid.shape[1], 1.8 * grid.shape[0]), dpi=DPI,
+                         squeeze=False)
+for layer in range(grid.shape[0]):
+    for head in range(grid.shape[1]):
+        ax = axes[layer, head]
+        ax.imshow(grid[layer, head], cmap="magma")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"L{layer} H{head}", fontsize=7)
+fig.suptitle("phrase → image attention per layer/head (patient's left = image right)", fontsize=8)
+fig.tight_layout()
+
+# %%
+mask = case.masks["Pleural Effusion"]
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), dpi=DPI)
+overlay(axes[0], case.image, att.attention_explanation(target, pixels), title="mean attention, all layers/heads",
+        mask=mask)
+last = attention.image_map(size, layers=[grid.shape[0] - 1])
+overlay(axes[1], case.image, last, title="last layer only", baseline="none (attention)", mask=mask)
+fig.tight_layout()
+token_attention_figure(case.image, attention, max_tokens=4);
+
+# %% [markdown]
+# ## 3. The Swin encoder: window attention and rollout
+#
+# Swin (Liu et al. 2021) attends only **inside windows** of `w × w` tokens; every second block
+# **shifts** the windows by `⌊w/2⌋` so information crosses window borders; between stages
+# **patch merging** fuses 2 × 2 tokens into one. To ask "which input patches feed the final
+# tokens?", we scatter each block's window weights into one full `[n, n]` matrix, undoing the
+# shift, and multiply the blocks together: *attention rollout* (Abnar & Zuidema 2020).
+#
+# | step | in the rollout | exact? |
+# |---|---|---|
+# | windows | block-diagonal full matrix | exact |
+# | shifted windows | windows mapped back through the roll | exact |
+# | residual connection | `0.5·A + 0.5·I` | approximation |
+# | LayerNorm, MLP | ignored (token-wise) | approximation |
+# | patch merging | plain average of 2 × 2 children | approximation (really a learned linear map) |
+# | mean pooling | mean over the final tokens' rows | exact for MedCLIP's pooler |
+
+# %%
+blocks = att.swin_attention_blocks(model.encoder, pixels)
+for b in blocks:
+    print(f"stage {b.stage} block {b.block}: grid {b.resolution}, window {b.window}, shift {b.shift}, "
+          f"weights {tuple(b.weights.shape)}")
+plain, shifted = blocks[0], blocks[1]
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), dpi=DPI)
+for ax, block in zip(axes, (plain, shifted)):
+    ax.imshow(block.full_matrix() > 1e-6, cmap="gray_r")
+    ax.set_title(f"stage {block.stage} block {block.block} (shift {block.shift}): who attends to whom", fontsize=8)
+    ax.set_xlabel("key token"), ax.set_ylabel("query token")
+fig.tight_layout()
+
+# %%
+rollout = att.attention_rollout(model.encoder, pixels)  # [h0, w0] on the first stage's patch grid
+relevance = att.gradient_rollout(target, pixels)  # Chefer et al. 2021, weighted by ∂target/∂A
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), dpi=DPI)
+for ax, (name, values) in zip(axes, (("attention rollout (target-free)", rollout),
+                                     ("gradient-weighted rollout (phrase)", relevance))):
+    up = upsample_grid(torch.from_numpy(np.ascontiguousarray(values))[None], size)[0].numpy()
+    overlay(ax, case.image, up, title=name, baseline="none (attention)", mask=mask)
+fig.tight_layout()
+
+# %% [markdown]
+# ## 4. Attention is not explanation: two checks
+#
+# **Check 1 — against ground truth.** On held-out positives, does the map's peak fall on the lesion
+# (pointing game, 4 px tolerance, Zhang et al. 2018)? We compare LLM attention, the encoder
+# rollouts and Integrated Gradients with a random map.
+
+# %%
+pairs = held_out_positives(3, size)  # 3 positives × 5 localized observations
+methods = {"attention": {}, "rollout": {}, "grad_rollout": {}, "ig": {"baseline": "blur", "n_steps": 16}}
+rows_ = evaluate_positives(model, pairs, methods)
+import pandas as pd  # noqa: E402
+
+frame = pd.DataFrame(rows_)
+frame.loc[frame.method == "random", "pointing"] = frame.loc[frame.method == "random", "pointing_expected"]
+frame.groupby("method")[["pointing", "energy"]].mean().round(2).sort_values("pointing", ascending=False)
+
+# %% [markdown]
+# **Check 2 — a sanity test** (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): if we
+# scramble the model part that writes the words, an explanation *of the words* must change.
+# Plain rollout reads only the encoder, so it cannot: it is identical for every phrase and every
+# language model. It shows what the encoder mixes, not why the report says "effusion".
+
+# %%
+ig_before = explain(target, pixels, "ig", n_steps=16).map
+saved = model.projection.weight.detach().clone()
+with torch.no_grad():
+    model.projection.weight.copy_(saved[torch.randperm(saved.shape[0])])  # scramble the alignment layer
+rollout_scrambled = att.attention_rollout(model.encoder, pixels)
+target_scrambled = phrase_target(model, phrase, case.summary)
+ig_after = explain(target_scrambled, pixels, "ig", n_steps=16).map
+with torch.no_grad():
+    model.projection.weight.copy_(saved)
+corr = np.corrcoef(ig_before.ravel(), ig_after.ravel())[0, 1]
+print(f"rollout unchanged: {np.allclose(rollout, rollout_scrambled)}; IG correlation before/after: {corr:.2f}")
+
+# %% [markdown]
+# ## 5. Exercise: attention rollout
+#
+# Write `my_rollout(attentions, residual)` for a plain transformer: `attentions` is a list of
+# row-stochastic `[n, n]` matrices, first layer first. Each layer becomes
+# `Ã = (1 − r)·A + r·I` (rows renormalised) and the rollout is `R = Ã_L ⋯ Ã_2 Ã_1`.
+# `check_rollout` tests it on random matrices and tells you what is wrong.
+
+# %%
+from xraygpt_lab.exercises.interpret import check_rollout  # noqa: E402
+
+
+def my_rollout(attentions, residual=0.5):
+    raise NotImplementedError("your turn")
+
+
+check_rollout(my_rollout)
+
+# %% [markdown]
+# <details><summary>One solution (try first!)</summary>
+#
+# ```python
+# def my_rollout(attentions, residual=0.5):
+#     n = attentions[0].shape[-1]
+#     R = torch.eye(n, dtype=attentions[0].dtype)
+#     for A in attentions:
+#         A = (1 - residual) * A + residual * torch.eye(n, dtype=A.dtype)
+#         R = (A / A.sum(-1, keepdim=True)) @ R
+#     return R
+# ```
+# </details>
+
+# %% [markdown]
+# **Caveats.** Weights tell where information was *read*, not whether it mattered; heads can carry
+# information with small weights; the residual stream bypasses attention; and the Swin rollout's
+# merging and residual steps are approximations (table above). Use attention maps to generate
+# hypotheses, and test them with attributions, counterfactuals (notebook 05) and ground truth.

@@ -1,0 +1,333 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Evaluation: scores, baselines and how sure we are
+#
+# XrayGPT (arXiv 2306.07971, Table 1) reports one kind of number: ROUGE between generated and
+# reference reports on MIMIC-CXR. This notebook scores our tiny model the same way, then asks the
+# questions a single ROUGE number cannot answer: *does the report say the right findings?*,
+# *would a trivial system score as well?* and *how much of the score is luck of the test set?*
+#
+# **Learning goals**
+# 1. Compute ROUGE by hand and see why templated language makes it easy.
+# 2. Score clinical content with a labeler (*clinical efficacy*, CE), against two references:
+#    the labeler on the reference text, and the ground truth the synthetic world knows.
+# 3. Read every score beside three baselines: the image-blind model, nearest-neighbour
+#    retrieval and an "always normal" report.
+# 4. Attach bootstrap 95% intervals to scores, and test a difference with a *paired* bootstrap.
+# 5. Find where the model fails: per-observation errors and example reports.
+#
+# Everything here calls `xraygpt_lab.eval` (`metrics.py`, `baselines.py`, `evaluate.py`); the
+# command `xraygpt-lab evaluate` prints the same metrics as JSON.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+import transformers
+from IPython.display import display
+
+from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
+from xraygpt_lab.data.images import preprocess
+from xraygpt_lab.data.labeler import label_report
+from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.eval.baselines import NORMAL_REPORT
+from xraygpt_lab.eval.evaluate import SYSTEM_DESCRIPTIONS, EvalData, evaluate_systems, retrieval_pool
+from xraygpt_lab.eval.metrics import clinical_efficacy, rouge_per_report
+from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+pd.set_option("display.precision", 3)
+transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
+torch.manual_seed(0)
+START = time.perf_counter()
+
+# %% [markdown]
+# ## 0. The trained run and a test set it has never seen
+#
+# `ensure_tiny_run()` trains the tiny run once (`xraygpt-lab walkthrough`) and then reuses it.
+# The walkthrough trained on synthetic seeds `S` (stage 1) and `S + 1000` (stage 2) and checked
+# itself on `S + 2000`. We draw a **fresh** test set from another seed, so no image or report here
+# was seen in training. Sizes are small so the notebook runs in about a minute on two cores: 80 test
+# images and 100 bootstrap resamples (use more for a paper: 1000 resamples, the whole test set).
+
+# %%
+model = load_run(ensure_tiny_run())
+config = model.run_config
+EVAL_SEED = config["seed"] + 7000
+assert EVAL_SEED not in config["seeds"].values(), "the test seed must differ from every training seed"
+N_EVAL, N_POOL, N_BOOT = 80, 400, 100
+SIZE = model.image_size
+
+cases = list(generate_cases(N_EVAL, SIZE, seed=EVAL_SEED))
+data = EvalData(
+    pixel_values=torch.stack([preprocess(c.image, SIZE) for c in cases]),  # [80, 1, S, S]
+    references=[c.summary for c in cases],  # XrayGPT-style summaries: the training target's kind
+    ground_truth=[dict(c.labels) for c in cases],  # what the synthetic world actually drew
+    image_ids=[c.image_id for c in cases],
+)
+print(f"run seed {config['seed']}, training seeds {config['seeds']}, test seed {EVAL_SEED}: "
+      f"{len(data)} images at {SIZE} px")
+
+# %% [markdown]
+# The **nearest-neighbour** baseline needs a database of *training* images with their reports:
+# we re-draw 400 stage-1 cases (images the model was aligned on) and embed them once with the
+# frozen encoder (its contrastive, L2-normalised embedding).
+
+# %%
+pool_cases = list(generate_cases(N_POOL, SIZE, seed=config["seeds"]["stage1"]))
+pool = retrieval_pool(model.encoder, torch.stack([preprocess(c.image, SIZE) for c in pool_cases]),
+                      [c.summary for c in pool_cases])
+print(f"retrieval pool: {len(pool.reports)} training reports, embeddings {tuple(pool.embeddings.shape)}")
+
+# %% [markdown]
+# ## 1. ROUGE by hand
+#
+# ROUGE-N is the F-measure of overlapping *n*-grams between a candidate and a reference
+# (Lin 2004); ROUGE-L uses the longest common subsequence instead. The `rouge-score` package
+# lower-cases, keeps letters and digits, and stems words longer than three letters (Porter).
+# Here is ROUGE-1 rebuilt from those pieces, for the "always normal" report against the first
+# test case:
+
+# %%
+from collections import Counter
+
+from rouge_score.tokenizers import DefaultTokenizer
+
+tokenizer = DefaultTokenizer(use_stemmer=True)
+candidate, reference = NORMAL_REPORT, data.references[0]
+cand, ref = Counter(tokenizer.tokenize(candidate)), Counter(tokenizer.tokenize(reference))
+overlap = sum((cand & ref).values())  # clipped counts: a word matches at most as often as it occurs
+precision, recall = overlap / sum(cand.values()), overlap / sum(ref.values())
+rouge1_by_hand = 2 * precision * recall / (precision + recall)
+print(f"reference: {reference}\ncandidate: {candidate}")
+print(f"{overlap} shared unigrams: precision {precision:.3f}, recall {recall:.3f}, ROUGE-1 F {rouge1_by_hand:.3f}")
+assert np.isclose(rouge1_by_hand, rouge_per_report([candidate], [reference])["rouge1"][0])
+
+# %% [markdown]
+# A report that says nothing about *this* image already shares many words with the reference:
+# "the", "heart", "pleural effusion", "pneumothorax". Our synthetic reports come from a handful of
+# templates, so this effect is far stronger here than on real, free-text MIMIC reports.
+#
+# ## 2. Clinical efficacy: does the report say the right findings?
+#
+# CE runs a labeler over both texts and scores the extracted labels (R2Gen, Chen et al. 2020,
+# Sec. 4.2): an observation counts as predicted when the labeler reads it as positive (1).
+# Our labeler (`data.labeler`) is rule-based, CheXpert-style. On synthetic data we can *also*
+# score against the ground truth the world drew, which shows what the labeler itself gets wrong.
+
+# %%
+truth_pos = [o for o in RENDERED_OBSERVATIONS if data.ground_truth[0][o] == 1]
+read_pos = [o for o, v in label_report(reference).items() if v == 1]
+normal_pos = [o for o, v in label_report(candidate).items() if v == 1]
+print(f"ground truth positives:          {truth_pos}")
+print(f"labeler on the reference report:  {read_pos}")
+print(f"labeler on the 'normal' report:   {normal_pos}")
+
+# %% [markdown]
+# ## 3. Four systems, one table
+#
+# `evaluate_systems` writes (or retrieves) one report per test image for each system and scores
+# them all: ROUGE-1/2/L, BLEU-1/4, CE against the labeler on the reference (`ce_*`) and against
+# the ground truth (`truth_*`), each headline number with a percentile-bootstrap 95% interval
+# (`*_low`, `*_high`: resample the 80 images with replacement, recompute, take the 2.5% and
+# 97.5% quantiles).
+
+# %%
+for name, what in SYSTEM_DESCRIPTIONS.items():
+    print(f"{name:>18}: {what}")
+evaluation = evaluate_systems(model, data, pool, n_boot=N_BOOT,
+                              max_new_tokens=config["train"].get("max_new_tokens", 160), batch_size=40)
+table = evaluation.metrics_table()
+table[["rouge1", "rouge2", "rougeL", "rougeL_low", "rougeL_high", "bleu4", "ce_f1_macro",
+       "truth_f1_macro", "truth_f1_macro_low", "truth_f1_macro_high", "truth_f1_micro"]]
+
+# %%
+long = pd.concat([
+    pd.DataFrame({"system": table.index, "metric": "ROUGE-L", "value": table["rougeL"],
+                  "low": table["rougeL_low"], "high": table["rougeL_high"]}),
+    pd.DataFrame({"system": table.index, "metric": "CE macro-F1 vs truth", "value": table["truth_f1_macro"],
+                  "low": table["truth_f1_macro_low"], "high": table["truth_f1_macro_high"]}),
+]).reset_index(drop=True)
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.8), sharey=True)
+for ax, (metric, part) in zip(axes, long.groupby("metric", sort=False)):
+    sns.barplot(data=part, y="system", x="value", hue="system", ax=ax, palette="deep", legend=False)
+    ax.errorbar(part["value"], np.arange(len(part)), xerr=[part["value"] - part["low"], part["high"] - part["value"]],
+                fmt="none", ecolor="black", capsize=3)
+    ax.set(title=f"{metric} (95% bootstrap CI)", xlabel="", ylabel="", xlim=(0, 1))
+plt.tight_layout()
+
+# %% [markdown]
+# Read the two panels together. **ROUGE-L** separates the systems much less than **CE** does:
+# a report can reuse the right words ("no pleural effusion") while getting the findings wrong.
+# The *always normal* report has a respectable ROUGE-L and a CE macro-F1 near zero (it only ever
+# predicts *No Finding*). The *image-blind* model shows what the language model writes from
+# the template alone: fluent text whose findings are guesses at the training prevalence.
+#
+# The labeler is not perfect either: against the ground truth, the labeler reading the
+# *reference* reports is the best any text can score.
+
+# %%
+print(f"labeler ceiling (labeler on the reference vs ground truth): "
+      f"macro-F1 {evaluation.labeler_ceiling['ce_f1_macro']:.3f}, micro-F1 {evaluation.labeler_ceiling['ce_f1_micro']:.3f}")
+
+# %% [markdown]
+# ## 4. Is the model really better than a baseline? A paired bootstrap
+#
+# Two overlapping intervals do not mean "no difference": both systems were scored on the *same*
+# images, so their errors are correlated. The right test resamples images once and recomputes
+# the **difference** on each resample (`Evaluation.compare`). An interval entirely above 0 says
+# the model is better on this kind of data at the 95% level.
+
+# %%
+rows = []
+for baseline in ("image_blind", "nearest_neighbour", "always_normal"):
+    for metric in ("ce_f1_macro", "rougeL"):
+        d = evaluation.compare("xraygpt", baseline, metric)
+        rows.append({"baseline": baseline, "metric": metric, **d, "model better": d["low"] > 0})
+pd.DataFrame(rows)
+
+# %% [markdown]
+# ## 5. The paper's numbers beside ours — and why they are not comparable
+#
+# XrayGPT reports ROUGE on the MIMIC-CXR test set (Table 1). Ours are on synthetic data whose
+# reports come from templates with a small vocabulary: n-gram overlap is **far easier** here, so
+# a higher number does not mean a better model than XrayGPT. Only the comparisons *within* our
+# table (model vs baselines on the same images) carry information.
+
+# %%
+paper = pd.DataFrame([
+    {"system": "MiniGPT-4 (paper)", "data": "MIMIC-CXR test", "rouge1": .1313, "rouge2": .0221, "rougeL": .0879},
+    {"system": "XrayGPT (paper)", "data": "MIMIC-CXR test", "rouge1": .3213, "rouge2": .0912, "rougeL": .1997},
+] + [{"system": f"{s} (ours, tiny)", "data": f"synthetic, seed {EVAL_SEED}, n={len(data)}",
+      "rouge1": table.loc[s, "rouge1"], "rouge2": table.loc[s, "rouge2"], "rougeL": table.loc[s, "rougeL"]}
+     for s in table.index]).set_index("system")
+paper
+
+# %% [markdown]
+# Published peers report other metrics on MIMIC-CXR (R2GenGPT ROUGE-L .297, BLEU-4 .134;
+# MAIRA-2 ROUGE-L .384 and CheXbert macro-F1 .416; CheXagent CheXbert-F1 .444). Their CE uses the
+# CheXbert labeler, ours a rule-based one, and model-based metrics (CheXbert, RadGraph, GREEN)
+# need weights that cannot be downloaded here: our CE numbers are not comparable to theirs either.
+#
+# ## 6. Where does the model go wrong? Per-observation errors
+#
+# CE against the ground truth, observation by observation. `support` is the number of test images
+# with that finding: with 80 images, rare findings have a handful of positives and their F1 moves
+# a lot from one test set to the next.
+
+# %%
+per = evaluation.per_observation_table("truth")
+f1 = per.pivot(index="system", columns="observation", values="f1").loc[evaluation.systems, list(RENDERED_OBSERVATIONS)]
+support = per[per["system"] == "xraygpt"].set_index("observation")["support"]
+fig, ax = plt.subplots(figsize=(10, 2.6))
+sns.heatmap(f1.astype(float), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False)
+ax.set_xticklabels([f"{o}\n(n={support[o]})" for o in f1.columns], rotation=30, ha="right", fontsize=7)
+ax.set(title="CE F1 vs ground truth (blank: no positives predicted or present)", xlabel="", ylabel="")
+plt.tight_layout()
+
+# %%
+ours = per[per["system"] == "xraygpt"].set_index("observation")[["precision", "recall", "f1", "support"]]
+ours.loc[list(RENDERED_OBSERVATIONS)]
+
+# %% [markdown]
+# Low **recall** means the model leaves a finding out; low **precision** means it writes one
+# that is not there. Both kinds of error in one list, per image:
+
+# %%
+errors = evaluation.errors("xraygpt")
+missed = Counter(o for row in errors["missed"] for o in row)
+invented = Counter(o for row in errors["invented"] for o in row)
+pd.DataFrame({"missed (false negatives)": missed, "invented (false positives)": invented}).fillna(0).astype(int)
+
+# %% [markdown]
+# ## 7. Example failures
+#
+# The three test images with the most label errors, the report the model wrote and the
+# reference. Read them against the image: is the missed finding subtle? Did the model copy a
+# frequent training sentence?
+
+# %%
+worst = evaluation.failures("xraygpt", k=3)
+fig, axes = plt.subplots(1, len(worst), figsize=(3 * len(worst), 3.1))
+for ax, (_, row) in zip(np.atleast_1d(axes), worst.iterrows()):
+    ax.imshow(cases[row["index"]].image, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"{row['image_id']}\nmissed: {', '.join(row['missed']) or '-'}\n"
+                 f"invented: {', '.join(row['invented']) or '-'}", fontsize=7)
+    ax.axis("off")
+plt.tight_layout()
+for _, row in worst.iterrows():
+    print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
+
+# %% [markdown]
+# ## 8. Are the explanations faithful?
+#
+# A report can be right for the wrong reasons. Notebook 05 scores attribution maps against the
+# synthetic world's lesion masks (pointing game, energy in the mask, deletion / insertion curves;
+# `interpret.faithfulness`). Here is a small version of that table on a few test images with a
+# localised finding: the target is the log-probability of the sentence of the reference report
+# that states the finding, and each map is compared with a **random map** (its expected pointing
+# score is the area of the tolerance-dilated mask). Two fast methods only (Grad-CAM on the last
+# Swin stage, gradient saliency); notebook 05 has Integrated Gradients and the curves.
+
+# %%
+try:
+    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.faithfulness import default_tolerance, evaluate_maps, faithfulness_table
+    from xraygpt_lab.interpret.targets import phrase_target
+    from xraygpt_lab.data.findings import LOCALIZED_OBSERVATIONS
+    from xraygpt_lab.data.labeler import find_mentions
+    HAVE_FAITHFULNESS = True
+except ImportError as exc:  # the interpretability modules are optional here
+    HAVE_FAITHFULNESS = False
+    print(f"interpretability modules not available ({exc}); see notebook 05")
+
+# %%
+if HAVE_FAITHFULNESS:
+    faith_rows, MAX_CASES = [], 6
+    for i, case in enumerate(cases):
+        if len({r["case"] for r in faith_rows}) >= MAX_CASES:
+            break
+        for obs in LOCALIZED_OBSERVATIONS:
+            sentence = next((m.sentence for m in find_mentions(case.summary)
+                             if m.observation == obs and m.value == 1), None)
+            if case.labels[obs] != 1 or obs not in case.masks or sentence is None:
+                continue
+            target = phrase_target(model, sentence, answer=case.summary)
+            maps = {m: explain(target, data.pixel_values[i:i + 1], m).map for m in ("gradcam", "saliency")}
+            faith_rows += evaluate_maps(maps, case.masks[obs], tolerance=default_tolerance(SIZE),
+                                        observation=obs, case=case.image_id)
+            break  # one finding per image
+    display(faithfulness_table(faith_rows, "pointing").round(2))
+
+# %% [markdown]
+# With a handful of cases these rates are rough (each case moves a rate by 1/n); the point is the
+# comparison with the random row. Notebook 05 runs more cases and more methods.
+#
+# ## 9. Honest caveats
+#
+# * **Synthetic, templated reports.** ROUGE and BLEU are much higher than on real reports and say
+#   little on their own; the baselines and CE are what make them readable.
+# * **The labeler is a model too.** CE measures agreement between two labeler readings; its own
+#   errors appear in the gap between `ce_*` and `truth_*` and in the labeler ceiling.
+# * **Small test set.** 80 images and 100 resamples keep this notebook fast; the intervals are
+#   wide, and rare findings have a few positives each. `xraygpt-lab evaluate` takes any folder.
+# * **Greedy decoding, one instruction.** Other instructions or sampling give other reports.
+
+# %%
+print(f"notebook body ran in {time.perf_counter() - START:.0f} s")

@@ -1,0 +1,73 @@
+"""The cheap benchmarks run end to end at toy sizes and return their keys (no timing thresholds)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+#: A toy LLM and Swin (the tiny profile's layouts, smaller) on the smallest synthetic image.
+TOY_LLM = {"vocab_size": 320, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+           "num_attention_heads": 2, "max_position_embeddings": 256}
+TOY_ENCODER = {"patch_size": 8, "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 2,
+               "projection_dim": 16}
+TOY = {"image_size": 32, "llm_sizes": TOY_LLM, "encoder_sizes": TOY_ENCODER}
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_all_lists_our_benchmarks_under_their_keys():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        run_all = load("run_all")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    keys = {key: module for key, module, *_ in run_all.BENCHMARKS}
+    assert keys["kv_cache_speedup"] == "kv_cache"
+    assert keys["feature_cache_ratio"] == "feature_cache"
+    assert keys["walkthrough_s"] == "walkthrough_time"
+
+
+def test_kv_cache_generates_exactly_the_requested_tokens_on_both_paths():
+    result = load("kv_cache").run(new_tokens=10, repeats=1, **TOY)
+    assert result["new_tokens"] == 10  # run() raises when a path produced another count
+    assert result["cached_s"] > 0 and result["uncached_s"] > 0
+    assert result["kv_cache_speedup"] == pytest.approx(result["uncached_s"] / result["cached_s"], rel=0.05)
+    assert isinstance(result["same_tokens"], bool)
+    assert result["prompt_tokens"] > 1  # image tokens + template
+
+
+def test_kv_cache_rejects_a_context_overflow():
+    with pytest.raises(ValueError, match="exceed the context"):
+        load("kv_cache").run(new_tokens=300, repeats=1, **TOY)
+
+
+def test_feature_cache_epochs_compute_the_same_training():
+    result = load("feature_cache").run(n_images=6, batch_size=3, **TOY,
+                                       repeats=1)
+    assert result["batches"] == 2
+    assert result["cache_misses"] == 6 and result["cache_hits"] == 6  # filled once, read once
+    assert result["loss_cached"] == pytest.approx(result["loss_uncached"], abs=1e-4)
+    assert result["feature_cache_ratio"] == pytest.approx(result["cached_epoch_s"] / result["uncached_epoch_s"],
+                                                          rel=0.05, abs=0.01)
+
+
+def test_walkthrough_timer_times_a_command_and_reports_failures(tmp_path):
+    bench = load("walkthrough_time")
+    seconds, status, tail = bench.time_command([sys.executable, "-c", "print('hello')"])
+    assert status == 0 and tail.strip() == "hello" and seconds > 0
+    command = bench.walkthrough_command(tmp_path / "run", "tiny", 3)
+    assert command[1:4] == ["-m", "xraygpt_lab", "walkthrough"] and "--quiet" in command
+    with pytest.raises(RuntimeError, match="status 2"):
+        bench.run(profile="no-such-profile", out=str(tmp_path / "run"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(ValueError, match="not empty"):
+        bench.run(out=str(tmp_path / "full"))

@@ -1,0 +1,116 @@
+"""``xraygpt-lab explain``: overlay + JSON with the peak in the input image's coordinates; errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_attribution import ANSWER, small_model
+from xraygpt_lab.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A complete run folder holding a small random model (32 px)."""
+    from xraygpt_lab.models.llm import save_llm
+    from xraygpt_lab.train.checkpoint import save_weights
+
+    model = small_model()
+    run = tmp_path_factory.mktemp("run")
+    model.encoder.save_pretrained(run / "encoder")
+    save_llm(model.llm, model.tokenizer, run / "llm")
+    save_weights(run / "projection.safetensors", dict(model.projection.state_dict()))
+    (run / "config.json").write_text(json.dumps({"profile": "tiny", "image_size": 32, "end_sym": "###"}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory) -> Path:
+    """A non-square 8-bit PNG (60 rows × 100 columns)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("img") / "wide.png"
+    Image.fromarray((rng.random((60, 100)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = main(argv)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+@pytest.mark.parametrize("method", ["ig", "gradcam", "attention"])
+def test_explain_writes_overlay_and_json_in_input_coordinates(run_dir, image_path, tmp_path, capsys, method) -> None:
+    out = tmp_path / "sub" / f"{method}.png"
+    status, stdout, stderr = run_cli(["explain", "--run", str(run_dir), str(image_path), "--phrase",
+                                      "left pleural effusion", "--method", method, "--out", str(out),
+                                      "--answer", ANSWER, "--steps", "4"], capsys)
+    assert status == 0, stderr
+    result = json.loads(stdout)
+    assert result["method"] == method and result["phrase"] == "left pleural effusion"
+    assert result["phrase_in_answer"] is True and result["image_shape"] == [60, 100]
+    row, col = result["peak"]
+    assert 0 <= row < 60 and 0 <= col < 100  # never in the padding
+    assert result["baseline"] and out.is_file() and out.stat().st_size > 1000
+    assert Image.open(out).format == "PNG"
+    assert not list(out.parent.glob(".*.tmp*"))  # atomic write left nothing behind
+
+
+def test_explain_generates_when_no_answer_is_given(run_dir, image_path, tmp_path, capsys) -> None:
+    out = tmp_path / "gen.png"
+    status, stdout, stderr = run_cli(["explain", "--run", str(run_dir), str(image_path), "--phrase", "effusion",
+                                      "--method", "saliency", "--out", str(out), "--max-new-tokens", "4"], capsys)
+    assert status == 0, stderr
+    result = json.loads(stdout)
+    assert isinstance(result["phrase_in_answer"], bool) and "answer" in result
+
+
+def _one_line_error(status: int, stderr: str, *needles: str) -> None:
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xraygpt-lab")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_image_is_a_one_line_error(run_dir, tmp_path, capsys) -> None:
+    status, _, stderr = run_cli(["explain", "--run", str(run_dir), str(tmp_path / "nope.png"), "--phrase", "x",
+                                 "--out", str(tmp_path / "o.png")], capsys)
+    _one_line_error(status, stderr, "nope.png", "does not exist")
+
+
+def test_unknown_method_is_a_one_line_error(run_dir, image_path, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", "--run", str(run_dir), str(image_path), "--phrase", "x", "--method", "lime",
+              "--out", str(tmp_path / "o.png")])
+    _one_line_error(exc.value.code, capsys.readouterr().err, "lime")
+
+
+def test_whitespace_phrase_is_a_one_line_error(run_dir, image_path, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", "--run", str(run_dir), str(image_path), "--phrase", "   ", "--out", str(tmp_path / "o.png")])
+    _one_line_error(exc.value.code, capsys.readouterr().err, "whitespace")
+
+
+def test_run_folder_missing_a_file_is_a_one_line_error(run_dir, image_path, tmp_path, capsys) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "projection.safetensors").unlink()
+    status, _, stderr = run_cli(["explain", "--run", str(broken), str(image_path), "--phrase", "x",
+                                 "--out", str(tmp_path / "o.png")], capsys)
+    _one_line_error(status, stderr, "projection.safetensors")
+    status, _, stderr = run_cli(["explain", "--run", str(tmp_path / "absent"), str(image_path), "--phrase", "x",
+                                 "--out", str(tmp_path / "o.png")], capsys)
+    _one_line_error(status, stderr, "does not exist")
+
+
+def test_phrase_missing_from_given_answer_is_a_one_line_error(run_dir, image_path, tmp_path, capsys) -> None:
+    status, _, stderr = run_cli(["explain", "--run", str(run_dir), str(image_path), "--phrase", "cardiomegaly",
+                                 "--answer", ANSWER, "--out", str(tmp_path / "o.png")], capsys)
+    _one_line_error(status, stderr, "cardiomegaly")

@@ -1,0 +1,85 @@
+"""The model sub-commands: describe, chat (piped stdin), evaluate, and their one-line errors."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraygpt_lab.cli import main
+from xraygpt_lab.train.walkthrough import run_walkthrough
+
+TOY = {
+    "n_stage1": 16, "n_stage2": 6, "n_eval": 4,
+    "encoder_steps": 1, "encoder_batch": 8, "encoder_lr": 1e-3,
+    "llm_steps": 2, "llm_batch": 2, "llm_lr": 1e-3, "llm_min_lr": 1e-4, "llm_warmup": 1,
+    "stage1_steps": 2, "stage1_batch": 2, "stage1_lr": 1e-3, "stage1_min_lr": 1e-4, "stage1_warmup": 1,
+    "stage2_steps": 1, "stage2_batch": 2, "stage2_lr": 1e-3, "stage2_min_lr": 1e-4, "stage2_warmup": 1,
+    "max_new_tokens": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    run_walkthrough(out, "tiny", seed=1, overrides=TOY, log=lambda m: None, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, shape in (("a.png", (200, 160)), ("b.jpg", (90, 120))):  # any size, any format
+        path = folder / name
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_describe_prints_one_report_per_image(run_dir, images, capsys):
+    assert main(["describe", "--run", str(run_dir), "--max-new-tokens", "4", *map(str, images)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(images[0])) and lines[1].startswith(str(images[1]))
+
+
+def test_chat_reads_piped_stdin(run_dir, images, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What do you see?\n/reset\nIs it normal?\n/quit\nnever asked\n"))
+    assert main(["chat", "--run", str(run_dir), "--image", str(images[0]), "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Doctor:") == 2 and "(conversation reset)" in out
+
+
+def test_evaluate_writes_metrics_json(run_dir, tmp_path, capsys):
+    from xraygpt_lab.data.export import export_dataset
+
+    data = tmp_path / "synth"
+    export_dataset(data, 4, 128, 12345)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--run", str(run_dir), "--data", str(data), "--out", str(out), "--max-new-tokens", "4"]) == 0
+    m = json.loads(out.read_text())
+    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation"):
+        assert key in m and key in m["baselines"]["image_blind"]
+    assert m["n"] == 4 and "vs_ground_truth" in m and "zeros" in m["baselines"]["image_blind"]["how"]
+
+
+def test_missing_run_file_is_a_one_line_error(run_dir, images, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "llm" / "model.safetensors").unlink()
+    assert main(["describe", "--run", str(broken), str(images[0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xraygpt-lab: error:") and "llm/model.safetensors" in err and "\n" not in err
+
+
+def test_unreadable_image_is_a_one_line_error(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert main(["describe", "--run", str(run_dir), str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("xraygpt-lab: error:")

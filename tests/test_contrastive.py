@@ -1,0 +1,251 @@
+"""MedCLIP loss, text encoder, contrastive pretraining, zero-shot and retrieval, linear probe."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from xraygpt_lab.data.images import preprocess
+from xraygpt_lab.data.lesions import Finding
+from xraygpt_lab.data.synthetic import generate_cases, render_case
+from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
+from xraygpt_lab.models.text_encoder import TextEncoder, TextEncoderConfig
+from xraygpt_lab.models.zero_shot import (
+    linear_probe_auc,
+    retrieval_at_k,
+    roc_auc,
+    zero_shot_classify,
+    zero_shot_probabilities,
+)
+from xraygpt_lab.train.contrastive import (
+    LOGIT_SCALE_INIT,
+    LogitScale,
+    clip_loss,
+    label_columns,
+    medclip_loss,
+    observation_targets,
+    pretrain_encoder,
+)
+
+REPORTS = [
+    "Small left pleural effusion. Heart size is normal.",
+    "Large right pneumothorax. No pleural effusion.",
+    "The lungs are clear. No pleural effusion or pneumothorax.",
+    "Moderate cardiomegaly with pulmonary edema.",
+]
+
+
+def unit(*shape: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(*shape), dim=-1)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_logit_scale_starts_at_clip_value_and_is_clamped_like_medclip() -> None:
+    scale = LogitScale()
+    assert scale.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    assert LOGIT_SCALE_INIT == pytest.approx(2.6593, abs=1e-4)
+    with torch.no_grad():
+        scale.logit_scale.fill_(10.0)
+    assert scale().item() == pytest.approx(100.0, rel=1e-3)  # exp(4.6052)
+    scale.clamp_()
+    assert scale.logit_scale.item() == pytest.approx(4.6052)
+    with torch.no_grad():
+        scale.logit_scale.fill_(-3.0)
+    assert scale().item() == pytest.approx(1.0)
+
+
+def test_unlabelled_loss_is_symmetric_clip_cross_entropy() -> None:
+    torch.manual_seed(0)
+    image, text = unit(6, 8), unit(6, 8)
+    logits = 10.0 * image @ text.T
+    target = torch.arange(6)
+    manual = 0.5 * (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target))
+    assert torch.allclose(medclip_loss(image, text, torch.tensor(10.0)), manual)
+    assert torch.allclose(clip_loss(logits), manual)
+
+
+def test_semantic_matching_targets_follow_the_medclip_formula() -> None:
+    torch.manual_seed(1)
+    image, text = unit(4, 8), unit(5, 8)  # decoupled: 4 images, 5 texts
+    image_labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    text_labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]])
+    logits = 5.0 * image @ text.T
+    sim = image_labels @ text_labels.T
+    expected_i = -(sim.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+    expected_t = -(sim.T.softmax(1) * logits.T.log_softmax(1)).sum(1).mean()
+    got = medclip_loss(image, text, torch.tensor(5.0), image_labels, text_labels)
+    assert torch.allclose(got, 0.5 * (expected_i + expected_t))
+
+
+def test_pairs_with_the_same_labels_are_not_false_negatives() -> None:
+    """Swapping the reports of two studies with identical labels leaves the MedCLIP loss unchanged
+    (it is not a mistake to match them), while CLIP's loss changes."""
+    torch.manual_seed(2)
+    image, text = unit(4, 8), unit(4, 8)
+    labels = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 0]])
+    swapped = text[[1, 0, 2, 3]]
+    scale = torch.tensor(20.0)
+    assert torch.allclose(medclip_loss(image, text, scale, labels), medclip_loss(image, swapped, scale, labels))
+    assert not torch.allclose(medclip_loss(image, text, scale), medclip_loss(image, swapped, scale))
+
+
+def test_loss_rejects_mismatched_widths_and_unpaired_batches() -> None:
+    with pytest.raises(ValueError, match="width"):
+        medclip_loss(unit(2, 4), unit(2, 5), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="paired"):
+        medclip_loss(unit(2, 4), unit(3, 4), torch.tensor(1.0))
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_observation_targets_split_laterality() -> None:
+    left = render_case(3, size=48, findings=[Finding("Pleural Effusion", side="left")])
+    right = render_case(3, size=48, findings=[Finding("Pleural Effusion", side="right"), Finding("Cardiomegaly")])
+    normal = render_case(3, size=48, findings=[])
+    targets, columns = observation_targets([left, right, normal])
+    assert columns == label_columns()
+    col = {name: i for i, name in enumerate(columns)}
+    assert targets[0, col["Pleural Effusion (left)"]] == 1 and targets[0, col["Pleural Effusion (right)"]] == 0
+    assert targets[1, col["Pleural Effusion (right)"]] == 1 and targets[1, col["Pleural Effusion (left)"]] == 0
+    assert targets[1, col["Cardiomegaly"]] == 1
+    assert targets[2, col["No Finding"]] == 1 and targets[2].sum() == 1
+    assert "Edema" in col and "Support Devices" in col and "Pneumothorax (left)" in col
+
+
+# ----------------------------------------------------------------------------- text encoder
+
+
+def test_text_encoder_tokenizes_to_77_and_pools_hidden_states_1_2_last() -> None:
+    text = TextEncoder.from_corpus(REPORTS * 5, TextEncoderConfig(vocab_size=120, num_layers=3))
+    batch = text.tokenize(["effusion " * 200, "clear"])
+    assert batch["input_ids"].shape[1] == 77
+    assert batch["input_ids"][0, 0].item() == text.tokenizer.cls_token_id
+    text.eval()
+    with torch.no_grad():
+        out = text.bert(**batch, output_hidden_states=True)
+        mixed = (out.hidden_states[1] + out.hidden_states[2] + out.hidden_states[3]) / 3
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        expected = torch.nn.functional.normalize(text.projection((mixed * mask).sum(1) / mask.sum(1)), dim=-1)
+        got = text(**batch)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert text.projection.bias is None
+
+
+def test_masked_mean_makes_embeddings_independent_of_batch_padding() -> None:
+    text = TextEncoder.from_corpus(REPORTS * 5, TextEncoderConfig(vocab_size=120)).eval()
+    with torch.no_grad():
+        alone = text.encode_text(["clear"])
+        padded = text.encode_text(["clear", REPORTS[0]])[:1]
+    assert torch.allclose(alone, padded, atol=1e-5)
+    text.config.masked_mean = False  # MedCLIP's unmasked mean depends on the padding
+    with torch.no_grad():
+        assert not torch.allclose(text.encode_text(["clear"]), text.encode_text(["clear", REPORTS[0]])[:1], atol=1e-4)
+
+
+def test_text_encoder_roundtrip(tmp_path) -> None:
+    text = TextEncoder.from_corpus(REPORTS * 5, TextEncoderConfig(vocab_size=120)).eval()
+    text.save_pretrained(tmp_path / "t")
+    loaded = TextEncoder.from_pretrained(tmp_path / "t").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(REPORTS), text.encode_text(REPORTS))
+    with pytest.raises(TypeError):
+        text.tokenize("not a list")
+
+
+# ----------------------------------------------------------------------------- zero-shot, retrieval, AUC
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    assert roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([1, 0])) == 0.0
+    assert roc_auc(torch.tensor([1.0, 1.0]), torch.tensor([1, 0])) == 0.5
+    assert math.isnan(roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([1, 1])))
+
+
+def test_retrieval_at_k_perfect_and_shuffled() -> None:
+    torch.manual_seed(0)
+    emb = unit(20, 16)
+    perfect = retrieval_at_k(emb, emb, ks=(1, 5))
+    assert perfect["image_to_text@1"] == 1.0 and perfect["text_to_image@1"] == 1.0
+    shuffled = retrieval_at_k(emb, emb[torch.roll(torch.arange(20), 1)], ks=(1,))
+    assert shuffled["image_to_text@1"] == 0.0
+    relevant = torch.ones(20, 20, dtype=torch.bool)
+    assert retrieval_at_k(emb, emb[torch.roll(torch.arange(20), 1)], ks=(1,), relevant=relevant)["image_to_text@1"] == 1.0
+
+
+def test_zero_shot_prefers_the_closer_prompt_set() -> None:
+    text = TextEncoder.from_corpus(REPORTS * 5, TextEncoderConfig(vocab_size=120)).eval()
+    prompts = {"Effusion": (["Small left pleural effusion."], ["The lungs are clear."])}
+    with torch.no_grad():
+        images = text.encode_text(["Small left pleural effusion.", "The lungs are clear."])  # stand-in embeddings
+    probs = zero_shot_probabilities(images, text, prompts)["Effusion"]
+    assert probs[0] > 0.5 > probs[1]
+    assert zero_shot_classify(images, text, prompts)["Effusion"].tolist() == [1, 0]
+
+
+def test_linear_probe_reads_a_linear_signal_and_not_noise() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(300, 20)
+    y = torch.stack([(x[:, 0] > 0), torch.rand(300) > 0.5], 1).float()
+    auc = linear_probe_auc(x[:200], y[:200], x[200:], y[200:], ["signal", "noise"])
+    assert auc["signal"] > 0.95
+    assert 0.3 < auc["noise"] < 0.7
+
+
+# ----------------------------------------------------------------------------- pretraining
+
+
+def _cases(n: int, size: int, seed: int):
+    cases = list(generate_cases(n, size=size, seed=seed))
+    images = torch.stack([preprocess(c.image, size) for c in cases])  # [n, 1, S, S]
+    labels, columns = observation_targets(cases)
+    return images, [c.summary for c in cases], labels, columns
+
+
+def test_pretrain_rejects_unpaired_inputs() -> None:
+    encoder = VisionEncoder(EncoderConfig(image_size=32, depths=[1], num_heads=[2], embed_dim=8, projection_dim=8))
+    text = TextEncoder.from_corpus(REPORTS * 5, TextEncoderConfig(vocab_size=120, projection_dim=8))
+    with pytest.raises(ValueError, match="paired"):
+        pretrain_encoder(encoder, text, torch.zeros(4, 1, 32, 32), REPORTS[:3], steps=1, batch_size=2, lr=1e-3, seed=0)
+    with pytest.raises(ValueError, match="labels"):
+        pretrain_encoder(encoder, text, torch.zeros(4, 1, 32, 32), REPORTS, torch.zeros(3, 2), steps=1, batch_size=2, lr=1e-3, seed=0)
+
+
+@pytest.mark.slow
+def test_pretrained_encoder_beats_random_on_linear_probe_and_retrieval() -> None:
+    """The contrastively trained encoder's tokens carry the observations (including laterality)
+    far better than a randomly initialised one: the property XrayGPT's one linear layer needs."""
+    size = 64
+    images, texts, labels, columns = _cases(480, size, seed=11)
+    train, test = slice(0, 360), slice(360, 480)
+    config = EncoderConfig(image_size=size, patch_size=8, embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=4, projection_dim=64)
+    torch.manual_seed(0)
+    trained, random = VisionEncoder(config), VisionEncoder(config)
+    text = TextEncoder.from_corpus(texts[train], TextEncoderConfig(projection_dim=64))
+    history = pretrain_encoder(trained, text, images[train], texts[train], labels[train], steps=150, batch_size=48, lr=2e-3, seed=0, progress=False)
+    assert sum(history["loss"][-10:]) / 10 < 0.8 * sum(history["loss"][:10]) / 10
+
+    def probe(encoder: VisionEncoder) -> dict[str, float]:
+        with torch.no_grad():
+            tokens = encoder.eval().encode_tokens(images).flatten(1)  # [n, N·d]
+        keep = [i for i in range(len(columns)) if labels[train, i].sum() >= 8 and labels[test, i].sum() >= 3]
+        return linear_probe_auc(tokens[train], labels[train][:, keep], tokens[test], labels[test][:, keep], [columns[i] for i in keep])
+
+    auc_trained, auc_random = probe(trained), probe(random)
+    mean_trained = sum(auc_trained.values()) / len(auc_trained)
+    mean_random = sum(auc_random.values()) / len(auc_random)
+    assert mean_trained > mean_random + 0.05, (auc_trained, auc_random)
+    assert mean_trained > 0.8, auc_trained
+
+    with torch.no_grad():
+        image_emb = trained.encode_image(images[test])
+        text_emb = text.encode_text(texts[test])
+    same_labels = (labels[test][:, None, :] == labels[test][None, :, :]).all(-1)  # [n, n]
+    recall = retrieval_at_k(image_emb, text_emb, ks=(5,), relevant=same_labels)["image_to_text@5"]
+    with torch.no_grad():
+        random_recall = retrieval_at_k(random.encode_image(images[test])[:, :64], text_emb, ks=(5,), relevant=same_labels)["image_to_text@5"]
+    assert recall > random_recall + 0.2

@@ -1,0 +1,127 @@
+"""The walkthrough end to end at toy sizes, resuming, run folders, and the quality bar (slow)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from xraygpt_lab.errors import RunFolderError, XrayGPTLabError
+from xraygpt_lab.runs import default_run_dir, ensure_tiny_run, load_run, missing_files
+from xraygpt_lab.train.checkpoint import load_weights
+from xraygpt_lab.train.walkthrough import RUN_FILES, laterality_labels, llm_examples, run_walkthrough
+
+#: Toy sizes: exercises every stage in well under a minute (quality is not the point here).
+TOY = {
+    "n_stage1": 24, "n_stage2": 8, "n_eval": 6,
+    "encoder_steps": 2, "encoder_batch": 8, "encoder_lr": 1e-3,
+    "llm_steps": 3, "llm_batch": 2, "llm_lr": 1e-3, "llm_min_lr": 1e-4, "llm_warmup": 1,
+    "stage1_steps": 3, "stage1_batch": 2, "stage1_lr": 1e-3, "stage1_min_lr": 1e-4, "stage1_warmup": 1,
+    "stage2_steps": 2, "stage2_batch": 2, "stage2_lr": 1e-3, "stage2_min_lr": 1e-4, "stage2_warmup": 1,
+    "max_new_tokens": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "toy"
+    logs: list[str] = []
+    metrics = run_walkthrough(out, "tiny", seed=3, overrides=TOY, log=logs.append, progress=False, keep_work=True)
+    return out, metrics, logs
+
+
+def test_run_folder_is_complete(toy_run):
+    out, metrics, logs = toy_run
+    assert missing_files(out) == []
+    for name in RUN_FILES + ("metrics.json", "history.json"):
+        assert (out / name).is_file(), name
+    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation"):
+        assert key in metrics and key in metrics["baselines"]["image_blind"]
+    assert "vs_ground_truth" in metrics
+    history = json.loads((out / "history.json").read_text())
+    assert [len(history[k]) for k in ("encoder", "llm", "stage1", "stage2")] == [2, 3, 3, 2]
+    stages = [line.split("]")[0] + "]" for line in logs if line.startswith("[")]
+    assert stages.index("[encoder]") < stages.index("[llm]") < stages.index("[stage1]") < stages.index("[stage2]") < stages.index("[eval]")
+    assert any("done in" in line for line in logs)
+
+
+def test_rerun_resumes_instead_of_retraining(toy_run):
+    out, _, _ = toy_run
+    before = load_weights(out / "projection.safetensors")[0]
+    for name in ("metrics.json", "projection.safetensors", "work/projection_stage2.safetensors"):
+        (out / name).unlink()
+    logs: list[str] = []
+    run_walkthrough(out, "tiny", seed=3, overrides=TOY, log=logs.append, progress=False, keep_work=True)
+    text = "\n".join(logs)
+    assert "[encoder] found in run folder, skipped" in text and "[llm] found in run folder, skipped" in text
+    assert "[stage1] found, skipped" in text and "[stage2] aligning" in text
+    after = load_weights(out / "projection.safetensors")[0]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # stage 2 resumed from its checkpoint
+    with pytest.raises(XrayGPTLabError, match="other settings"):
+        run_walkthrough(out, "tiny", seed=4, overrides=TOY, log=logs.append, progress=False)
+
+
+def test_load_run_and_missing_files(toy_run, tmp_path):
+    out, _, _ = toy_run
+    model = load_run(out)
+    assert not model.training and model.image_size == 128
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["projection.weight", "projection.bias"]
+    assert isinstance(model.describe(pixel_values=torch.zeros(1, 1, 128, 128), max_new_tokens=3)[0], str)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("work"))
+    (broken / "projection.safetensors").unlink()
+    with pytest.raises(RunFolderError, match="projection.safetensors"):
+        load_run(broken)
+    with pytest.raises(RunFolderError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_ensure_tiny_run_returns_a_complete_run_without_training(toy_run):
+    out, _, _ = toy_run
+    assert ensure_tiny_run(out, log=lambda m: pytest.fail(f"should not train: {m}")) == out
+
+
+def test_default_run_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("XRAYGPT_LAB_RUN", str(tmp_path / "r"))
+    assert default_run_dir() == tmp_path / "r"
+    monkeypatch.delenv("XRAYGPT_LAB_RUN")
+    assert default_run_dir().parts[-2:] == ("runs", "tiny")
+
+
+def test_full_profile_walkthrough_is_refused_with_a_reason(tmp_path):
+    with pytest.raises(XrayGPTLabError, match="tiny profile only"):
+        run_walkthrough(tmp_path / "x", "full")
+
+
+def test_llm_examples_and_laterality_labels():
+    from xraygpt_lab.data.lesions import Finding
+
+    conv = [[{"question": f"q{i}", "answer": f"a{i}"} for i in range(5)]]
+    ex = llm_examples(conv, seed=0, chains_per_case=2)
+    assert len(ex) == 7 and all(t.endswith("###") for _, t in ex)
+    assert sum(p.count("###Patient:") > 1 for p, _ in ex) == 2  # the chains carry earlier turns
+    labels = laterality_labels([[Finding("Pleural Effusion", side="left")], []])
+    assert labels.shape[0] == 2 and labels[0].sum() == 1 and labels[1].sum() == 0
+    right = laterality_labels([[Finding("Pleural Effusion", side="right")]])
+    assert not torch.equal(labels[0], right[0])
+
+
+@pytest.mark.slow
+def test_tiny_run_meets_the_quality_bar_on_an_unseen_seed():
+    """Train (or reuse) the default tiny run and score it on 150 images of a seed it never saw."""
+    from xraygpt_lab.data.images import preprocess
+    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.train.evaluation import evaluate_model
+
+    model = load_run(ensure_tiny_run())
+    cases = list(generate_cases(150, model.image_size, 777_777))
+    pixels = torch.stack([preprocess(c.image, model.image_size) for c in cases])
+    m = evaluate_model(model, [c.summary for c in cases], pixel_values=pixels,
+                       ground_truth=[c.labels for c in cases], max_new_tokens=140, n_boot=0)
+    blind = m["baselines"]["image_blind"]
+    print(json.dumps({k: m[k] for k in ("rougeL", "ce_f1_macro")} | {"blind": blind["ce_f1_macro"]}))
+    assert blind["ce_f1_macro"] <= 0.5
+    assert m["rougeL"] >= 0.55
+    assert m["ce_f1_macro"] >= 0.90

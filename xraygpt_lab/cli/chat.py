@@ -1,0 +1,55 @@
+"""``xraygpt-lab chat``: a terminal conversation about one radiograph (works with piped stdin)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from xraygpt_lab.cli._common import positive_int
+
+HELP = "Type a question. /reset starts over, /quit ends."
+
+
+def register(subparsers) -> None:
+    """Add the ``chat`` sub-command."""
+    p = subparsers.add_parser(
+        "chat", help="chat about one image with a trained run",
+        description=f"Multi-turn chat about IMAGE in XrayGPT's ###Patient/###Doctor template. {HELP} "
+                    "Questions are read line by line from stdin, so it also works in a pipe.")
+    p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
+    p.add_argument("--image", type=Path, required=True, help="radiograph file")
+    p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest answer in tokens (160)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.models.xraygpt import ChatSession
+    from xraygpt_lab.runs import default_run_dir, load_run
+
+    image = load_image(args.image)
+    model = load_run(args.run or default_run_dir())
+    session = ChatSession(model, preprocess(image, model.image_size)[None], max_new_tokens=args.max_new_tokens)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Chatting about {args.image}. {HELP}")
+    while True:
+        if interactive:
+            print("Patient: ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            break
+        question = line.strip()
+        if not question:
+            continue
+        if question == "/quit":
+            break
+        if question == "/reset":
+            session.reset()
+            print("(conversation reset)", flush=True)
+            continue
+        reply = session.ask(question)
+        if reply.dropped_turns:
+            print(f"(context full: dropped the {reply.dropped_turns} oldest turn(s))", flush=True)
+        print(f"Doctor: {reply.text}", flush=True)
+    return 0

@@ -1,0 +1,124 @@
+"""``xraygpt-lab explain``: which pixels of a radiograph made the model say a phrase.
+
+Writes an overlay PNG and prints one JSON object, e.g.::
+
+    {"method": "ig", "phrase": "left pleural effusion", "peak": [412, 655], ...}
+
+``peak`` is ``[row, col]`` in the INPUT image's pixel coordinates, whatever its size or aspect:
+the map is brought back through the MedCLIP preprocessing (pad to square, resize, centre crop;
+``interpret.geometry``). The model first writes its report for the image (``--prompt``); if the
+phrase occurs in it, the phrase is explained in that context, otherwise as the whole answer
+(``"phrase_in_answer": false``). ``--answer`` fixes the teacher-forced answer instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xraygpt_lab.cli._common import positive_int
+
+#: Kept equal to ``interpret.attribution.ALL_METHODS`` (not imported: --help stays fast).
+METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
+           "rollout", "grad_rollout")
+BASELINES = ("blur", "black", "mean")
+
+
+def _phrase(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("phrase is empty or only whitespace")
+    return text.strip()
+
+
+def register(subparsers) -> None:
+    """Add the ``explain`` sub-command."""
+    p = subparsers.add_parser(
+        "explain", help="attribute a phrase of the report to the image's pixels (overlay + JSON)",
+        description="Explain which pixels of IMAGE support PHRASE in the model's answer; write an overlay "
+                    "PNG and print JSON with the peak in the input image's pixel coordinates.")
+    p.add_argument("image", type=Path, help="radiograph (PNG, JPEG or DICOM), any size")
+    p.add_argument("--run", type=Path, required=True, help="trained run folder (xraygpt-lab walkthrough)")
+    p.add_argument("--phrase", type=_phrase, required=True, help='text to explain, e.g. "left pleural effusion"')
+    p.add_argument("--method", choices=METHODS, default="ig", help="attribution method (default ig)")
+    p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
+    p.add_argument("--baseline", choices=BASELINES, default="blur",
+                   help="what 'absent' means for ig / occlusion / layer_ig (default blur)")
+    p.add_argument("--steps", type=positive_int, default=32, help="integration steps for ig / layer_ig (default 32)")
+    p.add_argument("--prompt", default=None, help="instruction (default: describe the x-ray in detail)")
+    p.add_argument("--answer", default=None, help="teacher-forced answer containing the phrase (default: generate)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=96, help="length of the generated report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, generate, attribute, map back, draw, print."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.errors import ImageLoadError
+    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
+    from xraygpt_lab.interpret.plots import DPI, overlay
+    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
+    from xraygpt_lab.runs import load_run
+
+    from transformers.utils import logging as hf_logging
+
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {args.out}")
+    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
+        raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
+    if not args.image.is_file():
+        raise ImageLoadError(f"{args.image}: file does not exist")
+    image = load_image(args.image)  # [H, W]
+    hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
+    model = load_run(args.run, device="cpu")
+    size = model.encoder.config.image_size
+    pixels = preprocess(image, size)[None]  # [1, 1, S, S]
+    instruction = args.prompt or DEFAULT_INSTRUCTION
+    if args.answer is not None:
+        answer = args.answer
+    else:
+        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
+    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
+    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
+    kwargs = {}
+    if args.method in ("ig", "occlusion", "layer_ig"):
+        kwargs["baseline"] = args.baseline
+    if args.method in ("ig", "layer_ig"):
+        kwargs["n_steps"] = args.steps
+    torch.manual_seed(0)  # SmoothGrad / GradientShap noise
+    result = explain(target, pixels, args.method, **kwargs)
+    restored = map_to_image(result.map, image.shape)  # [H, W]
+    r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
+
+    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
+    overlay(ax, image, restored, title=f"{args.method}: {args.phrase!r}", baseline=result.baseline)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, args.out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    mr, mc = result.peak
+    print(json.dumps({
+        "method": args.method, "phrase": args.phrase, "peak": [r, c],
+        "peak_model": [mr, mc], "peak_model_in_image": [round(v, 1) for v in model_to_image(mr, mc, size, image.shape)],
+        "image_shape": list(image.shape), "model_size": size, "baseline": result.baseline,
+        "target": result.target, "score": result.score, "resolution": result.resolution,
+        "answer": answer, "phrase_in_answer": in_answer, "out": str(args.out),
+    }))
+    return 0

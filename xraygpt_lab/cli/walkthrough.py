@@ -1,0 +1,34 @@
+"""``xraygpt-lab walkthrough``: train the whole XrayGPT recipe into a run folder (resumable)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from xraygpt_lab.cli._common import non_negative_int
+
+
+def register(subparsers) -> None:
+    """Add the ``walkthrough`` sub-command."""
+    p = subparsers.add_parser(
+        "walkthrough", help="train the whole recipe (synthetic data → encoder → LLM → stage 1 → stage 2 → eval)",
+        description="Synthetic data → MedCLIP-style encoder pretraining → LLM domain fine-tuning → "
+                    "alignment stage 1 → stage 2 → evaluation on an unseen seed. Writes a self-contained "
+                    "run folder (config.json, encoder/, llm/, projection.safetensors, history.json, "
+                    "metrics.json). Re-running after an interruption resumes.")
+    p.add_argument("--profile", choices=["tiny"], default="tiny", help="size profile (tiny: CPU, minutes)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write (created if missing)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import time
+
+    from xraygpt_lab.train.walkthrough import run_walkthrough
+
+    start = time.perf_counter()
+    metrics = run_walkthrough(args.out, args.profile, seed=args.seed, log=lambda m: print(m, flush=True),
+                              progress=not args.quiet)
+    print(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call; "
+          f"metrics in {args.out / 'metrics.json'})")
+    return 0 if metrics else 1

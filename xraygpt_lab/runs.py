@@ -1,0 +1,116 @@
+"""Trained run folders: where the default one lives, training it once, loading it.
+
+A run folder (written by ``train.walkthrough``) holds everything a tool needs and nothing
+outside it is read: ``config.json``, ``encoder/`` (config + safetensors), ``llm/`` (Hugging Face
+config, ``model.safetensors``, tokenizer), ``projection.safetensors``, ``history.json`` (loss
+curves) and ``metrics.json`` (written last; its presence marks a complete run).
+Notebooks 03–07, tests and the chat panel call :func:`ensure_tiny_run` then :func:`load_run`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import RunFolderError
+
+ENV_VAR = "XRAYGPT_LAB_RUN"
+
+
+def _repo_root() -> Path | None:
+    """The checkout this package lives in (has ``pyproject.toml`` and ``.git``), if any."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / ".git").exists():
+        return root
+    return None
+
+
+def default_run_dir() -> Path:
+    """``$XRAYGPT_LAB_RUN``, else ``<repo>/runs/tiny`` in a checkout, else ``~/.cache/xraygpt-lab/runs/tiny``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    root = _repo_root()
+    if root is not None:
+        return root / "runs" / "tiny"
+    return Path.home() / ".cache" / "xraygpt-lab" / "runs" / "tiny"
+
+
+def missing_files(run_dir: str | os.PathLike) -> list[str]:
+    """Files a complete run needs that ``run_dir`` lacks (``metrics.json`` included)."""
+    from .train.walkthrough import COMPLETE_MARKER, RUN_FILES
+
+    run_dir = Path(run_dir)
+    return [name for name in (*RUN_FILES, COMPLETE_MARKER) if not (run_dir / name).is_file()]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``: a second process waits until the first is done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
+                    log: Callable[[str], None] = print, progress: bool = False) -> Path:
+    """Return a complete tiny run folder, training it with the walkthrough if missing or incomplete.
+
+    A lock file beside the folder (``.<name>.lock``) makes concurrent callers (two notebooks,
+    parallel tests) wait for one training instead of training twice. An interrupted training
+    resumes where it stopped.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    if not missing_files(run_dir):
+        return run_dir
+    with _file_lock(run_dir.parent / f".{run_dir.name}.lock"):
+        if missing_files(run_dir):  # someone else may have finished while we waited
+            from .train.walkthrough import run_walkthrough
+
+            log(f"training the tiny run in {run_dir} (a few minutes, once)")
+            run_walkthrough(run_dir, "tiny", seed=seed, log=log, progress=progress)
+    return run_dir
+
+
+def load_run(run_dir: str | os.PathLike | None = None, device: str | None = None):
+    """Load the ``XrayGPT`` model of a run folder (eval mode). ``RunFolderError`` names a missing file.
+
+    ``metrics.json`` is not needed to load; the model files are. The returned model carries
+    ``run_config`` (``config.json``) and ``image_size``.
+    """
+    import json
+
+    import torch
+
+    from .models.encoder import VisionEncoder
+    from .models.llm import load_llm
+    from .models.xraygpt import XrayGPT
+    from .train.checkpoint import load_weights
+    from .train.walkthrough import RUN_FILES
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} does not exist (train one with `xraygpt-lab walkthrough`)")
+    for name in RUN_FILES:
+        if not (run_dir / name).is_file():
+            raise RunFolderError(f"run folder {run_dir} is missing {name}")
+    config = json.loads((run_dir / "config.json").read_text())
+    device = device or ("cuda" if torch.cuda.is_available() and config.get("profile") == "full" else "cpu")
+    encoder = VisionEncoder.from_pretrained(run_dir / "encoder", device=device)
+    llm, tokenizer = load_llm(run_dir / "llm", device=device)
+    model = XrayGPT(encoder, llm, tokenizer, end_sym=config.get("end_sym", "###")).to(device)
+    weights, _ = load_weights(run_dir / "projection.safetensors")
+    try:
+        model.projection.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise RunFolderError(f"{run_dir / 'projection.safetensors'} does not fit the encoder/LLM sizes: {exc}") from None
+    model.run_config = config
+    model.chat_system = config.get("chat_system", "")
+    model.image_size = int(config.get("image_size", encoder.config.image_size))
+    return model.eval()
