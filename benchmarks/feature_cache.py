@@ -14,7 +14,8 @@ the encoder tokens come from:
 
 ``feature_cache_ratio`` = cached epoch time / uncached epoch time. Filling the cache (the first
 epoch's extra cost) is reported beside it as ``cache_fill_s``. Each kind of epoch runs
-``repeats`` times, alternating, and the fastest counts. Sizes are the tiny profile's, with random
+``repeats`` times, alternating, and the fastest counts; torch runs on one thread by default
+(``threads``; see :func:`torch_threads`). Sizes are the tiny profile's, with random
 weights (time does not depend on the weights). The cache saves the encoder's forward pass only:
 the gradient still flows back through the frozen LLM to the projection, so the ratio can only
 be small where the encoder costs much more than the LLM's forward + backward.
@@ -22,10 +23,12 @@ be small where the encoder costs much more than the LLM's forward + backward.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 
 GOAL = 0.3
 
@@ -68,13 +71,40 @@ def _epoch(model, batches: list[dict], optimizer) -> float:
     return sum(losses) / len(losses)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(threads)`` (unchanged when None), then restore.
+
+    On a shared, oversubscribed machine two OpenMP threads wait for each other at every small
+    kernel (a single-token attention call can take milliseconds instead of microseconds);
+    ``threads=1`` measures the work rather than that contention.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run(n_images: int = 128, batch_size: int | None = None, image_size: int = 128,
         llm_sizes: dict | None = None, encoder_sizes: dict | None = None, repeats: int = 2,
-        seed: int = 0) -> dict:
+        seed: int = 0, threads: int | None = 1) -> dict:
     """Time uncached and cached alignment epochs over ``n_images`` synthetic images.
 
     Each kind runs ``repeats`` times, alternating; the fastest epoch of each kind counts.
     """
+    with torch_threads(threads):
+        return _measure(n_images, batch_size, image_size, llm_sizes, encoder_sizes, repeats, seed)
+
+
+def _measure(n_images: int, batch_size: int | None, image_size: int, llm_sizes: dict | None,
+             encoder_sizes: dict | None, repeats: int, seed: int) -> dict:
     import torch
 
     from xraygpt_lab.config import TINY
@@ -146,10 +176,11 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see torch_threads)")
     a = ap.parse_args()
-    r = run(a.n, a.batch_size, repeats=a.repeats)
+    r = run(a.n, a.batch_size, repeats=a.repeats, threads=a.threads)
     print(f"feature_cache: {r['n_images']} images, {r['batches']} batches of {r['batch_size']}: uncached epoch "
           f"{r['uncached_epoch_s']} s, cached {r['cached_epoch_s']} s (of which reading the cache "
           f"{r['cache_read_s']} s; filling it once {r['cache_fill_s']} s): ratio {r['feature_cache_ratio']} "
           f"(goal <= {GOAL}: {'OK' if r['meets_goal'] else 'MISSED'}); losses {r['loss_uncached']} / "
-          f"{r['loss_cached']}; load {r['load_avg_1m']}")
+          f"{r['loss_cached']}; {r['torch_threads']} threads; load {r['load_avg_1m']}")

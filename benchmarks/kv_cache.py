@@ -15,13 +15,18 @@ Exactly ``new_tokens`` are generated on both paths, so the two times cover the s
 The model has the tiny profile's sizes (``config.TINY_LLM``, ``EncoderConfig.tiny``) with random
 weights unless ``run_dir`` names a trained run: speed depends on the sizes, not on the weights.
 Each path runs ``repeats`` times after one warm-up; the fastest run counts (least disturbed by
-other users of a shared machine).
+other users of a shared machine). Torch runs on one thread by default (``threads``; see
+:func:`torch_threads`). The saving grows with the model: recomputing a ~170-token sequence is
+cheap for a 1 M-parameter LLM, whose per-token cost is mostly Python and kernel-launch overhead;
+pass ``llm_sizes`` to measure a larger one.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 GOAL = 5.0
@@ -75,9 +80,36 @@ def _timed_generation(model, features, use_cache: bool, new_tokens: int) -> tupl
     return time.perf_counter() - start, counter.tokens
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(threads)`` (unchanged when None), then restore.
+
+    On a shared, oversubscribed machine two OpenMP threads wait for each other at every small
+    kernel (a single-token attention call can take milliseconds instead of microseconds);
+    ``threads=1`` measures the work rather than that contention.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run(new_tokens: int = 128, repeats: int = 2, image_size: int = 128, llm_sizes: dict | None = None,
-        encoder_sizes: dict | None = None, run_dir: str | None = None) -> dict:
+        encoder_sizes: dict | None = None, run_dir: str | None = None, threads: int | None = 1) -> dict:
     """Time greedy generation of exactly ``new_tokens`` tokens with and without the KV cache."""
+    with torch_threads(threads):
+        return _measure(new_tokens, repeats, image_size, llm_sizes, encoder_sizes, run_dir)
+
+
+def _measure(new_tokens: int, repeats: int, image_size: int, llm_sizes: dict | None,
+             encoder_sizes: dict | None, run_dir: str | None) -> dict:
     import torch
 
     from xraygpt_lab.data.images import preprocess
@@ -147,9 +179,10 @@ if __name__ == "__main__":
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--run", default=None, help="a trained run folder (default: random tiny-size weights)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see torch_threads)")
     a = ap.parse_args()
-    r = run(a.new_tokens, a.repeats, run_dir=a.run)
+    r = run(a.new_tokens, a.repeats, run_dir=a.run, threads=a.threads)
     print(f"kv_cache: {r['new_tokens']} new tokens after a {r['prompt_tokens']}-token prompt: "
           f"cached {r['cached_s']} s ({r['cached_tokens_per_s']} tok/s), uncached {r['uncached_s']} s "
           f"({r['uncached_tokens_per_s']} tok/s): {r['kv_cache_speedup']}x (goal >= {GOAL}x: "
-          f"{'OK' if r['meets_goal'] else 'MISSED'}); same tokens: {r['same_tokens']}; load {r['load_avg_1m']}")
+          f"{'OK' if r['meets_goal'] else 'MISSED'}); same tokens: {r['same_tokens']}; {r['torch_threads']} threads; load {r['load_avg_1m']}")

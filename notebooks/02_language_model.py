@@ -229,7 +229,7 @@ print("hand-built forward == LlamaForCausalLM ✓ (max |Δ| = %.1e)" % (ours - l
 
 # %%
 def batches(texts, size, generator):
-    encoded = [[0] + bpe.encode(t).ids[:95] + [1] for t in texts]
+    encoded = [[0] + bpe.encode(t).ids[:63] + [1] for t in texts]
     while True:
         order = torch.randperm(len(encoded), generator=generator)[:size]
         rows = [encoded[i] for i in order]
@@ -251,9 +251,9 @@ prompt = "The heart"
 print("before:", greedy(prompt))
 model.train()
 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-stream = batches(corpus[:200], 16, torch.Generator().manual_seed(0))
+stream = batches(corpus[:200], 12, torch.Generator().manual_seed(0))
 losses, start = [], time.perf_counter()
-for step in range(120):
+for step in range(80):
     ids_b, labels_b = next(stream)
     loss = model(ids_b, labels=labels_b).loss
     optimizer.zero_grad()
@@ -267,7 +267,7 @@ assert losses[-1] < 0.5 * losses[0]
 
 # %%
 with torch.no_grad():
-    held_out = [[0] + bpe.encode(t).ids[:95] + [1] for t in corpus[200:]]
+    held_out = [[0] + bpe.encode(t).ids[:63] + [1] for t in corpus[200:]]
     nll = [model(torch.tensor([r]), labels=torch.tensor([r])).loss.item() for r in held_out]
 print(f"held-out perplexity {math.exp(sum(nll) / len(nll)):.1f} (vocabulary {config.vocab_size}: uniform guessing = {config.vocab_size})")
 fig, ax = plt.subplots(figsize=(5, 2.5), dpi=70)

@@ -156,13 +156,17 @@ def pretrain_encoder(
     weight_decay: float = 0.05,
     warmup: int | None = None,
     log_every: int = 10,
+    signed_labels: bool = True,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
     ``images`` ``[N, 1, S, S]`` (``data.images.preprocess`` outputs, stacked); ``texts`` the N
     paired reports; ``labels`` optional multi-hot ``[N, L]`` (use laterality-split columns so the
     targets tell left from right). Batches are drawn without replacement per epoch with a
-    ``seed``-ed generator. Returns a history: ``loss`` (per step), ``step``, ``logit_scale``
+    ``seed``-ed generator. ``signed_labels`` maps 0/1 to −1/+1 before ``label_sim`` so that
+    agreeing on an *absent* finding counts too: two studies that differ in one observation then
+    get ``e²`` less target mass than identical ones (with raw 0/1 labels the targets are nearly
+    uniform and the tiny encoder barely learns). Returns a history: ``loss`` (per step), ``step``, ``logit_scale``
     (final exp-scale), ``seconds``, ``images_per_second``.
     """
     n = images.shape[0]
@@ -206,7 +210,11 @@ def pretrain_encoder(
 
         image_embeddings = encoder(images[index].to(device)).embedding  # [b, p]
         text_embeddings = text_encoder(ids, mask[:, :length])  # [b, p]
-        batch_labels = labels[index].to(device) if labels is not None else None
+        batch_labels = None
+        if labels is not None:
+            batch_labels = labels[index].to(device)  # [b, L]
+            if signed_labels:
+                batch_labels = 2 * batch_labels - 1
         loss = medclip_loss(image_embeddings, text_embeddings, scale_module(), batch_labels, batch_labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -214,11 +222,11 @@ def pretrain_encoder(
         scale_module.clamp_()
 
         history["step"].append(step)
-        history["loss"].append(float(loss))
+        history["loss"].append(loss.item())
         if bar is not None:
             bar.update(1)
             if step % log_every == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}")
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
