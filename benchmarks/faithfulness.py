@@ -63,6 +63,7 @@ def run(n_per_observation: int = 20, curves: bool = False, run_dir: str | None =
         "best_method": best, "best_pointing": float(tables["pointing"].loc[best, "all"]),
         "random_pointing": float(tables["pointing"].loc["random", "all"]), "goal": GOAL,
         "mask_area": mask_area(pairs), "seconds": round(seconds, 1),
+        "score_change": _score_change(rows),
         "summary": summary_table(rows).round(4).to_dict(orient="index"),
         **{name: table.round(4).to_dict(orient="index") for name, table in tables.items()},
     }
@@ -77,6 +78,15 @@ def run(n_per_observation: int = 20, curves: bool = False, run_dir: str | None =
     return result
 
 
+def _score_change(rows: list[dict]) -> dict[str, float]:
+    """Mean log-probability gain of the phrase from adding the finding (counterfactual), per observation."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame = frame[frame["method"] == "random"]  # one row per case
+    return {obs: round(float(v), 4) for obs, v in frame.groupby("observation")["score_change"].mean().items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="positives per observation (default 20 → 100)")
@@ -87,6 +97,7 @@ def main() -> None:
     import pandas as pd
 
     print(pd.DataFrame(result["pointing"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
+    print("phrase log-prob gain from the finding (counterfactual):", result["score_change"])
     print(f"best: {result['best_method']} pointing {result['best_pointing']:.2f} vs random "
           f"{result['random_pointing']:.3f} on {result['n_positives']} positives "
           f"(goal >= {GOAL}; {'passed' if result['passed'] else 'NOT passed'}; {result['seconds']} s)")

@@ -167,14 +167,14 @@ for name, setting in settings.items():
 
 # %%
 panel.reset()
-answer = panel.send("Is there a pleural effusion?")
-phrase = "effusion" if "effusion" in answer.lower() else None
+answer = panel.send("What are the key findings in this chest x-ray image?")
+phrase = "effusion" if "effusion" in answer.lower() else None  # None: explain the whole answer
 explanation = panel.explain(phrase)
 mask = case.masks["Pleural Effusion"]
 heat = explanation.heatmap
 share = float(heat[mask].sum() / heat.sum())
-print(f"answer: {answer}\nexplained: {phrase or 'whole answer'}")
-print(f"share of the map inside the effusion mask: {share:.2f} (mask covers {mask.mean():.2f} of the image)")
+print(f"answer: {answer}\nexplained: {phrase or 'the whole answer'} ({explanation.method})")
+print(f"share of the map inside the effusion mask: {share:.2f} (the mask covers {mask.mean():.2f} of the image)")
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
 axes[0].imshow(explanation.model_view, cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("model input")

@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.lesions import Finding
@@ -57,6 +58,7 @@ from xraygpt_lab.interpret.targets import phrase_target
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 
 warnings.filterwarnings("ignore", category=UserWarning)
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
 run_dir = ensure_tiny_run(progress=False)
 model = load_run(run_dir)
@@ -168,16 +170,19 @@ fig.tight_layout()
 # ### The method × observation table
 # Held-out positives of the five localized observations (seed 3000, never trained on), each
 # explained for its own phrase ("left pleural effusion", "nodule in the right upper lung", …).
-# Live here: 4 positives per observation with the faster methods. The full table on 100 positives
+# Live here: 3 positives per observation with the faster methods. The full table on 100 positives
 # and every method comes from `benchmarks/faithfulness.py` (about 10 minutes) and is shown below it.
 
 # %%
-pairs = held_out_positives(4, size)
+pairs = held_out_positives(3, size)
 live_methods = {"ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "layer_ig": {"n_steps": 16},
                 "attention": {}}
 rows = evaluate_positives(model, pairs, live_methods)
 live = faithfulness_table(rows, "pointing")
 table_heatmap(live, title=f"pointing game, {len(pairs)} held-out positives (live)");
+gain = pd.DataFrame(rows).query("method == 'random'").groupby("observation")["score_change"].mean()
+print("log P(phrase) gained by adding the finding (same phantom without it as reference):")
+print(gain.round(3).to_string())
 live.round(2)
 
 # %%
@@ -193,7 +198,10 @@ else:
     print(f"{saved} not found: run `python benchmarks/faithfulness.py` for the full 100-positive table")
 
 # %% [markdown]
-# **Reading the table.** Big masks (effusion, pneumothorax) are easy targets; a nodule covers well
+# **Reading the table.** First look at the random row and at the *gain* printed above: if adding
+# the finding barely changes the phrase's probability, the model is not using the lesion to write
+# that phrase, and no faithful explanation can point at it — a low pointing score is then the
+# correct answer about this model, not a failure of the method. Big masks (effusion, pneumothorax) are easy targets; a nodule covers well
 # under 1 % of the image, so the random baseline is tiny there and a hit means real localization.
 # Token-level maps (Grad-CAM, layer IG, attention) cannot be sharper than a 32 px token.
 

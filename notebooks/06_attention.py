@@ -37,6 +37,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.lesions import Finding
@@ -50,6 +51,7 @@ from xraygpt_lab.interpret.targets import phrase_target
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 
 warnings.filterwarnings("ignore", category=UserWarning)
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
 run_dir = ensure_tiny_run(progress=False)
 model = load_run(run_dir)
@@ -174,7 +176,7 @@ fig.tight_layout()
 # rollouts and Integrated Gradients with a random map.
 
 # %%
-pairs = held_out_positives(3, size)  # 3 positives × 5 localized observations
+pairs = held_out_positives(2, size)  # 2 positives × 5 localized observations
 methods = {"attention": {}, "rollout": {}, "grad_rollout": {}, "ig": {"baseline": "blur", "n_steps": 16}}
 rows_ = evaluate_positives(model, pairs, methods)
 import pandas as pd  # noqa: E402

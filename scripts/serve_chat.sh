@@ -21,7 +21,13 @@ if [ -z "${XRAYGPT_CHAT_RUN:-}" ]; then
 from xraygpt_lab.runs import ensure_tiny_run
 print(ensure_tiny_run(log=lambda message: print(message, file=sys.stderr)))')
 fi
+# the page's kernel runs in the app's folder: hand it an absolute path (relative = to the repository)
+XRAYGPT_CHAT_RUN=$(realpath -m "$XRAYGPT_CHAT_RUN")
 export XRAYGPT_CHAT_RUN
+if [ -n "${XRAYGPT_CHAT_DATASET:-}" ]; then
+    XRAYGPT_CHAT_DATASET=$(realpath -m "$XRAYGPT_CHAT_DATASET")
+    export XRAYGPT_CHAT_DATASET
+fi
 
 echo "xraygpt-lab chat: model ${XRAYGPT_CHAT_RUN}"
 echo "xraygpt-lab chat: open http://${IP}:${PORT}/ in a browser (Ctrl-C stops the server)"

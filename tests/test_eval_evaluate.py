@@ -9,7 +9,8 @@ import torch
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 from xraygpt_lab.eval.baselines import NORMAL_REPORT
-from xraygpt_lab.eval.evaluate import (SYSTEMS, EvalData, RetrievalPool, encode, evaluate_systems,
+from xraygpt_lab.eval.evaluate import (SYSTEMS, EvalData, RetrievalPool, bleu_from_statistics,
+                                       bleu_statistics, bootstrap_intervals, encode, evaluate_systems,
                                        retrieval_pool, synthetic_eval_data, training_pool)
 from xraygpt_lab.models.conversation import xraygpt_prompt
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
@@ -67,6 +68,22 @@ def test_encode_returns_projection_input_and_unit_embeddings(model, data):
     assert torch.allclose(tokens, model.encode_image(data.pixel_values), atol=1e-5)
     assert embeddings.shape[0] == 8
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(8), atol=1e-5)
+
+
+def test_fast_intervals_equal_report_metrics_intervals(evaluation, data):
+    from xraygpt_lab.eval.metrics import bleu, report_metrics
+
+    preds = evaluation.reports["xraygpt"][:5] + data.references[5:]  # some overlap, some none
+    refs, ref_labels = data.references, evaluation.labels["reference"]
+    pred_labels = [evaluation.labels["xraygpt"][i] for i in range(5)] + ref_labels[5:]
+    slow = report_metrics(preds, refs, pred_labels, ref_labels, RENDERED_OBSERVATIONS, n_boot=15, seed=3)
+    fast = bootstrap_intervals(preds, refs, pred_labels, ref_labels, RENDERED_OBSERVATIONS, 15, seed=3)
+    for key, (low, high) in slow["ci"].items():
+        assert fast[key] == pytest.approx((low, high), abs=1e-12), key
+    stats = bleu_statistics(preds, refs)
+    assert bleu_from_statistics(stats) == pytest.approx(bleu(preds, refs)["bleu4"], abs=1e-12)
+    assert bleu_from_statistics(stats[:1]) == pytest.approx(bleu(preds[:1], refs[:1])["bleu4"], abs=1e-12)
+    assert bleu_from_statistics(bleu_statistics(["a b c d e"], ["x y z w v"])) == 0.0
 
 
 def test_every_system_has_a_report_per_image_and_intervals_contain_the_value(evaluation):

@@ -198,21 +198,91 @@ def ce_against(pred_labels: Sequence[Labels], ref_labels: Sequence[Labels],
     return out
 
 
+def bleu_statistics(preds: Sequence[str], refs: Sequence[str], max_n: int = 4) -> np.ndarray:
+    """Per-report sufficient statistics of corpus BLEU: ``[n, 2 + 2 * max_n]``.
+
+    Columns: hypothesis length, reference length, then for each order k = 1..max_n the clipped
+    k-gram matches and ``max(1, hypothesis k-grams)``, exactly what NLTK's ``corpus_bleu`` sums
+    over reports (tokens from ``eval.metrics.tokenize``). Summing rows of a resample and calling
+    :func:`bleu_from_statistics` equals ``corpus_bleu`` on that resample, without re-tokenising.
+    """
+    from collections import Counter
+
+    from .metrics import tokenize
+
+    rows = np.zeros((len(preds), 2 + 2 * max_n), dtype=np.int64)
+    for i, (pred, ref) in enumerate(zip(preds, refs)):
+        hyp, reference = tokenize(pred), tokenize(ref)
+        rows[i, 0], rows[i, 1] = len(hyp), len(reference)
+        for k in range(1, max_n + 1):
+            h = Counter(tuple(hyp[j:j + k]) for j in range(len(hyp) - k + 1))
+            r = Counter(tuple(reference[j:j + k]) for j in range(len(reference) - k + 1))
+            rows[i, 2 * k] = sum(min(c, r[g]) for g, c in h.items())
+            rows[i, 2 * k + 1] = max(1, sum(h.values()))
+    return rows
+
+
+def bleu_from_statistics(stats: np.ndarray, max_n: int = 4, epsilon: float = 0.1) -> float:
+    """Corpus BLEU-``max_n`` from summed :func:`bleu_statistics` rows (``[n, 2 + 2 * max_n]``).
+
+    Uniform weights, NLTK smoothing ``method1`` (a zero match count becomes ``epsilon``) and the
+    brevity penalty of Papineni et al. 2002, Sec. 2.2.2, as ``eval.metrics.bleu`` computes it.
+    """
+    total = stats.sum(axis=0)
+    hyp_len, ref_len = float(total[0]), float(total[1])
+    matches = total[2::2][:max_n].astype(float)
+    counts = total[3::2][:max_n].astype(float)
+    if matches[0] == 0:
+        return 0.0
+    precisions = np.where(matches == 0, epsilon, matches) / counts
+    brevity = 1.0 if hyp_len > ref_len else (0.0 if hyp_len == 0 else float(np.exp(1 - ref_len / hyp_len)))
+    return brevity * float(np.exp(np.mean(np.log(precisions))))
+
+
+def bootstrap_intervals(preds: Sequence[str], refs: Sequence[str], pred_labels: Sequence[Labels],
+                        ref_labels: Sequence[Labels], observations: Sequence[str], n_boot: int,
+                        seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The ``ci`` of ``eval.metrics.report_metrics`` (ROUGE-L, BLEU-4, CE macro/micro F1), faster.
+
+    Same resamples (``bootstrap_ci`` with the same ``seed``), same values; BLEU-4 is summed from
+    per-report statistics instead of re-tokenising every resample (~100x faster on 80 reports).
+    """
+    from .metrics import bootstrap_ci, clinical_efficacy, rouge_per_report
+
+    n = len(preds)
+    rouge_l = rouge_per_report(preds, refs)["rougeL"]  # [n]
+    stats = bleu_statistics(preds, refs)  # [n, 10]
+
+    def ce(key: str) -> Callable[[np.ndarray], float]:
+        return lambda idx: clinical_efficacy(_pick(pred_labels, idx), _pick(ref_labels, idx), observations)[key]
+
+    return {
+        "rougeL": bootstrap_ci(lambda idx: float(rouge_l[idx].mean()), n, n_boot, seed=seed),
+        "bleu4": bootstrap_ci(lambda idx: bleu_from_statistics(stats[idx]), n, n_boot, seed=seed),
+        "ce_f1_macro": bootstrap_ci(ce("macro_f1"), n, n_boot, seed=seed),
+        "ce_f1_micro": bootstrap_ci(ce("micro_f1"), n, n_boot, seed=seed),
+    }
+
+
 def score_system(preds: Sequence[str], references: Sequence[str], reference_labels: Sequence[Labels],
                  ground_truth: Sequence[Labels] | None = None,
                  observations: Sequence[str] = RENDERED_OBSERVATIONS,
                  n_boot: int = 200, seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one system: ``(metrics, labeler labels of preds)``.
 
-    ``metrics`` is ``report_metrics``' dict (CE vs the labeler on the references, ``ci``) plus
-    ``vs_ground_truth`` (CE vs ``ground_truth`` with its own ``ci``) when ground truth is given.
+    ``metrics`` is ``report_metrics``' dict (CE vs the labeler on the references, ``ci`` from
+    :func:`bootstrap_intervals`) plus ``vs_ground_truth`` (CE vs ``ground_truth`` with its own
+    ``ci``) when ground truth is given.
     """
     from ..data.labeler import label_report
     from .metrics import report_metrics
 
+    preds, references, reference_labels = list(preds), list(references), list(reference_labels)
     pred_labels = [label_report(p) for p in preds]
-    metrics = report_metrics(list(preds), list(references), pred_labels, list(reference_labels),
-                             observations, n_boot=n_boot, seed=seed)
+    metrics = report_metrics(preds, references, pred_labels, reference_labels, observations, n_boot=0)
+    if n_boot > 0:
+        metrics["ci"] = bootstrap_intervals(preds, references, pred_labels, reference_labels,
+                                            observations, n_boot, seed)
     if ground_truth is not None:
         metrics["vs_ground_truth"] = ce_against(pred_labels, list(ground_truth), observations, n_boot, seed)
     return metrics, pred_labels

@@ -80,9 +80,16 @@ def held_out_positives(n_per_observation: int, size: int, observations: Sequence
 
 def evaluate_positives(model, pairs: Sequence[tuple[object, str]], methods: dict[str, dict] | None = None, *,
                        tolerance: float | None = None, curves: bool = False, steps: int = 16,
-                       instruction: str = DEFAULT_INSTRUCTION, log: Callable[[str], None] | None = None) -> list[dict]:
-    """One row per (case, observation, method) with pointing / energy (and curve AUCs)."""
+                       instruction: str = DEFAULT_INSTRUCTION, counterfactual: bool = True,
+                       log: Callable[[str], None] | None = None) -> list[dict]:
+    """One row per (case, observation, method) with pointing / energy (and curve AUCs).
+
+    With ``counterfactual`` each row also gets ``score_change``: the target on the image minus the
+    target on the same phantom without the finding. Near zero means the model's words do not
+    depend on the lesion at all — then no faithful map can point at it.
+    """
     from ..data.images import preprocess
+    from .counterfactual import counterfactual_pair
 
     methods = DEFAULT_METHODS if methods is None else methods
     size = model.encoder.config.image_size
@@ -101,9 +108,14 @@ def evaluate_positives(model, pairs: Sequence[tuple[object, str]], methods: dict
             torch.manual_seed(i)
             maps[method] = explain(target, pixels, method, **kwargs).map
             timings[method] += time.perf_counter() - start
+        extra = {}
+        if counterfactual:
+            without = preprocess(counterfactual_pair(case, obs)[1].image, size)[None]
+            with torch.no_grad():
+                extra["score_change"] = float(target(pixels)[0] - target(without)[0])
         rows += evaluate_maps(maps, case.masks[obs], tolerance=tolerance, target=target if curves else None,
                               pixel_values=pixels if curves else None, curves=curves, steps=steps,
-                              random_seed=i, observation=obs, case=case.image_id, phrase=phrase)
+                              random_seed=i, observation=obs, case=case.image_id, phrase=phrase, **extra)
         if log is not None and (i + 1) % 10 == 0:
             log(f"{i + 1}/{len(pairs)} positives explained")
     for row in rows:
