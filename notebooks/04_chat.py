@@ -66,7 +66,9 @@ panel
 # ## 2. Driving it from code: a three-turn conversation
 #
 # `set_image`, `send`, `reset` and `explain` are what the buttons call. We pick a synthetic case
-# with a pleural effusion, so that we know the truth and where it is.
+# with a pleural effusion, so that we know the truth and where it is. Read the answers against the
+# reference: the tiny model often misses a finding, names the wrong side, or contradicts itself
+# from one turn to the next. Fluent is not the same as correct.
 
 # %%
 case = next(c for c in (render_case(seed, size=model.image_size) for seed in range(100, 200))

@@ -170,13 +170,12 @@ fig.tight_layout()
 # ### The method × observation table
 # Held-out positives of the five localized observations (seed 3000, never trained on), each
 # explained for its own phrase ("left pleural effusion", "nodule in the right upper lung", …).
-# Live here: 3 positives per observation with the faster methods. The full table on 100 positives
+# Live here: 2 positives per observation with the faster methods. The full table on 100 positives
 # and every method comes from `benchmarks/faithfulness.py` (about 10 minutes) and is shown below it.
 
 # %%
-pairs = held_out_positives(3, size)
-live_methods = {"ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "layer_ig": {"n_steps": 16},
-                "attention": {}}
+pairs = held_out_positives(2, size)
+live_methods = {"ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "attention": {}}
 rows = evaluate_positives(model, pairs, live_methods)
 live = faithfulness_table(rows, "pointing")
 table_heatmap(live, title=f"pointing game, {len(pairs)} held-out positives (live)");

@@ -183,6 +183,7 @@ def test_reset_keeps_the_image_and_new_image_forgets_it(panel):
     assert panel.session.last_prompt.count(IMAGE_SLOT) == 1
     panel.new_image()
     assert panel.session.features is None and panel.thumbnail.value == b""
+    assert panel.thumbnail.layout.display == "none", "no broken-image icon"
     assert panel.send("Third question?") == ""
     assert "choose an image" in panel.transcript.value.lower()
 
@@ -242,7 +243,9 @@ def test_stop_ends_the_answer_early(panel):
 def test_explain_shows_a_map_for_the_answer_and_for_a_phrase(panel):
     panel.set_image(radiograph())
     answer = panel.send("Describe the given chest x-ray image in detail.")
+    assert panel.explanation_image.layout.display == "none"
     whole = panel.explain()
+    assert panel.explanation_image.layout.display == ""
     size = panel.session.image_size
     assert whole is not None and whole.heatmap.shape == (size, size)
     assert whole.heatmap.min() >= 0 and whole.heatmap.max() == pytest.approx(1.0)

@@ -114,3 +114,39 @@ def test_phrase_missing_from_given_answer_is_a_one_line_error(run_dir, image_pat
     status, _, stderr = run_cli(["explain", "--run", str(run_dir), str(image_path), "--phrase", "cardiomegaly",
                                  "--answer", ANSWER, "--out", str(tmp_path / "o.png")], capsys)
     _one_line_error(status, stderr, "cardiomegaly")
+
+
+@pytest.mark.slow
+def test_explain_peak_lands_on_a_visible_effusion_in_input_coordinates(tmp_path, capsys) -> None:
+    """A large left effusion rendered at 160 px and cropped to 160 × 150 (non-square input)."""
+    from xraygpt_lab.data.images import preprocess
+    from xraygpt_lab.data.lesions import Finding
+    from xraygpt_lab.data.synthetic import render_case
+    from xraygpt_lab.interpret.faithfulness import pointing_hit
+    from xraygpt_lab.interpret.localization import observation_phrase
+    from xraygpt_lab.interpret.targets import phrase_target
+    from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+    run = ensure_tiny_run(progress=False)
+    finding = [Finding("Pleural Effusion", side="left", severity="large")]
+    case = render_case(3001, 160, findings=finding)
+    image, mask = case.image[:, 5:155], case.masks["Pleural Effusion"][:, 5:155]  # [160, 150]
+    path = tmp_path / "effusion.png"
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+    phrase = observation_phrase(case.summary, "Pleural Effusion")
+    status, stdout, stderr = run_cli(["explain", "--run", str(run), str(path), "--phrase", phrase, "--method", "ig",
+                                      "--answer", case.summary, "--out", str(tmp_path / "o.png")], capsys)
+    assert status == 0, stderr
+    peak = json.loads(stdout)["peak"]
+    saliency = np.zeros(image.shape)
+    saliency[peak[0], peak[1]] = 1.0
+    hit = pointing_hit(saliency, mask, tolerance=5)  # 4 px at 128 px, scaled to 160
+    model = load_run(run)
+    target = phrase_target(model, phrase, case.summary)
+    without = render_case(3001, 128, findings=[]).image
+    with torch.no_grad():
+        gain = float(target(preprocess(render_case(3001, 128, findings=finding).image, 128)[None])
+                     - target(preprocess(without, 128)[None]))
+    if not hit and gain < 0.05:
+        pytest.xfail(f"the tiny run ignores the effusion (phrase gains {gain:.3f} nats); peak {peak} missed")
+    assert hit, f"peak {peak} is not on the effusion"

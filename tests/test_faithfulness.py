@@ -121,3 +121,36 @@ def test_pointing_game_checker_passes_the_library_and_explains_mistakes() -> Non
 
     result = check_pointing_game(square_window)
     assert not result and "Euclidean" in result.message
+
+
+# ------------------------------------------------------------------ the bar, on the trained tiny run
+def lesion_gain(rows: list[dict]) -> float:
+    """Mean log-probability the phrase gains from its finding (counterfactual), over the cases."""
+    per_case = {row["case"] + row["observation"]: row["score_change"] for row in rows}
+    return float(np.mean(list(per_case.values())))
+
+
+@pytest.mark.slow
+def test_best_method_points_at_held_out_lesions_well_above_random() -> None:
+    """20 held-out positives (4 per localized observation): best pointing ≥ 0.6 and ≥ random + 0.4.
+
+    The full bar (≥ 0.80 on 100 positives) is ``benchmarks/faithfulness.py``. A model whose phrase
+    probability does not depend on the lesion cannot be explained by a map that points at it; such a
+    run is reported as an expected failure with the numbers, not hidden.
+    """
+    from xraygpt_lab.interpret.localization import best_method, evaluate_positives, held_out_positives
+    from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+    model = load_run(ensure_tiny_run(progress=False))
+    pairs = held_out_positives(4, model.encoder.config.image_size)
+    methods = {"ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "attention": {}}
+    rows = evaluate_positives(model, pairs, methods)
+    table = faithfulness_table(rows)
+    best = best_method(table)
+    best_rate, random_rate = float(table.loc[best, "all"]), float(table.loc["random", "all"])
+    assert table.loc["random", "n"] == 20 and 0 < random_rate < 0.2
+    gain = lesion_gain(rows)
+    if gain < 0.05:
+        pytest.xfail(f"the tiny run's phrase log-prob gains only {gain:.3f} nats from the lesion (model ignores "
+                     f"the image); best {best} points {best_rate:.2f} vs random {random_rate:.2f}")
+    assert best_rate >= 0.6 and best_rate >= random_rate + 0.4, table.round(2).to_string()

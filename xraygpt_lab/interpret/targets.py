@@ -109,7 +109,7 @@ class TextTarget:
         """Selected log-probability ``[B]`` from projected image embeddings ``[B, N, d_llm]``."""
         cache = self._prepared()
         # causal LM: tokens after the last counted one cannot change its probability, so cut there
-        length = int(cache["predict_positions"].max()) + 1
+        length = int(cache["target_positions"].max()) + 1
         embeds = self.splice(image_embeds)[:, :length]  # [B, T', d_llm]
         mask = cache["attention_mask"][:, :length].expand(embeds.shape[0], -1)  # [B, T']
         out = self.model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False,

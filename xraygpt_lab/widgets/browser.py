@@ -18,7 +18,7 @@ import numpy as np
 from ..data.read_common import Dataset
 from ..errors import XrayGPTLabError
 from .html import ERROR, NOTICE, render_reference, render_status
-from .pictures import thumbnail_png
+from .pictures import set_picture, thumbnail_png
 
 #: ``on_choose(image_or_path, name, reference)``: what the browser hands to the chat panel.
 ChooseCallback = Callable[[np.ndarray | Path, str, str | None], None]
@@ -45,11 +45,13 @@ class DatasetBrowser(widgets.VBox):
                                           layout=widgets.Layout(width="90px"))
         self.records = widgets.Dropdown(options=[], layout=widgets.Layout(width="100%"))
         self.preview = widgets.Image(format="png", layout=widgets.Layout(width="128px"))
+        set_picture(self.preview, b"")
         self.reference = widgets.HTML()
         self.use_button = widgets.Button(description="Use this image", icon="check", disabled=True)
         self.seed = widgets.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed",
                                            layout=widgets.Layout(width="150px"))
-        self.draw_button = widgets.Button(description="Draw synthetic case", icon="random")
+        self.draw_button = widgets.Button(description="Draw case", icon="random",
+                                          tooltip="render this case of the synthetic world")
         self.status = widgets.HTML()
         self.open_button.on_click(lambda _: self.open_folder(self.folder.value))
         self.use_button.on_click(lambda _: self.use())
@@ -105,9 +107,9 @@ class DatasetBrowser(widgets.VBox):
             return
         record = self._listed[index]
         try:
-            self.preview.value = thumbnail_png(load_image(record.image_path), 128)
+            set_picture(self.preview, thumbnail_png(load_image(record.image_path), 128))
         except ImageLoadError as exc:
-            self.preview.value = b""
+            set_picture(self.preview, b"")
             self._say(str(exc), ERROR)
         text = record.summary or record.report
         self.reference.value = render_reference(text)
@@ -131,6 +133,6 @@ class DatasetBrowser(widgets.VBox):
         except ValueError as exc:
             self._say(str(exc), ERROR)
             return
-        self.preview.value = thumbnail_png(case.image, 128)
+        set_picture(self.preview, thumbnail_png(case.image, 128))
         self.reference.value = render_reference(case.summary)
         self.on_choose(case.image, f"synthetic case {case.seed}", case.summary)

@@ -38,7 +38,7 @@ from .browser import DatasetBrowser
 from .explain import PANEL_METHODS, Explanation, explain_answer
 from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_reference, render_status,
                    render_transcript)
-from .pictures import overlay_png, thumbnail_png
+from .pictures import overlay_png, set_picture, thumbnail_png
 from .session import ChatInputError, ChatSession, GenerationSettings
 
 #: Largest upload accepted (bytes); a 16-bit 4,300 x 3,500 DICOM is about 30 MB.
@@ -163,6 +163,7 @@ class ChatPanel:
             self.sources.set_title(i, title)
         self.thumbnail = widgets.Image(format="png", layout=layout(width="192px", height="auto"))
         self.thumbnail.add_class("xg-thumbnail")
+        set_picture(self.thumbnail, b"")
         self.image_caption = widgets.HTML("<small>No image yet.</small>")
         self.reference_box = widgets.HTML()  # the dataset's own report, to compare with the answers
         self.new_image_button = widgets.Button(description="New image", icon="file-image-o",
@@ -216,6 +217,7 @@ class ChatPanel:
         self.explanation_image = widgets.Image(format="png", layout=layout(width="256px", min_width="256px",
                                                                             height="auto"))
         self.explanation_image.add_class("xg-explanation")
+        set_picture(self.explanation_image, b"")
         self.explanation_caption = widgets.HTML()
 
         left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.reference_box,
@@ -337,8 +339,9 @@ class ChatPanel:
             self.reference = reference
             self.entries = []
             self.last_explanation = None
-            self.explanation_image.value, self.explanation_caption.value = b"", ""
-            self.thumbnail.value = thumbnail_png(array)
+            set_picture(self.explanation_image, b"")
+            self.explanation_caption.value = ""
+            set_picture(self.thumbnail, thumbnail_png(array))
             height, width = array.shape
             self.image_caption.value = render_status(f"{name} ({width}\u00d7{height} px)")
             self.reference_box.value = render_reference(reference)
@@ -364,7 +367,8 @@ class ChatPanel:
         with self._lock:
             self.session.clear_image()
             self.entries, self.reference, self.last_explanation = [], None, None
-            self.thumbnail.value, self.explanation_image.value = b"", b""
+            set_picture(self.thumbnail, b"")
+            set_picture(self.explanation_image, b"")
             self.explanation_caption.value = ""
             self.image_caption.value = "<small>No image yet.</small>"
             self.reference_box.value = ""
@@ -377,7 +381,8 @@ class ChatPanel:
         with self._lock:
             self.session.reset()
             self.entries, self.last_explanation = [], None
-            self.explanation_image.value, self.explanation_caption.value = b"", ""
+            set_picture(self.explanation_image, b"")
+            self.explanation_caption.value = ""
             self._say("Conversation reset." + (" Same image; ask a new question." if self.session.features is not None
                                                else " Choose an image to start."))
 
@@ -505,7 +510,7 @@ class ChatPanel:
                 self._say(f"Could not explain: {exc}", ERROR)
                 return None
             self.last_explanation = result
-            self.explanation_image.value = overlay_png(result.model_view, result.heatmap)
+            set_picture(self.explanation_image, overlay_png(result.model_view, result.heatmap))
             self.explanation_caption.value = render_status(result.caption())
             what = f"\u201c{result.phrase}\u201d" if result.phrase else "the last answer"
             self._say(f"Explained {what} with {result.method}: see the map under the chat.")

@@ -65,3 +65,12 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.55,
 def overlay_png(image: np.ndarray, heatmap: np.ndarray, max_side: int = 256, alpha: float = 0.55) -> bytes:
     """PNG of :func:`overlay_rgb` with the longer side at most ``max_side``."""
     return png_bytes(resize(overlay_rgb(image, heatmap, alpha), max_side))
+
+
+def set_picture(image_widget, png: bytes) -> None:
+    """Show ``png`` in an ``ipywidgets.Image``, or hide the widget when ``png`` is empty.
+
+    An empty Image widget draws the browser's broken-image icon; hiding it avoids that.
+    """
+    image_widget.value = png
+    image_widget.layout.display = "" if png else "none"
