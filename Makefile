@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 
-.PHONY: lab test install bench clean-venv
+.PHONY: lab test install bench chat-app clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ lab: install  ## start JupyterLab on notebooks/ (prints the URL; PORT= to change
 
 test: install  ## unit tests + notebooks (nbval, tiny profile)
 	XRAYGPT_PROFILE=tiny $(PY) -m pytest --nbval-lax tests notebooks $(PYTEST_ARGS)
+
+chat-app: install  ## the chat panel as a stand-alone web page (Voila, headless; prints the URL; PORT= to change)
+	VENV=$(VENV) PORT=$(PORT) bash scripts/serve_chat.sh
 
 bench: install  ## benchmarks: prints one table, writes bench.json
 	$(PY) benchmarks/run_all.py --out bench.json
