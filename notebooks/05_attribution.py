@@ -128,7 +128,7 @@ fig.tight_layout()
 # pixel equal to the baseline gets zero attribution whatever its role.
 
 # %%
-maps = {f"IG, {b} baseline": explain(target, pixels, "ig", baseline=b, n_steps=32) for b in ("black", "mean", "blur")}
+maps = {f"IG, {b} baseline": explain(target, pixels, "ig", baseline=b, n_steps=16) for b in ("black", "mean", "blur")}
 compare_methods(case.image, maps, mask=mask, columns=3);
 
 # %% [markdown]

@@ -134,4 +134,4 @@ def test_rollout_checker_accepts_the_library_and_explains_a_wrong_order() -> Non
         return r
 
     result = check_rollout(wrong_order)
-    assert not result and "LEFT" in result.message
+    assert not result and "LEFT" in str(result)

@@ -1,37 +1,32 @@
 """Checkers for the exercises of notebooks 05 (attribution) and 06 (attention).
 
 Each ``check_*`` calls the student's function on small hand-made cases, compares it with the
-library (``interpret.faithfulness`` / ``interpret.attention``) and returns a :class:`CheckResult`
-whose message says which case failed and what the usual mistake behind it is.
+library (``interpret.faithfulness`` / ``interpret.attention``) and returns the shared
+``exercises.checking.CheckResult``, whose feedback says which case failed and the usual mistake.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-
-@dataclass
-class CheckResult:
-    """Outcome of a checker: truthy when passed; ``message`` explains a failure."""
-
-    passed: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __repr__(self) -> str:
-        return ("PASSED: " if self.passed else "NOT YET: ") + self.message
+from .checking import CheckResult
 
 
 def _call(fn: Callable, *args, **kwargs):
+    """``(result, None)``, or ``(None, (status, message))`` when the student's code raised."""
     try:
         return fn(*args, **kwargs), None
+    except NotImplementedError:
+        return None, ("not implemented", "not implemented yet: replace the `raise NotImplementedError` line")
     except Exception as exc:  # the student's code may raise anything
-        return None, f"your function raised {type(exc).__name__}: {exc}"
+        return None, ("error", f"your function raised {type(exc).__name__}: {exc}")
+
+
+def _result(exercise: str, passed: bool, message: str, done: int, total: int, status: str = "checked") -> CheckResult:
+    return CheckResult(exercise=exercise, passed=passed, feedback=[message], cases_passed=done, cases_total=total,
+                       status=status)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,16 +74,20 @@ def check_pointing_game(fn: Callable[[np.ndarray, np.ndarray, float], bool]) -> 
     """Check ``fn(saliency [H, W], mask bool [H, W], tolerance_px) -> bool`` (Zhang et al. 2018)."""
     from ..interpret.faithfulness import pointing_hit
 
-    for name, saliency, mask, tolerance, expected, hint in _pointing_cases():
+    exercise = "pointing game (notebook 05)"
+    cases = _pointing_cases()
+    for done, (name, saliency, mask, tolerance, expected, hint) in enumerate(cases):
         assert pointing_hit(saliency, mask, tolerance) == expected, name  # the checker's own key
         got, error = _call(fn, saliency.copy(), mask.copy(), tolerance)
         if error:
-            return CheckResult(False, f"case '{name}': {error}")
+            return _result(exercise, False, f"case '{name}': {error[1]}", done, len(cases), error[0])
         if not isinstance(got, (bool, np.bool_)):
-            return CheckResult(False, f"case '{name}': return True or False, got {type(got).__name__}")
+            return _result(exercise, False, f"case '{name}': return True or False, got {type(got).__name__}",
+                           done, len(cases))
         if bool(got) != expected:
-            return CheckResult(False, f"case '{name}': expected {expected}, got {bool(got)}. Hint: {hint}")
-    return CheckResult(True, f"all {len(_pointing_cases())} cases agree with interpret.faithfulness.pointing_hit")
+            return _result(exercise, False, f"case '{name}': expected {expected}, got {bool(got)}. Hint: {hint}",
+                           done, len(cases))
+    return _result(exercise, True, "every case agrees with interpret.faithfulness.pointing_hit", len(cases), len(cases))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,17 +105,20 @@ def reference_rollout(attentions: list[torch.Tensor], residual: float = 0.5) -> 
 
 def check_rollout(fn: Callable[[list[torch.Tensor], float], torch.Tensor]) -> CheckResult:
     """Check ``fn(attentions: list of [n, n] row-stochastic, residual) -> [n, n]`` rollout."""
+    exercise = "attention rollout (notebook 06)"
     gen = torch.Generator().manual_seed(0)
     n = 5
     attentions = [torch.softmax(3 * torch.randn(n, n, generator=gen, dtype=torch.float64), dim=-1) for _ in range(3)]
-    for residual in (0.5, 0.0, 0.3):
+    residuals = (0.5, 0.0, 0.3)
+    for done, residual in enumerate(residuals):
         expected = reference_rollout(attentions, residual)
         got, error = _call(fn, [a.clone() for a in attentions], residual)
         if error:
-            return CheckResult(False, f"residual={residual}: {error}")
+            return _result(exercise, False, f"residual={residual}: {error[1]}", done, len(residuals), error[0])
         got = torch.as_tensor(got, dtype=torch.float64)
         if got.shape != expected.shape:
-            return CheckResult(False, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+            return _result(exercise, False, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}",
+                           done, len(residuals))
         if torch.allclose(got, expected, atol=1e-6):
             continue
         plain = torch.eye(n, dtype=torch.float64)
@@ -131,5 +133,7 @@ def check_rollout(fn: Callable[[list[torch.Tensor], float], torch.Tensor]) -> Ch
             hint = "each row of the rollout should sum to 1: renormalise the rows of (1 - r)·A + r·I"
         else:
             hint = "compare with the formula R = Ã_L ⋯ Ã_2 Ã_1, Ã = (1 - r)·A + r·I"
-        return CheckResult(False, f"residual={residual}: values differ from the reference. Hint: {hint}")
-    return CheckResult(True, "matches Abnar & Zuidema's rollout for residual 0.5, 0 and 0.3")
+        return _result(exercise, False, f"residual={residual}: values differ from the reference. Hint: {hint}",
+                       done, len(residuals))
+    return _result(exercise, True, "matches Abnar & Zuidema's rollout for residual 0.5, 0 and 0.3",
+                   len(residuals), len(residuals))

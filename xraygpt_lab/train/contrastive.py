@@ -233,7 +233,7 @@ def pretrain_encoder(
     encoder.eval()
     text_encoder.eval()
     history.update(
-        logit_scale=float(scale_module()),
+        logit_scale=scale_module().item(),
         seconds=seconds,
         images_per_second=steps * batch_size / max(seconds, 1e-9),
     )
