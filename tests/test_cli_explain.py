@@ -128,6 +128,7 @@ def test_explain_peak_lands_on_a_visible_effusion_in_input_coordinates(tmp_path,
     from xraygpt_lab.runs import ensure_tiny_run, load_run
 
     run = ensure_tiny_run(progress=False)
+    capsys.readouterr()  # drop the training log when this test is the first to need the run
     finding = [Finding("Pleural Effusion", side="left", severity="large")]
     case = render_case(3001, 160, findings=finding)
     image, mask = case.image[:, 5:155], case.masks["Pleural Effusion"][:, 5:155]  # [160, 150]

@@ -110,10 +110,9 @@ def test_llm_examples_and_laterality_labels():
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
-    "known gap (issue 4, NOTES.md): the tiny encoder's frozen tokens do not yet carry the findings "
-    "(linear-probe macro-F1 ~0.4) and the frozen tiny LLM does not read its image slot, so CE "
-    "macro-F1 is ~0.05; strict: when the recipe reaches the bar this XPASS fails the suite, so "
-    "remove the marker then"))
+    "known gap (issue 4, NOTES.md): the tiny Swin encoder's frozen tokens do not yet carry the "
+    "findings (linear-probe macro-F1 ~0.4-0.5), so CE macro-F1 is ~0.18; strict: when the recipe "
+    "reaches the bar this XPASS fails the suite, so remove the marker then"))
 def test_tiny_run_meets_the_quality_bar_on_an_unseen_seed():
     """Train (or reuse) the default tiny run and score it on 150 images of a seed it never saw."""
     from xraygpt_lab.data.images import preprocess

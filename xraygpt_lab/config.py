@@ -42,8 +42,11 @@ TINY_TRAIN: dict = {
     "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
     "n_eval": 100,  # held-out set, a third seed
     "encoder_steps": 150, "encoder_batch": 32, "encoder_lr": 4e-3,
-    "llm_steps": 200, "llm_batch": 8, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
-    "stage1_steps": 200, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
+    # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
+    # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
+    "llm_steps": 500, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
+    "llm_grounded_share": 0.9,
+    "stage1_steps": 600, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
     "stage2_warmup_lr": 1e-5, "stage2_warmup": 5,

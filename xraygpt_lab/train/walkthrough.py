@@ -134,6 +134,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     from .align import AlignmentSet, align_stage
     from .evaluation import evaluate_model
     from .feature_cache import FeatureCache
+    from .grounding import CONCEPT_TOKENS, grounded_examples, mix
     from .llm_finetune import domain_finetune
 
     prof = get_profile(profile)
@@ -211,7 +212,10 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         llm, tokenizer = load_llm(out / "llm")
         log("[llm] found in run folder, skipped")
     else:
-        examples = llm_examples(s1.conversations, seed)
+        # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
+        examples = mix(llm_examples(s1.conversations, seed),
+                       grounded_examples(s1.findings, s1.summaries, encoder.num_tokens, seed),
+                       t.get("llm_grounded_share", 0.0), seed)
         tok_dir = work / "tokenizer"
         if (tok_dir / "tokenizer.json").is_file():
             from transformers import PreTrainedTokenizerFast
@@ -220,9 +224,10 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         else:
             corpus = [p + a for p, a in examples] + [xraygpt_prompt(q) for q in _instructions()]
             tokenizer = train_tokenizer(corpus, vocab_size=prof.llm["vocab_size"])
+            tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
             tokenizer.save_pretrained(tok_dir)
         llm = tiny_llm(tokenizer, seed=seed, **{k: v for k, v in prof.llm.items() if k != "vocab_size"})
-        log(f"[llm] domain fine-tuning on {len(examples)} conversation turns, {t['llm_steps']} steps")
+        log(f"[llm] domain fine-tuning on {len(examples)} examples (conversations + grounded slots), {t['llm_steps']} steps")
         r = domain_finetune(llm, tokenizer, examples, _stage("llm", t, "llm", seed), work / "llm.ckpt.safetensors",
                             progress=progress)
         history["llm"] = r.history
