@@ -233,18 +233,7 @@ def my_pointing_game(saliency, mask, tolerance):
 check_pointing_game(my_pointing_game)
 
 # %% [markdown]
-# <details><summary>One solution (try first!)</summary>
-#
-# ```python
-# from scipy.ndimage import distance_transform_edt
-#
-# def my_pointing_game(saliency, mask, tolerance):
-#     if saliency.max() == saliency.min():
-#         return False
-#     row, col = np.unravel_index(np.argmax(saliency), saliency.shape)
-#     return bool(distance_transform_edt(~mask)[row, col] <= tolerance)
-# ```
-# </details>
+# A reference solution is in `tutorials/solutions/s05_attribution.py` (try first!).
 
 # %% [markdown]
 # **Honest caveats.** An attribution explains one number of one model, not the disease; a phrase's

@@ -223,18 +223,7 @@ def my_rollout(attentions, residual=0.5):
 check_rollout(my_rollout)
 
 # %% [markdown]
-# <details><summary>One solution (try first!)</summary>
-#
-# ```python
-# def my_rollout(attentions, residual=0.5):
-#     n = attentions[0].shape[-1]
-#     R = torch.eye(n, dtype=attentions[0].dtype)
-#     for A in attentions:
-#         A = (1 - residual) * A + residual * torch.eye(n, dtype=A.dtype)
-#         R = (A / A.sum(-1, keepdim=True)) @ R
-#     return R
-# ```
-# </details>
+# A reference solution is in `tutorials/solutions/s06_attention.py` (try first!).
 
 # %% [markdown]
 # **Caveats.** Weights tell where information was *read*, not whether it mattered; heads can carry

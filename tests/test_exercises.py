@@ -20,6 +20,8 @@ SOLUTIONS = {
     "s02_language_model": [("rms_norm", "check_rms_norm"), ("apply_rope", "check_rope")],
     "s03_alignment": [("xraygpt_labels", "check_xraygpt_labels")],
     "s04_chat": [("escape_message", "check_escape_message"), ("fit_history", "check_fit_history")],
+    "s05_attribution": [("pointing_game", "check_pointing_game")],
+    "s06_attention": [("rollout", "check_rollout")],
     "s07_evaluation": [("ce_scores", "check_ce_scores")],
 }
 PAIRS = [(module, fn, checker) for module, items in SOLUTIONS.items() for fn, checker in items]
@@ -38,7 +40,12 @@ def test_solution_passes_its_checker(module, function, checker):
     assert "PASSED" in str(result) and "\u2714" in result._repr_html_()
 
 
-@pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
+#: checkers built on ``checking.run_check`` (the interpretability ones diagnose mistakes inline,
+#: tested in ``test_wrong_pointing_game_and_rollout_fail_with_a_reason``)
+RUN_CHECK_CHECKERS = sorted(c for c, m in exercises.CHECKERS.items() if m != "interpret")
+
+
+@pytest.mark.parametrize("checker", RUN_CHECK_CHECKERS)
 def test_every_known_mistake_fails_with_its_diagnosis(checker, monkeypatch):
     """Capture each checker's mutants; each must be told apart from the reference and diagnosed."""
     module = importlib.import_module(f"xraygpt_lab.exercises.{exercises.CHECKERS[checker]}")
@@ -227,3 +234,24 @@ def test_load_solution_names_the_available_files():
 def test_unknown_checker_is_a_clear_attribute_error():
     with pytest.raises(AttributeError, match="check_rms_norm"):
         exercises.check_does_not_exist  # noqa: B018
+
+
+def test_wrong_pointing_game_and_rollout_fail_with_a_reason():
+    """Ignoring the tolerance, or multiplying raw attentions, is caught and explained."""
+    import numpy as np
+
+    def strict_pointing(saliency, mask, tolerance):
+        row, col = np.unravel_index(np.argmax(saliency), saliency.shape)
+        return bool(mask[row, col])
+
+    result = exercises.check_pointing_game(strict_pointing)
+    assert not result.passed and str(result)
+
+    def raw_rollout(attentions, residual=0.5):
+        out = attentions[0]
+        for a in attentions[1:]:
+            out = a @ out
+        return out
+
+    result = exercises.check_rollout(raw_rollout)
+    assert not result.passed and "residual" in str(result)

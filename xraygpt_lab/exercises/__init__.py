@@ -46,19 +46,14 @@ CHECKERS: dict[str, str] = {
     "check_escape_message": "chat",
     "check_fit_history": "chat",
     "check_ce_scores": "evaluation",
+    "check_pointing_game": "interpret",
+    "check_rollout": "interpret",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in CHECKERS:
         return getattr(importlib.import_module(f"{__name__}.{CHECKERS[name]}"), name)
-    if name.startswith("check_"):  # the interpretability notebooks' checkers (exercises/interpret.py)
-        try:
-            module = importlib.import_module(f"{__name__}.interpret")
-        except ModuleNotFoundError:
-            module = None
-        if module is not None and hasattr(module, name):
-            return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}; checkers: {sorted(CHECKERS)}")
 
 
