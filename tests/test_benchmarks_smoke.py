@@ -55,7 +55,7 @@ def test_feature_cache_epochs_compute_the_same_training():
     assert result["batches"] == 2
     assert result["cache_misses"] == 6 and result["cache_hits"] == 6  # filled once, read once
     assert result["loss_cached"] == pytest.approx(result["loss_uncached"], abs=1e-4)
-    assert result["feature_cache_ratio"] > 0 and result["cache_fill_s"] > 0
+    assert result["feature_cache_ratio"] > 0 and result["cache_fill_s"] >= 0  # rounded: 0.0 when fast
     assert result["torch_threads"] == 1  # the default, restored afterwards
 
 
