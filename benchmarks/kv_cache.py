@@ -49,27 +49,14 @@ class TokenCounter:
 
 def build_model(image_size: int = 128, llm_sizes: dict | None = None, encoder_sizes: dict | None = None,
                 seed: int = 0):
-    """A randomly initialised ``XrayGPT`` at the tiny profile's sizes (or ``llm_sizes`` /
-    ``encoder_sizes``, keyword arguments of ``LlamaConfig`` / ``EncoderConfig``)."""
-    import torch
+    """The feature-cache benchmark's random tiny ``XrayGPT``, in eval mode (same arguments)."""
+    import importlib.util
+    from pathlib import Path
 
-    from xraygpt_lab.config import TINY
-    from xraygpt_lab.data.instructions import ALIGNMENT_INSTRUCTIONS
-    from xraygpt_lab.data.synthetic import generate_cases
-    from xraygpt_lab.models.conversation import xraygpt_prompt
-    from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
-    from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
-    from xraygpt_lab.models.xraygpt import XrayGPT
-
-    sizes = dict(TINY.llm if llm_sizes is None else llm_sizes)
-    corpus = [c.summary for c in generate_cases(200, 32, seed=seed + 97)]
-    corpus += [xraygpt_prompt(q) for q in ALIGNMENT_INSTRUCTIONS]
-    tokenizer = train_tokenizer(corpus, vocab_size=sizes.pop("vocab_size", 1024))
-    llm = tiny_llm(tokenizer, seed=seed, **sizes)
-    torch.manual_seed(seed)
-    config = EncoderConfig(image_size=image_size, **encoder_sizes) if encoder_sizes else EncoderConfig.tiny(image_size)
-    encoder = VisionEncoder(config)
-    return XrayGPT(encoder, llm, tokenizer).eval()
+    spec = importlib.util.spec_from_file_location("_bench_feature_cache", Path(__file__).with_name("feature_cache.py"))
+    feature_cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(feature_cache)
+    return feature_cache.build_model(image_size, llm_sizes, encoder_sizes, seed).eval()
 
 
 def _timed_generation(model, features, use_cache: bool, new_tokens: int) -> tuple[float, list[int]]:

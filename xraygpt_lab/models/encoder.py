@@ -51,6 +51,7 @@ import torch
 from torch import nn
 from transformers import SwinConfig, SwinModel
 
+from ..atomic import atomic_write
 from ..errors import RunFolderError
 
 #: File names inside an encoder folder written by ``save_pretrained``.
@@ -264,9 +265,9 @@ class VisionEncoder(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         text = json.dumps(self.config.to_dict(), indent=2)
-        _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
         return folder
 
     @classmethod
@@ -287,16 +288,3 @@ class VisionEncoder(nn.Module):
                 f"{folder / WEIGHTS_FILE} does not match its config: missing {missing}, unexpected {unexpected}"
             )
         return model.to(device)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

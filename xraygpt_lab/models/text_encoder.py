@@ -27,7 +27,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from ..errors import RunFolderError
-from .encoder import _atomic_write
+from ..atomic import atomic_write
 
 CONFIG_FILE = "text_encoder_config.json"
 WEIGHTS_FILE = "text_encoder.safetensors"
@@ -218,12 +218,12 @@ class TextEncoder(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         if self.tokenizer is not None:
             raw = self.tokenizer.backend_tokenizer.to_str()
-            _atomic_write(folder / TOKENIZER_FILE, lambda tmp: Path(tmp).write_text(raw))
+            atomic_write(folder / TOKENIZER_FILE, lambda tmp: Path(tmp).write_text(raw))
         text = json.dumps(self.config.to_dict(), indent=2)
-        _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
         return folder
 
     @classmethod

@@ -17,23 +17,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..atomic import atomic_write  # noqa: F401  (re-exported: train.checkpoint.atomic_write)
 from ..errors import RunFolderError
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
