@@ -23,10 +23,10 @@ pass ``llm_sizes`` to measure a larger one.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib.util
 import os
 import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 GOAL = 5.0
@@ -47,16 +47,23 @@ class TokenCounter:
         pass
 
 
+def _load_feature_cache_benchmark():
+    """The sibling ``feature_cache.py`` (loaded by path: benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("_bench_feature_cache", Path(__file__).with_name("feature_cache.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_feature_cache = _load_feature_cache_benchmark()
+#: ``torch_threads(n)``: set torch's thread count for a block, then restore (shared with feature_cache)
+torch_threads = _feature_cache.torch_threads
+
+
 def build_model(image_size: int = 128, llm_sizes: dict | None = None, encoder_sizes: dict | None = None,
                 seed: int = 0):
     """The feature-cache benchmark's random tiny ``XrayGPT``, in eval mode (same arguments)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_bench_feature_cache", Path(__file__).with_name("feature_cache.py"))
-    feature_cache = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(feature_cache)
-    return feature_cache.build_model(image_size, llm_sizes, encoder_sizes, seed).eval()
+    return _feature_cache.build_model(image_size, llm_sizes, encoder_sizes, seed).eval()
 
 
 def _timed_generation(model, features, use_cache: bool, new_tokens: int) -> tuple[float, list[int]]:
@@ -67,25 +74,6 @@ def _timed_generation(model, features, use_cache: bool, new_tokens: int) -> tupl
     return time.perf_counter() - start, counter.tokens
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)`` (unchanged when None), then restore.
-
-    On a shared, oversubscribed machine two OpenMP threads wait for each other at every small
-    kernel (a single-token attention call can take milliseconds instead of microseconds);
-    ``threads=1`` measures the work rather than that contention.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run(new_tokens: int = 128, repeats: int = 2, image_size: int = 128, llm_sizes: dict | None = None,
