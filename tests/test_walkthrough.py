@@ -108,12 +108,8 @@ def test_llm_examples_and_laterality_labels():
     assert not torch.equal(labels[0], right[0])
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap (issue 4, NOTES.md): the tiny Swin encoder's frozen tokens do not yet carry the "
-    "findings (linear-probe macro-F1 ~0.4-0.5), so CE macro-F1 is ~0.18; strict: when the recipe "
-    "reaches the bar this XPASS fails the suite, so remove the marker then"))
-def test_tiny_run_meets_the_quality_bar_on_an_unseen_seed():
+@pytest.fixture(scope="module")
+def unseen_seed_metrics():
     """Train (or reuse) the default tiny run and score it on 150 images of a seed it never saw."""
     from xraygpt_lab.data.images import preprocess
     from xraygpt_lab.data.synthetic import generate_cases
@@ -124,8 +120,68 @@ def test_tiny_run_meets_the_quality_bar_on_an_unseen_seed():
     pixels = torch.stack([preprocess(c.image, model.image_size) for c in cases])
     m = evaluate_model(model, [c.summary for c in cases], pixel_values=pixels,
                        ground_truth=[c.labels for c in cases], max_new_tokens=140, n_boot=0)
-    blind = m["baselines"]["image_blind"]
-    print(json.dumps({k: m[k] for k in ("rougeL", "ce_f1_macro")} | {"blind": blind["ce_f1_macro"]}))
-    assert blind["ce_f1_macro"] <= 0.5
+    print(json.dumps({k: m[k] for k in ("rougeL", "ce_f1_macro")} | {"blind": m["baselines"]["image_blind"]["ce_f1_macro"]}))
+    return m
+
+
+@pytest.mark.slow
+def test_tiny_run_reads_the_image_on_an_unseen_seed(unseen_seed_metrics):
+    """The parts of the bar the recipe meets: ROUGE-L ≥ 0.55, image-blind CE ≤ 0.5, and the
+    image is worth ≥ 0.4 CE macro-F1 over withholding it (measured ~0.6 over ~0.03)."""
+    m = unseen_seed_metrics
+    blind = m["baselines"]["image_blind"]["ce_f1_macro"]
+    assert blind <= 0.5
     assert m["rougeL"] >= 0.55
-    assert m["ce_f1_macro"] >= 0.90
+    assert m["ce_f1_macro"] >= blind + 0.4, (m["ce_f1_macro"], blind)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap (issue 4, NOTES.md): CE macro-F1 is ~0.65, not >= 0.90; the frozen tokens miss "
+    "small nodules and 2-3 px rib fractures at 128 px (the oracle with true concepts reaches the "
+    "bar). Strict: when the recipe reaches the bar this XPASS fails the suite; remove the marker then"))
+def test_tiny_run_meets_the_ce_bar_on_an_unseen_seed(unseen_seed_metrics):
+    assert unseen_seed_metrics["ce_f1_macro"] >= 0.90
+
+
+def test_make_split_in_worker_processes_matches_generate_cases():
+    from xraygpt_lab.data.images import preprocess
+    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.train.walkthrough import make_split
+
+    cases = list(generate_cases(5, 64, seed=5))
+    parallel, serial = make_split(5, 64, seed=5, workers=2), make_split(5, 64, seed=5, workers=1)
+    assert torch.equal(parallel.pixels, serial.pixels)
+    assert torch.equal(parallel.pixels, torch.stack([preprocess(c.image, 64) for c in cases]))
+    assert parallel.summaries == [c.summary for c in cases] and parallel.labels == [c.labels for c in cases]
+
+
+def test_ensure_tiny_run_sets_aside_a_run_of_an_older_recipe(tmp_path, monkeypatch):
+    """A run folder trained with other settings is moved to ``<name>.previous`` and retrained."""
+    import xraygpt_lab.train.walkthrough as walkthrough
+    from xraygpt_lab.config import get_profile
+
+    run = tmp_path / "tiny"
+    run.mkdir()
+    old = dict(get_profile("tiny").train, encoder_steps=1)
+    for name in RUN_FILES + ("metrics.json",):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("old")
+    (run / "config.json").write_text(json.dumps({"seed": 0, "train": old}))
+    trained = []
+
+    def fake_walkthrough(out, profile, seed, log, progress):
+        trained.append(out)
+        out.mkdir()
+        for name in RUN_FILES + ("metrics.json",):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("new")
+        (out / "config.json").write_text(json.dumps({"seed": seed, "train": get_profile("tiny").train}))
+
+    monkeypatch.setattr(walkthrough, "run_walkthrough", fake_walkthrough)
+    logs: list[str] = []
+    assert ensure_tiny_run(run, log=logs.append) == run
+    assert trained == [run] and (run / "metrics.json").read_text() == "new"
+    assert (tmp_path / "tiny.previous" / "metrics.json").read_text() == "old"
+    assert any("older recipe" in line for line in logs)
+    assert ensure_tiny_run(run, log=logs.append) == run and trained == [run]  # current: reused as is

@@ -38,14 +38,17 @@ TINY_LLM: dict = {
     "max_position_embeddings": 512,
 }
 TINY_TRAIN: dict = {
-    "n_stage1": 1000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
+    "n_stage1": 3000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
     "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
     "n_eval": 100,  # held-out set, a third seed
-    "encoder_steps": 150, "encoder_batch": 32, "encoder_lr": 4e-3,
+    # MedCLIP loss + the token-level label loss (train/label_supervision.py); ±4 px shifts
+    "encoder_steps": 1200, "encoder_batch": 32, "encoder_lr": 1e-3,
+    "encoder_contrastive_weight": 1.0, "encoder_contrastive_every": 2, "encoder_label_weight": 1.0,
+    "encoder_shift": 4,
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
     "llm_steps": 500, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
-    "llm_grounded_share": 0.9,
+    "llm_grounded_share": 0.9, "llm_cases": 1000,
     "stage1_steps": 600, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,

@@ -67,15 +67,39 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
     resumes where it stopped.
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    if not missing_files(run_dir):
+    if not missing_files(run_dir) and not _stale(run_dir, seed):
         return run_dir
     with _file_lock(run_dir.parent / f".{run_dir.name}.lock"):
+        if _stale(run_dir, seed):  # trained by an older recipe: keep it aside, train anew
+            import shutil
+
+            previous = run_dir.with_name(run_dir.name + ".previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            run_dir.rename(previous)
+            log(f"{run_dir} was trained with other settings (an older recipe); moved it to {previous}")
         if missing_files(run_dir):  # someone else may have finished while we waited
             from .train.walkthrough import run_walkthrough
 
             log(f"training the tiny run in {run_dir} (a few minutes, once)")
             run_walkthrough(run_dir, "tiny", seed=seed, log=log, progress=progress)
     return run_dir
+
+
+def _stale(run_dir: Path, seed: int) -> bool:
+    """True when ``run_dir`` holds a run whose seed or training settings differ from today's
+    tiny profile (so notebooks never silently reuse a run of an older recipe)."""
+    import json
+
+    from .config import get_profile
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True
+    return config.get("seed") != seed or config.get("train") != get_profile("tiny").train
 
 
 def load_run(run_dir: str | os.PathLike | None = None, device: str | None = None):

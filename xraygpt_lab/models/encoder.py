@@ -21,6 +21,9 @@ profile    image  patch  window  depths          heads           grid    tokens 
 ``tiny``   128    8      4       2, 2, 2         2, 4, 8         4 × 4   16 × 128
 =========  =====  =====  ======  ==============  ==============  ======  ==========
 
+The tiny encoder embeds patches with a convolutional stem and adds absolute position embeddings
+(``EncoderConfig.tiny``; why in ``models.conv_stem``); the full one is MedCLIP's as released.
+
 Tiny grid: 128 px / patch 8 = 16 × 16 patches (each 8 × 8 px, small enough for a lesion of a
 few pixels to own a patch), merged twice → 8 × 8 → 4 × 4 tokens, each covering 32 × 32 px.
 Token ``i`` sits at row ``i // cols``, column ``i % cols``; the image's right half (columns
@@ -74,13 +77,25 @@ class EncoderConfig:
     drop_path_rate: float = 0.0
     projection_dim: int = 128
     layer_norm_eps: float = 1e-5
+    #: "patch": Swin's linear patch embedding (MedCLIP); "conv": ``models.conv_stem.ConvStem``
+    stem: str = "patch"
+    stem_width: int = 16
+    #: learned absolute position embeddings on the patch grid (Swin's ``use_absolute_embeddings``)
+    absolute_position: bool = False
 
     @classmethod
-    def tiny(cls, image_size: int | None = None) -> "EncoderConfig":
-        """Toy Swin for CPU training at ``config.TINY.image_size`` (128 px → 4 × 4 tokens of 128)."""
+    def tiny(cls, image_size: int | None = None, **overrides: Any) -> "EncoderConfig":
+        """Toy Swin for CPU training at ``config.TINY.image_size`` (128 px → 4 × 4 tokens of 128).
+
+        Two departures from MedCLIP's layout, both for learning from little data on a CPU: a
+        convolutional stem (``models.conv_stem``) and absolute position embeddings, so that a
+        token knows whether it lies on the patient's left or right (a shuffled-free 4 × 4 grid
+        where a finding's side is part of the label). ``overrides`` replace any field.
+        """
         from ..config import TINY
 
-        return cls(image_size=image_size or TINY.image_size)
+        return cls(**{"image_size": image_size or TINY.image_size, "stem": "conv", "absolute_position": True,
+                      **overrides})
 
     @classmethod
     def full(cls) -> "EncoderConfig":
@@ -126,6 +141,10 @@ class EncoderConfig:
             width = self.embed_dim * 2**stage
             if width % heads:
                 raise ValueError(f"stage {stage}: width {width} is not divisible by {heads} heads")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
         if self.num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 or 3, got {self.num_channels}")
 
@@ -142,6 +161,7 @@ class EncoderConfig:
             mlp_ratio=self.mlp_ratio,
             drop_path_rate=self.drop_path_rate,
             layer_norm_eps=self.layer_norm_eps,
+            use_absolute_embeddings=self.absolute_position,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +194,11 @@ class VisionEncoder(nn.Module):
         self.config = config or EncoderConfig.tiny()
         self.config.validate()
         self.backbone = SwinModel(self.config.to_swin_config(), add_pooling_layer=True)
+        if self.config.stem == "conv":
+            from .conv_stem import ConvStem
+
+            self.backbone.embeddings.patch_embeddings.projection = ConvStem(
+                self.config.num_channels, self.config.embed_dim, self.config.patch_size, self.config.stem_width)
         self.projection = nn.Linear(self.config.token_dim, self.config.projection_dim, bias=False)
         self.hook_tokens = nn.Identity()  # [B, N, d]
         self.hook_pooled = nn.Identity()  # [B, d]

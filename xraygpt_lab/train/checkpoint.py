@@ -56,24 +56,41 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """The optimiser's per-parameter state as ``optim.<index>.<key>`` tensors, and its param
+    groups as JSON (for safetensors metadata)."""
+    opt = optimizer.state_dict()
+    tensors = {}
+    for index, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, json.dumps(opt["param_groups"])
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
+    """Inverse of :func:`optimizer_state` (``tensors`` may hold other keys too)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, step: int,
                     history: list[dict], extra: dict | None = None) -> Path:
     """Write everything needed to resume training at ``step`` into one safetensors file."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in trainable_state(model).items()}
-    opt = optimizer.state_dict()
-    for index, state in opt["state"].items():
-        for key, value in state.items():
-            if not torch.is_tensor(value):
-                value = torch.tensor(value)
-            tensors[f"optim.{index}.{key}"] = value
+    optim_tensors, groups = optimizer_state(optimizer)
+    tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     metadata = {
         "step": str(step),
-        "optimizer_groups": json.dumps(opt["param_groups"]),
+        "optimizer_groups": groups,
         "scheduler": json.dumps(scheduler.state_dict()),
         "history": json.dumps(history),
         "extra": json.dumps(extra or {}),
@@ -95,12 +112,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["optimizer_groups"])})
+    load_optimizer_state(optimizer, tensors, metadata["optimizer_groups"])
     scheduler.load_state_dict(json.loads(metadata["scheduler"]))
     torch.set_rng_state(tensors["rng.torch"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))

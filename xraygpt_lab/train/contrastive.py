@@ -12,8 +12,11 @@ The temperature is a learnable ``logit_scale`` initialised to ``log(1/0.07)`` an
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -21,6 +24,7 @@ from torch import nn
 
 from ..models.encoder import VisionEncoder
 from ..models.text_encoder import TextEncoder
+from .label_supervision import TokenLabelHead, label_loss, positive_weights, random_shift
 
 #: CLIP/MedCLIP initial temperature: logit_scale = log(1 / 0.07).
 LOGIT_SCALE_INIT: float = math.log(1 / 0.07)
@@ -157,6 +161,14 @@ def pretrain_encoder(
     warmup: int | None = None,
     log_every: int = 10,
     signed_labels: bool = True,
+    contrastive_weight: float = 1.0,
+    label_weight: float = 0.0,
+    label_head: TokenLabelHead | None = None,
+    pos_weight_power: float = 0.75,
+    shift: int = 0,
+    contrastive_every: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+    save_every: int = 100,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -166,9 +178,20 @@ def pretrain_encoder(
     ``seed``-ed generator. ``signed_labels`` maps 0/1 to −1/+1 before ``label_sim`` so that
     agreeing on an *absent* finding counts too: two studies that differ in one observation then
     get ``e²`` less target mass than identical ones (with raw 0/1 labels the targets are nearly
-    uniform and the tiny encoder barely learns). Returns a history: ``loss`` (per step), ``step``, ``logit_scale``
-    (final exp-scale), ``seconds``, ``images_per_second``.
+    uniform and the tiny encoder barely learns).
+
+    ``label_weight > 0`` adds the token-level MIL cross-entropy of ``train.label_supervision``
+    (needs ``labels``; a ``TokenLabelHead`` is created unless ``label_head`` is given), weighted
+    against ``contrastive_weight`` × the MedCLIP loss (0 skips the text encoder entirely).
+    ``contrastive_every = k`` computes the MedCLIP loss on every k-th step only (the text
+    encoder costs about as much as the image encoder at tiny size). ``checkpoint``: a file that
+    receives the whole training state every ``save_every`` steps (atomically) and from which a
+    later call with the same arguments resumes to the same result. ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
+    swap left and right). Returns a history: ``loss`` (per step, the weighted total),
+    ``loss_contrastive`` / ``loss_labels`` (their parts; None on steps without that part), ``step``, ``logit_scale`` (final
+    exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``.
     """
+
     n = images.shape[0]
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be [N, 1, S, S], got shape {list(images.shape)}")
@@ -176,6 +199,13 @@ def pretrain_encoder(
         raise ValueError(f"got {n} images but {len(texts)} texts; they must be paired one to one")
     if labels is not None and (labels.dim() != 2 or labels.shape[0] != n):
         raise ValueError(f"labels must be [N={n}, L], got shape {list(labels.shape)}")
+    if label_weight > 0 and labels is None:
+        raise ValueError("label_weight > 0 needs labels (multi-hot [N, L])")
+    if contrastive_weight < 0 or label_weight < 0 or contrastive_weight + label_weight == 0:
+        raise ValueError(f"weights must be >= 0 and not both 0 (contrastive_weight={contrastive_weight}, "
+                         f"label_weight={label_weight})")
+    if contrastive_every < 1:
+        raise ValueError(f"contrastive_every must be >= 1, got {contrastive_every}")
     if steps < 1 or batch_size < 2:
         raise ValueError(f"need steps ≥ 1 and batch_size ≥ 2 (got steps={steps}, batch_size={batch_size})")
     batch_size = min(batch_size, n)
@@ -186,18 +216,34 @@ def pretrain_encoder(
     device = next(encoder.parameters()).device
     scale_module.to(device)
     tokens = text_encoder.tokenize(list(texts))  # input_ids / attention_mask [N, T]
-    params = [p for m in (encoder, text_encoder, scale_module) for p in m.parameters() if p.requires_grad]
+    use_text = contrastive_weight > 0
+    head, pos_weight = None, None
+    if label_weight > 0:
+        head = (label_head or TokenLabelHead(encoder.token_dim, labels.shape[1])).to(device)
+        pos_weight = positive_weights(labels, power=pos_weight_power).to(device)  # [L]
+    modules = [encoder, text_encoder, scale_module] if use_text else [encoder]
+    modules += [head] if head is not None else []
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20) if warmup is None else warmup
 
     encoder.train()
     text_encoder.train()
-    history: dict = {"step": [], "loss": []}
+    if head is not None:
+        head.train()
+    history: dict = {"step": [], "loss": [], "loss_contrastive": [], "loss_labels": []}
     order = torch.randperm(n, generator=generator)
     cursor = 0
+    trained = nn.ModuleDict({"encoder": encoder, "text": text_encoder, "scale": scale_module,
+                             **({"head": head} if head is not None else {})})
+    first = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        first, order, cursor, history = _load_state(checkpoint, trained, optimizer, generator)
     start = time.perf_counter()
     bar = _progress(steps) if progress else None
-    for step in range(steps):
+    if bar is not None:
+        bar.update(first)
+    for step in range(first, steps):
         if cursor + batch_size > n:
             order, cursor = torch.randperm(n, generator=generator), 0
         index = order[cursor : cursor + batch_size]
@@ -208,14 +254,26 @@ def pretrain_encoder(
         for group in optimizer.param_groups:
             group["lr"] = _cosine_lr(step, steps, lr, warmup)
 
-        image_embeddings = encoder(images[index].to(device)).embedding  # [b, p]
-        text_embeddings = text_encoder(ids, mask[:, :length])  # [b, p]
-        batch_labels = None
-        if labels is not None:
-            batch_labels = labels[index].to(device)  # [b, L]
-            if signed_labels:
-                batch_labels = 2 * batch_labels - 1
-        loss = medclip_loss(image_embeddings, text_embeddings, scale_module(), batch_labels, batch_labels)
+        out = encoder(random_shift(images[index], shift, generator).to(device))
+        loss = torch.zeros((), device=device)
+        if use_text and step % contrastive_every == 0:
+            text_embeddings = text_encoder(ids, mask[:, :length])  # [b, p]
+            batch_labels = None
+            if labels is not None:
+                batch_labels = labels[index].to(device)  # [b, L]
+                if signed_labels:
+                    batch_labels = 2 * batch_labels - 1
+            contrastive = medclip_loss(out.embedding, text_embeddings, scale_module(), batch_labels, batch_labels)
+            loss = loss + contrastive_weight * contrastive
+            history["loss_contrastive"].append(contrastive.item())
+        else:
+            history["loss_contrastive"].append(None)
+        if head is not None:
+            supervised = label_loss(head, out.tokens, labels[index].to(device), pos_weight)
+            loss = loss + label_weight * supervised
+            history["loss_labels"].append(supervised.item())
+        else:
+            history["loss_labels"].append(None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -227,20 +285,58 @@ def pretrain_encoder(
             bar.update(1)
             if step % log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint is not None and (step + 1) % save_every == 0 and step + 1 < steps:
+            _save_state(checkpoint, trained, optimizer, generator, step + 1, order, cursor, history)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
     encoder.eval()
     text_encoder.eval()
+    if head is not None:
+        head.eval()
     history.update(
         logit_scale=scale_module().item(),
+        label_head=head,
         seconds=seconds,
         images_per_second=steps * batch_size / max(seconds, 1e-9),
     )
     return history
 
 
+def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, step: int, order: torch.Tensor, cursor: int, history: dict) -> None:
+    """Weights *and buffers* (BatchNorm statistics), optimiser, RNGs and data order, one file."""
+    from .checkpoint import optimizer_state, save_weights
+
+    tensors = {f"state.{k}": v.detach().clone() for k, v in trained.state_dict().items()}
+    optim_tensors, groups = optimizer_state(optimizer)
+    tensors.update(optim_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.generator"] = generator.get_state()
+    tensors["order"] = order
+    metadata = {"step": str(step), "cursor": str(cursor), "history": json.dumps(history),
+                "optimizer_groups": groups}
+    save_weights(path, tensors, metadata)
+
+
+def _load_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> tuple[int, torch.Tensor, int, dict]:
+    from ..errors import RunFolderError
+    from .checkpoint import load_optimizer_state, load_weights
+
+    tensors, metadata = load_weights(path)
+    state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+    missing, unexpected = trained.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunFolderError(f"{path} does not match this training run: missing {missing}, unexpected {unexpected}; "
+                             "delete it to start over")
+    load_optimizer_state(optimizer, tensors, metadata["optimizer_groups"])
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.generator"])
+    return int(metadata["step"]), tensors["order"], int(metadata["cursor"]), json.loads(metadata["history"])
+
+
 def _progress(total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="contrastive pretraining", leave=False)
+    return tqdm(total=total, desc="encoder pretraining", leave=False)

@@ -79,3 +79,11 @@ def mix(conversations: list[tuple[str, str]], grounded: list[tuple[str, str]], g
     picked = [grounded[i % len(grounded)] for i in range(want)]
     rng.shuffle(picked)
     return list(conversations) + picked
+
+
+def oracle_prompts(findings: Sequence[Sequence[Any]], n_slots: int, seed: int,
+                   instruction: str = ALIGNMENT_INSTRUCTIONS[0]) -> list[str]:
+    """Prompts whose image slot holds the *true* concept tokens of each case: the reports a
+    perfect encoder + projection would let this LLM write (an upper bound for alignment)."""
+    rng = random.Random(seed)
+    return [xraygpt_prompt(instruction).replace("<ImageHere>", slot_text(case, rng, n_slots)) for case in findings]

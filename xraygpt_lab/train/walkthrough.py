@@ -11,8 +11,7 @@ the synthetic conversations of the stage-1 set (single turns, plus multi-turn ch
 earlier answers must stay consistent with later ones).
 
 Resuming: every finished stage leaves its output in the run folder and is skipped next time; a
-stage interrupted midway continues from its last checkpoint in ``RUN/work/`` (the encoder's
-contrastive pretraining restarts from scratch: ``train.contrastive`` has no checkpoints).
+stage interrupted midway continues from its last checkpoint in ``RUN/work/``.
 """
 from __future__ import annotations
 
@@ -64,12 +63,34 @@ def split_seeds(seed: int) -> dict[str, int]:
     return {"stage1": seed, "stage2": seed + 1000, "eval": seed + 2000}
 
 
-def make_split(n: int, size: int, seed: int) -> SplitData:
-    """Generate ``n`` synthetic cases and preprocess them with the MedCLIP transform."""
-    from ..data.images import preprocess
-    from ..data.synthetic import generate_cases
+def _render(job: tuple[int, int, int]) -> Any:
+    from ..data.synthetic import case_image_id, case_seed, render_case
 
-    cases = list(generate_cases(n, size, seed))
+    seed, index, size = job
+    return render_case(case_seed(seed, index), size, image_id=case_image_id(seed, index))
+
+
+def make_split(n: int, size: int, seed: int, workers: int | None = None) -> SplitData:
+    """Generate ``n`` synthetic cases (the same as ``data.synthetic.generate_cases(n, size, seed)``)
+    in ``workers`` processes (default: every CPU when ``n >= 256``) and preprocess them with the
+    MedCLIP transform."""
+    import multiprocessing
+    import os
+
+    from ..data.images import preprocess
+
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n >= 256 else 1
+    jobs = [(seed, i, size) for i in range(n)]
+    if workers <= 1:
+        cases = [_render(job) for job in jobs]
+    else:
+        import sys
+
+        sys.stdout.flush()  # a forked worker must not inherit (and re-print) buffered output
+        sys.stderr.flush()
+        with multiprocessing.get_context().Pool(workers) as pool:
+            cases = list(pool.imap(_render, jobs, chunksize=max(1, min(64, n // (4 * workers)))))
     return SplitData(
         pixels=torch.stack([preprocess(c.image, size) for c in cases]),
         summaries=[c.summary for c in cases],
@@ -83,11 +104,16 @@ def make_split(n: int, size: int, seed: int) -> SplitData:
 _LATERAL = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Lung Lesion", "Atelectasis", "Fracture")
 
 
-def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
-    """Multi-hot ``[M, L]`` targets for the MedCLIP loss, with left/right split columns."""
+def laterality_columns() -> list[tuple[str, str | None]]:
+    """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
     from ..data.lesions import DRAWABLE
 
-    columns = [(o, s) for o in DRAWABLE for s in (("left", "right") if o in _LATERAL else (None,))]
+    return [(o, s) for o in DRAWABLE for s in (("left", "right") if o in _LATERAL else (None,))]
+
+
+def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
+    """Multi-hot ``[M, L]`` targets for the encoder's losses, with left/right split columns."""
+    columns = laterality_columns()
     out = torch.zeros(len(findings), len(columns))
     for i, case in enumerate(findings):
         for f in case:
@@ -187,16 +213,33 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         encoder = VisionEncoder.from_pretrained(out / "encoder")
         log("[encoder] found in run folder, skipped")
     else:
-        log(f"[encoder] contrastive pretraining, {t['encoder_steps']} steps")
+        log(f"[encoder] pretraining, {t['encoder_steps']} steps (MedCLIP loss × {t.get('encoder_contrastive_weight', 1.0)}"
+            f" + token label loss × {t.get('encoder_label_weight', 0.0)})")
         torch.manual_seed(seed)
         encoder = VisionEncoder(EncoderConfig.tiny(size))
-        text_encoder = TextEncoder.from_corpus(s1.summaries)
+        # BPE training breaks ties in no fixed order, so keep the first tokenizer for a resume
+        text_init = work / "text_encoder_init"
+        if (text_init / "text_encoder.safetensors").is_file():
+            text_encoder = TextEncoder.from_pretrained(text_init)
+        else:
+            text_encoder = TextEncoder.from_corpus(s1.summaries)
+            text_encoder.save_pretrained(text_init)
         h = pretrain_encoder(encoder, text_encoder, s1.pixels, s1.summaries, laterality_labels(s1.findings),
                              steps=t["encoder_steps"], batch_size=t["encoder_batch"], lr=t["encoder_lr"],
-                             seed=seed, progress=progress)
+                             seed=seed, progress=progress,
+                             contrastive_weight=t.get("encoder_contrastive_weight", 1.0),
+                             label_weight=t.get("encoder_label_weight", 0.0), shift=t.get("encoder_shift", 0),
+                             contrastive_every=t.get("encoder_contrastive_every", 1),
+                             checkpoint=work / "encoder.ckpt.safetensors")
         history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
+        for part in ("loss_contrastive", "loss_labels"):
+            for row, v in zip(history["encoder"], h[part]):
+                row[part] = None if v is None else round(v, 5)
         text_encoder.save_pretrained(out / "text_encoder")
-        encoder.save_pretrained(out / "encoder")
+        if h.get("label_head") is not None:  # kept for diagnostics (what the tokens carry)
+            (out / "encoder").mkdir(exist_ok=True)
+            save_weights(out / "encoder" / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
+        encoder.save_pretrained(out / "encoder")  # last: its weights file marks the stage done
         stage_done("encoder", time.perf_counter() - t0)
     encoder = encoder.freeze()
 
@@ -213,8 +256,9 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         log("[llm] found in run folder, skipped")
     else:
         # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
-        examples = mix(llm_examples(s1.conversations, seed),
-                       grounded_examples(s1.findings, s1.summaries, encoder.num_tokens, seed),
+        k = t.get("llm_cases", len(s1.summaries))  # the LLM needs fewer cases than the encoder
+        examples = mix(llm_examples(s1.conversations[:k], seed),
+                       grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed),
                        t.get("llm_grounded_share", 0.0), seed)
         tok_dir = work / "tokenizer"
         if (tok_dir / "tokenizer.json").is_file():
@@ -222,7 +266,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
 
             tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
         else:
-            corpus = [p + a for p, a in examples] + [xraygpt_prompt(q) for q in _instructions()]
+            corpus = list(dict.fromkeys(p + a for p, a in examples)) + [xraygpt_prompt(q) for q in _instructions()]
             tokenizer = train_tokenizer(corpus, vocab_size=prof.llm["vocab_size"])
             tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
             tokenizer.save_pretrained(tok_dir)
@@ -263,6 +307,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     log(f"[eval] {len(ev.summaries)} held-out images (seed {seeds['eval']})")
     metrics = evaluate_model(model, ev.summaries, features=fe, ground_truth=ev.labels,
                              max_new_tokens=t["max_new_tokens"], log=lambda m: log(f"[eval] {m}"))
+    metrics["diagnostics"] = diagnostics(model, out, fe, ev, seed, t["max_new_tokens"])
     timings["eval"] = round(time.perf_counter() - t0, 1)
     metrics["timings_s"] = timings
     metrics["eval_seed"] = seeds["eval"]
@@ -272,6 +317,51 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     if not keep_work:
         shutil.rmtree(work / "features", ignore_errors=True)
     return metrics
+
+
+LABEL_HEAD_FILE = "label_head.safetensors"
+
+
+def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData, seed: int,
+                max_new_tokens: int) -> dict[str, Any]:
+    """Where the gap to the quality bar sits, on the held-out split (ground-truth labels):
+
+    * ``encoder_label_head`` — CE of the encoder's own token label head (``train.label_supervision``)
+      read straight off the frozen tokens: what the tokens carry, an upper bound for a linear map;
+    * ``oracle_concepts`` — the LLM given the *true* concept tokens in its image slot
+      (``train.grounding.oracle_prompts``): what a perfect encoder + projection would reach.
+    """
+    from ..data.findings import RENDERED_OBSERVATIONS
+    from ..eval.metrics import clinical_efficacy
+    from .evaluation import score_reports
+    from .grounding import oracle_prompts
+    from .label_supervision import TokenLabelHead
+
+    result: dict[str, Any] = {}
+    head_path = out / "encoder" / LABEL_HEAD_FILE
+    columns = laterality_columns()
+    if head_path.is_file():
+        head = TokenLabelHead(features.shape[-1], len(columns))
+        head.load_state_dict(load_weights(head_path)[0])
+        with torch.no_grad():
+            positive = (head(features.float()) > 0).tolist()  # [M, L]
+        predicted = []
+        for row in positive:
+            labels = {o: 0 for o in RENDERED_OBSERVATIONS}
+            for (observation, _), on in zip(columns, row):
+                labels[observation] = max(labels[observation], int(on))
+            labels["No Finding"] = int(not any(row))
+            predicted.append(labels)
+        ce = clinical_efficacy(predicted, split.labels, RENDERED_OBSERVATIONS)
+        result["encoder_label_head"] = {"ce_f1_macro": ce["macro_f1"], "per_observation": ce["per_observation"]}
+    prompts = oracle_prompts(split.findings, model.num_image_tokens, seed)
+    reports: list[str] = []
+    for i in range(0, len(prompts), 50):
+        reports += model.generate(prompts[i:i + 50], max_new_tokens=max_new_tokens)
+    scored = score_reports(reports, split.summaries, split.labels, n_boot=0)
+    result["oracle_concepts"] = {"rougeL": scored["rougeL"], "ce_f1_macro": scored["ce_f1_macro"],
+                                 "vs_ground_truth": scored["vs_ground_truth"]["ce_f1_macro"]}
+    return result
 
 
 def _instructions() -> tuple[str, ...]:
