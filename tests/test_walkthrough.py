@@ -180,8 +180,9 @@ def test_ensure_tiny_run_sets_aside_a_run_of_an_older_recipe(tmp_path, monkeypat
 
     monkeypatch.setattr(walkthrough, "run_walkthrough", fake_walkthrough)
     logs: list[str] = []
-    assert ensure_tiny_run(run, log=logs.append) == run
+    assert ensure_tiny_run(run, log=logs.append) == run and trained == []  # an explicit folder is used as is
+    assert ensure_tiny_run(run, log=logs.append, retrain_stale=True) == run
     assert trained == [run] and (run / "metrics.json").read_text() == "new"
     assert (tmp_path / "tiny.previous" / "metrics.json").read_text() == "old"
     assert any("older recipe" in line for line in logs)
-    assert ensure_tiny_run(run, log=logs.append) == run and trained == [run]  # current: reused as is
+    assert ensure_tiny_run(run, log=logs.append, retrain_stale=True) == run and trained == [run]  # current: reused

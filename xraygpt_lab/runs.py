@@ -59,18 +59,23 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
-                    log: Callable[[str], None] = print, progress: bool = False) -> Path:
+                    log: Callable[[str], None] = print, progress: bool = False,
+                    retrain_stale: bool | None = None) -> Path:
     """Return a complete tiny run folder, training it with the walkthrough if missing or incomplete.
 
     A lock file beside the folder (``.<name>.lock``) makes concurrent callers (two notebooks,
     parallel tests) wait for one training instead of training twice. An interrupted training
-    resumes where it stopped.
+    resumes where it stopped. ``retrain_stale`` (default: only for the default folder) moves a run
+    trained with other settings than today's tiny profile to ``<name>.previous`` and trains anew,
+    so notebooks never silently reuse a run of an older recipe; an explicit folder is used as is.
     """
+    if retrain_stale is None:
+        retrain_stale = run_dir is None
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    if not missing_files(run_dir) and not _stale(run_dir, seed):
+    if not missing_files(run_dir) and not (retrain_stale and _stale(run_dir, seed)):
         return run_dir
     with _file_lock(run_dir.parent / f".{run_dir.name}.lock"):
-        if _stale(run_dir, seed):  # trained by an older recipe: keep it aside, train anew
+        if retrain_stale and _stale(run_dir, seed):  # trained by an older recipe: keep it aside, train anew
             import shutil
 
             previous = run_dir.with_name(run_dir.name + ".previous")
