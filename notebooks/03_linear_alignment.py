@@ -216,15 +216,15 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (tiny run, seed 0, 100 held-out images, measured 2026-11-28; yours will differ by
-# a few points): model 0.59 · encoder head 0.72 · oracle 0.84. The gap to 0.90 has three parts:
-# 1. **The encoder** (0.72): small nodules (Lung Lesion 0.27) and 2–3-pixel rib fractures
-#    (0.09) at 128 px are barely in the tokens; atelectasis is half there. Nothing downstream
-#    can add them. What would close it: longer encoder training, a higher resolution.
-# 2. **The projection** (0.72 → 0.59): effusion and edema are in the tokens (0.94, 0.97) but the
-#    linear map into the frozen LLM passes them on less reliably (0.67, 0.73). This is the
-#    part an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.84 even with the true concepts): it sometimes leaves out a fracture or an
-#    atelectasis that its slot names — more (grounded) fine-tuning would close it.
+# a few points): model 0.63 · encoder head 0.70 · oracle 0.87. The gap to 0.90 has three parts:
+# 1. **The encoder** (0.70): small nodules (Lung Lesion 0.00) and 2–3-pixel rib fractures
+#    (0.10) at 128 px are not in the tokens. Nothing downstream can add them. What would close
+#    it: longer encoder training, a higher resolution.
+# 2. **The projection** (0.70 → 0.63): effusion and edema are in the tokens (0.94, 0.94) but the
+#    linear map into the frozen LLM passes them on less reliably (0.82, 0.80). This is the part
+#    an MLP projector or LoRA on the LLM could recover.
+# 3. **The LLM** (0.87 even with the true concepts): it sometimes leaves out a finding that its
+#    slot names — more grounded fine-tuning would close it.
 
 # %% [markdown]
 # ## Honest caveats

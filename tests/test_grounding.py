@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from xraygpt_lab.data.lesions import Finding
-from xraygpt_lab.train.grounding import (BLANK_TOKEN, CONCEPT_TOKENS, concept_token, grounded_examples,
-                                         mix)
+from xraygpt_lab.train.grounding import (BLANK_TOKEN, CONCEPT_TOKENS, concept_token, grounded_conversations,
+                                         grounded_examples, mix, oracle_prompts)
 
 
 def test_concept_tokens_carry_the_side_only_for_lateral_findings():
@@ -39,3 +39,41 @@ def test_mix_reaches_the_requested_share():
         mix(conversations, grounded, 1.0, seed=0)
     with pytest.raises(ValueError, match="summaries"):
         grounded_examples([[]], [], n_slots=4, seed=0)
+
+
+def test_grounded_chats_put_the_slot_in_the_first_question_as_chat_session_does():
+    from xraygpt_lab.models.conversation import xraygpt_conversation
+
+    findings = [[Finding("Pneumothorax", side="left")]]
+    turns = [{"question": "Is there a pneumothorax?", "answer": "Yes, a small left apical pneumothorax."},
+             {"question": "Is there a pleural effusion?", "answer": "No, there is no pleural effusion."},
+             {"question": "Is the heart enlarged?", "answer": "No."}]
+    examples = grounded_conversations(findings, [turns], n_slots=8, seed=0, per_case=50, max_turns=2)
+    assert len(examples) == 50
+    for prompt, target in examples:
+        assert prompt.count("<Img>") == 1 and prompt.index("<Img>") < prompt.index("?")
+        assert "<pneumothorax_left>" in prompt.split("</Img>")[0] and target.endswith("###")
+        assert prompt.startswith("###Patient: <Img>") and prompt.endswith("###Doctor: ")
+        assert prompt.count("###Patient:") <= 2
+    two_turns = next(p for p, _ in examples if p.count("###Patient:") == 2)
+    # the same layout as the chat: replace the slot by <ImageHere> and rebuild it with Conversation
+    first_q = two_turns.split("</Img> ")[1].split(" ###Doctor:")[0]
+    first_a = two_turns.split("###Doctor: ")[1].split(" ###Patient:")[0]
+    second_q = two_turns.split("###Patient: ")[2].split(" ###Doctor:")[0]
+    chat = xraygpt_conversation(system="")
+    chat.append("Patient", f"<Img><ImageHere></Img> {first_q}")
+    chat.append("Doctor", first_a)
+    chat.append("Patient", second_q)
+    chat.append("Doctor", None)
+    slot = two_turns.split("<Img>")[1].split("</Img>")[0]
+    assert chat.get_prompt().replace("<ImageHere>", slot) == two_turns
+    # "Yes" answers are re-weighted: with weight 1 they are a third of the last turns here
+    share = lambda w: sum(t.startswith("Yes") for _, t in grounded_conversations(  # noqa: E731
+        findings, [turns], 8, seed=1, per_case=300, yes_weight=w)) / 300
+    assert share(1.0) < 0.45 < 0.7 < share(10.0)
+
+
+def test_oracle_prompts_hold_the_true_concepts():
+    prompts = oracle_prompts([[Finding("Cardiomegaly")], []], n_slots=4, seed=0)
+    assert "<cardiomegaly>" in prompts[0] and prompts[1].count(BLANK_TOKEN) == 4
+    assert all(p.startswith("###Patient: <Img>") and p.endswith("###Doctor: ") for p in prompts)

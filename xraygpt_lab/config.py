@@ -47,8 +47,11 @@ TINY_TRAIN: dict = {
     "encoder_shift": 4,
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
-    "llm_steps": 500, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
+    # Half of the grounded examples are chats (slot in the first question, 1-2 turns of the case's
+    # conversation; "Yes" answers drawn 10x more often): follow-up questions then read the slot.
+    "llm_steps": 600, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
     "llm_grounded_share": 0.9, "llm_cases": 1000,
+    "llm_grounded_chats": 8, "llm_chat_turns": 2, "llm_chat_yes_weight": 10.0,
     "stage1_steps": 600, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..data.instructions import ALIGNMENT_INSTRUCTIONS
 from ..data.lesions import DRAWABLE
-from ..models.conversation import END_SYM, xraygpt_prompt
+from ..models.conversation import DOCTOR, END_SYM, IMAGE_END, IMAGE_START, PATIENT, xraygpt_prompt
 
 #: Observations whose concept token carries the side (the synthetic world lateralises them).
 LATERAL: tuple[str, ...] = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Lung Lesion",
@@ -79,6 +79,43 @@ def mix(conversations: list[tuple[str, str]], grounded: list[tuple[str, str]], g
     picked = [grounded[i % len(grounded)] for i in range(want)]
     rng.shuffle(picked)
     return list(conversations) + picked
+
+
+def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Sequence[Sequence[dict]],
+                           n_slots: int, seed: int, per_case: int = 8, max_turns: int = 3,
+                           yes_weight: float = 4.0) -> list[tuple[str, str]]:
+    """Grounded *chats*: the concept slot in the first question, then 1–``max_turns`` turns of the
+    case's own conversation; the target is the last answer + ``###``.
+
+    Laid out exactly as ``ChatSession`` prompts the model (``###Patient: <Img>…</Img> q1 ###Doctor:
+    a1 ###Patient: q2 ###Doctor: ``), so that follow-up questions ("Is there a pleural
+    effusion?") are answered from the image slot, not from the words alone. The last question is
+    drawn with weight ``yes_weight`` when its answer starts with "Yes" (1 otherwise): most
+    yes/no answers are "No", and without the re-weighting the LLM learns to say "No" whatever
+    the slot holds.
+    """
+    if len(findings) != len(conversations):
+        raise ValueError(f"{len(findings)} finding lists but {len(conversations)} conversations")
+    if n_slots < 1 or max_turns < 1:
+        raise ValueError(f"n_slots and max_turns must be >= 1, got {n_slots} and {max_turns}")
+    rng = random.Random(seed)
+    out = []
+    for case, turns in zip(findings, conversations):
+        if not turns:
+            continue
+        for _ in range(per_case):
+            weights = [yes_weight if t["answer"].lstrip().lower().startswith("yes") else 1.0 for t in turns]
+            last = rng.choices(range(len(turns)), weights=weights)[0]
+            others = [t for j, t in enumerate(turns) if j != last]
+            chain = rng.sample(others, min(len(others), rng.randint(0, max_turns - 1))) + [turns[last]]
+            prompt = ""
+            for i, turn in enumerate(chain):
+                image = f"{IMAGE_START}{slot_text(case, rng, n_slots)}{IMAGE_END} " if i == 0 else ""
+                prompt += f"{END_SYM}{PATIENT}: {image}{turn['question'].strip()} {END_SYM}{DOCTOR}: "
+                if i < len(chain) - 1:
+                    prompt += f"{turn['answer'].strip()} "
+            out.append((prompt, chain[-1]["answer"].strip() + END_SYM))
+    return out
 
 
 def oracle_prompts(findings: Sequence[Sequence[Any]], n_slots: int, seed: int,

@@ -160,7 +160,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     from .align import AlignmentSet, align_stage
     from .evaluation import evaluate_model
     from .feature_cache import FeatureCache
-    from .grounding import CONCEPT_TOKENS, grounded_examples, mix
+    from .grounding import CONCEPT_TOKENS, grounded_conversations, grounded_examples, mix
     from .llm_finetune import domain_finetune
 
     prof = get_profile(profile)
@@ -257,9 +257,12 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     else:
         # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
         k = t.get("llm_cases", len(s1.summaries))  # the LLM needs fewer cases than the encoder
-        examples = mix(llm_examples(s1.conversations[:k], seed),
-                       grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed),
-                       t.get("llm_grounded_share", 0.0), seed)
+        grounded = grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed)
+        if t.get("llm_grounded_chats", 0):  # follow-up questions answered from the slot too
+            grounded += grounded_conversations(s1.findings[:k], s1.conversations[:k], encoder.num_tokens, seed + 1,
+                                               per_case=t["llm_grounded_chats"], max_turns=t.get("llm_chat_turns", 3),
+                                               yes_weight=t.get("llm_chat_yes_weight", 4.0))
+        examples = mix(llm_examples(s1.conversations[:k], seed), grounded, t.get("llm_grounded_share", 0.0), seed)
         tok_dir = work / "tokenizer"
         if (tok_dir / "tokenizer.json").is_file():
             from transformers import PreTrainedTokenizerFast
