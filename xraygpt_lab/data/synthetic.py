@@ -340,12 +340,42 @@ def generate_cases(n: int, size: int = 128, seed: int = 0,
                    config: WorldConfig | None = None) -> Iterator[SyntheticCase]:
     """Yield ``n`` cases; case ``i`` is ``render_case(case_seed(seed, i), ...)`` with id
     ``case_image_id(seed, i)``, so any single case can be regenerated on its own."""
+    n, seed = _check_n(n), _check_seed(seed)
+    config = config or WorldConfig()
+    for i in range(n):
+        yield render_case(case_seed(seed, i), size, config, image_id=case_image_id(seed, i))
+
+
+def _check_n(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a whole number >= 1, got {n!r}")
-    seed = _check_seed(seed)
-    config = config or WorldConfig()
-    for i in range(int(n)):
-        yield render_case(case_seed(seed, i), size, config, image_id=case_image_id(seed, i))
+    return int(n)
+
+
+def _render_indexed(job: tuple[int, int, int, WorldConfig]) -> SyntheticCase:
+    seed, index, size, config = job
+    return render_case(case_seed(seed, index), size, config, image_id=case_image_id(seed, index))
+
+
+def render_cases(n: int, size: int = 128, seed: int = 0, config: WorldConfig | None = None,
+                 workers: int | None = None) -> list[SyntheticCase]:
+    """The cases of ``generate_cases(n, size, seed, config)`` as a list, rendered in ``workers``
+    processes (default: every CPU when ``n >= 256``; each case has its own seed, so the result is
+    the same for any number of workers)."""
+    import multiprocessing
+    import os
+    import sys
+
+    n, seed = _check_n(n), _check_seed(seed)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n >= 256 else 1
+    if workers <= 1:
+        return list(generate_cases(n, size, seed, config))
+    jobs = [(seed, i, size, config or WorldConfig()) for i in range(n)]
+    sys.stdout.flush()  # a forked worker must not inherit (and re-print) buffered output
+    sys.stderr.flush()
+    with multiprocessing.get_context().Pool(workers) as pool:
+        return list(pool.imap(_render_indexed, jobs, chunksize=max(1, min(64, n // (4 * workers)))))
 
 
 def toggle_finding(case: SyntheticCase, observation: str, finding: Finding | None = None,

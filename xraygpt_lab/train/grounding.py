@@ -36,10 +36,14 @@ def concept_token(observation: str, side: str | None = None) -> str:
     return f"<{name}_{side}>" if observation in LATERAL and side in ("left", "right") else f"<{name}>"
 
 
+def concept_columns() -> list[tuple[str, str | None]]:
+    """``(observation, side)`` of every concept: lateral findings split by side (side None: not split).
+    The encoder's label columns (``train.walkthrough.laterality_labels``) use the same list."""
+    return [(o, s) for o in DRAWABLE for s in (("left", "right") if o in LATERAL else (None,))]
+
+
 #: Every concept token, plus the filler: add them to the tokenizer as special tokens.
-CONCEPT_TOKENS: tuple[str, ...] = tuple(
-    concept_token(o, s) for o in DRAWABLE for s in (("left", "right") if o in LATERAL else (None,))
-) + (BLANK_TOKEN,)
+CONCEPT_TOKENS: tuple[str, ...] = tuple(concept_token(o, s) for o, s in concept_columns()) + (BLANK_TOKEN,)
 
 
 def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int) -> str:

@@ -63,34 +63,13 @@ def split_seeds(seed: int) -> dict[str, int]:
     return {"stage1": seed, "stage2": seed + 1000, "eval": seed + 2000}
 
 
-def _render(job: tuple[int, int, int]) -> Any:
-    from ..data.synthetic import case_image_id, case_seed, render_case
-
-    seed, index, size = job
-    return render_case(case_seed(seed, index), size, image_id=case_image_id(seed, index))
-
-
 def make_split(n: int, size: int, seed: int, workers: int | None = None) -> SplitData:
-    """Generate ``n`` synthetic cases (the same as ``data.synthetic.generate_cases(n, size, seed)``)
-    in ``workers`` processes (default: every CPU when ``n >= 256``) and preprocess them with the
-    MedCLIP transform."""
-    import multiprocessing
-    import os
-
+    """Generate ``n`` synthetic cases (``data.synthetic.render_cases``, in ``workers`` processes)
+    and preprocess them with the MedCLIP transform."""
     from ..data.images import preprocess
+    from ..data.synthetic import render_cases
 
-    if workers is None:
-        workers = (os.cpu_count() or 1) if n >= 256 else 1
-    jobs = [(seed, i, size) for i in range(n)]
-    if workers <= 1:
-        cases = [_render(job) for job in jobs]
-    else:
-        import sys
-
-        sys.stdout.flush()  # a forked worker must not inherit (and re-print) buffered output
-        sys.stderr.flush()
-        with multiprocessing.get_context().Pool(workers) as pool:
-            cases = list(pool.imap(_render, jobs, chunksize=max(1, min(64, n // (4 * workers)))))
+    cases = render_cases(n, size, seed, workers=workers)
     return SplitData(
         pixels=torch.stack([preprocess(c.image, size) for c in cases]),
         summaries=[c.summary for c in cases],
@@ -100,15 +79,13 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None) -> Spli
     )
 
 
-#: Observations whose side is part of the contrastive label (left and right are separate columns).
-_LATERAL = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Lung Lesion", "Atelectasis", "Fracture")
 
 
 def laterality_columns() -> list[tuple[str, str | None]]:
     """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
-    from ..data.lesions import DRAWABLE
+    from .grounding import concept_columns
 
-    return [(o, s) for o in DRAWABLE for s in (("left", "right") if o in _LATERAL else (None,))]
+    return concept_columns()
 
 
 def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
