@@ -83,14 +83,16 @@ print("patch embedding ✓", tuple(ours.shape), "grid", grid)
 # thousand images: our tiny Swin learned the big findings with it but missed devices,
 # atelectasis and nodules in the walkthrough's budget. Following Xiao et al. 2021 ("Early
 # convolutions help transformers see better"), `EncoderConfig.tiny()` puts three stride-2
-# 3 × 3 convolutions (with BatchNorm and GELU) where the patchify convolution was — same
-# 16 × 16 grid, same width — and adds a learned position embedding per patch. The rest of
+# 3 × 3 convolutions, each followed by an unstrided one (`stem_depth=2`; all with BatchNorm and
+# GELU), where the patchify convolution was — same 16 × 16 grid, same width — and adds a learned
+# position embedding per patch. The second convolution per scale is what lets it see nodules and
+# rib fractures, a few pixels each (measured in `models/conv_stem.py`). The rest of
 # `SwinModel` is untouched, and the `full` profile keeps MedCLIP's layout so its weights load.
 
 # %%
 tiny_encoder = VisionEncoder(config).eval()
 embeddings = tiny_encoder.backbone.embeddings
-stem = embeddings.patch_embeddings.projection  # ConvStem: 128 → 64 → 32 → 16 px grid
+stem = embeddings.patch_embeddings.projection  # ConvStem: 128 → 64 → 32 → 16 px grid, 2 convs per scale
 print(stem)
 ours = embeddings.norm(stem(x).flatten(2).transpose(1, 2)) + embeddings.position_embeddings  # [2, 256, 32]
 assert torch.allclose(ours, embeddings(x)[0], atol=1e-6)
@@ -232,7 +234,11 @@ assert torch.allclose(out.pooled, swin(images[:2]).pooler_output, atol=1e-6)
 # The tiny profile adds a second, token-level loss (`train/label_supervision.py`): a linear head
 # on *every* token, pooled by a smooth maximum (log-sum-exp, multiple-instance learning), with
 # binary cross-entropy against the same labels. MedCLIP's loss only shapes the pooled embedding;
-# XrayGPT's linear layer reads the tokens, so each token should say what it sees.
+# XrayGPT's linear layer reads the tokens, so each token should say what it sees. Because the
+# synthetic world knows *where* each finding is, the walkthrough also trains that head on every
+# token against the finding masks (`token_targets`, `dense_label_loss`; `dense_weight=1` in
+# `pretrain_encoder`): a token then fires for the findings inside its own 32 × 32-pixel cell,
+# which the linear alignment and the attribution maps of notebook 05 both rely on.
 
 # %%
 from xraygpt_lab.models.text_encoder import TextEncoder
@@ -265,8 +271,8 @@ ax.set(xlabel="step", ylabel="loss")
 plt.show()
 
 # %% [markdown]
-# A minute of training is a demonstration. The walkthrough trains this recipe for 1,200 steps on
-# 3,000 studies (about 3 minutes; `xraygpt-lab walkthrough`); from here on we use that encoder
+# A minute of training is a demonstration. The walkthrough trains this recipe (plus the per-token
+# loss) for 1,200 steps on 3,000 studies (about 3 minutes; `xraygpt-lab walkthrough`); from here on we use that encoder
 # and its text encoder (the tiny run is trained first if it is absent).
 
 # %%

@@ -216,15 +216,64 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (tiny run, seed 0, 100 held-out images, measured 2026-11-28; yours will differ by
-# a few points): model 0.63 · encoder head 0.70 · oracle 0.87. The gap to 0.90 has three parts:
-# 1. **The encoder** (0.70): small nodules (Lung Lesion 0.00) and 2–3-pixel rib fractures
-#    (0.10) at 128 px are not in the tokens. Nothing downstream can add them. What would close
-#    it: longer encoder training, a higher resolution.
-# 2. **The projection** (0.70 → 0.63): effusion and edema are in the tokens (0.94, 0.94) but the
-#    linear map into the frozen LLM passes them on less reliably (0.82, 0.80). This is the part
-#    an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.87 even with the true concepts): it sometimes leaves out a finding that its
-#    slot names — more grounded fine-tuning would close it.
+# a few points): model 0.73 · encoder head 0.80 · oracle 0.87. The gap to 0.90 has three parts:
+# 1. **The encoder** (0.80): rib fractures (a 2–3 px step, F1 ≈ 0.1) and small nodules (≈ 0.4)
+#    are barely in the tokens after the walkthrough's 1,200 steps. Nothing downstream can add
+#    them.
+# 2. **The projection** (0.80 → 0.73): consolidation and atelectasis are in the tokens (≈ 0.9)
+#    but the linear map into the frozen LLM passes them on less reliably (≈ 0.7). This is the
+#    part an MLP projector or LoRA on the LLM could recover.
+# 3. **The LLM** (0.87 even with the true concepts): it sometimes leaves out one finding of
+#    several that its slot names.
+#
+# ## 8. What closes it? The same recipe, trained longer
+# Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
+# walkthrough gives the encoder and the LLM a few minutes each. `xraygpt-lab walkthrough --long`
+# runs the identical recipe — XrayGPT's frozen alignment, one linear layer — with twice the
+# data, 4 × the encoder steps and 6 × the LLM steps (`config.TINY_LONG_OVERRIDES`, about 36
+# minutes on 2 cores). If you have trained it into `runs/tiny-long`, the cell below compares it
+# with your run; otherwise it prints what we measured.
+
+# %%
+long_dir = run_dir.parent / "tiny-long"
+if (long_dir / "metrics.json").is_file():
+    long_m = json.loads((long_dir / "metrics.json").read_text())
+    source = f"measured here ({long_dir})"
+else:
+    long_m = None
+    source = "not trained here: `xraygpt-lab walkthrough --long --out runs/tiny-long`"
+print(f"{'(CE macro-F1 vs ground truth)':<32}{'this run':>10}{'--long':>10}")
+
+
+def ce_parts(m):
+    d = m.get("diagnostics", {})
+    return (m["vs_ground_truth"]["ce_f1_macro"], d.get("encoder_label_head", {}).get("ce_f1_macro", float("nan")),
+            d.get("oracle_concepts", {}).get("vs_ground_truth", float("nan")))
+
+
+ours = ce_parts(metrics)
+theirs = ce_parts(long_m) if long_m else (float("nan"),) * 3
+for label, a, b in zip(("model", "encoder head", "oracle (true concepts)"), ours, theirs):
+    print(f"{label:<32}{a:>10.2f}{b:>10.2f}")
+print("--long:", source)
+
+# %% [markdown]
+# **Measured** (2026-11-28, seed 0, CE macro-F1 vs ground truth):
+#
+# | | default (6 min) | `--long` (36 min) |
+# |---|---|---|
+# | model, walkthrough's held-out seed (100 images) | 0.73 | **0.92** |
+# | model, another unseen seed (777777, 150 images) | 0.70 | **0.91** |
+# | encoder head · oracle | 0.80 · 0.87 | 0.93 · 0.96 |
+# | ROUGE-L · image-blind CE | 0.64 · 0.04 | 0.69 · 0.05 |
+# | Lung Lesion · Fracture (model) | 0.46 · 0.00 | 1.00 · 0.71 |
+#
+# The XrayGPT recipe — frozen encoder, frozen LLM, one linear layer — reaches the project's bar
+# (CE ≥ 0.90) once its parts are trained enough; the 6-minute default is limited by training
+# budget, not by the design. Both upper bounds rose with it (encoder head 0.80 → 0.93, oracle
+# 0.87 → 0.96), and the model now sits just below them: the projection passes on nearly all the
+# tokens carry. An MLP projector or LoRA were therefore not needed to close this gap. The
+# default stays the 6-minute recipe, so that a workshop can train it live.
 
 # %% [markdown]
 # ## Honest caveats

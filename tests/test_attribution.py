@@ -147,6 +147,30 @@ def test_integrated_gradients_is_complete(model, pixels) -> None:
     assert "black" in result.baseline and "64 steps" in result.baseline
 
 
+def test_ig_over_several_baselines_is_the_mean_of_each_and_smoothing_blurs_the_map(model, pixels) -> None:
+    """A list of baselines averages IG over them (so completeness holds against the mean baseline
+    score); ``smooth`` is a Gaussian on the final map that keeps its total."""
+    from scipy.ndimage import gaussian_filter
+
+    target = phrase_target(model, "pleural effusion", ANSWER)
+    both = explain(target, pixels[:1], "ig", baseline=["blur", "black"], n_steps=16)
+    blur = explain(target, pixels[:1], "ig", baseline="blur", n_steps=16)
+    black = explain(target, pixels[:1], "ig", baseline="black", n_steps=16)
+    np.testing.assert_allclose(both.map, (blur.map + black.map) / 2, rtol=1e-4, atol=1e-7)
+    assert "average over 2 baselines" in both.baseline
+    smoothed = explain(target, pixels[:1], "ig", baseline=["blur", "black"], n_steps=16, smooth=2.0)
+    np.testing.assert_allclose(smoothed.map, gaussian_filter(both.map, 2.0, mode="mirror", truncate=3.0),
+                               rtol=1e-3, atol=1e-6)
+    assert abs(smoothed.map.sum() - both.map.sum()) < 0.05 * np.abs(both.map).sum()
+    assert "smoothed" in smoothed.resolution
+    with pytest.raises(ValueError, match="'ig' only"):
+        attribute(target, pixels[:1], "occlusion", baseline=["blur", "black"])
+    with pytest.raises(ValueError, match="must not be empty"):
+        attribute(target, pixels[:1], "ig", baseline=[])
+    with pytest.raises(ValueError, match="smooth"):
+        attribute(target, pixels[:1], "saliency", smooth=-1.0)
+
+
 def test_internal_batch_size_does_not_change_the_result(model, pixels) -> None:
     target = phrase_target(model, "pleural effusion", ANSWER)
     whole = attribute(target, pixels, "ig", n_steps=8)

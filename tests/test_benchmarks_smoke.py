@@ -83,3 +83,15 @@ def test_walkthrough_timer_times_a_command_and_reports_failures(tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(ValueError, match="not empty"):
         bench.run(out=str(tmp_path / "full"))
+
+
+def test_chat_yes_no_reads_answers_and_scores_both_classes():
+    bench = load("chat_yes_no")
+    assert bench.answer_is_yes("Yes. A large left pleural effusion is present.", "Pleural Effusion")
+    assert not bench.answer_is_yes("No, there is no pleural effusion.", "Pleural Effusion")
+    assert bench.answer_is_yes("A small right pneumothorax is present.", "Pneumothorax")  # labeler decides
+    assert not bench.answer_is_yes("The lungs are clear.", "Pneumothorax")
+    rows = [{"truth": True, "yes": True}, {"truth": True, "yes": False}, {"truth": False, "yes": False}]
+    assert bench.rates(rows) == {"n_pos": 2, "n_neg": 1, "sensitivity": 0.5, "specificity": 1.0,
+                                 "balanced_accuracy": 0.75}
+    assert bench.rates(rows[:2])["specificity"] is None  # no negatives: no rate, not NaN

@@ -152,3 +152,23 @@ def test_explain_peak_lands_on_a_visible_effusion_in_input_coordinates(tmp_path,
     if not hit:  # known gap (issue 5, NOTES.md): IG with a blurred baseline rarely credits an effusion
         pytest.xfail(f"peak {peak} missed the effusion although the phrase gains {gain:.3f} nats from it "
                      "(a blurred baseline keeps a large smooth opacity; see NOTES.md)")
+
+
+def test_ig_defaults_to_two_baselines_and_a_smoothed_map_and_rejects_bad_settings(run_dir, image_path, tmp_path,
+                                                                                 capsys) -> None:
+    base = ["explain", "--run", str(run_dir), str(image_path), "--phrase", "left pleural effusion",
+            "--answer", ANSWER, "--steps", "2", "--out", str(tmp_path / "o.png")]
+    status, stdout, stderr = run_cli(base, capsys)
+    assert status == 0, stderr
+    result = json.loads(stdout)
+    assert "average over 2 baselines" in result["baseline"] and "blurred" in result["baseline"]
+    status, stdout, stderr = run_cli(base + ["--baseline", "mean", "--smooth", "0"], capsys)
+    assert status == 0 and "average" not in json.loads(stdout)["baseline"]
+    status, _, stderr = run_cli(base + ["--method", "occlusion", "--baseline", "blur+black"], capsys)
+    _one_line_error(status, stderr, "--method ig only")
+    status, _, stderr = run_cli(base + ["--method", "attention", "--smooth", "1"], capsys)
+    _one_line_error(status, stderr, "--smooth")
+    for flag, value, needle in (("--baseline", "blur+sky", "unknown baseline"), ("--smooth", "-1", ">= 0")):
+        with pytest.raises(SystemExit) as exc:
+            main(base + [flag, value])
+        _one_line_error(exc.value.code, capsys.readouterr().err, needle)

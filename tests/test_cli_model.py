@@ -83,3 +83,32 @@ def test_unreadable_image_is_a_one_line_error(run_dir, tmp_path, capsys):
     bad.write_bytes(b"not a png")
     assert main(["describe", "--run", str(run_dir), str(bad)]) == 2
     assert capsys.readouterr().err.startswith("xraygpt-lab: error:")
+
+
+def test_walkthrough_set_overrides_training_settings_and_rejects_bad_ones(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [a for key, value in TOY.items() for a in ("--set", f"{key}={value}")]
+    assert main(["walkthrough", "--out", str(out), "--seed", "2", "--quiet", *args]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert all(train[key] == value for key, value in TOY.items())
+    assert (out / "metrics.json").is_file()
+    for bad, message in (("encoder_step=5", "unknown training setting 'encoder_step'"),
+                         ("encoder_steps=1.5", "encoder_steps takes an integer"),
+                         ("encoder_lr=fast", "encoder_lr takes a number"),
+                         ("encoder_steps", "expected KEY=VALUE")):
+        with pytest.raises(SystemExit):
+            main(["walkthrough", "--out", str(tmp_path / "bad"), "--set", bad])
+        assert message in capsys.readouterr().err
+
+
+def test_walkthrough_long_preset_merges_under_explicit_settings():
+    from argparse import Namespace
+
+    from xraygpt_lab.cli.walkthrough import _overrides
+    from xraygpt_lab.config import TINY_LONG_OVERRIDES, TINY_TRAIN
+
+    assert _overrides(Namespace(long=False, overrides=[])) is None
+    merged = _overrides(Namespace(long=True, overrides=[("llm_steps", 5)]))
+    assert merged == {**TINY_LONG_OVERRIDES, "llm_steps": 5}
+    assert set(TINY_LONG_OVERRIDES) <= set(TINY_TRAIN)
+    assert all(TINY_LONG_OVERRIDES[k] > TINY_TRAIN[k] for k in TINY_LONG_OVERRIDES)  # longer, never shorter

@@ -321,3 +321,67 @@ def test_label_loss_needs_labels_and_sane_weights() -> None:
     with pytest.raises(ValueError, match="not both 0"):
         pretrain_encoder(encoder, text, images, REPORTS, torch.zeros(4, 2), steps=1, batch_size=2, lr=1e-3, seed=0,
                          contrastive_weight=0.0)
+
+
+def test_token_targets_mark_the_cells_a_finding_covers_in_its_side_column() -> None:
+    """A right-sided nodule turns on the right-lesion column in the token cells its mask touches,
+    and nothing else; the patient's right is the image's left half."""
+    from xraygpt_lab.train.grounding import concept_columns
+    from xraygpt_lab.train.label_supervision import token_targets
+
+    columns = concept_columns()
+    case = render_case(3, 128, findings=[Finding("Lung Lesion", side="right")])
+    targets = token_targets(case.masks, case.findings, columns, (4, 4))  # [16, L]
+    j = columns.index(("Lung Lesion", "right"))
+    mask = case.masks["Lung Lesion"]
+    rows, cols = mask.nonzero()
+    expected = {(r // 32) * 4 + c // 32 for r, c in zip(rows, cols)}
+    assert set(targets[:, j].nonzero().flatten().tolist()) == expected
+    assert targets.sum() == len(expected)  # no other column, no other cell
+    assert all(k % 4 < 2 for k in expected)  # image-left half = patient's right
+    with pytest.raises(ValueError, match="token grid"):
+        token_targets(case.masks, case.findings, columns, (5, 5))
+
+
+def test_dense_loss_needs_matching_token_targets_and_trains_the_token_logits() -> None:
+    """``dense_weight`` validates its targets; with them, the per-token loss falls and the tokens
+    of a cell that holds a bright square learn to fire there rather than elsewhere."""
+    from xraygpt_lab.train.label_supervision import TokenLabelHead, dense_label_loss
+
+    encoder, text = _tiny_pair()
+    images = torch.rand(4, 1, 32, 32)
+    labels = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="token_labels"):
+        pretrain_encoder(encoder, text, images, REPORTS, labels, steps=1, batch_size=2, lr=1e-3, seed=0,
+                         label_weight=1.0, dense_weight=1.0)
+    with pytest.raises(ValueError, match="label_weight"):
+        pretrain_encoder(encoder, text, images, REPORTS, labels, steps=1, batch_size=2, lr=1e-3, seed=0,
+                         dense_weight=1.0, token_labels=torch.zeros(4, 16, 2))
+    head = TokenLabelHead(4, 2)
+    with pytest.raises(ValueError, match="do not match"):
+        dense_label_loss(head, torch.zeros(2, 16, 4), torch.zeros(2, 9, 2))
+
+    with pytest.raises(ValueError, match="tokens"):
+        pretrain_encoder(encoder, text, images, REPORTS, labels, steps=1, batch_size=2, lr=1e-3, seed=0,
+                         label_weight=1.0, dense_weight=1.0, token_labels=torch.zeros(4, 9, 2))
+
+    # a bright 6×6 square inside one of the 2 × 2 token cells of a 32 px image
+    generator = torch.Generator().manual_seed(0)
+    n = 64
+    cell = torch.randint(0, 4, (n,), generator=generator)
+    images = 0.1 * torch.rand(n, 1, 32, 32, generator=generator)
+    token_labels = torch.zeros(n, 4, 1)
+    for i, k in enumerate(cell.tolist()):
+        r, c = divmod(k, 2)
+        images[i, 0, 16 * r + 5:16 * r + 11, 16 * c + 5:16 * c + 11] += 0.8
+        token_labels[i, k, 0] = 1.0
+    labels = torch.ones(n, 1)
+    encoder, text = _tiny_pair()
+    history = pretrain_encoder(encoder, text, images, (REPORTS * 16)[:n], labels, steps=120, batch_size=16, lr=3e-3,
+                               seed=0, progress=False, contrastive_weight=0.0, label_weight=1.0, dense_weight=1.0,
+                               token_labels=token_labels)
+    losses = history["loss_labels"]
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    with torch.no_grad():
+        logits = history["label_head"].token_logits(encoder.encode_tokens(images))[..., 0]  # [n, 4]
+    assert (logits.argmax(1) == cell).float().mean() > 0.9

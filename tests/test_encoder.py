@@ -120,6 +120,7 @@ def test_config_dict_roundtrip_and_bad_keys() -> None:
         (dict(depths=[1, 1], num_heads=[1]), "equal length"),
         (dict(image_size=30), "multiple of patch_size"),
         (dict(num_heads=[3, 2]), "divisible"),
+        (dict(stem="conv", stem_depth=0), "stem_depth"),
     ],
 )
 def test_bad_configs_raise_value_error(overrides, message) -> None:
@@ -141,3 +142,22 @@ def test_freeze_stops_gradients() -> None:
     encoder = VisionEncoder(small_config()).freeze()
     assert not encoder.training
     assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_conv_stem_depth_adds_unstrided_convolutions_on_the_same_grid() -> None:
+    """``stem_depth=2`` (the tiny profile) puts a stride-1 3×3 conv after each stride-2 one; the
+    token grid and width stay those of Swin's patch embedding."""
+    from torch import nn
+
+    from xraygpt_lab.models.conv_stem import ConvStem
+
+    shallow, deep = ConvStem(1, 8, 8, width=4, depth=1), ConvStem(1, 8, 8, width=4, depth=2)
+    strides = [m.stride[0] for m in deep.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert strides == [2, 1, 2, 1, 2, 1]
+    x = torch.randn(2, 1, 32, 32)
+    assert shallow(x).shape == deep(x).shape == (2, 8, 4, 4)
+    assert EncoderConfig.tiny().stem_depth == 2
+    with pytest.raises(ValueError, match="depth"):
+        ConvStem(1, 8, 8, depth=0)
+    # a folder written before stem_depth existed loads as depth 1
+    assert EncoderConfig.from_dict({k: v for k, v in EncoderConfig.tiny().to_dict().items() if k != "stem_depth"}).stem_depth == 1

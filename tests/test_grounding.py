@@ -77,3 +77,32 @@ def test_oracle_prompts_hold_the_true_concepts():
     prompts = oracle_prompts([[Finding("Cardiomegaly")], []], n_slots=4, seed=0)
     assert "<cardiomegaly>" in prompts[0] and prompts[1].count(BLANK_TOKEN) == 4
     assert all(p.startswith("###Patient: <Img>") and p.endswith("###Doctor: ") for p in prompts)
+
+
+def test_spatial_slot_puts_each_concept_where_its_region_is() -> None:
+    """With a layout, slot k names the finding that covers token cell k; a cell covered twice gets
+    one of the two; a finding that covers no cell still appears once; other slots are blank."""
+    import random
+
+    from xraygpt_lab.data.lesions import Finding
+    from xraygpt_lab.train.grounding import BLANK_TOKEN, concept_columns, concept_token, slot_text
+
+    columns = concept_columns()
+    effusion, cardio = columns.index(("Pleural Effusion", "left")), columns.index(("Cardiomegaly", None))
+    layout = [[0.0] * len(columns) for _ in range(4)]
+    layout[1][effusion] = 1.0
+    layout[2][effusion] = layout[2][cardio] = 1.0
+    findings = [Finding("Pleural Effusion", side="left"), Finding("Cardiomegaly"), Finding("Fracture", side="right")]
+    seen = set()
+    for seed in range(20):
+        slots = slot_text(findings, random.Random(seed), 4, layout).replace("><", ">\n<").split("\n")
+        assert len(slots) == 4
+        assert slots[1] == concept_token("Pleural Effusion", "left")
+        assert slots[2] in (concept_token("Pleural Effusion", "left"), concept_token("Cardiomegaly"))
+        seen.add(slots[2])
+        assert {s for s in slots if s != BLANK_TOKEN} == {concept_token(f.observation, f.side) for f in findings}
+        assert slots[0] in (BLANK_TOKEN, concept_token("Fracture", "right"), concept_token("Cardiomegaly"))
+    assert len(seen) == 2
+    with pytest.raises(ValueError, match="layout"):
+        slot_text(findings, random.Random(0), 5, layout)
+

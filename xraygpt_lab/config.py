@@ -41,22 +41,29 @@ TINY_TRAIN: dict = {
     "n_stage1": 3000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
     "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
     "n_eval": 100,  # held-out set, a third seed
-    # MedCLIP loss + the token-level label loss (train/label_supervision.py); ±4 px shifts
+    # MedCLIP loss + the token-level label loss (train/label_supervision.py: pooled MIL + per-token
+    # targets from the finding masks); ±4 px shifts
     "encoder_steps": 1200, "encoder_batch": 32, "encoder_lr": 1e-3,
-    "encoder_contrastive_weight": 1.0, "encoder_contrastive_every": 2, "encoder_label_weight": 1.0,
-    "encoder_shift": 4,
+    "encoder_contrastive_weight": 1.0, "encoder_contrastive_every": 4, "encoder_label_weight": 1.0,
+    "encoder_dense_weight": 1.0, "encoder_shift": 4,
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
     # Half of the grounded examples are chats (slot in the first question, 1-2 turns of the case's
     # conversation; "Yes" answers drawn 10x more often): follow-up questions then read the slot.
     "llm_steps": 600, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
     "llm_grounded_share": 0.9, "llm_cases": 1000,
-    "llm_grounded_chats": 8, "llm_chat_turns": 2, "llm_chat_yes_weight": 10.0,
+    "llm_grounded_chats": 8, "llm_chat_turns": 2, "llm_chat_yes_weight": 10.0, "llm_spatial_slots": False,
     "stage1_steps": 600, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
     "stage2_warmup_lr": 1e-5, "stage2_warmup": 5,
     "max_new_tokens": 140,
+}
+#: ``walkthrough --long``: the tiny recipe trained longer (about 25-40 min on 2 cores instead of
+#: ~6). Same models, same frozen XrayGPT alignment; only data and steps grow. It measures how much
+#: of the gap to the quality bar is training budget (notebook 03, section 7; NOTES.md).
+TINY_LONG_OVERRIDES: dict = {
+    "n_stage1": 6000, "encoder_steps": 4800, "llm_steps": 3600, "llm_cases": 3000, "stage1_steps": 1200,
 }
 #: Full profile: XrayGPT's own numbers (arXiv 2306.07971, Sec. 4.1; see ``train.schedule``).
 FULL_TRAIN: dict = {

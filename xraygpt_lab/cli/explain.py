@@ -16,12 +16,22 @@ import argparse
 import json
 from pathlib import Path
 
-from xraygpt_lab.cli._common import positive_int
+from xraygpt_lab.cli._common import non_negative_float, positive_int
 
 #: Kept equal to ``interpret.attribution.ALL_METHODS`` (not imported: --help stays fast).
 METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
            "rollout", "grad_rollout")
 BASELINES = ("blur", "black", "mean")
+
+
+def _baseline(text: str) -> tuple[str, ...]:
+    """``blur``, ``black``, ``mean`` or several joined by ``+`` (IG averages over them)."""
+    names = tuple(part.strip() for part in text.split("+"))
+    bad = [n for n in names if n not in BASELINES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown baseline {text!r}; use {', '.join(BASELINES)} or several "
+                                         "joined by + (e.g. blur+black)")
+    return names
 
 
 def _phrase(text: str) -> str:
@@ -41,8 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--phrase", type=_phrase, required=True, help='text to explain, e.g. "left pleural effusion"')
     p.add_argument("--method", choices=METHODS, default="ig", help="attribution method (default ig)")
     p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
-    p.add_argument("--baseline", choices=BASELINES, default="blur",
-                   help="what 'absent' means for ig / occlusion / layer_ig (default blur)")
+    p.add_argument("--baseline", type=_baseline, default=None,
+                   help="what 'absent' means for ig / occlusion / layer_ig: blur, black, mean, or for ig several "
+                        "joined by + to average over them (default: blur+black for ig, blur otherwise)")
+    p.add_argument("--smooth", type=non_negative_float, default=None,
+                   help="Gaussian σ in px applied to the map (default: 2 for ig at the model's resolution, 0 otherwise)")
     p.add_argument("--steps", type=positive_int, default=32, help="integration steps for ig / layer_ig (default 32)")
     p.add_argument("--prompt", default=None, help="instruction (default: describe the x-ray in detail)")
     p.add_argument("--answer", default=None, help="teacher-forced answer containing the phrase (default: generate)")
@@ -90,8 +103,16 @@ def run(args: argparse.Namespace) -> int:
     in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
     target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     kwargs = {}
+    baseline = args.baseline or (("blur", "black") if args.method == "ig" else ("blur",))
+    if len(baseline) > 1 and args.method != "ig":
+        raise ValueError(f"several baselines ({'+'.join(baseline)}) are averaged by --method ig only")
     if args.method in ("ig", "occlusion", "layer_ig"):
-        kwargs["baseline"] = args.baseline
+        kwargs["baseline"] = list(baseline) if len(baseline) > 1 else baseline[0]
+    smooth = args.smooth if args.smooth is not None else (2.0 if args.method == "ig" else 0.0)
+    if smooth > 0:
+        if args.method in ("attention", "rollout", "grad_rollout"):
+            raise ValueError(f"--smooth applies to the attribution methods, not to {args.method!r}")
+        kwargs["smooth"] = smooth
     if args.method in ("ig", "layer_ig"):
         kwargs["n_steps"] = args.steps
     torch.manual_seed(0)  # SmoothGrad / GradientShap noise

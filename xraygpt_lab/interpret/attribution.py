@@ -22,7 +22,14 @@ Baselines (what "absence of signal" means; Sturmfels et al. 2020, "Visualizing t
 Feature Attribution Baselines") are chosen with ``baseline=`` and always named in the result:
 ``"black"`` (pixel value 0, air), ``"mean"`` (MedCLIP's mean grey), ``"blur"`` (the image blurred
 with a Gaussian of σ = S/16 px: keeps the exposure, removes local detail; the default) or a number
-in ``[0, 1]`` (a flat image of that grey) or a tensor in normalised units.
+in ``[0, 1]`` (a flat image of that grey) or a tensor in normalised units. IG also takes a
+*list* of baselines and averages its attributions over them (a two-point version of expected
+gradients, Erion et al. 2021; Sturmfels et al. 2020, Sec. "averaging over multiple baselines"):
+each baseline hides what it shares with the image — a blurred copy still holds a large effusion,
+a black image still holds nothing bright — so the average credits both kinds of finding.
+``smooth=σ`` blurs the final map with a Gaussian of σ px (a map's single-pixel maximum is noise;
+on the tiny run σ = 2 px, half the pointing game's tolerance, raises the pointing game, see
+``NOTES.md``).
 
 Swin stages return tuples, so Grad-CAM does not hook a stage: :func:`token_grid` routes the last
 stage's tokens (``VisionEncoder.hook_tokens``, after the final LayerNorm) through an identity
@@ -164,10 +171,10 @@ def _check_inputs(pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
-              baseline: str | float | torch.Tensor = "blur", n_steps: int = 32,
+              baseline: str | float | torch.Tensor | list | tuple = "blur", n_steps: int = 32,
               internal_batch_size: int | None = None, nt_samples: int = 8, nt_stdev: float = 0.5,
               occlusion_window: int | None = None, occlusion_stride: int | None = None,
-              shap_samples: int = 16, ig_method: str = "gausslegendre") -> list[AttributionMap]:
+              shap_samples: int = 16, ig_method: str = "gausslegendre", smooth: float = 0.0) -> list[AttributionMap]:
     """Run ``method`` on every image of ``pixel_values`` ``[B, 1, S, S]``; one map per image.
 
     ``n_steps``: integration steps of IG / layer IG, placed by ``ig_method`` (Captum's
@@ -175,6 +182,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     samples and their σ in normalised units (0.5 ≈ 14 % of the input range, Smilkov et al.
     recommend 10–20 %). Occlusion windows default to S/8 px with stride S/16. GradientShap draws
     ``shap_samples`` points between the input (+ noise) and the baselines black, mean and blur.
+    ``baseline``: one baseline, or for ``ig`` a list of them (attributions averaged over the list).
+    ``smooth``: σ in px of a Gaussian applied to each final map (0: none).
     """
     from captum.attr import (IntegratedGradients, LayerGradCam, LayerIntegratedGradients, NoiseTunnel,
                              Occlusion, Saliency, GradientShap)
@@ -183,6 +192,12 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         raise ValueError(f"unknown attribution method {method!r}; choose one of {list(METHODS)}")
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or smooth < 0:
+        raise ValueError(f"smooth is a Gaussian σ in pixels >= 0, got {smooth!r}")
+    several = isinstance(baseline, (list, tuple))
+    if several and (method != "ig" or not baseline):
+        raise ValueError("a list of baselines is for method 'ig' and must not be empty"
+                         if method == "ig" else f"a list of baselines is for method 'ig' only, not {method!r}")
     pixels = _check_inputs(pixel_values)
     size = pixels.shape[-1]
     with torch.no_grad():
@@ -191,12 +206,19 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     grid = None
     resolution = "pixel"
     if method == "ig":
-        base, base_name = make_baseline(pixels, baseline)
-        attr, delta_t = IntegratedGradients(target).attribute(
-            pixels, baselines=base, n_steps=n_steps, method=ig_method, internal_batch_size=internal_batch_size,
-            return_convergence_delta=True)
-        delta = delta_t.abs().detach().cpu().numpy()
+        attrs, deltas, names = [], [], []
+        for one in (baseline if several else [baseline]):
+            base, name = make_baseline(pixels, one)
+            a, d = IntegratedGradients(target).attribute(
+                pixels, baselines=base, n_steps=n_steps, method=ig_method, internal_batch_size=internal_batch_size,
+                return_convergence_delta=True)
+            attrs.append(a)  # [B, 1, S, S]
+            deltas.append(d.abs())  # [B]
+            names.append(name)
+        attr = torch.stack(attrs).mean(0)  # [B, 1, S, S]
+        delta = torch.stack(deltas).mean(0).detach().cpu().numpy()
         maps = attr[:, 0]  # [B, S, S] signed
+        base_name = (f"average over {len(names)} baselines ({'; '.join(names)})" if several else names[0])
         base_name = f"{base_name}; {n_steps} steps"
     elif method == "smoothgrad":
         attr = NoiseTunnel(Saliency(target)).attribute(
@@ -247,6 +269,9 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         rows, cols = grid.shape[-2:]
         resolution = f"token grid {rows}x{cols}"
         base_name = f"projection output of the {base_name}; {n_steps} steps"
+    if smooth > 0:
+        maps = gaussian_blur(maps.detach()[:, None].float(), float(smooth))[:, 0]  # [B, S, S]
+        resolution = f"{resolution}, map smoothed (Gaussian σ={smooth:g} px)"
     maps_np = maps.detach().float().cpu().numpy().astype(np.float32)
     grid_np = None if grid is None else grid.float().cpu().numpy()
     out = []

@@ -34,8 +34,10 @@ PHRASE_PATTERNS: dict[str, str] = {
     "Atelectasis": r"(left|right) basilar atelectasis|atelectasis (is seen )?at the (left|right)( lung)? base",
 }
 
-#: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise).
+#: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise). A
+#: ``"method"`` entry names the method when the key is a variant's label.
 DEFAULT_METHODS: dict[str, dict] = {
+    "ig_blur_black": {"method": "ig", "baseline": ["blur", "black"], "n_steps": 32, "smooth": 2.0},
     "ig": {"baseline": "blur", "n_steps": 32},
     "smoothgrad": {},
     "occlusion": {"baseline": "blur"},
@@ -106,7 +108,8 @@ def evaluate_positives(model, pairs: Sequence[tuple[object, str]], methods: dict
         for method, kwargs in methods.items():
             start = time.perf_counter()
             torch.manual_seed(i)
-            maps[method] = explain(target, pixels, method, **kwargs).map
+            settings = dict(kwargs)
+            maps[method] = explain(target, pixels, settings.pop("method", method), **settings).map
             timings[method] += time.perf_counter() - start
         extra = {}
         if counterfactual:

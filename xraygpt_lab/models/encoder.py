@@ -80,6 +80,8 @@ class EncoderConfig:
     #: "patch": Swin's linear patch embedding (MedCLIP); "conv": ``models.conv_stem.ConvStem``
     stem: str = "patch"
     stem_width: int = 16
+    #: convolutions per scale of the conv stem (the first strided, the others stride 1)
+    stem_depth: int = 1
     #: learned absolute position embeddings on the patch grid (Swin's ``use_absolute_embeddings``)
     absolute_position: bool = False
 
@@ -94,8 +96,8 @@ class EncoderConfig:
         """
         from ..config import TINY
 
-        return cls(**{"image_size": image_size or TINY.image_size, "stem": "conv", "absolute_position": True,
-                      **overrides})
+        return cls(**{"image_size": image_size or TINY.image_size, "stem": "conv", "stem_depth": 2,
+                      "absolute_position": True, **overrides})
 
     @classmethod
     def full(cls) -> "EncoderConfig":
@@ -145,6 +147,8 @@ class EncoderConfig:
             raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
+        if self.stem_depth < 1:
+            raise ValueError(f"stem_depth must be >= 1, got {self.stem_depth}")
         if self.num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 or 3, got {self.num_channels}")
 
@@ -198,7 +202,8 @@ class VisionEncoder(nn.Module):
             from .conv_stem import ConvStem
 
             self.backbone.embeddings.patch_embeddings.projection = ConvStem(
-                self.config.num_channels, self.config.embed_dim, self.config.patch_size, self.config.stem_width)
+                self.config.num_channels, self.config.embed_dim, self.config.patch_size, self.config.stem_width,
+                self.config.stem_depth)
         self.projection = nn.Linear(self.config.token_dim, self.config.projection_dim, bias=False)
         self.hook_tokens = nn.Identity()  # [B, N, d]
         self.hook_pooled = nn.Identity()  # [B, d]

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..models.encoder import VisionEncoder
 from ..models.text_encoder import TextEncoder
-from .label_supervision import TokenLabelHead, label_loss, positive_weights, random_shift
+from .label_supervision import TokenLabelHead, dense_label_loss, label_loss, positive_weights, random_shift
 
 #: CLIP/MedCLIP initial temperature: logit_scale = log(1 / 0.07).
 LOGIT_SCALE_INIT: float = math.log(1 / 0.07)
@@ -169,6 +169,8 @@ def pretrain_encoder(
     contrastive_every: int = 1,
     checkpoint: str | os.PathLike | None = None,
     save_every: int = 100,
+    token_labels: torch.Tensor | None = None,
+    dense_weight: float = 0.0,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -186,7 +188,10 @@ def pretrain_encoder(
     ``contrastive_every = k`` computes the MedCLIP loss on every k-th step only (the text
     encoder costs about as much as the image encoder at tiny size). ``checkpoint``: a file that
     receives the whole training state every ``save_every`` steps (atomically) and from which a
-    later call with the same arguments resumes to the same result. ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
+    later call with the same arguments resumes to the same result. ``token_labels``
+    ``[N, tokens, L]`` with ``dense_weight > 0`` adds the per-token loss
+    (``label_supervision.dense_label_loss``; targets from the finding masks, not shifted with the
+    image: ±``shift`` px is small beside a token's cell). ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
     swap left and right). Returns a history: ``loss`` (per step, the weighted total),
     ``loss_contrastive`` / ``loss_labels`` (their parts; None on steps without that part), ``step``, ``logit_scale`` (final
     exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``.
@@ -204,6 +209,18 @@ def pretrain_encoder(
     if contrastive_weight < 0 or label_weight < 0 or contrastive_weight + label_weight == 0:
         raise ValueError(f"weights must be >= 0 and not both 0 (contrastive_weight={contrastive_weight}, "
                          f"label_weight={label_weight})")
+    if dense_weight < 0:
+        raise ValueError(f"dense_weight must be >= 0, got {dense_weight}")
+    if dense_weight > 0:
+        if label_weight <= 0:
+            raise ValueError("dense_weight > 0 trains the token label head: set label_weight > 0 too")
+        if token_labels is None or token_labels.dim() != 3 or token_labels.shape[0] != n \
+                or (labels is not None and token_labels.shape[2] != labels.shape[1]):
+            got = None if token_labels is None else list(token_labels.shape)
+            raise ValueError(f"dense_weight > 0 needs token_labels [N={n}, tokens, L] matching labels; got {got}")
+        if token_labels.shape[1] != encoder.num_tokens:
+            raise ValueError(f"token_labels has {token_labels.shape[1]} tokens per image; the encoder gives "
+                             f"{encoder.num_tokens} (grid {encoder.config.grid})")
     if contrastive_every < 1:
         raise ValueError(f"contrastive_every must be >= 1, got {contrastive_every}")
     if steps < 1 or batch_size < 2:
@@ -227,6 +244,9 @@ def pretrain_encoder(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20) if warmup is None else warmup
 
+    # channels-last convolutions: ~15 % faster encoder steps on CPU (oneDNN), same results up to
+    # rounding; undone at the end, and every save makes its tensors contiguous
+    encoder.to(memory_format=torch.channels_last)
     encoder.train()
     text_encoder.train()
     if head is not None:
@@ -270,6 +290,9 @@ def pretrain_encoder(
             history["loss_contrastive"].append(None)
         if head is not None:
             supervised = label_loss(head, out.tokens, labels[index].to(device), pos_weight)
+            if dense_weight > 0:
+                supervised = supervised + dense_weight * dense_label_loss(
+                    head, out.tokens, token_labels[index].to(device), pos_weight)
             loss = loss + label_weight * supervised
             history["loss_labels"].append(supervised.item())
         else:
@@ -290,6 +313,7 @@ def pretrain_encoder(
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
+    encoder.to(memory_format=torch.contiguous_format)
     encoder.eval()
     text_encoder.eval()
     if head is not None:

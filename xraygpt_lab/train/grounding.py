@@ -46,29 +46,63 @@ def concept_columns() -> list[tuple[str, str | None]]:
 CONCEPT_TOKENS: tuple[str, ...] = tuple(concept_token(o, s) for o, s in concept_columns()) + (BLANK_TOKEN,)
 
 
-def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int) -> str:
-    """The image slot of one grounded example: concepts (1–3 each) and blanks, shuffled."""
-    tokens = [concept_token(f.observation, f.side) for f in findings for _ in range(rng.randint(1, 3))]
-    tokens = tokens[:n_slots] + [BLANK_TOKEN] * max(0, n_slots - len(tokens))
-    rng.shuffle(tokens)
+def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int, layout: Any = None) -> str:
+    """The image slot of one grounded example: concepts and blanks.
+
+    Without ``layout``: each finding's concept 1–3 times among blanks, shuffled. With ``layout``
+    (``[n_slots, L]`` per-token targets over :func:`concept_columns`, e.g. ``label_supervision.
+    token_targets`` of the case's masks): slot ``k`` holds the concept of a finding whose region
+    covers token cell ``k`` (one drawn at random where several do), a blank where none does — the
+    layout of the encoder tokens the linear layer will project; a finding that covers no cell
+    still gets one random slot.
+    """
+    if layout is None:
+        tokens = [concept_token(f.observation, f.side) for f in findings for _ in range(rng.randint(1, 3))]
+        tokens = tokens[:n_slots] + [BLANK_TOKEN] * max(0, n_slots - len(tokens))
+        rng.shuffle(tokens)
+        return "".join(tokens)
+    columns = concept_columns()
+    if len(layout) != n_slots or any(len(row) != len(columns) for row in layout):
+        raise ValueError(f"layout must be [{n_slots}, {len(columns)}] (slots × concept columns)")
+    tokens = []
+    for row in layout:
+        hits = [j for j, on in enumerate(row) if float(on) > 0]
+        tokens.append(concept_token(*columns[rng.choice(hits)]) if hits else BLANK_TOKEN)
+    for f in findings:
+        token = concept_token(f.observation, f.side)
+        if token not in tokens:
+            blanks = [k for k, t in enumerate(tokens) if t == BLANK_TOKEN] or list(range(n_slots))
+            tokens[rng.choice(blanks)] = token
     return "".join(tokens)
 
 
 def grounded_examples(findings: Sequence[Sequence[Any]], summaries: Sequence[str], n_slots: int,
                       seed: int, per_case: int = 8,
-                      instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS) -> list[tuple[str, str]]:
-    """``(prompt, target)`` pairs: concept tokens in the image slot → the case summary + ``###``."""
+                      instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS,
+                      layouts: Sequence[Any] | None = None) -> list[tuple[str, str]]:
+    """``(prompt, target)`` pairs: concept tokens in the image slot → the case summary + ``###``.
+    ``layouts``: one per case, for spatial slots (:func:`slot_text`)."""
     if len(findings) != len(summaries):
         raise ValueError(f"{len(findings)} finding lists but {len(summaries)} summaries")
+    layouts = _layouts(layouts, len(findings))
     if n_slots < 1:
         raise ValueError(f"n_slots must be >= 1, got {n_slots}")
     rng = random.Random(seed)
     out = []
-    for case, summary in zip(findings, summaries):
+    for case, summary, layout in zip(findings, summaries, layouts):
         for _ in range(per_case):
-            prompt = xraygpt_prompt(rng.choice(instructions)).replace("<ImageHere>", slot_text(case, rng, n_slots))
+            prompt = xraygpt_prompt(rng.choice(instructions)).replace("<ImageHere>",
+                                                                       slot_text(case, rng, n_slots, layout))
             out.append((prompt, summary + END_SYM))
     return out
+
+
+def _layouts(layouts: Sequence[Any] | None, n: int) -> Sequence[Any]:
+    if layouts is None:
+        return [None] * n
+    if len(layouts) != n:
+        raise ValueError(f"{len(layouts)} layouts for {n} cases")
+    return layouts
 
 
 def mix(conversations: list[tuple[str, str]], grounded: list[tuple[str, str]], grounded_share: float,
@@ -87,7 +121,7 @@ def mix(conversations: list[tuple[str, str]], grounded: list[tuple[str, str]], g
 
 def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Sequence[Sequence[dict]],
                            n_slots: int, seed: int, per_case: int = 8, max_turns: int = 3,
-                           yes_weight: float = 4.0) -> list[tuple[str, str]]:
+                           yes_weight: float = 4.0, layouts: Sequence[Any] | None = None) -> list[tuple[str, str]]:
     """Grounded *chats*: the concept slot in the first question, then 1–``max_turns`` turns of the
     case's own conversation; the target is the last answer + ``###``.
 
@@ -96,15 +130,16 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
     effusion?") are answered from the image slot, not from the words alone. The last question is
     drawn with weight ``yes_weight`` when its answer starts with "Yes" (1 otherwise): most
     yes/no answers are "No", and without the re-weighting the LLM learns to say "No" whatever
-    the slot holds.
+    the slot holds. ``layouts``: one per case, for spatial slots (:func:`slot_text`).
     """
     if len(findings) != len(conversations):
         raise ValueError(f"{len(findings)} finding lists but {len(conversations)} conversations")
+    layouts = _layouts(layouts, len(findings))
     if n_slots < 1 or max_turns < 1:
         raise ValueError(f"n_slots and max_turns must be >= 1, got {n_slots} and {max_turns}")
     rng = random.Random(seed)
     out = []
-    for case, turns in zip(findings, conversations):
+    for case, turns, layout in zip(findings, conversations, layouts):
         if not turns:
             continue
         for _ in range(per_case):
@@ -114,7 +149,7 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
             chain = rng.sample(others, min(len(others), rng.randint(0, max_turns - 1))) + [turns[last]]
             prompt = ""
             for i, turn in enumerate(chain):
-                image = f"{IMAGE_START}{slot_text(case, rng, n_slots)}{IMAGE_END} " if i == 0 else ""
+                image = f"{IMAGE_START}{slot_text(case, rng, n_slots, layout)}{IMAGE_END} " if i == 0 else ""
                 prompt += f"{END_SYM}{PATIENT}: {image}{turn['question'].strip()} {END_SYM}{DOCTOR}: "
                 if i < len(chain) - 1:
                     prompt += f"{turn['answer'].strip()} "
@@ -123,8 +158,9 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
 
 
 def oracle_prompts(findings: Sequence[Sequence[Any]], n_slots: int, seed: int,
-                   instruction: str = ALIGNMENT_INSTRUCTIONS[0]) -> list[str]:
+                   instruction: str = ALIGNMENT_INSTRUCTIONS[0], layouts: Sequence[Any] | None = None) -> list[str]:
     """Prompts whose image slot holds the *true* concept tokens of each case: the reports a
     perfect encoder + projection would let this LLM write (an upper bound for alignment)."""
     rng = random.Random(seed)
-    return [xraygpt_prompt(instruction).replace("<ImageHere>", slot_text(case, rng, n_slots)) for case in findings]
+    return [xraygpt_prompt(instruction).replace("<ImageHere>", slot_text(case, rng, n_slots, layout))
+            for case, layout in zip(findings, _layouts(layouts, len(findings)))]

@@ -56,6 +56,7 @@ class SplitData:
     conversations: list[list[dict]]
     labels: list[dict]
     findings: list[list[Any]]
+    token_labels: torch.Tensor | None = None  # [M, tokens, L] finding regions per token cell (grid given)
 
 
 def split_seeds(seed: int) -> dict[str, int]:
@@ -63,19 +64,25 @@ def split_seeds(seed: int) -> dict[str, int]:
     return {"stage1": seed, "stage2": seed + 1000, "eval": seed + 2000}
 
 
-def make_split(n: int, size: int, seed: int, workers: int | None = None) -> SplitData:
+def make_split(n: int, size: int, seed: int, workers: int | None = None,
+               grid: tuple[int, int] | None = None) -> SplitData:
     """Generate ``n`` synthetic cases (``data.synthetic.render_cases``, in ``workers`` processes)
-    and preprocess them with the MedCLIP transform."""
+    and preprocess them with the MedCLIP transform; with ``grid`` (the encoder's token grid) also
+    the per-token targets of ``label_supervision.token_targets`` from the finding masks."""
     from ..data.images import preprocess
     from ..data.synthetic import render_cases
+    from .label_supervision import token_targets
 
     cases = render_cases(n, size, seed, workers=workers)
+    columns = laterality_columns()
     return SplitData(
         pixels=torch.stack([preprocess(c.image, size) for c in cases]),
         summaries=[c.summary for c in cases],
         conversations=[c.conversation for c in cases],
         labels=[dict(c.labels) for c in cases],
         findings=[list(c.findings) for c in cases],
+        token_labels=None if grid is None else torch.stack(
+            [token_targets(c.masks, c.findings, columns, grid) for c in cases]),
     )
 
 
@@ -179,9 +186,9 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     t0 = time.perf_counter()
     log(f"[data] synthetic sets: stage 1 ({t['n_stage1']}, seed {seeds['stage1']}), "
         f"stage 2 ({t['n_stage2']}, seed {seeds['stage2']}), eval ({t['n_eval']}, seed {seeds['eval']})")
-    s1 = make_split(t["n_stage1"], size, seeds["stage1"])
+    s1 = make_split(t["n_stage1"], size, seeds["stage1"], grid=EncoderConfig.tiny(size).grid)
     s2 = make_split(t["n_stage2"], size, seeds["stage2"])
-    ev = make_split(t["n_eval"], size, seeds["eval"])
+    ev = make_split(t["n_eval"], size, seeds["eval"], grid=EncoderConfig.tiny(size).grid)
     stage_done("data", time.perf_counter() - t0)
 
     # 2. encoder (MedCLIP-style contrastive pretraining, then frozen) ------------------------
@@ -191,7 +198,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         log("[encoder] found in run folder, skipped")
     else:
         log(f"[encoder] pretraining, {t['encoder_steps']} steps (MedCLIP loss × {t.get('encoder_contrastive_weight', 1.0)}"
-            f" + token label loss × {t.get('encoder_label_weight', 0.0)})")
+            f" + token label loss × {t.get('encoder_label_weight', 0.0)}, per-token × {t.get('encoder_dense_weight', 0.0)})")
         torch.manual_seed(seed)
         encoder = VisionEncoder(EncoderConfig.tiny(size))
         # BPE training breaks ties in no fixed order, so keep the first tokenizer for a resume
@@ -207,6 +214,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
                              contrastive_weight=t.get("encoder_contrastive_weight", 1.0),
                              label_weight=t.get("encoder_label_weight", 0.0), shift=t.get("encoder_shift", 0),
                              contrastive_every=t.get("encoder_contrastive_every", 1),
+                             token_labels=s1.token_labels, dense_weight=t.get("encoder_dense_weight", 0.0),
                              checkpoint=work / "encoder.ckpt.safetensors")
         history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
         for part in ("loss_contrastive", "loss_labels"):
@@ -234,11 +242,13 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     else:
         # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
         k = t.get("llm_cases", len(s1.summaries))  # the LLM needs fewer cases than the encoder
-        grounded = grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed)
+        # spatial slots: slot k holds the concept whose region covers token cell k (grounding.slot_text)
+        layouts = s1.token_labels[:k].tolist() if t.get("llm_spatial_slots") else None
+        grounded = grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed, layouts=layouts)
         if t.get("llm_grounded_chats", 0):  # follow-up questions answered from the slot too
             grounded += grounded_conversations(s1.findings[:k], s1.conversations[:k], encoder.num_tokens, seed + 1,
                                                per_case=t["llm_grounded_chats"], max_turns=t.get("llm_chat_turns", 3),
-                                               yes_weight=t.get("llm_chat_yes_weight", 4.0))
+                                               yes_weight=t.get("llm_chat_yes_weight", 4.0), layouts=layouts)
         examples = mix(llm_examples(s1.conversations[:k], seed), grounded, t.get("llm_grounded_share", 0.0), seed)
         tok_dir = work / "tokenizer"
         if (tok_dir / "tokenizer.json").is_file():
@@ -287,7 +297,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     log(f"[eval] {len(ev.summaries)} held-out images (seed {seeds['eval']})")
     metrics = evaluate_model(model, ev.summaries, features=fe, ground_truth=ev.labels,
                              max_new_tokens=t["max_new_tokens"], log=lambda m: log(f"[eval] {m}"))
-    metrics["diagnostics"] = diagnostics(model, out, fe, ev, seed, t["max_new_tokens"])
+    metrics["diagnostics"] = diagnostics(model, out, fe, ev, seed, t["max_new_tokens"],
+                                         spatial=bool(t.get("llm_spatial_slots")))
     timings["eval"] = round(time.perf_counter() - t0, 1)
     metrics["timings_s"] = timings
     metrics["eval_seed"] = seeds["eval"]
@@ -303,13 +314,14 @@ LABEL_HEAD_FILE = "label_head.safetensors"
 
 
 def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData, seed: int,
-                max_new_tokens: int) -> dict[str, Any]:
+                max_new_tokens: int, spatial: bool = False) -> dict[str, Any]:
     """Where the gap to the quality bar sits, on the held-out split (ground-truth labels):
 
     * ``encoder_label_head`` — CE of the encoder's own token label head (``train.label_supervision``)
       read straight off the frozen tokens: what the tokens carry, an upper bound for a linear map;
     * ``oracle_concepts`` — the LLM given the *true* concept tokens in its image slot
-      (``train.grounding.oracle_prompts``): what a perfect encoder + projection would reach.
+      (``train.grounding.oracle_prompts``; laid out like the training slots when ``spatial``): what
+      a perfect encoder + projection would reach.
     """
     from ..data.findings import RENDERED_OBSERVATIONS
     from ..eval.metrics import clinical_efficacy
@@ -334,7 +346,8 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
             predicted.append(labels)
         ce = clinical_efficacy(predicted, split.labels, RENDERED_OBSERVATIONS)
         result["encoder_label_head"] = {"ce_f1_macro": ce["macro_f1"], "per_observation": ce["per_observation"]}
-    prompts = oracle_prompts(split.findings, model.num_image_tokens, seed)
+    layouts = split.token_labels.tolist() if spatial and split.token_labels is not None else None
+    prompts = oracle_prompts(split.findings, model.num_image_tokens, seed, layouts=layouts)
     reports: list[str] = []
     for i in range(0, len(prompts), 50):
         reports += model.generate(prompts[i:i + 50], max_new_tokens=max_new_tokens)

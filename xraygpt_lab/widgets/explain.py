@@ -26,6 +26,9 @@ from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
 PANEL_METHODS: tuple[str, ...] = ("ig", "gradcam", "occlusion", "smoothgrad")
 #: Integrated-gradients steps in the panel (enough for a stable picture; 32 in the library).
 PANEL_IG_STEPS = 16
+#: IG in the panel averages over a blurred and a black baseline and smooths the map by 2 px: the
+#: best setting of ``benchmarks/faithfulness.py`` on the tiny run (pointing game, NOTES.md).
+PANEL_IG_SETTINGS: dict[str, Any] = {"baseline": ["blur", "black"], "smooth": 2.0}
 
 
 @dataclass
@@ -80,7 +83,8 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
         target = phrase_target(model, phrase.strip(), answer=answer, prompt=prompt)
     else:
         target = answer_target(model, answer, prompt=prompt)
-    kwargs: dict[str, Any] = {"n_steps": PANEL_IG_STEPS, "internal_batch_size": 8} if method == "ig" else {}
+    kwargs: dict[str, Any] = ({"n_steps": PANEL_IG_STEPS, "internal_batch_size": 8, **PANEL_IG_SETTINGS}
+                              if method == "ig" else {})
     was_training = model.training
     model.eval()
     try:

@@ -1,0 +1,101 @@
+"""Benchmark: does the chat answer yes/no questions from the image? (issue 6)
+
+For ``n`` held-out synthetic studies (seed 3000, never trained on) the run is asked, as the first
+turn of a fresh chat, the yes/no question of every drawn observation (``data.instructions.
+finding_question``, e.g. "Is there a pleural effusion?") and answers greedily. An answer counts as
+"yes" when it starts with "Yes", "no" when it starts with "No"; anything else is read by the
+CheXpert-style labeler (a positive mention = yes). Reported per observation and overall:
+sensitivity (yes on positives), specificity (no on negatives) and balanced accuracy, beside the
+same model with the image withheld (the image must matter).
+
+Run:  ``python benchmarks/chat_yes_no.py [--n 30] [--run RUN]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HELD_OUT_SEED = 3000
+
+
+def answer_is_yes(answer: str, observation: str) -> bool:
+    """Read a yes/no answer: a leading Yes/No decides, otherwise the labeler's mention."""
+    from xraygpt_lab.data.labeler import label_report
+
+    head = answer.strip().lower()
+    if head.startswith("yes"):
+        return True
+    if head.startswith("no"):
+        return False
+    return label_report(answer).get(observation, 0) == 1
+
+
+def rates(rows: list[dict]) -> dict[str, float | int]:
+    """Sensitivity, specificity and balanced accuracy of ``rows`` (``truth``, ``yes``)."""
+    pos = [r for r in rows if r["truth"]]
+    neg = [r for r in rows if not r["truth"]]
+    sens = round(sum(r["yes"] for r in pos) / len(pos), 3) if pos else None
+    spec = round(sum(not r["yes"] for r in neg) / len(neg), 3) if neg else None
+    balanced = round((sens + spec) / 2, 3) if pos and neg else None
+    return {"n_pos": len(pos), "n_neg": len(neg), "sensitivity": sens, "specificity": spec,
+            "balanced_accuracy": balanced}
+
+
+def run(n: int = 30, run_dir: str | None = None, log=print) -> dict:
+    """Ask every yes/no question of ``n`` held-out studies; returns the tables as a dict."""
+    import torch
+
+    from xraygpt_lab.data.images import preprocess
+    from xraygpt_lab.data.instructions import finding_question
+    from xraygpt_lab.data.lesions import DRAWABLE
+    from xraygpt_lab.data.synthetic import render_cases
+    from xraygpt_lab.runs import ensure_tiny_run, load_run
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    path = Path(run_dir) if run_dir else ensure_tiny_run()
+    model = load_run(path)
+    size = model.encoder.config.image_size
+    cases = render_cases(n, size, HELD_OUT_SEED)
+    pixels = torch.stack([preprocess(c.image, size) for c in cases])  # [n, 1, S, S]
+    with torch.no_grad():
+        features = model.encoder.encode_tokens(pixels)  # [n, N, d]
+    result: dict = {"run": str(path), "n_images": n, "held_out_seed": HELD_OUT_SEED, "questions": {}}
+    for withhold in (False, True):
+        rows: list[dict] = []
+        for observation in DRAWABLE:
+            question = finding_question(observation)
+            answers = model.generate([question] * n, features=features, max_new_tokens=24,
+                                     withhold_image=withhold)
+            for case, answer in zip(cases, answers):
+                rows.append({"observation": observation, "truth": bool(case.labels[observation]),
+                             "yes": answer_is_yes(answer, observation), "answer": answer})
+        key = "image_blind" if withhold else "model"
+        result[key] = {"all": rates(rows), **{o: rates([r for r in rows if r["observation"] == o]) for o in DRAWABLE}}
+        if not withhold:
+            result["examples"] = [{k: r[k] for k in ("observation", "truth", "answer")} for r in rows[:: max(1, n)]][:9]
+        log(f"{key}: {result[key]['all']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=30, help="held-out images (default 30)")
+    parser.add_argument("--run", default=None, help="run folder (default: the tiny run, trained if absent)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    result = run(args.n, args.run)
+    print(f"{'observation':<18} {'model sens/spec':>16} {'image-blind sens/spec':>22}")
+    for key in result["model"]:
+        m, b = result["model"][key], result["image_blind"][key]
+        print(f"{key:<18} {m['sensitivity']!s:>7} / {m['specificity']!s:<6} {b['sensitivity']!s:>11} / {b['specificity']!s:<6}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
