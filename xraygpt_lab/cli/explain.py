@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xraygpt_lab.data.images import load_image, preprocess
     from xraygpt_lab.errors import ImageLoadError
-    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, explain
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
     from xraygpt_lab.interpret.plots import DPI, overlay
     from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
@@ -103,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
     in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
     target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     kwargs = {}
-    baseline = args.baseline or (("blur", "black") if args.method == "ig" else ("blur",))
+    baseline = args.baseline or (tuple(RECOMMENDED_IG["baseline"]) if args.method == "ig" else ("blur",))
     if len(baseline) > 1 and args.method != "ig":
         raise ValueError(f"several baselines ({'+'.join(baseline)}) are averaged by --method ig only")
     if args.method in ("ig", "occlusion", "layer_ig"):
         kwargs["baseline"] = list(baseline) if len(baseline) > 1 else baseline[0]
-    smooth = args.smooth if args.smooth is not None else (2.0 if args.method == "ig" else 0.0)
+    smooth = args.smooth if args.smooth is not None else (RECOMMENDED_IG["smooth"] if args.method == "ig" else 0.0)
     if smooth > 0:
         if args.method in ("attention", "rollout", "grad_rollout"):
             raise ValueError(f"--smooth applies to the attribution methods, not to {args.method!r}")

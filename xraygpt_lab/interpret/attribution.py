@@ -55,6 +55,10 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig")
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
+#: IG settings that point best on the tiny run (``benchmarks/faithfulness.py``, NOTES.md): averaged
+#: over a blurred and a black baseline, map smoothed by 2 px. Used by the benchmark, the ``explain``
+#: CLI and the chat panel.
+RECOMMENDED_IG: dict = {"baseline": ("blur", "black"), "smooth": 2.0}
 #: Everything :func:`explain` accepts: the Captum methods plus the attention maps of ``attention.py``.
 ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
 ALL_METHODS: tuple[str, ...] = METHODS + ATTENTION_METHODS

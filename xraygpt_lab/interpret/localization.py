@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.findings import LOCALIZED_OBSERVATIONS
-from .attribution import explain
+from .attribution import RECOMMENDED_IG, explain
 from .faithfulness import default_tolerance, evaluate_maps
 from .targets import DEFAULT_INSTRUCTION, phrase_target
 
@@ -37,7 +37,7 @@ PHRASE_PATTERNS: dict[str, str] = {
 #: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise). A
 #: ``"method"`` entry names the method when the key is a variant's label.
 DEFAULT_METHODS: dict[str, dict] = {
-    "ig_blur_black": {"method": "ig", "baseline": ["blur", "black"], "n_steps": 32, "smooth": 2.0},
+    "ig_blur_black": {"method": "ig", **RECOMMENDED_IG, "n_steps": 32},
     "ig": {"baseline": "blur", "n_steps": 32},
     "smoothgrad": {},
     "occlusion": {"baseline": "blur"},

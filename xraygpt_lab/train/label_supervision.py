@@ -61,6 +61,12 @@ def label_loss(head: TokenLabelHead, tokens: torch.Tensor, labels: torch.Tensor,
     return nn.functional.binary_cross_entropy_with_logits(head(tokens), labels.to(tokens), pos_weight=pos_weight)
 
 
+def finding_columns(finding: Any, columns: Sequence[tuple[str, str | None]]) -> list[int]:
+    """Indices of the ``(observation, side)`` columns a finding turns on (side None: either side)."""
+    return [j for j, (observation, side) in enumerate(columns)
+            if observation == finding.observation and (side is None or side == finding.side)]
+
+
 def token_targets(masks: dict[str, "np.ndarray"], findings: Sequence[Any],
                   columns: Sequence[tuple[str, str | None]], grid: tuple[int, int]) -> torch.Tensor:
     """Per-token multi-hot targets ``[rows * cols, L]`` (row-major, as Swin's tokens) for one image.
@@ -81,9 +87,8 @@ def token_targets(masks: dict[str, "np.ndarray"], findings: Sequence[Any],
             raise ValueError(f"mask of {h}×{w} pixels does not tile into a {rows}×{cols} token grid")
         cells = torch.from_numpy(np.ascontiguousarray(region)).reshape(rows, h // rows, cols, w // cols)
         hit = cells.any(dim=3).any(dim=1).flatten().float()  # [rows * cols]
-        for j, (observation, side) in enumerate(columns):
-            if observation == f.observation and (side is None or side == f.side):
-                out[:, j] = torch.maximum(out[:, j], hit)
+        for j in finding_columns(f, columns):
+            out[:, j] = torch.maximum(out[:, j], hit)
     return out
 
 

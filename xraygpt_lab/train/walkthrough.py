@@ -86,8 +86,6 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None,
     )
 
 
-
-
 def laterality_columns() -> list[tuple[str, str | None]]:
     """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
     from .grounding import concept_columns
@@ -97,13 +95,13 @@ def laterality_columns() -> list[tuple[str, str | None]]:
 
 def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
     """Multi-hot ``[M, L]`` targets for the encoder's losses, with left/right split columns."""
+    from .label_supervision import finding_columns
+
     columns = laterality_columns()
     out = torch.zeros(len(findings), len(columns))
     for i, case in enumerate(findings):
         for f in case:
-            for j, (obs, side) in enumerate(columns):
-                if obs == f.observation and (side is None or side == f.side):
-                    out[i, j] = 1.0
+            out[i, finding_columns(f, columns)] = 1.0
     return out
 
 
@@ -186,9 +184,10 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     t0 = time.perf_counter()
     log(f"[data] synthetic sets: stage 1 ({t['n_stage1']}, seed {seeds['stage1']}), "
         f"stage 2 ({t['n_stage2']}, seed {seeds['stage2']}), eval ({t['n_eval']}, seed {seeds['eval']})")
-    s1 = make_split(t["n_stage1"], size, seeds["stage1"], grid=EncoderConfig.tiny(size).grid)
+    grid = EncoderConfig.tiny(size).grid  # token cells of the per-token targets
+    s1 = make_split(t["n_stage1"], size, seeds["stage1"], grid=grid)
     s2 = make_split(t["n_stage2"], size, seeds["stage2"])
-    ev = make_split(t["n_eval"], size, seeds["eval"], grid=EncoderConfig.tiny(size).grid)
+    ev = make_split(t["n_eval"], size, seeds["eval"], grid=grid if t.get("llm_spatial_slots") else None)
     stage_done("data", time.perf_counter() - t0)
 
     # 2. encoder (MedCLIP-style contrastive pretraining, then frozen) ------------------------

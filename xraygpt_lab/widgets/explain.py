@@ -26,9 +26,6 @@ from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
 PANEL_METHODS: tuple[str, ...] = ("ig", "gradcam", "occlusion", "smoothgrad")
 #: Integrated-gradients steps in the panel (enough for a stable picture; 32 in the library).
 PANEL_IG_STEPS = 16
-#: IG in the panel averages over a blurred and a black baseline and smooths the map by 2 px: the
-#: best setting of ``benchmarks/faithfulness.py`` on the tiny run (pointing game, NOTES.md).
-PANEL_IG_SETTINGS: dict[str, Any] = {"baseline": ["blur", "black"], "smooth": 2.0}
 
 
 @dataclass
@@ -76,14 +73,14 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
     ``prompt`` is the full conversation prompt that produced ``answer`` (with the image slot).
     Raises ``ValueError`` when the phrase does not occur in the answer or the answer is empty.
     """
-    from ..interpret.attribution import explain
+    from ..interpret.attribution import RECOMMENDED_IG, explain
     from ..interpret.targets import answer_target, phrase_target
 
     if phrase is not None and phrase.strip():
         target = phrase_target(model, phrase.strip(), answer=answer, prompt=prompt)
     else:
         target = answer_target(model, answer, prompt=prompt)
-    kwargs: dict[str, Any] = ({"n_steps": PANEL_IG_STEPS, "internal_batch_size": 8, **PANEL_IG_SETTINGS}
+    kwargs: dict[str, Any] = ({"n_steps": PANEL_IG_STEPS, "internal_batch_size": 8, **RECOMMENDED_IG}
                               if method == "ig" else {})
     was_training = model.training
     model.eval()
