@@ -230,7 +230,7 @@ def test_every_method_names_its_baseline_and_returns_a_finite_map(model, pixels)
     target = phrase_target(model, "pleural effusion", ANSWER)
     resolutions = {}
     for method in ALL_METHODS:
-        kwargs = {"n_steps": 4} if method in ("ig", "layer_ig") else {}
+        kwargs = {"n_steps": 4} if method in ("ig", "layer_ig", "feature_ig") else {}
         if method == "occlusion":
             kwargs = {"occlusion_window": 8, "occlusion_stride": 8}
         result = explain(target, pixels[:1], method, **kwargs)
@@ -242,6 +242,77 @@ def test_every_method_names_its_baseline_and_returns_a_finite_map(model, pixels)
     assert resolutions["gradcam"] == resolutions["layer_ig"] == resolutions["attention"] == "token grid 4x4"
     assert resolutions["rollout"] == resolutions["grad_rollout"] == "patch grid 8x8"
     assert resolutions["ig"] == "pixel" and resolutions["occlusion"] == "occlusion window 8 px / stride 8 px"
+    assert resolutions["feature_ig"] == "feature map 8x8 (stride 4)"  # Swin's patch projection, patch 4
+
+
+def test_feature_layer_is_the_stride_4_map_of_either_stem() -> None:
+    patch = VisionEncoder(small_encoder_config())
+    layer, stride = patch.feature_layer()
+    assert layer is patch.backbone.embeddings.patch_embeddings.projection and stride == 4
+    conv = VisionEncoder(EncoderConfig.tiny(64, embed_dim=8, depths=[1, 1], num_heads=[1, 1], stem_width=4))
+    seen = {}
+    for wanted, side in ((4, 16), (2, 32), (64, 8)):  # 64 is coarser than the stem: its last scale
+        layer, stride = conv.feature_layer(wanted)
+        handle = layer.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+        conv(torch.zeros(1, 1, 64, 64))
+        handle.remove()
+        assert seen["shape"][-2:] == (side, side) and stride == 64 // side
+    with pytest.raises(ValueError, match="power of two"):
+        conv.feature_layer(3)
+
+
+def test_feature_ig_points_at_the_region_and_gate_multiplies_by_its_positive_part(model) -> None:
+    torch.manual_seed(0)
+    pixels = torch.randn(1, 1, 32, 32) * 0.1
+    target = _FeatureBlockTarget(model.encoder)
+    features = explain(target, pixels, "feature_ig", n_steps=8)
+    assert features.grid.shape == (8, 8) and "black" in features.baseline
+    # the target reads rows 0-7, cols 24-31 only: only the patches there can carry attribution
+    outside = np.ones((8, 8), bool)
+    outside[0:2, 6:8] = False
+    assert np.abs(features.grid[outside]).max() < 1e-6 < np.abs(features.grid[~outside]).max()
+    plain = explain(target, pixels, "ig", baseline="blur", n_steps=8)
+    gated = explain(target, pixels, "ig", baseline="blur", n_steps=8, gate=True, gate_steps=8)
+    from xraygpt_lab.interpret.attribution import upsample_grid
+
+    gate = upsample_grid(torch.tensor(features.grid)[None], 32)[0].clamp(min=0).numpy()
+    np.testing.assert_allclose(gated.map, plain.map * gate, rtol=1e-4, atol=1e-7)
+    assert "gated by feature IG" in gated.resolution and "gate:" in gated.baseline
+
+
+class _FeatureBlockTarget(torch.nn.Module):
+    """Energy of the top-right 2 × 2 cells of the encoder's stride-4 feature map (pixels 0–7, 24–31).
+
+    The capture hook is registered at each call, after Captum's, so it sees the activations Captum
+    substitutes while integrating.
+    """
+
+    def __init__(self, encoder: VisionEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.description = "top-right feature energy"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        seen = {}
+        layer, _ = self.encoder.feature_layer()
+        handle = layer.register_forward_hook(lambda m, i, o: seen.update(out=o))
+        try:
+            self.encoder(pixel_values)
+        finally:
+            handle.remove()
+        return seen["out"][:, :, 0:2, 6:8].pow(2).sum(dim=(1, 2, 3))  # [B]
+
+
+def test_gate_rejects_other_methods_and_bad_values(model, pixels) -> None:
+    target = phrase_target(model, "pleural effusion", ANSWER)
+    with pytest.raises(ValueError, match="does not apply to 'saliency'"):
+        attribute(target, pixels[:1], "saliency", gate=True)
+    with pytest.raises(ValueError, match="True or False"):
+        attribute(target, pixels[:1], "ig", gate="yes")
+    with pytest.raises(ValueError, match="gate_steps"):
+        attribute(target, pixels[:1], "ig", gate=True, gate_steps=1)
+    with pytest.raises(ValueError, match="feature_ig need a target with an .encoder"):
+        attribute(lambda x: x.sum(dim=(1, 2, 3)), pixels[:1], "feature_ig")
 
 
 def test_bad_method_and_inputs_raise_clear_errors(model, pixels) -> None:

@@ -162,12 +162,19 @@ def test_ig_defaults_to_two_baselines_and_a_smoothed_map_and_rejects_bad_setting
     assert status == 0, stderr
     result = json.loads(stdout)
     assert "average over 2 baselines" in result["baseline"] and "blurred" in result["baseline"]
+    assert "gate: feature IG" in result["baseline"]  # the recommended IG is gated
+    status, stdout, stderr = run_cli(base + ["--no-gate"], capsys)
+    assert status == 0 and "gate" not in json.loads(stdout)["baseline"], stderr
     status, stdout, stderr = run_cli(base + ["--baseline", "mean", "--smooth", "0"], capsys)
     assert status == 0 and "average" not in json.loads(stdout)["baseline"]
     status, _, stderr = run_cli(base + ["--method", "occlusion", "--baseline", "blur+black"], capsys)
     _one_line_error(status, stderr, "--method ig only")
     status, _, stderr = run_cli(base + ["--method", "attention", "--smooth", "1"], capsys)
     _one_line_error(status, stderr, "--smooth")
+    status, _, stderr = run_cli(base + ["--method", "gradcam", "--gate"], capsys)
+    _one_line_error(status, stderr, "--gate applies to --method ig only")
+    status, stdout, stderr = run_cli(base + ["--method", "feature_ig"], capsys)
+    assert status == 0 and "features of the black image" in json.loads(stdout)["baseline"], stderr
     for flag, value, needle in (("--baseline", "blur+sky", "unknown baseline"), ("--smooth", "-1", ">= 0")):
         with pytest.raises(SystemExit) as exc:
             main(base + [flag, value])

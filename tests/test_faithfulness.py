@@ -143,8 +143,11 @@ def test_best_method_points_at_held_out_lesions_well_above_random() -> None:
 
     model = load_run(ensure_tiny_run(progress=False))
     pairs = held_out_positives(4, model.encoder.config.image_size)
-    methods = {"ig_blur_black": {"method": "ig", "baseline": ["blur", "black"], "n_steps": 16, "smooth": 2.0},
-               "ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}, "gradcam": {}, "attention": {}}
+    from xraygpt_lab.interpret.attribution import RECOMMENDED_IG
+
+    methods = {"ig_gated": {"method": "ig", **RECOMMENDED_IG, "n_steps": 16},
+               "ig": {"baseline": "blur", "n_steps": 16}, "feature_ig": {"n_steps": 16}, "saliency": {},
+               "gradcam": {}, "attention": {}}
     rows = evaluate_positives(model, pairs, methods)
     table = faithfulness_table(rows)
     best = best_method(table)

@@ -53,7 +53,7 @@ TINY_TRAIN: dict = {
     "llm_steps": 600, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
     "llm_grounded_share": 0.9, "llm_cases": 1000,
     "llm_grounded_chats": 8, "llm_chat_turns": 2, "llm_chat_yes_weight": 10.0, "llm_spatial_slots": False,
-    "stage1_steps": 600, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
+    "stage1_steps": 300, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
     "stage2_warmup_lr": 1e-5, "stage2_warmup": 5,

@@ -20,7 +20,7 @@ from xraygpt_lab.cli._common import non_negative_float, positive_int
 
 #: Kept equal to ``interpret.attribution.ALL_METHODS`` (not imported: --help stays fast).
 METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
-           "rollout", "grad_rollout")
+           "feature_ig", "rollout", "grad_rollout")
 BASELINES = ("blur", "black", "mean")
 
 
@@ -52,11 +52,16 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default="ig", help="attribution method (default ig)")
     p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
     p.add_argument("--baseline", type=_baseline, default=None,
-                   help="what 'absent' means for ig / occlusion / layer_ig: blur, black, mean, or for ig several "
-                        "joined by + to average over them (default: blur+black for ig, blur otherwise)")
+                   help="what 'absent' means for ig / occlusion / layer_ig / feature_ig: blur, black, mean, or for "
+                        "ig several joined by + to average over them (default: blur+black for ig, black for "
+                        "feature_ig, blur otherwise)")
+    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="ig only: multiply the pixel map by the positive part of the feature-level IG "
+                        "(default: on, the recommended setting; --no-gate for plain IG)")
     p.add_argument("--smooth", type=non_negative_float, default=None,
-                   help="Gaussian σ in px applied to the map (default: 2 for ig at the model's resolution, 0 otherwise)")
-    p.add_argument("--steps", type=positive_int, default=32, help="integration steps for ig / layer_ig (default 32)")
+                   help="Gaussian σ in px applied to the map (default: 1 for ig at the model's resolution, 0 otherwise)")
+    p.add_argument("--steps", type=positive_int, default=32,
+                   help="integration steps for ig / layer_ig / feature_ig (default 32)")
     p.add_argument("--prompt", default=None, help="instruction (default: describe the x-ray in detail)")
     p.add_argument("--answer", default=None, help="teacher-forced answer containing the phrase (default: generate)")
     p.add_argument("--max-new-tokens", type=positive_int, default=96, help="length of the generated report")
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xraygpt_lab.data.images import load_image, preprocess
     from xraygpt_lab.errors import ImageLoadError
-    from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, explain
+    from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG, explain
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
     from xraygpt_lab.interpret.plots import DPI, overlay
     from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
@@ -103,17 +108,22 @@ def run(args: argparse.Namespace) -> int:
     in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
     target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     kwargs = {}
-    baseline = args.baseline or (tuple(RECOMMENDED_IG["baseline"]) if args.method == "ig" else ("blur",))
+    defaults = {"ig": tuple(RECOMMENDED_IG["baseline"]), "feature_ig": (FEATURE_BASELINE,)}
+    baseline = args.baseline or defaults.get(args.method, ("blur",))
     if len(baseline) > 1 and args.method != "ig":
         raise ValueError(f"several baselines ({'+'.join(baseline)}) are averaged by --method ig only")
-    if args.method in ("ig", "occlusion", "layer_ig"):
+    if args.method in ("ig", "occlusion", "layer_ig", "feature_ig"):
         kwargs["baseline"] = list(baseline) if len(baseline) > 1 else baseline[0]
+    if args.gate and args.method != "ig":
+        raise ValueError(f"--gate applies to --method ig only, not {args.method!r}")
+    if args.method == "ig":
+        kwargs["gate"] = RECOMMENDED_IG["gate"] if args.gate is None else args.gate
     smooth = args.smooth if args.smooth is not None else (RECOMMENDED_IG["smooth"] if args.method == "ig" else 0.0)
     if smooth > 0:
         if args.method in ("attention", "rollout", "grad_rollout"):
             raise ValueError(f"--smooth applies to the attribution methods, not to {args.method!r}")
         kwargs["smooth"] = smooth
-    if args.method in ("ig", "layer_ig"):
+    if args.method in ("ig", "layer_ig", "feature_ig"):
         kwargs["n_steps"] = args.steps
     torch.manual_seed(0)  # SmoothGrad / GradientShap noise
     result = explain(target, pixels, args.method, **kwargs)

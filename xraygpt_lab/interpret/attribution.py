@@ -16,6 +16,9 @@ method             Captum class (reference)                           resolution
                    et al. 2017)
 ``layer_ig``       LayerIntegratedGradients on the projection output  token grid
                    (the image embeddings the LLM reads)
+``feature_ig``     LayerIntegratedGradients on an early feature map   feature map, stride 4
+                   (``VisionEncoder.feature_layer``), summed over
+                   channels
 =================  =================================================  ====================
 
 Baselines (what "absence of signal" means; Sturmfels et al. 2020, "Visualizing the Impact of
@@ -27,9 +30,14 @@ in ``[0, 1]`` (a flat image of that grey) or a tensor in normalised units. IG al
 gradients, Erion et al. 2021; Sturmfels et al. 2020, Sec. "averaging over multiple baselines"):
 each baseline hides what it shares with the image — a blurred copy still holds a large effusion,
 a black image still holds nothing bright — so the average credits both kinds of finding.
-``smooth=σ`` blurs the final map with a Gaussian of σ px (a map's single-pixel maximum is noise;
-on the tiny run σ = 2 px, half the pointing game's tolerance, raises the pointing game, see
-``NOTES.md``).
+``smooth=σ`` blurs the final map with a Gaussian of σ px (a map's single-pixel maximum is noise).
+
+``gate=True`` multiplies the IG pixel map by the positive part of ``feature_ig`` (black
+baseline), upsampled: pixels count only where the encoder's early features also support the
+target. This is how Guided Grad-CAM combines a fine map with a coarse one (Selvaraju et al. 2017,
+Sec. 3.1: guided backpropagation ⊙ Grad-CAM). Pixel IG alone peaks on bright or sharp anatomy
+that the baselines remove too (the mediastinum, rib edges); the feature map alone is coarser.
+On the tiny run the product points best (``RECOMMENDED_IG``; numbers in ``NOTES.md``).
 
 Swin stages return tuples, so Grad-CAM does not hook a stage: :func:`token_grid` routes the last
 stage's tokens (``VisionEncoder.hook_tokens``, after the final LayerNorm) through an identity
@@ -53,12 +61,16 @@ from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
 
 Target = Callable[[torch.Tensor], torch.Tensor]
 
-METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig")
+METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig",
+                             "feature_ig")
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
 #: IG settings that point best on the tiny run (``benchmarks/faithfulness.py``, NOTES.md): averaged
-#: over a blurred and a black baseline, map smoothed by 2 px. Used by the benchmark, the ``explain``
-#: CLI and the chat panel.
-RECOMMENDED_IG: dict = {"baseline": ("blur", "black"), "smooth": 2.0}
+#: over a blurred and a black baseline, gated by the early-feature IG, map smoothed by 1 px. Used by
+#: the benchmark, the ``explain`` CLI and the chat panel.
+RECOMMENDED_IG: dict = {"baseline": ("blur", "black"), "gate": True, "smooth": 1.0}
+#: Baseline of ``feature_ig`` and of the gate: in feature space the black image's features (an
+#: empty film) beat the blurred image's (NOTES.md).
+FEATURE_BASELINE = "black"
 #: Everything :func:`explain` accepts: the Captum methods plus the attention maps of ``attention.py``.
 ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
 ALL_METHODS: tuple[str, ...] = METHODS + ATTENTION_METHODS
@@ -175,10 +187,11 @@ def _check_inputs(pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
-              baseline: str | float | torch.Tensor | list | tuple = "blur", n_steps: int = 32,
+              baseline: str | float | torch.Tensor | list | tuple | None = None, n_steps: int = 32,
               internal_batch_size: int | None = None, nt_samples: int = 8, nt_stdev: float = 0.5,
               occlusion_window: int | None = None, occlusion_stride: int | None = None,
-              shap_samples: int = 16, ig_method: str = "gausslegendre", smooth: float = 0.0) -> list[AttributionMap]:
+              shap_samples: int = 16, ig_method: str = "gausslegendre", smooth: float = 0.0,
+              gate: bool = False, gate_steps: int = 16) -> list[AttributionMap]:
     """Run ``method`` on every image of ``pixel_values`` ``[B, 1, S, S]``; one map per image.
 
     ``n_steps``: integration steps of IG / layer IG, placed by ``ig_method`` (Captum's
@@ -186,8 +199,10 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     samples and their σ in normalised units (0.5 ≈ 14 % of the input range, Smilkov et al.
     recommend 10–20 %). Occlusion windows default to S/8 px with stride S/16. GradientShap draws
     ``shap_samples`` points between the input (+ noise) and the baselines black, mean and blur.
-    ``baseline``: one baseline, or for ``ig`` a list of them (attributions averaged over the list).
-    ``smooth``: σ in px of a Gaussian applied to each final map (0: none).
+    ``baseline``: one baseline, or for ``ig`` a list of them (attributions averaged over the list);
+    default ``"blur"``, and :data:`FEATURE_BASELINE` for ``feature_ig``.
+    ``smooth``: σ in px of a Gaussian applied to each final map (0: none). ``gate`` (``ig`` only):
+    multiply the map by the positive part of a ``gate_steps``-step ``feature_ig`` map.
     """
     from captum.attr import (IntegratedGradients, LayerGradCam, LayerIntegratedGradients, NoiseTunnel,
                              Occlusion, Saliency, GradientShap)
@@ -198,6 +213,14 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
     if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or smooth < 0:
         raise ValueError(f"smooth is a Gaussian σ in pixels >= 0, got {smooth!r}")
+    if not isinstance(gate, bool):
+        raise ValueError(f"gate is True or False, got {gate!r}")
+    if gate and method != "ig":
+        raise ValueError(f"gate=True gates an 'ig' map by the feature-level IG; it does not apply to {method!r}")
+    if gate and gate_steps < 2:
+        raise ValueError(f"gate_steps must be >= 2, got {gate_steps}")
+    if baseline is None:
+        baseline = FEATURE_BASELINE if method == "feature_ig" else "blur"
     several = isinstance(baseline, (list, tuple))
     if several and (method != "ig" or not baseline):
         raise ValueError("a list of baselines is for method 'ig' and must not be empty"
@@ -224,6 +247,12 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         maps = attr[:, 0]  # [B, S, S] signed
         base_name = (f"average over {len(names)} baselines ({'; '.join(names)})" if several else names[0])
         base_name = f"{base_name}; {n_steps} steps"
+        if gate:
+            features, _, stride = _feature_ig(target, pixels, FEATURE_BASELINE, gate_steps, ig_method,
+                                              internal_batch_size)  # [B, h, w]
+            maps = maps * upsample_grid(features, size).clamp(min=0)  # [B, S, S]
+            resolution = f"pixel, gated by feature IG (stride {stride})"
+            base_name = f"{base_name}; gate: feature IG from the {make_baseline(pixels[:1], FEATURE_BASELINE)[1]}"
     elif method == "smoothgrad":
         attr = NoiseTunnel(Saliency(target)).attribute(
             pixels, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=nt_stdev,
@@ -259,6 +288,12 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         rows, cols = grid.shape[-2:]
         resolution = f"token grid {rows}x{cols}"
         base_name = "none (gradient-weighted activations, ReLU)"
+    elif method == "feature_ig":
+        grid, base_name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size)
+        attr = grid
+        maps = upsample_grid(grid, size)
+        rows, cols = grid.shape[-2:]
+        resolution = f"feature map {rows}x{cols} (stride {stride})"
     else:  # layer_ig
         model = getattr(target, "model", None)
         if model is None or not hasattr(model, "hook_projection"):
@@ -288,10 +323,33 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     return out
 
 
+def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | torch.Tensor, n_steps: int,
+                ig_method: str, internal_batch_size: int | None) -> tuple[torch.Tensor, str, int]:
+    """LayerIntegratedGradients at ``encoder.feature_layer()``, summed over channels.
+
+    Returns the map ``[B, h, w]``, the baseline's name and the layer's stride. Captum integrates
+    along the straight line between the layer's activations for the baseline and for the input,
+    so completeness holds at that layer (Σ attributions ≈ f(x) − f(baseline)).
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    encoder = _encoder_of(target)
+    if not hasattr(encoder, "feature_layer"):
+        raise ValueError("feature_ig needs a VisionEncoder (it reads encoder.feature_layer())")
+    layer, stride = encoder.feature_layer()
+    base, name = make_baseline(pixels, baseline)
+    attr = LayerIntegratedGradients(target, layer).attribute(
+        pixels, baselines=base, n_steps=n_steps, method=ig_method,
+        internal_batch_size=internal_batch_size)  # [B, C, h, w]
+    if attr.dim() != 4:
+        raise ValueError(f"feature_ig expects a spatial feature map [B, C, h, w], got {list(attr.shape)}")
+    return attr.sum(dim=1).detach(), f"features of the {name}; {n_steps} steps", stride
+
+
 def _encoder_of(target: Target) -> nn.Module:
     encoder = getattr(target, "encoder", None)
     if encoder is None or not hasattr(encoder, "hook_tokens"):
-        raise ValueError("gradcam needs a target with an .encoder (VisionEncoder with hook_tokens)")
+        raise ValueError("gradcam and feature_ig need a target with an .encoder (VisionEncoder with hook_tokens)")
     return encoder
 
 

@@ -37,7 +37,9 @@ PHRASE_PATTERNS: dict[str, str] = {
 #: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise). A
 #: ``"method"`` entry names the method when the key is a variant's label.
 DEFAULT_METHODS: dict[str, dict] = {
-    "ig_blur_black": {"method": "ig", **RECOMMENDED_IG, "n_steps": 32},
+    "ig_gated": {"method": "ig", **RECOMMENDED_IG, "n_steps": 32},
+    "ig_blur_black": {"method": "ig", "baseline": ("blur", "black"), "smooth": 2.0, "n_steps": 32},
+    "feature_ig": {"n_steps": 16},
     "ig": {"baseline": "blur", "n_steps": 32},
     "smoothgrad": {},
     "occlusion": {"baseline": "blur"},

@@ -50,6 +50,17 @@ class ConvStem(nn.Module):
                 channels = out
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         self.layers = nn.Sequential(*layers)
+        self.depth, self.scales = depth, stages
+
+    def scale_end(self, scale: int) -> nn.Module:
+        """The module whose output ends scale ``scale`` (0-based): ``[B, width·2^scale, S/2^(scale+1), …]``.
+
+        Scale ``k`` has stride ``2^(k+1)``; ``interpret.attribution`` reads the stride-4 map
+        (scale 1) for its feature-level attributions.
+        """
+        if not 0 <= scale < self.scales:
+            raise ValueError(f"the stem has scales 0..{self.scales - 1}, got {scale}")
+        return self.layers[3 * self.depth * (scale + 1) - 1]  # the GELU closing that scale
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``[B, C, S, S]`` → ``[B, embed_dim, S / patch, S / patch]``."""

@@ -281,6 +281,22 @@ class VisionEncoder(nn.Module):
             raise ValueError(f"expected {rows * cols} tokens on dim 1, got shape {list(values.shape)}")
         return values.reshape(values.shape[0], rows, cols, *values.shape[2:])
 
+    def feature_layer(self, stride: int = 4) -> tuple[nn.Module, int]:
+        """An early module whose output is a spatial feature map ``[B, C, S/s, S/s]``, and its stride s.
+
+        The conv stem's scale of stride ``stride`` (or its last scale when coarser); with Swin's
+        own patch embedding (MedCLIP's layout) the patch projection, whose stride is the patch
+        size (4 for swin-tiny). Feature-level attributions (``interpret.attribution``, method
+        ``feature_ig``) are taken here: fine enough to point at a nodule, past the raw pixels.
+        """
+        if stride < 2 or stride & (stride - 1):
+            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
+        projection = self.backbone.embeddings.patch_embeddings.projection
+        if self.config.stem == "conv":
+            scale = min(stride.bit_length() - 2, projection.scales - 1)
+            return projection.scale_end(scale), 2 ** (scale + 1)
+        return projection, self.config.patch_size
+
     def freeze(self) -> "VisionEncoder":
         """Freeze every parameter and switch to eval mode (XrayGPT keeps the encoder frozen)."""
         for p in self.parameters():
