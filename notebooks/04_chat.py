@@ -164,8 +164,10 @@ for name, setting in settings.items():
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
 # answer before the phrase — to the input pixels with Integrated Gradients (Sundararajan et al.
-# 2017) from a blurred copy of the image (the baseline: "no sharp detail"). Only evidence *for* the
-# phrase is drawn. In the synthetic world we know where the effusion is, so we can check the map.
+# 2017), averaged over a blurred and a black copy of the image (the baselines: "no sharp detail",
+# "nothing") and gated by the same attribution at the encoder's early feature map (notebook 05 §4
+# explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
+# drawn. In the synthetic world we know where the effusion is, so we can check the map.
 
 # %%
 panel.reset()

@@ -95,6 +95,8 @@ def test_walkthrough_set_overrides_training_settings_and_rejects_bad_ones(tmp_pa
     for bad, message in (("encoder_step=5", "unknown training setting 'encoder_step'"),
                          ("encoder_steps=1.5", "encoder_steps takes an integer"),
                          ("encoder_lr=fast", "encoder_lr takes a number"),
+                         ("encoder_bf16=maybe", 'encoder_bf16 takes one of true, false, "auto"'),
+                         ("encoder_bf16=1", 'encoder_bf16 takes one of'),
                          ("encoder_steps", "expected KEY=VALUE")):
         with pytest.raises(SystemExit):
             main(["walkthrough", "--out", str(tmp_path / "bad"), "--set", bad])

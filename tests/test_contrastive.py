@@ -26,6 +26,7 @@ from xraygpt_lab.train.contrastive import (
     medclip_loss,
     observation_targets,
     pretrain_encoder,
+    resolve_bf16,
 )
 
 REPORTS = [
@@ -311,6 +312,24 @@ def test_label_loss_and_interrupted_pretraining_resume_to_the_same_weights(tmp_p
     assert again["loss"] == pytest.approx(straight["loss"], abs=1e-6)
     for (name, a), b in zip(encoder.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name  # includes BatchNorm running stats
+
+
+def test_bf16_autocast_trains_float32_weights_to_a_lower_loss_and_is_validated() -> None:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(16, 1, 32, 32, generator=generator)
+    labels = torch.zeros(16, 4)
+    labels[torch.arange(16), torch.arange(16) % 4] = 1.0
+    images[labels[:, 0] == 1, :, :8, :8] += 2.0  # a learnable signal for one column
+    encoder, text = _tiny_pair()
+    history = pretrain_encoder(encoder, text, images, (REPORTS * 4)[:16], labels, steps=30, batch_size=8,
+                               lr=3e-3, seed=0, progress=False, label_weight=1.0, contrastive_weight=0.0, bf16=True)
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())  # autocast, not a bf16 model
+    first, last = sum(history["loss"][:5]) / 5, sum(history["loss"][-5:]) / 5
+    assert math.isfinite(last) and last < first
+    assert resolve_bf16(False) is False and resolve_bf16(True) is True
+    assert isinstance(resolve_bf16("auto"), bool)
+    with pytest.raises(ValueError, match="True, False or 'auto'"):
+        resolve_bf16("yes")
 
 
 def test_label_loss_needs_labels_and_sane_weights() -> None:

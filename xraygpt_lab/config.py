@@ -46,6 +46,9 @@ TINY_TRAIN: dict = {
     "encoder_steps": 1200, "encoder_batch": 32, "encoder_lr": 1e-3,
     "encoder_contrastive_weight": 1.0, "encoder_contrastive_every": 4, "encoder_label_weight": 1.0,
     "encoder_dense_weight": 1.0, "encoder_shift": 4,
+    # bf16 autocast where the CPU has it natively (AVX-512 BF16 / AMX): encoder stage 185 -> 135 s,
+    # same quality (encoder head .823 vs .827, CE .698 vs .687); float32 elsewhere
+    "encoder_bf16": "auto",
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
     # Half of the grounded examples are chats (slot in the first question, 1-2 turns of the case's

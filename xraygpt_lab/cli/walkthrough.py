@@ -33,6 +33,10 @@ def _overrides(args) -> dict | None:
     return merged or None
 
 
+#: Settings with a fixed set of values (the others are typed by their default).
+CHOICES: dict[str, tuple] = {"encoder_bf16": (True, False, "auto")}
+
+
 def _override(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with a JSON value (numbers, true/false) or a bare string."""
     import argparse
@@ -51,6 +55,11 @@ def _override(text: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         parsed = value
     default = TINY_TRAIN[key]
+    if key in CHOICES:
+        if parsed not in CHOICES[key] or isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+            raise argparse.ArgumentTypeError(f"{key} takes one of {', '.join(map(json.dumps, CHOICES[key]))}, "
+                                             f"got {value!r}")
+        return key, parsed
     if isinstance(default, bool):
         if not isinstance(parsed, bool):
             raise argparse.ArgumentTypeError(f"{key} takes true or false, got {value!r}")

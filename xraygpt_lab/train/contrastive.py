@@ -144,6 +144,20 @@ def _cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def resolve_bf16(bf16: bool | str) -> bool:
+    """``True`` / ``False``, or ``"auto"``: bf16 autocast where the hardware computes it natively."""
+    if isinstance(bf16, bool):
+        return bf16
+    if bf16 != "auto":
+        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:  # oneDNN's own check: AVX-512 BF16 or AMX on this CPU
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def pretrain_encoder(
     encoder: VisionEncoder,
     text_encoder: TextEncoder,
@@ -171,6 +185,7 @@ def pretrain_encoder(
     save_every: int = 100,
     token_labels: torch.Tensor | None = None,
     dense_weight: float = 0.0,
+    bf16: bool | str = False,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -194,10 +209,17 @@ def pretrain_encoder(
     image: ±``shift`` px is small beside a token's cell). ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
     swap left and right). Returns a history: ``loss`` (per step, the weighted total),
     ``loss_contrastive`` / ``loss_labels`` (their parts; None on steps without that part), ``step``, ``logit_scale`` (final
-    exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``.
+    exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``, ``bf16``
+    (whether autocast was on).
+
+    ``bf16``: run the encoders' forward passes under bfloat16 autocast (losses, weights and the
+    optimiser stay float32); ``"auto"`` turns it on where the hardware computes bf16 natively
+    (:func:`resolve_bf16`). About a quarter faster per step on such a CPU; results differ from
+    float32 by rounding.
     """
 
     n = images.shape[0]
+    use_bf16 = resolve_bf16(bf16)
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be [N, 1, S, S], got shape {list(images.shape)}")
     if len(texts) != n:
@@ -274,25 +296,28 @@ def pretrain_encoder(
         for group in optimizer.param_groups:
             group["lr"] = _cosine_lr(step, steps, lr, warmup)
 
-        out = encoder(random_shift(images[index], shift, generator).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = encoder(random_shift(images[index], shift, generator).to(device))
+        out_tokens, out_embedding = out.tokens.float(), out.embedding.float()  # losses in float32
         loss = torch.zeros((), device=device)
         if use_text and step % contrastive_every == 0:
-            text_embeddings = text_encoder(ids, mask[:, :length])  # [b, p]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                text_embeddings = text_encoder(ids, mask[:, :length]).float()  # [b, p]
             batch_labels = None
             if labels is not None:
                 batch_labels = labels[index].to(device)  # [b, L]
                 if signed_labels:
                     batch_labels = 2 * batch_labels - 1
-            contrastive = medclip_loss(out.embedding, text_embeddings, scale_module(), batch_labels, batch_labels)
+            contrastive = medclip_loss(out_embedding, text_embeddings, scale_module(), batch_labels, batch_labels)
             loss = loss + contrastive_weight * contrastive
             history["loss_contrastive"].append(contrastive.item())
         else:
             history["loss_contrastive"].append(None)
         if head is not None:
-            supervised = label_loss(head, out.tokens, labels[index].to(device), pos_weight)
+            supervised = label_loss(head, out_tokens, labels[index].to(device), pos_weight)
             if dense_weight > 0:
                 supervised = supervised + dense_weight * dense_label_loss(
-                    head, out.tokens, token_labels[index].to(device), pos_weight)
+                    head, out_tokens, token_labels[index].to(device), pos_weight)
             loss = loss + label_weight * supervised
             history["loss_labels"].append(supervised.item())
         else:
@@ -323,6 +348,7 @@ def pretrain_encoder(
         label_head=head,
         seconds=seconds,
         images_per_second=steps * batch_size / max(seconds, 1e-9),
+        bf16=use_bf16,
     )
     return history
 

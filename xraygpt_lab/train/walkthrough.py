@@ -214,8 +214,10 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
                              label_weight=t.get("encoder_label_weight", 0.0), shift=t.get("encoder_shift", 0),
                              contrastive_every=t.get("encoder_contrastive_every", 1),
                              token_labels=s1.token_labels, dense_weight=t.get("encoder_dense_weight", 0.0),
+                             bf16=t.get("encoder_bf16", False),
                              checkpoint=work / "encoder.ckpt.safetensors")
         history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
+        history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
         for part in ("loss_contrastive", "loss_labels"):
             for row, v in zip(history["encoder"], h[part]):
                 row[part] = None if v is None else round(v, 5)
@@ -224,7 +226,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
             (out / "encoder").mkdir(exist_ok=True)
             save_weights(out / "encoder" / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
         encoder.save_pretrained(out / "encoder")  # last: its weights file marks the stage done
-        stage_done("encoder", time.perf_counter() - t0)
+        stage_done("encoder", time.perf_counter() - t0, " (bf16 autocast)" if h["bf16"] else " (float32)")
     encoder = encoder.freeze()
 
     # 3. encoder features, once per image ---------------------------------------------------
