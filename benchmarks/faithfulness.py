@@ -8,7 +8,10 @@ ground-truth summary, teacher-forced after "Describe the given chest x-ray image
 Each map is scored by the pointing game (tolerance 4 px at 128 px, Zhang et al. 2018), energy in
 the mask, and (``--curves``) deletion / insertion AUCs, beside a random map.
 
-Goal: the best method's pointing game ≥ 0.80 over all positives, well above random.
+Goal: the best method's pointing game ≥ 0.80 over all positives, well above random. Also
+reported (``pointing_by_reliance``): each method's pointing game on the positives whose phrase
+the model writes *because of* the finding (counterfactual gain > 0.5 nats) and on the rest — a
+faithful map cannot point at a lesion the model ignores.
 
 Writes ``runs/faithfulness_<run name>.json`` (read by notebook 05) and returns the tables as a dict.
 
@@ -55,7 +58,8 @@ def run(n_per_observation: int = 20, curves: bool = False, run_dir: str | None =
     on the default one); the saved table is the default seed's only."""
     import torch
 
-    from xraygpt_lab.interpret.faithfulness import default_tolerance, faithfulness_table, summary_table
+    from xraygpt_lab.interpret.faithfulness import (RELIANCE_NATS, default_tolerance, faithfulness_table,
+                                                    reliance_table, summary_table)
     from xraygpt_lab.interpret.localization import (DEFAULT_METHODS, HELD_OUT_SEED, best_method,
                                                     evaluate_positives, held_out_positives, mask_area)
     from xraygpt_lab.runs import ensure_tiny_run, load_run
@@ -87,6 +91,9 @@ def run(n_per_observation: int = 20, curves: bool = False, run_dir: str | None =
         "random_pointing": float(tables["pointing"].loc["random", "all"]), "goal": GOAL,
         "mask_area": mask_area(pairs), "seconds": round(seconds, 1),
         "score_change": _score_change(rows),
+        # pointing where the model's phrase depends on the finding (gain > RELIANCE_NATS) vs not
+        "reliance_nats": RELIANCE_NATS,
+        "pointing_by_reliance": reliance_table(rows).round(4).to_dict(orient="index"),
         "summary": summary_table(rows).round(4).to_dict(orient="index"),
         **{name: table.round(4).to_dict(orient="index") for name, table in tables.items()},
     }
@@ -124,6 +131,8 @@ def main() -> None:
 
     print(pd.DataFrame(result["pointing"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
     print("phrase log-prob gain from the finding (counterfactual):", result["score_change"])
+    print(f"pointing where the model uses the finding (gain > {result['reliance_nats']} nats) vs where it does not:")
+    print(pd.DataFrame(result["pointing_by_reliance"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
     print(f"best: {result['best_method']} pointing {result['best_pointing']:.2f} vs random "
           f"{result['random_pointing']:.3f} on {result['n_positives']} positives "
           f"(goal >= {GOAL}; {'passed' if result['passed'] else 'NOT passed'}; {result['seconds']} s)")

@@ -53,7 +53,7 @@ from xraygpt_lab.data.synthetic import render_case
 from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, attribute, explain, make_baseline, upsample_grid
 from xraygpt_lab.interpret.counterfactual import explain_counterfactual, format_diff
 from xraygpt_lab.interpret.faithfulness import (default_tolerance, faithfulness_table, perturbation_curve,
-                                                pointing_hit, random_map)
+                                                pointing_hit, random_map, reliance_table)
 from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives, observation_phrase
 from xraygpt_lab.interpret.plots import (DPI, compare_methods, counterfactual_figure, curves_plot, overlay,
                                          table_heatmap)
@@ -193,6 +193,8 @@ table_heatmap(live, title=f"pointing game, {len(pairs)} held-out positives (live
 gain = pd.DataFrame(rows).query("method == 'random'").groupby("observation")["score_change"].mean()
 print("log P(phrase) gained by adding the finding (same phantom without it as reference):")
 print(gain.round(3).to_string())
+print("\npointing where the model uses the finding (gain > 0.5 nats) and where it does not:")
+print(reliance_table(rows).round(2).to_string())
 live.round(2)
 
 # %%
@@ -259,6 +261,12 @@ for name, r in parts.items():
 # | | 9000 | 0.73 | 0.73 | 0.55 | 0.52 |
 # | default recipe, float32 | 3000 · 5000 · 9000 | 0.79 · 0.80 · 0.80 | 0.69 · 0.65 · 0.67 | 0.65 · 0.62 · 0.61 | 0.48 · 0.41 · 0.46 |
 # | `--long` | 3000 | 0.77 | 0.62 | 0.57 | 0.61 |
+#
+# **Where the model uses the finding, the map finds it.** Over the 300 positives of the three
+# seeds (`runs/tiny`, gated IG): on the 208 whose phrase gains more than 0.5 nats from the finding
+# the map points at it in **0.92** of cases (atelectasis 0.97, pneumothorax 0.97, effusion 0.89,
+# consolidation 0.87, nodules 0.80); on the 92 the model hardly uses, 0.44 (nodules: 50 of them,
+# 0.36). `reliance_table` gives this split; the benchmark saves it as `pointing_by_reliance`.
 #
 # The gate helps most where pixel IG failed — effusion 0.50 → 0.80 on seed 3000 — and it lifts
 # every run by 0.14–0.22 over IG with two baselines. The project's bar (≥ 0.80) is reached on

@@ -159,3 +159,20 @@ def test_best_method_points_at_held_out_lesions_well_above_random() -> None:
         # faithful map to point at the lesion; reported with the numbers, not hidden
         pytest.xfail(f"best {best} points {best_rate:.2f} vs random {random_rate:.2f}; the phrase log-prob "
                      f"gains {gain:.3f} nats from the lesion")
+
+
+def test_reliance_table_splits_cases_by_the_counterfactual_gain() -> None:
+    from xraygpt_lab.interpret.faithfulness import reliance_table
+
+    rows = [{"method": "ig", "pointing": 1.0, "score_change": 2.0},
+            {"method": "ig", "pointing": 1.0, "score_change": 0.9},
+            {"method": "ig", "pointing": 0.0, "score_change": 0.1},
+            {"method": "random", "pointing": 0.0, "pointing_expected": 0.05, "score_change": 2.0},
+            {"method": "random", "pointing": 1.0, "pointing_expected": 0.07, "score_change": 0.1}]
+    table = reliance_table(rows)
+    assert table.loc["ig", "uses"] == 1.0 and table.loc["ig", "ignores"] == 0.0
+    assert table.loc["ig", "n_uses"] == 2 and table.loc["ig", "n_ignores"] == 1
+    assert table.loc["random", "uses"] == pytest.approx(0.05)  # the exact expectation, not the draw
+    assert reliance_table(rows, threshold=1.0).loc["ig", "n_uses"] == 1
+    with pytest.raises(ValueError, match="score_change"):
+        reliance_table([{"method": "ig", "pointing": 1.0}])

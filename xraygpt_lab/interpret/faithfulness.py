@@ -230,3 +230,39 @@ def summary_table(rows: Sequence[dict]):
         expected = frame[frame["method"] == "random"]["pointing_expected"].mean()
         out.loc["random", "pointing"] = expected
     return out.sort_values("pointing", ascending=False)
+
+
+#: A finding the model "uses": its phrase gains more than this many nats of log-probability from
+#: it (the counterfactual ``score_change`` of ``localization.evaluate_positives``). 0.5 nats is a
+#: factor e^0.5 ≈ 1.65 in probability.
+RELIANCE_NATS = 0.5
+
+
+def reliance_table(rows: Sequence[dict], metric: str = "pointing", threshold: float = RELIANCE_NATS):
+    """``metric`` per method, split by whether the model relies on the finding.
+
+    A faithful map can only point at a lesion the model's words depend on. Rows need
+    ``score_change`` (log P(phrase | image) − log P(phrase | same phantom without the finding)).
+    Columns: ``uses`` (mean over cases with ``score_change > threshold``), ``ignores`` (the rest),
+    ``n_uses``, ``n_ignores``; one row per method (random's pointing is its exact expectation).
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        raise ValueError("no rows to tabulate")
+    for column in (metric, "score_change"):
+        if column not in frame.columns:
+            raise ValueError(f"rows have no {column!r} column (evaluate_positives(..., counterfactual=True) "
+                             "gives score_change)")
+    values = frame[metric].astype(float)
+    if metric == "pointing" and "pointing_expected" in frame.columns:
+        values = values.where(frame["method"] != "random", frame["pointing_expected"])
+    uses = frame["score_change"].astype(float) > threshold
+    frame = frame.assign(value=values, group=uses.map({True: "uses", False: "ignores"}))
+    table = frame.pivot_table(index="method", columns="group", values="value", aggfunc="mean")
+    counts = frame.pivot_table(index="method", columns="group", values="value", aggfunc="count")
+    for group in ("uses", "ignores"):
+        table[group] = table[group] if group in table.columns else float("nan")
+        table[f"n_{group}"] = counts[group] if group in counts.columns else 0
+    return table[["uses", "ignores", "n_uses", "n_ignores"]].sort_values("uses", ascending=metric == "deletion_auc")

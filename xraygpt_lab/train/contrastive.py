@@ -144,13 +144,13 @@ def _cosine_lr(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def resolve_bf16(bf16: bool | str) -> bool:
-    """``True`` / ``False``, or ``"auto"``: bf16 autocast where the hardware computes it natively."""
+def resolve_bf16(bf16: bool | str, device: str | torch.device = "cpu") -> bool:
+    """``True`` / ``False``, or ``"auto"``: bf16 autocast where ``device`` computes it natively."""
     if isinstance(bf16, bool):
         return bf16
     if bf16 != "auto":
         raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
-    if torch.cuda.is_available():
+    if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:  # oneDNN's own check: AVX-512 BF16 or AMX on this CPU
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -219,7 +219,7 @@ def pretrain_encoder(
     """
 
     n = images.shape[0]
-    use_bf16 = resolve_bf16(bf16)
+    use_bf16 = resolve_bf16(bf16, next(encoder.parameters()).device)
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be [N, 1, S, S], got shape {list(images.shape)}")
     if len(texts) != n:
