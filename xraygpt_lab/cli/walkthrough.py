@@ -56,7 +56,7 @@ def _override(text: str) -> tuple[str, object]:
         parsed = value
     default = TINY_TRAIN[key]
     if key in CHOICES:
-        if parsed not in CHOICES[key] or isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        if not any(type(parsed) is type(choice) and parsed == choice for choice in CHOICES[key]):  # 1 is not True
             raise argparse.ArgumentTypeError(f"{key} takes one of {', '.join(map(json.dumps, CHOICES[key]))}, "
                                              f"got {value!r}")
         return key, parsed

@@ -248,11 +248,11 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         base_name = (f"average over {len(names)} baselines ({'; '.join(names)})" if several else names[0])
         base_name = f"{base_name}; {n_steps} steps"
         if gate:
-            features, _, stride = _feature_ig(target, pixels, FEATURE_BASELINE, gate_steps, ig_method,
-                                              internal_batch_size)  # [B, h, w]
+            features, gate_name, stride = _feature_ig(target, pixels, FEATURE_BASELINE, gate_steps, ig_method,
+                                                      internal_batch_size)  # [B, h, w]
             maps = maps * upsample_grid(features, size).clamp(min=0)  # [B, S, S]
             resolution = f"pixel, gated by feature IG (stride {stride})"
-            base_name = f"{base_name}; gate: feature IG from the {make_baseline(pixels[:1], FEATURE_BASELINE)[1]}"
+            base_name = f"{base_name}; gate: feature IG from the {gate_name}"
     elif method == "smoothgrad":
         attr = NoiseTunnel(Saliency(target)).attribute(
             pixels, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=nt_stdev,
@@ -289,7 +289,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         resolution = f"token grid {rows}x{cols}"
         base_name = "none (gradient-weighted activations, ReLU)"
     elif method == "feature_ig":
-        grid, base_name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size)
+        grid, name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size)
+        base_name = f"features of the {name}; {n_steps} steps"
         attr = grid
         maps = upsample_grid(grid, size)
         rows, cols = grid.shape[-2:]
@@ -327,7 +328,7 @@ def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | to
                 ig_method: str, internal_batch_size: int | None) -> tuple[torch.Tensor, str, int]:
     """LayerIntegratedGradients at ``encoder.feature_layer()``, summed over channels.
 
-    Returns the map ``[B, h, w]``, the baseline's name and the layer's stride. Captum integrates
+    Returns the map ``[B, h, w]``, the pixel baseline's name and the layer's stride. Captum integrates
     along the straight line between the layer's activations for the baseline and for the input,
     so completeness holds at that layer (Σ attributions ≈ f(x) − f(baseline)).
     """
@@ -343,7 +344,7 @@ def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | to
         internal_batch_size=internal_batch_size)  # [B, C, h, w]
     if attr.dim() != 4:
         raise ValueError(f"feature_ig expects a spatial feature map [B, C, h, w], got {list(attr.shape)}")
-    return attr.sum(dim=1).detach(), f"features of the {name}; {n_steps} steps", stride
+    return attr.sum(dim=1).detach(), name, stride
 
 
 def _encoder_of(target: Target) -> nn.Module:

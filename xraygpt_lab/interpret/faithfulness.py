@@ -197,6 +197,14 @@ def evaluate_maps(maps: Mapping[str, np.ndarray], mask: np.ndarray, *, tolerance
 METRICS: tuple[str, ...] = ("pointing", "energy", "deletion_auc", "insertion_auc")
 
 
+def _metric_values(frame, metric: str):
+    """``frame[metric]`` as floats, with the random map's pointing replaced by its exact expectation."""
+    values = frame[metric].astype(float)
+    if metric == "pointing" and "pointing_expected" in frame.columns:
+        values = values.where(frame["method"] != "random", frame["pointing_expected"])
+    return values
+
+
 def faithfulness_table(rows: Sequence[dict], metric: str = "pointing"):
     """Method × observation table (pandas ``DataFrame``) of the mean ``metric``; column ``all``
     pools every case and ``n`` counts them. The random row's pointing uses the exact expectation."""
@@ -209,10 +217,7 @@ def faithfulness_table(rows: Sequence[dict], metric: str = "pointing"):
         raise ValueError(f"metric {metric!r} not in rows; have {sorted(c for c in frame.columns if c in METRICS)}")
     if "observation" not in frame.columns:
         frame["observation"] = "all"
-    values = frame[metric].astype(float)
-    if metric == "pointing" and "pointing_expected" in frame.columns:
-        values = values.where(frame["method"] != "random", frame["pointing_expected"])
-    frame = frame.assign(value=values)
+    frame = frame.assign(value=_metric_values(frame, metric))
     table = frame.pivot_table(index="method", columns="observation", values="value", aggfunc="mean")
     table["all"] = frame.groupby("method")["value"].mean()
     table["n"] = frame.groupby("method")["value"].count()
@@ -255,11 +260,8 @@ def reliance_table(rows: Sequence[dict], metric: str = "pointing", threshold: fl
         if column not in frame.columns:
             raise ValueError(f"rows have no {column!r} column (evaluate_positives(..., counterfactual=True) "
                              "gives score_change)")
-    values = frame[metric].astype(float)
-    if metric == "pointing" and "pointing_expected" in frame.columns:
-        values = values.where(frame["method"] != "random", frame["pointing_expected"])
     uses = frame["score_change"].astype(float) > threshold
-    frame = frame.assign(value=values, group=uses.map({True: "uses", False: "ignores"}))
+    frame = frame.assign(value=_metric_values(frame, metric), group=uses.map({True: "uses", False: "ignores"}))
     table = frame.pivot_table(index="method", columns="group", values="value", aggfunc="mean")
     counts = frame.pivot_table(index="method", columns="group", values="value", aggfunc="count")
     for group in ("uses", "ignores"):
