@@ -10,7 +10,9 @@ What it measures (XrayGPT, arXiv 2306.07971 Sec. 3: frozen MedCLIP Swin-T → on
   same run. ``4·N`` per token = forward ``2N`` + backward through the activations ``2N`` (the
   frozen weights get no gradients, so the usual third ``2N`` for weight gradients is absent);
 * **latency** — first token (prefill of BOS + prompt + 49 image tokens, batch 1) and per-token
-  decode with the KV cache;
+  decode with the KV cache, with and without bf16 autocast; on CUDA also the kernels launched and
+  the GPU-busy time of one decode step (H200, session 5: 1,461 kernels, 5.8 ms busy in a 35 ms
+  step — host-bound);
 * the Swin-T encoder's images/s when caching features, and peak GPU memory.
 
 Shapes: ``7b`` is LLaMA-7B / Vicuna-7B (hidden 4096, 32 layers, 32 heads, MLP 11008, vocab
@@ -105,6 +107,36 @@ def build_llm(shape: str, device: torch.device, dtype: torch.dtype, gradient_che
         model.eval()
     model.config.use_cache = False
     return model
+
+
+def _decode(llm: nn.Module, next_id: torch.Tensor, cache, cache_name: str, tokens: int,
+            dev: torch.device) -> tuple[float, torch.Tensor, object]:
+    """Greedy cached decoding of ``tokens`` tokens; returns (seconds per token, last id, cache)."""
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(tokens):
+        out = llm(input_ids=next_id, use_cache=True, **{cache_name: cache})
+        cache = getattr(out, cache_name)
+        next_id = out.logits[:, -1].argmax(-1, keepdim=True)  # [1, 1]
+    _sync(dev)
+    return (time.perf_counter() - start) / tokens, next_id, cache
+
+
+def _profile_decode_step(llm: nn.Module, next_id: torch.Tensor, cache, cache_name: str, dev: torch.device) -> dict:
+    """Kernel launches and GPU-busy time of one cached decode step (``torch.profiler``; CUDA only).
+
+    Few milliseconds of GPU time inside a much longer step means the step is bound by the host
+    (Python + one launch per kernel), not by reading the weights."""
+    if dev.type != "cuda":
+        return {"decode_kernels_per_token": None, "decode_gpu_busy_seconds": None}
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        llm(input_ids=next_id, use_cache=True, **{cache_name: cache})
+        _sync(dev)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    return {"decode_kernels_per_token": sum(e.count for e in events),
+            "decode_gpu_busy_seconds": sum(e.self_device_time_total for e in events) / 1e6}
 
 
 def run(
@@ -203,13 +235,10 @@ def run(
         first_token_s = time.perf_counter() - start
         cache_name = _cache_argument(llm)
         cache = getattr(out, cache_name)
-        start = time.perf_counter()
-        for _ in range(decode_tokens):
-            out = llm(input_ids=next_id, use_cache=True, **{cache_name: cache})
-            cache = getattr(out, cache_name)
-            next_id = out.logits[:, -1].argmax(-1, keepdim=True)
-        _sync(dev)
-        decode_s = (time.perf_counter() - start) / decode_tokens
+        decode_s, next_id, cache = _decode(llm, next_id, cache, cache_name, decode_tokens, dev)
+    with torch.no_grad():  # the weights are bf16 already: autocast only adds casts
+        decode_plain_s, next_id, cache = _decode(llm, next_id, cache, cache_name, decode_tokens, dev)
+        kernels = _profile_decode_step(llm, next_id, cache, cache_name, dev)
 
     result = {
         "shape": shape,
@@ -232,6 +261,8 @@ def run(
         "mfu": achieved / peak,
         "first_token_seconds": first_token_s,
         "decode_seconds_per_token": decode_s,
+        "decode_seconds_per_token_no_autocast": decode_plain_s,
+        **kernels,
         "encoder_images_per_second": encoder_images_per_s,
         "loss_first": losses[0],
         "loss_last": losses[-1],
@@ -266,7 +297,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['shape']} on {result['device_name']}: {result['samples_per_second']:.2f} samples/s, "
         f"MFU {result['mfu']:.1%} (peak {result['peak_matmul_flops'] / 1e12:.1f} TFLOP/s), "
         f"first token {result['first_token_seconds'] * 1e3:.1f} ms, "
-        f"decode {result['decode_seconds_per_token'] * 1e3:.1f} ms/token"
+        f"decode {result['decode_seconds_per_token'] * 1e3:.1f} ms/token "
+        f"({result['decode_seconds_per_token_no_autocast'] * 1e3:.1f} without autocast)"
+        + (f", {result['decode_kernels_per_token']} kernels and {result['decode_gpu_busy_seconds'] * 1e3:.1f} ms "
+           "of GPU time per token" if result["decode_kernels_per_token"] else "")
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -165,8 +165,8 @@ for name, setting in settings.items():
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
 # answer before the phrase — to the input pixels with Integrated Gradients (Sundararajan et al.
 # 2017), averaged over a blurred and a black copy of the image (the baselines: "no sharp detail",
-# "nothing") and gated by the same attribution at the encoder's early feature map (notebook 05 §4
-# explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
+# "nothing") and gated by the same attribution at two of the encoder's early feature maps (strides 4
+# and 8; notebook 05 §4 explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
 # drawn. In the synthetic world we know where the effusion is, so we can check the map.
 
 # %%

@@ -303,6 +303,43 @@ class _FeatureBlockTarget(torch.nn.Module):
         return seen["out"][:, :, 0:2, 6:8].pow(2).sum(dim=(1, 2, 3))  # [B]
 
 
+class _LastTokenTarget(torch.nn.Module):
+    """First channels of the encoder's last (bottom-right) output token: depends on every stem scale.
+
+    (Not the whole token: the final LayerNorm makes its sum nearly constant.)"""
+
+    def __init__(self, encoder: VisionEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.description = "last token"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pixel_values).tokens[:, -1, :4].sum(dim=-1)  # [B]
+
+
+def test_gate_multiplies_the_positive_feature_ig_of_each_stride() -> None:
+    from xraygpt_lab.interpret.attribution import GATE_STRIDES, upsample_grid
+
+    torch.manual_seed(0)
+    encoder = VisionEncoder(EncoderConfig.tiny(64, embed_dim=8, depths=[1, 1], num_heads=[1, 1], stem_width=4)).eval()
+    target = _LastTokenTarget(encoder)
+    pixels = torch.randn(1, 1, 64, 64) * 0.3
+    plain = explain(target, pixels, "ig", baseline="blur", n_steps=8)
+    parts = {s: explain(target, pixels, "feature_ig", n_steps=8, feature_stride=s) for s in (4, 8)}
+    assert parts[4].grid.shape == (16, 16) and parts[8].grid.shape == (8, 8)
+    positive = {s: upsample_grid(torch.tensor(p.grid)[None], 64)[0].clamp(min=0).numpy() for s, p in parts.items()}
+    assert all(0 < (g > 0).mean() < 1 for g in positive.values())  # each gate keeps some pixels, not all
+
+    assert GATE_STRIDES == (4, 8)
+    gated = explain(target, pixels, "ig", baseline="blur", n_steps=8, gate=True, gate_steps=8)
+    atol = 1e-5 * np.abs(plain.map).max()
+    np.testing.assert_allclose(gated.map, plain.map * positive[4] * positive[8], rtol=1e-4, atol=atol)
+    assert "stride 4 × 8" in gated.resolution
+    fine_only = explain(target, pixels, "ig", baseline="blur", n_steps=8, gate=True, gate_steps=8, gate_strides=(4,))
+    np.testing.assert_allclose(fine_only.map, plain.map * positive[4], rtol=1e-4, atol=atol)
+    assert np.abs(fine_only.map - gated.map).max() > 0.1 * np.abs(fine_only.map).max()
+
+
 def test_gate_rejects_other_methods_and_bad_values(model, pixels) -> None:
     target = phrase_target(model, "pleural effusion", ANSWER)
     with pytest.raises(ValueError, match="does not apply to 'saliency'"):
@@ -311,6 +348,11 @@ def test_gate_rejects_other_methods_and_bad_values(model, pixels) -> None:
         attribute(target, pixels[:1], "ig", gate="yes")
     with pytest.raises(ValueError, match="gate_steps"):
         attribute(target, pixels[:1], "ig", gate=True, gate_steps=1)
+    for strides in ((), 4, (4.0,)):
+        with pytest.raises(ValueError, match="gate_strides"):
+            attribute(target, pixels[:1], "ig", gate=True, gate_strides=strides)
+    with pytest.raises(ValueError, match="power of two"):
+        attribute(target, pixels[:1], "ig", gate=True, gate_strides=(3,), n_steps=2, gate_steps=2)
     with pytest.raises(ValueError, match="feature_ig need a target with an .encoder"):
         attribute(lambda x: x.sum(dim=(1, 2, 3)), pixels[:1], "feature_ig")
 

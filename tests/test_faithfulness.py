@@ -124,41 +124,30 @@ def test_pointing_game_checker_passes_the_library_and_explains_mistakes() -> Non
 
 
 # ------------------------------------------------------------------ the bar, on the trained tiny run
-def lesion_gain(rows: list[dict]) -> float:
-    """Mean log-probability the phrase gains from its finding (counterfactual), over the cases."""
-    per_case = {row["case"] + row["observation"]: row["score_change"] for row in rows}
-    return float(np.mean(list(per_case.values())))
-
-
 @pytest.mark.slow
-def test_best_method_points_at_held_out_lesions_well_above_random() -> None:
-    """20 held-out positives (4 per localized observation): best pointing ≥ 0.6 and ≥ random + 0.4.
+def test_recommended_ig_points_at_held_out_lesions() -> None:
+    """40 held-out positives (8 per localized observation): the recommended IG points at ≥ 0.65
+    of them, ≥ random + 0.5, and better than plain IG.
 
-    The full bar (≥ 0.80 on 100 positives) is ``benchmarks/faithfulness.py``. A model whose phrase
-    probability does not depend on the lesion cannot be explained by a map that points at it; such a
-    run is reported as an expected failure with the numbers, not hidden.
+    The bar (≥ 0.80) is measured by ``benchmarks/faithfulness.py`` on 300 positives: 0.81–0.84 on
+    the default recipe (NOTES.md). 40 positives are a smaller set: one draw moves the rate by
+    ± 0.06, so this test asks for 0.65: a run at 0.80 fails it in 0.8 % of draws (binomial).
     """
-    from xraygpt_lab.interpret.localization import best_method, evaluate_positives, held_out_positives
+    from xraygpt_lab.interpret.attribution import RECOMMENDED_IG
+    from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives
     from xraygpt_lab.runs import ensure_tiny_run, load_run
 
     model = load_run(ensure_tiny_run(progress=False))
-    pairs = held_out_positives(4, model.encoder.config.image_size)
-    from xraygpt_lab.interpret.attribution import RECOMMENDED_IG
-
+    pairs = held_out_positives(8, model.encoder.config.image_size)
     methods = {"ig_gated": {"method": "ig", **RECOMMENDED_IG, "n_steps": 16},
-               "ig": {"baseline": "blur", "n_steps": 16}, "feature_ig": {"n_steps": 16}, "saliency": {},
-               "gradcam": {}, "attention": {}}
+               "ig": {"baseline": "blur", "n_steps": 16}, "saliency": {}}
     rows = evaluate_positives(model, pairs, methods)
     table = faithfulness_table(rows)
-    best = best_method(table)
-    best_rate, random_rate = float(table.loc[best, "all"]), float(table.loc["random", "all"])
-    assert table.loc["random", "n"] == 20 and 0 < random_rate < 0.2
-    gain = lesion_gain(rows)
-    if not (best_rate >= 0.6 and best_rate >= random_rate + 0.4):
-        # known gap (issues 4 and 5, NOTES.md): the tiny run reads the image too weakly for any
-        # faithful map to point at the lesion; reported with the numbers, not hidden
-        pytest.xfail(f"best {best} points {best_rate:.2f} vs random {random_rate:.2f}; the phrase log-prob "
-                     f"gains {gain:.3f} nats from the lesion")
+    rate, random_rate = float(table.loc["ig_gated", "all"]), float(table.loc["random", "all"])
+    assert table.loc["random", "n"] == 40 and 0 < random_rate < 0.2
+    summary = f"gated IG {rate:.2f}, plain IG {table.loc['ig', 'all']:.2f}, random {random_rate:.2f}"
+    assert rate >= 0.65 and rate >= random_rate + 0.5, summary
+    assert rate > table.loc["ig", "all"] and rate > table.loc["saliency", "all"], summary
 
 
 def test_reliance_table_splits_cases_by_the_counterfactual_gain() -> None:

@@ -56,8 +56,8 @@ def register(subparsers) -> None:
                         "ig several joined by + to average over them (default: blur+black for ig, black for "
                         "feature_ig, blur otherwise)")
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
-                   help="ig only: multiply the pixel map by the positive part of the feature-level IG "
-                        "(default: on, the recommended setting; --no-gate for plain IG)")
+                   help="ig only: multiply the pixel map by the positive part of the feature-level IG at "
+                        "strides 4 and 8 (default: on, the recommended setting; --no-gate for plain IG)")
     p.add_argument("--smooth", type=non_negative_float, default=None,
                    help="Gaussian σ in px applied to the map (default: 1 for ig at the model's resolution, 0 otherwise)")
     p.add_argument("--steps", type=positive_int, default=32,

@@ -17,7 +17,7 @@ method             Captum class (reference)                           resolution
 ``layer_ig``       LayerIntegratedGradients on the projection output  token grid
                    (the image embeddings the LLM reads)
 ``feature_ig``     LayerIntegratedGradients on an early feature map   feature map, stride 4
-                   (``VisionEncoder.feature_layer``), summed over
+                   (``VisionEncoder.feature_layer``), summed over     (``feature_stride``)
                    channels
 =================  =================================================  ====================
 
@@ -33,11 +33,14 @@ a black image still holds nothing bright — so the average credits both kinds o
 ``smooth=σ`` blurs the final map with a Gaussian of σ px (a map's single-pixel maximum is noise).
 
 ``gate=True`` multiplies the IG pixel map by the positive part of ``feature_ig`` (black
-baseline), upsampled: pixels count only where the encoder's early features also support the
-target. This is how Guided Grad-CAM combines a fine map with a coarse one (Selvaraju et al. 2017,
-Sec. 3.1: guided backpropagation ⊙ Grad-CAM). Pixel IG alone peaks on bright or sharp anatomy
-that the baselines remove too (the mediastinum, rib edges); the feature map alone is coarser.
-On the tiny run the product points best (``RECOMMENDED_IG``; numbers in ``NOTES.md``).
+baseline), upsampled, at each stride of ``gate_strides`` (default 4 and 8): pixels count only
+where the encoder's features at both scales also support the target. This is how Guided Grad-CAM
+combines a fine map with a coarse one (Selvaraju et al. 2017, Sec. 3.1: guided backpropagation ⊙
+Grad-CAM). Pixel IG alone peaks on bright or sharp anatomy that the baselines remove too (the
+mediastinum, rib edges); a feature map alone is coarser; the stride-8 factor removes stride-4
+peaks on the wrong side of the chest. On the tiny run the product points best
+(``RECOMMENDED_IG``; numbers in ``NOTES.md``). Strides that resolve to the same layer (Swin's
+own patch embedding has a single early map) count once.
 
 Swin stages return tuples, so Grad-CAM does not hook a stage: :func:`token_grid` routes the last
 stage's tokens (``VisionEncoder.hook_tokens``, after the final LayerNorm) through an identity
@@ -71,6 +74,8 @@ RECOMMENDED_IG: dict = {"baseline": ("blur", "black"), "gate": True, "smooth": 1
 #: Baseline of ``feature_ig`` and of the gate: in feature space the black image's features (an
 #: empty film) beat the blurred image's (NOTES.md).
 FEATURE_BASELINE = "black"
+#: Feature-map strides whose feature IG gates the recommended IG (``attribute(..., gate=True)``).
+GATE_STRIDES: tuple[int, ...] = (4, 8)
 #: Everything :func:`explain` accepts: the Captum methods plus the attention maps of ``attention.py``.
 ATTENTION_METHODS: tuple[str, ...] = ("attention", "rollout", "grad_rollout")
 ALL_METHODS: tuple[str, ...] = METHODS + ATTENTION_METHODS
@@ -191,7 +196,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
               internal_batch_size: int | None = None, nt_samples: int = 8, nt_stdev: float = 0.5,
               occlusion_window: int | None = None, occlusion_stride: int | None = None,
               shap_samples: int = 16, ig_method: str = "gausslegendre", smooth: float = 0.0,
-              gate: bool = False, gate_steps: int = 16) -> list[AttributionMap]:
+              gate: bool = False, gate_steps: int = 16, gate_strides: tuple[int, ...] = GATE_STRIDES,
+              feature_stride: int = 4) -> list[AttributionMap]:
     """Run ``method`` on every image of ``pixel_values`` ``[B, 1, S, S]``; one map per image.
 
     ``n_steps``: integration steps of IG / layer IG, placed by ``ig_method`` (Captum's
@@ -202,7 +208,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     ``baseline``: one baseline, or for ``ig`` a list of them (attributions averaged over the list);
     default ``"blur"``, and :data:`FEATURE_BASELINE` for ``feature_ig``.
     ``smooth``: σ in px of a Gaussian applied to each final map (0: none). ``gate`` (``ig`` only):
-    multiply the map by the positive part of a ``gate_steps``-step ``feature_ig`` map.
+    multiply the map by the positive part of a ``gate_steps``-step ``feature_ig`` map at each
+    stride of ``gate_strides``. ``feature_stride``: the feature map ``feature_ig`` reads.
     """
     from captum.attr import (IntegratedGradients, LayerGradCam, LayerIntegratedGradients, NoiseTunnel,
                              Occlusion, Saliency, GradientShap)
@@ -219,6 +226,9 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         raise ValueError(f"gate=True gates an 'ig' map by the feature-level IG; it does not apply to {method!r}")
     if gate and gate_steps < 2:
         raise ValueError(f"gate_steps must be >= 2, got {gate_steps}")
+    if gate and (not isinstance(gate_strides, (list, tuple)) or not gate_strides
+                 or any(isinstance(v, bool) or not isinstance(v, int) for v in gate_strides)):
+        raise ValueError(f"gate_strides is a non-empty tuple of strides (e.g. (4, 8)), got {gate_strides!r}")
     if baseline is None:
         baseline = FEATURE_BASELINE if method == "feature_ig" else "blur"
     several = isinstance(baseline, (list, tuple))
@@ -248,10 +258,10 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         base_name = (f"average over {len(names)} baselines ({'; '.join(names)})" if several else names[0])
         base_name = f"{base_name}; {n_steps} steps"
         if gate:
-            features, gate_name, stride = _feature_ig(target, pixels, FEATURE_BASELINE, gate_steps, ig_method,
-                                                      internal_batch_size)  # [B, h, w]
-            maps = maps * upsample_grid(features, size).clamp(min=0)  # [B, S, S]
-            resolution = f"pixel, gated by feature IG (stride {stride})"
+            weights, gate_name, strides = _gate(target, pixels, gate_strides, gate_steps, ig_method,
+                                                internal_batch_size)  # [B, S, S] >= 0
+            maps = maps * weights  # [B, S, S]
+            resolution = f"pixel, gated by feature IG (stride {' × '.join(map(str, strides))})"
             base_name = f"{base_name}; gate: feature IG from the {gate_name}"
     elif method == "smoothgrad":
         attr = NoiseTunnel(Saliency(target)).attribute(
@@ -289,7 +299,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         resolution = f"token grid {rows}x{cols}"
         base_name = "none (gradient-weighted activations, ReLU)"
     elif method == "feature_ig":
-        grid, name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size)
+        grid, name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size,
+                                         stride=feature_stride)
         base_name = f"features of the {name}; {n_steps} steps"
         attr = grid
         maps = upsample_grid(grid, size)
@@ -324,9 +335,33 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     return out
 
 
+def _gate(target: Target, pixels: torch.Tensor, strides: tuple[int, ...], n_steps: int, ig_method: str,
+          internal_batch_size: int | None) -> tuple[torch.Tensor, str, list[int]]:
+    """``Π_s relu(upsample(feature IG at stride s))`` ``[B, S, S]``; each distinct layer once.
+
+    Returns the gate, the baseline's name and the strides of the layers used.
+    """
+    encoder = _encoder_of(target)
+    if not hasattr(encoder, "feature_layer"):
+        raise ValueError("gate=True needs a VisionEncoder (it reads encoder.feature_layer())")
+    size = pixels.shape[-1]
+    weights, layers, used, name = None, set(), [], FEATURE_BASELINE
+    for stride in strides:
+        layer, actual = encoder.feature_layer(stride)
+        if id(layer) in layers:
+            continue
+        layers.add(id(layer))
+        grid, name, actual = _feature_ig(target, pixels, FEATURE_BASELINE, n_steps, ig_method, internal_batch_size,
+                                         stride=stride)  # [B, h, w]
+        part = upsample_grid(grid, size).clamp(min=0)  # [B, S, S]
+        weights = part if weights is None else weights * part
+        used.append(actual)
+    return weights, name, used
+
+
 def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | torch.Tensor, n_steps: int,
-                ig_method: str, internal_batch_size: int | None) -> tuple[torch.Tensor, str, int]:
-    """LayerIntegratedGradients at ``encoder.feature_layer()``, summed over channels.
+                ig_method: str, internal_batch_size: int | None, stride: int = 4) -> tuple[torch.Tensor, str, int]:
+    """LayerIntegratedGradients at ``encoder.feature_layer(stride)``, summed over channels.
 
     Returns the map ``[B, h, w]``, the pixel baseline's name and the layer's stride. Captum integrates
     along the straight line between the layer's activations for the baseline and for the input,
@@ -337,7 +372,7 @@ def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | to
     encoder = _encoder_of(target)
     if not hasattr(encoder, "feature_layer"):
         raise ValueError("feature_ig needs a VisionEncoder (it reads encoder.feature_layer())")
-    layer, stride = encoder.feature_layer()
+    layer, stride = encoder.feature_layer(stride)
     base, name = make_baseline(pixels, baseline)
     attr = LayerIntegratedGradients(target, layer).attribute(
         pixels, baselines=base, n_steps=n_steps, method=ig_method,

@@ -7,8 +7,8 @@ the target is ``log P(phrase | image, conversation so far, answer before the phr
 produced the answer; :func:`xraygpt_lab.interpret.attribution.explain` runs one Captum method.
 The default is the library's recommended IG (``attribution.RECOMMENDED_IG``: Integrated
 Gradients, Sundararajan et al. 2017, averaged over a blurred and a black baseline, Sturmfels et
-al. 2020, and gated by the feature-level IG, as Guided Grad-CAM gates its fine map): "which
-pixels, where the encoder's features also support it, raised this phrase?".
+al. 2020, and gated by the feature-level IG at strides 4 and 8, as Guided Grad-CAM gates its
+fine map): "which pixels, where the encoder's features also support it, raised this phrase?".
 
 Only evidence *for* the phrase is drawn: the map is clipped at 0 and scaled by its 99th
 percentile, so one hot pixel cannot wash out the rest.
