@@ -257,8 +257,9 @@ def test_feature_layer_is_the_stride_4_map_of_either_stem() -> None:
         conv(torch.zeros(1, 1, 64, 64))
         handle.remove()
         assert seen["shape"][-2:] == (side, side) and stride == 64 // side
-    with pytest.raises(ValueError, match="power of two"):
-        conv.feature_layer(3)
+    for bad in (3, "4", 4.0, True):
+        with pytest.raises(ValueError, match="power of two"):
+            conv.feature_layer(bad)
 
 
 def test_feature_ig_points_at_the_region_and_gate_multiplies_by_its_positive_part(model) -> None:

@@ -289,8 +289,8 @@ class VisionEncoder(nn.Module):
         size (4 for swin-tiny). Feature-level attributions (``interpret.attribution``, method
         ``feature_ig``) are taken here: fine enough to point at a nodule, past the raw pixels.
         """
-        if stride < 2 or stride & (stride - 1):
-            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 2 or stride & (stride - 1):
+            raise ValueError(f"stride must be a power of two >= 2, got {stride!r}")
         projection = self.backbone.embeddings.patch_embeddings.projection
         if self.config.stem == "conv":
             scale = min(stride.bit_length() - 2, projection.scales - 1)
