@@ -130,9 +130,9 @@ def test_recommended_ig_points_at_held_out_lesions() -> None:
     of them, ≥ random + 0.4, and better than plain IG.
 
     The bar (≥ 0.80) is measured by ``benchmarks/faithfulness.py`` on 300 positives: 0.82 and 0.83
-    on two seeds of the default run (NOTES.md). A retrain of the same recipe points 0.74–0.86 on
-    100 positives, and 40 positives add ± 0.07 (binomial), so this smaller set asks for 0.5: a
-    retrain at 0.74 fails it in 0.03 % of draws. (A CI retrain measured 0.60 here.)
+    on two seeds of the development machine's run (NOTES.md). A retrain of the same recipe points
+    0.74–0.86 on 100 positives, and 40 positives add ± 0.07 (binomial), so this smaller set asks
+    for 0.5: a retrain at 0.74 fails it in 0.03 % of draws. (CI retrains measured 0.60 and 0.65.)
     """
     from xraygpt_lab.interpret.attribution import RECOMMENDED_IG
     from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives
