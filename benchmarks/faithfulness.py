@@ -10,10 +10,10 @@ the mask, and (``--curves``) deletion / insertion AUCs, beside a random map.
 
 Goal: the best method's pointing game ≥ 0.80 over all positives, well above random. The default
 is 60 positives per observation (300): one draw of 100 moves the pointing game by ± 0.04
-(binomial), so 300 pins it to ± 0.023. Also
-reported (``pointing_by_reliance``): each method's pointing game on the positives whose phrase
-the model writes *because of* the finding (counterfactual gain > 0.5 nats) and on the rest — a
-faithful map cannot point at a lesion the model ignores.
+(binomial), so 300 pins it to ± 0.023. Also reported (``pointing_by_reliance``): each method's
+pointing game on the positives whose phrase the model writes *because of* the finding
+(counterfactual gain > 0.5 nats) and on the rest — a faithful map cannot point at a lesion the
+model ignores.
 
 Writes ``runs/faithfulness_<run name>.json`` (read by notebook 05) and returns the tables as a dict.
 

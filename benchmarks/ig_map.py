@@ -8,7 +8,7 @@ used when it is complete; otherwise a randomly initialised model of exactly the 
 warm-up run, for 1 torch thread and for torch's default thread count; ``ig_map_s`` is the faster
 of the two (on a shared machine, two threads fighting other processes can be slower than one).
 ``recommended_map_s``: the same for the map the CLI and the chat panel draw
-(``attribution.RECOMMENDED_IG``: two baselines × 32 steps, gated by a 16-step feature IG).
+(``attribution.RECOMMENDED_IG``: two baselines × 32 steps, gated by two 16-step feature IGs).
 
 Run:  ``python benchmarks/ig_map.py``
 """
@@ -45,6 +45,26 @@ def tiny_model():
     return XrayGPT(VisionEncoder(EncoderConfig.tiny()), llm, tokenizer).eval(), "random weights, tiny sizes"
 
 
+def _median_seconds(work, repeats: int, threads: int) -> tuple[float, object]:
+    """Median wall time of ``work()`` over ``repeats`` runs with ``threads`` torch threads, after one
+    warm-up run (allocations, tokenizer cache), and the last run's result; the thread count is
+    restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        work()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = work()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return round(statistics.median(times), 3), result
+
+
 def run(repeats: int = 3, n_steps: int = 32) -> dict:
     """Time the IG map; returns ``{"ig_map_s": median seconds, ...}``."""
     import torch
@@ -60,33 +80,15 @@ def run(repeats: int = 3, n_steps: int = 32) -> dict:
     case = render_case(7, size, findings=[Finding("Pleural Effusion", side="left", severity="moderate")])
     pixels = preprocess(case.image, size)[None]  # [1, 1, S, S]
     target = phrase_target(model, "left pleural effusion", case.summary)
-    default_threads = torch.get_num_threads()
-    medians: dict[int, float] = {}
-    try:
-        for threads in sorted({1, default_threads}):
-            torch.set_num_threads(threads)
-            explain(target, pixels, "ig", n_steps=n_steps)  # warm-up (allocations, tokenizer cache)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                result = explain(target, pixels, "ig", n_steps=n_steps)
-                times.append(time.perf_counter() - start)
-            medians[threads] = round(statistics.median(times), 3)
-    finally:
-        torch.set_num_threads(default_threads)
+    timed = {threads: _median_seconds(lambda: explain(target, pixels, "ig", n_steps=n_steps), repeats, threads)
+             for threads in sorted({1, torch.get_num_threads()})}
+    medians = {threads: seconds for threads, (seconds, _) in timed.items()}
     best = min(medians, key=medians.get)
-    torch.set_num_threads(best)
-    try:
-        explain(target, pixels, "ig", n_steps=n_steps, **RECOMMENDED_IG)  # warm-up
-        recommended = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            explain(target, pixels, "ig", n_steps=n_steps, **RECOMMENDED_IG)
-            recommended.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(default_threads)
+    recommended, _ = _median_seconds(lambda: explain(target, pixels, "ig", n_steps=n_steps, **RECOMMENDED_IG),
+                                     repeats, best)
+    result = timed[best][1]
     return {"ig_map_s": medians[best], "threads": best, "ig_map_s_by_threads": medians,
-            "recommended_map_s": round(statistics.median(recommended), 3),
+            "recommended_map_s": recommended,
             "n_steps": n_steps, "image_size": size, "model": source, "ig_delta": result.delta}
 
 

@@ -299,8 +299,8 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         resolution = f"token grid {rows}x{cols}"
         base_name = "none (gradient-weighted activations, ReLU)"
     elif method == "feature_ig":
-        grid, name, stride = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size,
-                                         stride=feature_stride)
+        layer, stride = _feature_layer(target, feature_stride)
+        grid, name = _feature_ig(target, pixels, baseline, n_steps, ig_method, internal_batch_size, layer)
         base_name = f"features of the {name}; {n_steps} steps"
         attr = grid
         maps = upsample_grid(grid, size)
@@ -341,45 +341,45 @@ def _gate(target: Target, pixels: torch.Tensor, strides: tuple[int, ...], n_step
 
     Returns the gate, the baseline's name and the strides of the layers used.
     """
-    encoder = _encoder_of(target)
-    if not hasattr(encoder, "feature_layer"):
-        raise ValueError("gate=True needs a VisionEncoder (it reads encoder.feature_layer())")
+    layers: dict[int, tuple[nn.Module, int]] = {}
+    for wanted in strides:
+        layer, stride = _feature_layer(target, wanted)
+        layers.setdefault(id(layer), (layer, stride))
     size = pixels.shape[-1]
-    weights, layers, used, name = None, set(), [], FEATURE_BASELINE
-    for stride in strides:
-        layer, actual = encoder.feature_layer(stride)
-        if id(layer) in layers:
-            continue
-        layers.add(id(layer))
-        grid, name, actual = _feature_ig(target, pixels, FEATURE_BASELINE, n_steps, ig_method, internal_batch_size,
-                                         stride=stride)  # [B, h, w]
+    weights, name = None, FEATURE_BASELINE
+    for layer, _ in layers.values():
+        grid, name = _feature_ig(target, pixels, FEATURE_BASELINE, n_steps, ig_method, internal_batch_size,
+                                 layer)  # [B, h, w]
         part = upsample_grid(grid, size).clamp(min=0)  # [B, S, S]
         weights = part if weights is None else weights * part
-        used.append(actual)
-    return weights, name, used
+    return weights, name, [stride for _, stride in layers.values()]
+
+
+def _feature_layer(target: Target, stride: int) -> tuple[nn.Module, int]:
+    """``encoder.feature_layer(stride)`` of the target's encoder: the layer and its actual stride."""
+    encoder = _encoder_of(target)
+    if not hasattr(encoder, "feature_layer"):
+        raise ValueError("feature_ig and the gate need a VisionEncoder (they read encoder.feature_layer())")
+    return encoder.feature_layer(stride)
 
 
 def _feature_ig(target: Target, pixels: torch.Tensor, baseline: str | float | torch.Tensor, n_steps: int,
-                ig_method: str, internal_batch_size: int | None, stride: int = 4) -> tuple[torch.Tensor, str, int]:
-    """LayerIntegratedGradients at ``encoder.feature_layer(stride)``, summed over channels.
+                ig_method: str, internal_batch_size: int | None, layer: nn.Module) -> tuple[torch.Tensor, str]:
+    """LayerIntegratedGradients at ``layer`` (a :func:`_feature_layer`), summed over channels.
 
-    Returns the map ``[B, h, w]``, the pixel baseline's name and the layer's stride. Captum integrates
-    along the straight line between the layer's activations for the baseline and for the input,
-    so completeness holds at that layer (Σ attributions ≈ f(x) − f(baseline)).
+    Returns the map ``[B, h, w]`` and the pixel baseline's name. Captum integrates along the
+    straight line between the layer's activations for the baseline and for the input, so
+    completeness holds at that layer (Σ attributions ≈ f(x) − f(baseline)).
     """
     from captum.attr import LayerIntegratedGradients
 
-    encoder = _encoder_of(target)
-    if not hasattr(encoder, "feature_layer"):
-        raise ValueError("feature_ig needs a VisionEncoder (it reads encoder.feature_layer())")
-    layer, stride = encoder.feature_layer(stride)
     base, name = make_baseline(pixels, baseline)
     attr = LayerIntegratedGradients(target, layer).attribute(
         pixels, baselines=base, n_steps=n_steps, method=ig_method,
         internal_batch_size=internal_batch_size)  # [B, C, h, w]
     if attr.dim() != 4:
         raise ValueError(f"feature_ig expects a spatial feature map [B, C, h, w], got {list(attr.shape)}")
-    return attr.sum(dim=1).detach(), name, stride
+    return attr.sum(dim=1).detach(), name
 
 
 def _encoder_of(target: Target) -> nn.Module:
