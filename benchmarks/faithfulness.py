@@ -3,8 +3,10 @@
 For each localized observation (Pleural Effusion, Pneumothorax, Lung Lesion, Consolidation,
 Atelectasis) the first ``n`` held-out phantoms that have it (``interpret.localization``, seed
 3000, never trained on) are explained with every method of ``DEFAULT_METHODS``: the target is the
-log-probability of the observation's phrase (e.g. "left pleural effusion") inside the image's
-ground-truth summary, teacher-forced after "Describe the given chest x-ray image in detail.".
+log-probability of the observation's phrase inside the image's ground-truth summary, teacher-forced
+after "Describe the given chest x-ray image in detail.". The phrase is the finding's whole noun
+phrase, size or severity included (e.g. "moderate left pleural effusion", "15 mm nodule in the
+right upper lung"; ``localization.PHRASE_PATTERNS``).
 Each map is scored by the pointing game (tolerance 4 px at 128 px, Zhang et al. 2018), energy in
 the mask, and (``--curves``) deletion / insertion AUCs, beside a random map.
 
@@ -66,7 +68,7 @@ def run(n_per_observation: int = N_PER_OBSERVATION, curves: bool = False, run_di
 
     from xraygpt_lab.interpret.faithfulness import (RELIANCE_NATS, default_tolerance, faithfulness_table,
                                                     reliance_table, summary_table)
-    from xraygpt_lab.interpret.localization import (DEFAULT_METHODS, HELD_OUT_SEED, best_method,
+    from xraygpt_lab.interpret.localization import (DEFAULT_METHODS, HELD_OUT_SEED, PHRASE_PATTERNS, best_method,
                                                     evaluate_positives, held_out_positives, mask_area)
     from xraygpt_lab.runs import ensure_tiny_run, load_run
 
@@ -93,6 +95,7 @@ def run(n_per_observation: int = N_PER_OBSERVATION, curves: bool = False, run_di
     result = {
         "run": str(path), "n_positives": len(pairs), "n_per_observation": n_per_observation,
         "held_out_seed": seed, "image_size": size, "tolerance_px": default_tolerance(size),
+        "phrase_patterns": PHRASE_PATTERNS,
         "methods": methods, "best_method": best, "best_pointing": float(tables["pointing"].loc[best, "all"]),
         "random_pointing": float(tables["pointing"].loc["random", "all"]), "goal": GOAL,
         "mask_area": mask_area(pairs), "seconds": round(seconds, 1),

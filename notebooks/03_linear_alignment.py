@@ -117,6 +117,16 @@ assert tok.decode(labels[labels != IGNORE_INDEX]).endswith("###")
 # one synthetic set and OpenI with a second set drawn with another seed, and uses fewer steps
 # with larger rates (a projection starting from random must move far in ~10² steps). The loss
 # curves below are the run's own `history.json`.
+#
+# **Where stage 1 starts (tiny profile only).** XrayGPT starts the layer from random weights:
+# Vicuna reads whatever soft tokens it gets. Our tiny LLM reads only the concept tokens its
+# grounded fine-tuning taught it, so the tiny recipe starts stage 1 from the least-squares map
+# of each image token onto the concept token of the finding under it
+# (`train/concept_init.py`, `stage1_init: "concepts"`; a closed-form ridge regression, under a
+# second). That start alone writes poor reports (CE 0.44–0.45); stage 1's language-model loss
+# still does the alignment. From it, stage 1 passes on more of the small findings: a nodule adds
+# 0.9–1.2 nats to its phrase instead of 0.6–0.9 (three trainings, NOTES.md). Set
+# `--set stage1_init=random` for XrayGPT's start.
 
 # %%
 from xraygpt_lab.train.schedule import XRAYGPT_STAGE1, XRAYGPT_STAGE2, warmup_cosine_lr

@@ -97,6 +97,7 @@ def test_walkthrough_set_overrides_training_settings_and_rejects_bad_ones(tmp_pa
                          ("encoder_lr=fast", "encoder_lr takes a number"),
                          ("encoder_bf16=maybe", 'encoder_bf16 takes one of true, false, "auto"'),
                          ("encoder_bf16=1", 'encoder_bf16 takes one of'),
+                         ("stage1_init=zeros", 'stage1_init takes one of "concepts", "random"'),
                          ("encoder_steps", "expected KEY=VALUE")):
         with pytest.raises(SystemExit):
             main(["walkthrough", "--out", str(tmp_path / "bad"), "--set", bad])

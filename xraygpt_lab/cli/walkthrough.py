@@ -34,7 +34,7 @@ def _overrides(args) -> dict | None:
 
 
 #: Settings with a fixed set of values (the others are typed by their default).
-CHOICES: dict[str, tuple] = {"encoder_bf16": (True, False, "auto")}
+CHOICES: dict[str, tuple] = {"encoder_bf16": (True, False, "auto"), "stage1_init": ("concepts", "random")}
 
 
 def _override(text: str) -> tuple[str, object]:

@@ -4,7 +4,8 @@ For every localized observation (``data.findings.LOCALIZED_OBSERVATIONS``) we dr
 phantoms that have it (seed ``HELD_OUT_SEED``, which no training stage uses: the walkthrough
 trains on seeds S and S + 1000 and evaluates on S + 2000), teacher-force the image's own
 ground-truth summary after XrayGPT's first instruction, and explain the observation's phrase in
-it — e.g. ``"left pleural effusion"``, ``"nodule in the right upper lung"`` — with each method.
+it — e.g. ``"moderate left pleural effusion"``, ``"15 mm nodule in the right upper lung"`` — with
+each method.
 Each map is scored against the finding's mask (``interpret.faithfulness``), beside a random map.
 """
 from __future__ import annotations
@@ -25,13 +26,21 @@ from .targets import DEFAULT_INSTRUCTION, phrase_target
 HELD_OUT_SEED = 3000
 
 #: How each observation is worded in the synthetic summaries (``data.synthetic_reports``): the
-#: phrase names the finding AND where it is, because the location words carry the image evidence.
+#: finding's whole noun phrase, i.e. its size or severity, its side and zone, and the finding.
+#: The size or severity words belong in it: under teacher forcing every word before the phrase is
+#: given, and "A 15 mm" already tells the model that a nodule follows. Starting the phrase after
+#: them would explain only *where* the model puts a finding it has been told about, not why it
+#: reports one (session 6: with them, the phrase gains 0.6-0.9 instead of 0.2-0.4 nats from a
+#: nodule and 1.6-2.1 instead of 0.5-0.6 from atelectasis; NOTES.md).
+_SEVERITY = r"(small|mild|moderate|large|severe) "
+_SIZE = r"\d+(\.\d+)? (mm|cm) "
 PHRASE_PATTERNS: dict[str, str] = {
-    "Pleural Effusion": r"(left|right)(-sided)? pleural effusion",
-    "Pneumothorax": r"(left|right)( apical)? pneumothorax",
-    "Consolidation": r"consolidation (is present )?in the [a-z ]*?(lobe|lingula|zone)",
-    "Lung Lesion": r"(nodule|mass)( is seen)? in the (left|right) [a-z]+ lung|(left|right) [a-z]+ lung (nodule|mass)",
-    "Atelectasis": r"(left|right) basilar atelectasis|atelectasis (is seen )?at the (left|right)( lung)? base",
+    "Pleural Effusion": _SEVERITY + r"(left|right)(-sided)? pleural effusion",
+    "Pneumothorax": _SEVERITY + r"(left|right)( apical)? pneumothorax",
+    "Consolidation": r"(focal )?consolidation (is present )?in the [a-z ]*?(lobe|lingula|zone)",
+    "Lung Lesion": _SIZE + r"((nodule|mass)( is seen)? in the (left|right) [a-z]+ lung|(left|right) [a-z]+ lung (nodule|mass))",
+    "Atelectasis": (_SEVERITY + r"(left|right) basilar atelectasis|(plate-like|basilar) atelectasis at the (left|right) lung base|"
+                    + _SEVERITY + r"atelectasis is seen at the (left|right) base"),
 }
 
 #: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise). A

@@ -140,6 +140,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     from ..models.xraygpt import XrayGPT
     from ..train.contrastive import pretrain_encoder
     from .align import AlignmentSet, align_stage
+    from .concept_init import init_projection_from_concepts
     from .evaluation import evaluate_model
     from .feature_cache import FeatureCache
     from .grounding import CONCEPT_TOKENS, grounded_conversations, grounded_examples, mix
@@ -154,6 +155,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t = {**prof.train, **(overrides or {})}
+    if t.get("stage1_init", "random") not in ("concepts", "random"):
+        raise ValueError(f"stage1_init is 'concepts' or 'random', got {t['stage1_init']!r}")
     config = {"profile": prof.name, "seed": seed, "image_size": prof.image_size, "llm": dict(prof.llm),
               "train": t, "seeds": split_seeds(seed), "template": xraygpt_prompt("{instruction}"),
               "end_sym": END_SYM,
@@ -282,6 +285,11 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         t0 = time.perf_counter()
         if previous is not None:
             model.projection.load_state_dict(load_weights(work / f"projection_{previous}.safetensors")[0])
+        elif t.get("stage1_init") == "concepts" and not (work / f"{name}.ckpt.safetensors").is_file():
+            # tiny profile: start from the least-squares map onto the concept tokens (train/concept_init.py)
+            r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
+                                               tokenizer, feats, split.token_labels)
+            log(f"[{name}] start: least-squares fit of the image tokens to the concept tokens (R² {r2:.2f})")
         stage = _stage(name, t, prefix, seed)
         log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {stage.steps} steps, "
             f"lr {stage.init_lr:g} -> {stage.min_lr:g}")
