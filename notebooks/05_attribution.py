@@ -290,6 +290,7 @@ for name, r in parts.items():
 # | second CI retrain · seed 3000 | 0.74 | 0.78 | 0.82 |
 # | third CI retrain · seed 3000 | 0.78 | 0.77 | 0.78 |
 # | float32 retrain · seed 5000 | 0.81 | 0.85 | 0.84 |
+# | fresh CI clone (session 6) · seeds 3000 / 5000 | 0.81 / 0.82 | | 0.84 / 0.85 |
 #
 # Per observation on the saved 300: atelectasis 0.88, consolidation 0.92, lung lesion 0.50,
 # effusion 0.93, pneumothorax 0.83. Other methods: IG blur + black 0.75, feature IG 0.67, IG 0.57.
@@ -305,8 +306,8 @@ for name, r in parts.items():
 # baselines (0.63–0.75) to 0.81–0.84.
 #
 # **Caveats.**
-# - 100 positives give ± 0.04, and one training differs from the next: five trainings of the
-#   session 6 recipe give 0.78–0.84 (mean 0.815). Quote the pointing game over several hundred
+# - 100 positives give ± 0.04, and one training differs from the next: six trainings of the
+#   session 6 recipe give 0.78–0.85 (mean 0.82). Quote the pointing game over several hundred
 #   positives and more than one training.
 # - Nodules stay at about 0.5. A small nodule changes this run's log P("15 mm nodule in the …")
 #   by about 0.7–1.2 nats on average (much less for the smallest), so the model barely

@@ -59,7 +59,7 @@ TINY_TRAIN: dict = {
     "stage1_steps": 300, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
     "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
     # stage 1 starts from the least-squares map of the image tokens onto the concept tokens
-    # (train/concept_init.py; "random": XrayGPT's start). Three trainings: nodule phrases gain
+    # (train/concept_init.py; "random": XrayGPT's start). Three of four trainings: nodule phrases gain
     # 0.9-1.2 instead of 0.6-0.9 nats from the nodule, CE the same within noise.
     "stage1_init": "concepts",
     "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,

@@ -48,7 +48,9 @@ def register(subparsers) -> None:
                     "PNG and print JSON with the peak in the input image's pixel coordinates.")
     p.add_argument("image", type=Path, help="radiograph (PNG, JPEG or DICOM), any size")
     p.add_argument("--run", type=Path, required=True, help="trained run folder (xraygpt-lab walkthrough)")
-    p.add_argument("--phrase", type=_phrase, required=True, help='text to explain, e.g. "left pleural effusion"')
+    p.add_argument("--phrase", type=_phrase, required=True,
+                   help='text to explain, e.g. "large left pleural effusion"; keep the size or severity '
+                        "words: the answer's words before the phrase are given to the model")
     p.add_argument("--method", choices=METHODS, default="ig", help="attribution method (default ig)")
     p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
     p.add_argument("--baseline", type=_baseline, default=None,

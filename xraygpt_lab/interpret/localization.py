@@ -38,9 +38,11 @@ PHRASE_PATTERNS: dict[str, str] = {
     "Pleural Effusion": _SEVERITY + r"(left|right)(-sided)? pleural effusion",
     "Pneumothorax": _SEVERITY + r"(left|right)( apical)? pneumothorax",
     "Consolidation": r"(focal )?consolidation (is present )?in the [a-z ]*?(lobe|lingula|zone)",
-    "Lung Lesion": _SIZE + r"((nodule|mass)( is seen)? in the (left|right) [a-z]+ lung|(left|right) [a-z]+ lung (nodule|mass))",
-    "Atelectasis": (_SEVERITY + r"(left|right) basilar atelectasis|(plate-like|basilar) atelectasis at the (left|right) lung base|"
-                    + _SEVERITY + r"atelectasis is seen at the (left|right) base"),
+    "Lung Lesion": (_SIZE + r"((nodule|mass)( is seen)? in the (left|right) [a-z]+ lung"
+                    r"|(left|right) [a-z]+ lung (nodule|mass))"),
+    "Atelectasis": (_SEVERITY + r"(left|right) basilar atelectasis"
+                    r"|(plate-like|basilar) atelectasis at the (left|right) lung base"
+                    r"|" + _SEVERITY + r"atelectasis is seen at the (left|right) base"),
 }
 
 #: Methods of the benchmark and their settings (Captum defaults of ``attribute`` otherwise). A

@@ -16,7 +16,7 @@ synthetic world's masks; the ``full`` profile keeps XrayGPT's random start.
 
 Stage 1 still trains the layer with the language-model loss (XrayGPT's objective): the start alone
 writes poor reports (CE macro-F1 0.44–0.45 against 0.69–0.74 after stage 1, two trainings), but
-stage 1 from it passes on findings the random start loses — measured on three trainings (session
+stage 1 from it passes on findings the random start loses — in three of four trainings (session
 6, NOTES.md): the phrase of a lung nodule gains 0.9–1.2 instead of 0.6–0.9 nats from the nodule.
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ def concept_targets(token_labels: torch.Tensor, concepts: torch.Tensor, blank: t
     return torch.where(count > 0, mean, blank.expand_as(mean))
 
 
-def ridge_fit(features: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, float]:
+def ridge_fit(features: torch.Tensor, targets: torch.Tensor,
+              ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Closed-form ridge regression of ``targets [M, N, d]`` on ``features [M, N, d_v]``.
 
     Returns ``weight [d, d_v]`` and ``bias [d]`` (``nn.Linear`` layout) and the fit's R² over all
