@@ -37,6 +37,8 @@ TINY_LLM: dict = {
     "num_attention_heads": 4,
     "max_position_embeddings": 512,
 }
+#: Values of the ``stage1_init`` training setting: ``train.concept_init``'s fit, or XrayGPT's random start.
+STAGE1_INITS: tuple[str, ...] = ("concepts", "random")
 TINY_TRAIN: dict = {
     "n_stage1": 3000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
     "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)

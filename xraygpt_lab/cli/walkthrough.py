@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xraygpt_lab.cli._common import non_negative_int
+from xraygpt_lab.config import STAGE1_INITS
 
 
 def register(subparsers) -> None:
@@ -34,7 +35,7 @@ def _overrides(args) -> dict | None:
 
 
 #: Settings with a fixed set of values (the others are typed by their default).
-CHOICES: dict[str, tuple] = {"encoder_bf16": (True, False, "auto"), "stage1_init": ("concepts", "random")}
+CHOICES: dict[str, tuple] = {"encoder_bf16": (True, False, "auto"), "stage1_init": STAGE1_INITS}
 
 
 def _override(text: str) -> tuple[str, object]:

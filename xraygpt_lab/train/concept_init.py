@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .grounding import BLANK_TOKEN, concept_columns, concept_token
+from .grounding import CONCEPT_TOKENS
 
 
 def concept_targets(token_labels: torch.Tensor, concepts: torch.Tensor, blank: torch.Tensor) -> torch.Tensor:
@@ -71,8 +71,7 @@ def init_projection_from_concepts(projection: nn.Linear, embeddings: torch.Tenso
     tokens (``grounding.CONCEPT_TOKENS``); ``features`` ``[M, N, d_v]`` the frozen encoder's tokens
     of the images whose per-token label targets are ``token_labels`` ``[M, N, L]``.
     """
-    names = [concept_token(o, s) for o, s in concept_columns()] + [BLANK_TOKEN]
-    ids = tokenizer.convert_tokens_to_ids(names)
+    ids = tokenizer.convert_tokens_to_ids(list(CONCEPT_TOKENS))  # every concept column, then <blank>
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
         raise ValueError("the tokenizer lacks the concept tokens of train.grounding (a tiny-profile LLM has them)")
     table = embeddings.detach().float()[ids]  # [L + 1, d]

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import get_profile
+from ..config import STAGE1_INITS, get_profile
 from ..errors import XrayGPTLabError
 from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
 from .checkpoint import atomic_write_text, load_weights, save_weights
@@ -155,8 +155,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t = {**prof.train, **(overrides or {})}
-    if t.get("stage1_init", "random") not in ("concepts", "random"):
-        raise ValueError(f"stage1_init is 'concepts' or 'random', got {t['stage1_init']!r}")
+    if t.get("stage1_init", "random") not in STAGE1_INITS:
+        raise ValueError(f"stage1_init is one of {STAGE1_INITS}, got {t['stage1_init']!r}")
     config = {"profile": prof.name, "seed": seed, "image_size": prof.image_size, "llm": dict(prof.llm),
               "train": t, "seeds": split_seeds(seed), "template": xraygpt_prompt("{instruction}"),
               "end_sym": END_SYM,
@@ -283,9 +283,10 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
             log(f"[{name}] found, skipped")
             continue
         t0 = time.perf_counter()
+        checkpoint = work / f"{name}.ckpt.safetensors"
         if previous is not None:
             model.projection.load_state_dict(load_weights(work / f"projection_{previous}.safetensors")[0])
-        elif t.get("stage1_init") == "concepts" and not (work / f"{name}.ckpt.safetensors").is_file():
+        elif t.get("stage1_init") == "concepts" and not checkpoint.is_file():
             # tiny profile: start from the least-squares map onto the concept tokens (train/concept_init.py)
             r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
                                                tokenizer, feats, split.token_labels)
@@ -293,7 +294,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         stage = _stage(name, t, prefix, seed)
         log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {stage.steps} steps, "
             f"lr {stage.init_lr:g} -> {stage.min_lr:g}")
-        r = align_stage(model, AlignmentSet(feats, split.summaries), stage, work / f"{name}.ckpt.safetensors",
+        r = align_stage(model, AlignmentSet(feats, split.summaries), stage, checkpoint,
                         progress=progress)
         history[name] = r.history
         save_weights(done_path, dict(model.projection.state_dict()))
