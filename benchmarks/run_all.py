@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if torch.cuda.is_available():
-            gpu = importlib.import_module("gpu_scale").run()
+            gpu = importlib.import_module("gpu_bench").run(shape="7b", batches=(4, 12, 24), steps=5,
+                                                          decode_tokens=128)
     except Exception as exc:
         gpu = {"error": f"{type(exc).__name__}: {exc}"}
     results["gpu"] = gpu

@@ -85,8 +85,34 @@ def test_full_profile_trains_the_projection_of_a_7b_shaped_llm_on_gpu(tmp_path, 
     peak_gib = torch.cuda.max_memory_allocated() / 2**30
     assert peak_gib < 2.5 * n_llm * 2 / 2**30  # bf16 weights + activations; the LLM is not copied in fp32
 
+    # chat with the trained 7B-shaped model through the library: on a GPU ChatSession decodes with the
+    # static KV cache and a captured CUDA graph per step (models.static_decode)
+    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.models.llm import load_llm
+    from xraygpt_lab.models.medclip import load_medclip_vision
+    from xraygpt_lab.models.xraygpt import ChatSession, XrayGPT
+
+    encoder = load_medclip_vision(tmp_path / "medclip", device="cuda")
+    llm, tok = load_llm(tmp_path / "llm", dtype=torch.bfloat16, device="cuda")
+    model = XrayGPT(encoder, llm, tok).to("cuda")
+    model.projection.load_state_dict({k: v.to("cuda") for k, v in weights.items()})
+    image = sorted((tmp_path / "data").rglob("*.png"))[0]
+    session = ChatSession(model, preprocess(load_image(image), 224)[None], max_new_tokens=48)
+    session.ask("Describe the given chest x-ray image in detail.")  # warm-up: prefill, graph capture
+    decode: dict[str, float] = {}
+    for name, kwargs in (("static_graph", {}), ("dynamic_eager", {"static_cache": False})):
+        session.reset()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        reply = session.ask("Describe the given chest x-ray image in detail.", **kwargs)
+        torch.cuda.synchronize()
+        n_tokens = max(1, len(tok(reply.text, add_special_tokens=False)["input_ids"]))
+        decode[f"chat_{name}_seconds"] = time.perf_counter() - start
+        decode[f"chat_{name}_tokens"] = n_tokens
+    assert getattr(llm, "_xraygpt_static_decoder").graph_error is None
+
     report = {"llm_parameters": n_llm, "layers": layers, "steps": steps, "batch": batch, "losses": losses,
               "peak_memory_gib": peak_gib, "device_name": torch.cuda.get_device_name(), **timings,
-              "script_seconds_in_loop": summary["seconds"]}
+              "script_seconds_in_loop": summary["seconds"], **decode}
     if os.environ.get("XRAYGPT_GPU_TEST_JSON"):
         Path(os.environ["XRAYGPT_GPU_TEST_JSON"]).write_text(json.dumps(report, indent=2))

@@ -64,3 +64,22 @@ def test_build_llm_is_frozen_and_checkpointing_is_switchable() -> None:
     checkpointed = module.build_llm("small", torch.device("cpu"), torch.float32, gradient_checkpointing=True)
     assert any(getattr(m, "gradient_checkpointing", False) for m in checkpointed.modules())
     assert checkpointed.training
+
+
+def test_gpu_bench_runs_on_cpu_at_the_small_shape(tmp_path) -> None:
+    """benchmarks/gpu_bench.py: the MFU sweep and the static-cache decode, at a CPU-sized shape."""
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT.with_name("gpu_bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--shape", "small", "--device", "cpu", "--batches", "2", "--steps", "1",
+                          "--decode-tokens", "8", "--json", str(tmp_path / "b.json")])
+    assert (tmp_path / "b.json").is_file()
+    runs = result["alignment"]
+    assert [(r["batch"], r["autocast"]) for r in runs] == [(2, True), (2, False)]
+    best = result["alignment_best"]
+    assert best["mfu"] == pytest.approx(
+        4 * result["llm_parameters"] * best["tokens_per_step"] / best["step_seconds"] / result["peak_matmul_flops"])
+    assert best["losses_finite"] and abs(best["loss_first"] - math.log(512)) < 1.5
+    decode = result["decode"]
+    assert decode["tokens_match_dynamic"] and decode["matching_prefix"] == 8  # static cache = dynamic cache
+    assert not decode["cuda_graph"] and decode["static_seconds_per_token"] > 0

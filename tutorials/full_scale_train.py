@@ -62,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
+    from accelerate import PartialState
+
+    from xraygpt_lab.device import resolve_device
+
+    # each process's own device: under `accelerate launch` on 4 GPUs, rank k loads onto cuda:k (a plain
+    # "cuda" would put four copies of the 7B model on the first GPU); XRAYGPT_DEVICE=cpu forces the CPU
+    device = PartialState(cpu=resolve_device().type == "cpu").device
+    cuda = device.type == "cuda"
     dtype = getattr(torch, args.dtype) if cuda else torch.float32
 
     encoder_config = None
@@ -94,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     base = XRAYGPT_STAGE1 if args.stage == 1 else XRAYGPT_STAGE2
     stage = base.scaled(steps=args.steps or base.steps, batch_size=args.batch_size or base.batch_size)
     result = align_stage(model, data, stage, checkpoint=out / f"stage{args.stage}.ckpt", progress=not args.quiet)
-
-    from accelerate import PartialState
 
     if PartialState().is_main_process:
         # same keys as a run folder's projection.safetensors (``weight``, ``bias``), so runs.load_run reads it

@@ -107,8 +107,10 @@ def _stale(run_dir: Path, seed: int) -> bool:
     return config.get("seed") != seed or config.get("train") != get_profile("tiny").train
 
 
-def load_run(run_dir: str | os.PathLike | None = None, device: str | None = None):
+def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.device | None" = None):
     """Load the ``XrayGPT`` model of a run folder (eval mode). ``RunFolderError`` names a missing file.
+
+    ``device``: ``xraygpt_lab.device.resolve_device`` (CUDA when present, else the CPU).
 
     ``metrics.json`` is not needed to load; the model files are. The returned model carries
     ``run_config`` (``config.json``) and ``image_size``.
@@ -117,6 +119,7 @@ def load_run(run_dir: str | os.PathLike | None = None, device: str | None = None
 
     import torch
 
+    from .device import resolve_device
     from .models.encoder import VisionEncoder
     from .models.llm import load_llm
     from .models.xraygpt import XrayGPT
@@ -130,7 +133,7 @@ def load_run(run_dir: str | os.PathLike | None = None, device: str | None = None
         if not (run_dir / name).is_file():
             raise RunFolderError(f"run folder {run_dir} is missing {name}")
     config = json.loads((run_dir / "config.json").read_text())
-    device = device or ("cuda" if torch.cuda.is_available() and config.get("profile") == "full" else "cpu")
+    device = resolve_device(device)  # CUDA when present, else the CPU; $XRAYGPT_DEVICE overrides
     encoder = VisionEncoder.from_pretrained(run_dir / "encoder", device=device)
     llm, tokenizer = load_llm(run_dir / "llm", device=device)
     model = XrayGPT(encoder, llm, tokenizer, end_sym=config.get("end_sym", "###")).to(device)

@@ -35,3 +35,9 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the model runs (``xraygpt_lab.device``: CUDA when present, else the CPU)."""
+    parser.add_argument("--device", default=None, metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (default: $XRAYGPT_DEVICE, else cuda when present, else cpu)")

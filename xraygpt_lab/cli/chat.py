@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import positive_int
+from xraygpt_lab.cli._common import add_device_argument, positive_int
 
 HELP = "Type a question. /reset starts over, /quit ends."
 
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
     p.add_argument("--image", type=Path, required=True, help="radiograph file")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest answer in tokens (160)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -28,7 +29,7 @@ def run(args) -> int:
     from xraygpt_lab.runs import default_run_dir, load_run
 
     image = load_image(args.image)
-    model = load_run(args.run or default_run_dir())
+    model = load_run(args.run or default_run_dir(), device=args.device)
     session = ChatSession(model, preprocess(image, model.image_size)[None], max_new_tokens=args.max_new_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

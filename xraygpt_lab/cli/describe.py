@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import positive_int
+from xraygpt_lab.cli._common import add_device_argument, positive_int
 
 DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
 
@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="the question asked about each image")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest report in tokens (160)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -28,7 +29,7 @@ def run(args) -> int:
     from xraygpt_lab.runs import default_run_dir, load_run
 
     images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model
-    model = load_run(args.run or default_run_dir())
+    model = load_run(args.run or default_run_dir(), device=args.device)
     pixels = torch.stack([preprocess(image, model.image_size) for image in images])  # [B, 1, S, S]
     reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
     for path, report in zip(args.images, reports):

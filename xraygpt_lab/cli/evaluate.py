@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import positive_int
+from xraygpt_lab.cli._common import add_device_argument, positive_int
 
 
 def register(subparsers) -> None:
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
     p.add_argument("--limit", type=positive_int, default=None, help="use only the first N records")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest report in tokens (160)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     from xraygpt_lab.train.checkpoint import atomic_write_text
     from xraygpt_lab.train.evaluation import evaluate_model
 
-    model = load_run(args.run or default_run_dir())
+    model = load_run(args.run or default_run_dir(), device=args.device)
     records = [r for r in open_dataset(args.data).records if r.summary and r.image_path is not None]
     if args.limit:
         records = records[: args.limit]

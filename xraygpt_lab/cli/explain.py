@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from xraygpt_lab.cli._common import non_negative_float, positive_int
+from xraygpt_lab.cli._common import add_device_argument, non_negative_float, positive_int
 
 #: Kept equal to ``interpret.attribution.ALL_METHODS`` (not imported: --help stays fast).
 METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
@@ -67,6 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", default=None, help="instruction (default: describe the x-ray in detail)")
     p.add_argument("--answer", default=None, help="teacher-forced answer containing the phrase (default: generate)")
     p.add_argument("--max-new-tokens", type=positive_int, default=96, help="length of the generated report")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise ImageLoadError(f"{args.image}: file does not exist")
     image = load_image(args.image)  # [H, W]
     hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
-    model = load_run(args.run, device="cpu")
+    model = load_run(args.run, device=args.device)
     size = model.encoder.config.image_size
     pixels = preprocess(image, size)[None]  # [1, 1, S, S]
     instruction = args.prompt or DEFAULT_INSTRUCTION

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import non_negative_int
+from xraygpt_lab.cli._common import add_device_argument, non_negative_int
 from xraygpt_lab.config import STAGE1_INITS
 
 
@@ -24,6 +24,7 @@ def register(subparsers) -> None:
                    help="replace one training setting of the profile (repeatable), e.g. --set encoder_steps=4800; "
                         "the keys are those of config.json's \"train\" entry")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -81,7 +82,7 @@ def run(args) -> int:
 
     start = time.perf_counter()
     metrics = run_walkthrough(args.out, args.profile, seed=args.seed, log=lambda m: print(m, flush=True),
-                              overrides=_overrides(args), progress=not args.quiet)
+                              overrides=_overrides(args), progress=not args.quiet, device=args.device)
     print(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call; "
           f"metrics in {args.out / 'metrics.json'})")
     return 0 if metrics else 1

@@ -74,7 +74,7 @@ def init_projection_from_concepts(projection: nn.Linear, embeddings: torch.Tenso
     ids = tokenizer.convert_tokens_to_ids(list(CONCEPT_TOKENS))  # every concept column, then <blank>
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
         raise ValueError("the tokenizer lacks the concept tokens of train.grounding (a tiny-profile LLM has them)")
-    table = embeddings.detach().float()[ids]  # [L + 1, d]
+    table = embeddings.detach().float().cpu()[ids]  # [L + 1, d]  (the fit runs on the CPU in float64)
     targets = concept_targets(token_labels, table[:-1], table[-1])  # [M, N, d]
     weight, bias, r2 = ridge_fit(features.float(), targets, ridge)
     if weight.shape != projection.weight.shape:

@@ -16,10 +16,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..device import resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .schedule import StageConfig, make_scheduler
 
 Batch = dict[str, Any]
+#: Gradient checkpointing is on by default on a GPU for LLMs of at least this many parameters: it
+#: saves a 7B model's activation memory; a tiny model only pays the recomputation.
+CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
 
 
 @dataclass
@@ -32,13 +36,17 @@ class StageResult:
     seconds: float = 0.0
 
 
-def make_accelerator(mixed_precision: str | None = None):
-    """An ``accelerate.Accelerator``: bf16 autocast on a GPU, full precision on the CPU."""
+def make_accelerator(device: str | torch.device | None = None):
+    """An ``accelerate.Accelerator`` on the toolkit's device (:func:`xraygpt_lab.device.resolve_device`).
+
+    Under ``accelerate launch`` each process takes its own GPU (or CPU process) from the launcher.
+    Mixed precision is not the accelerator's business here: :func:`train_stage` turns on bf16
+    autocast per stage (``bf16``), because accelerate fixes one precision per process and a
+    notebook trains several stages in one process.
+    """
     from accelerate import Accelerator
 
-    if mixed_precision is None:
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(cpu=resolve_device(device).type == "cpu")
 
 
 def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
@@ -59,17 +67,24 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch's tensors on the training device (other values, e.g. prompt strings, as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int, random.Random], Batch],
                 checkpoint: str | Path | None = None, *, accelerator: Any = None,
                 stop_after: int | None = None, progress: bool = True,
-                gradient_checkpointing: bool | None = None) -> StageResult:
+                gradient_checkpointing: bool | None = None, bf16: bool | None = None) -> StageResult:
     """Train ``model``'s trainable parameters for ``stage.steps`` optimiser steps.
 
     ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
     exists the stage resumes from it (weights, AdamW moments, schedule position, RNG, loss
     history) and reaches the same weights as an uninterrupted run. ``stop_after`` ends this call
     after that many steps (simulating an interruption). Gradient checkpointing of the LLM is
-    switched on by default on a GPU (saves activation memory for the 7B model).
+    switched on by default on a GPU for LLMs of ``CHECKPOINTING_MIN_PARAMETERS`` or more (it saves
+    the 7B model's activation memory). ``bf16``: bfloat16 autocast of the forward pass (default:
+    on a GPU; the optimiser and the trainable weights stay float32, as in MiniGPT-4's AMP).
     """
     from tqdm.auto import tqdm
 
@@ -89,11 +104,14 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
         return StageResult(history=history, steps_done=step, finished=True)
 
     llm = getattr(model, "llm", model)
-    if gradient_checkpointing is None:
-        gradient_checkpointing = accelerator.device.type == "cuda"
+    if gradient_checkpointing is None:  # on a GPU, for LLMs big enough for activations to matter (7B)
+        gradient_checkpointing = accelerator.device.type == "cuda" and \
+            sum(p.numel() for p in llm.parameters()) >= CHECKPOINTING_MIN_PARAMETERS
     if gradient_checkpointing and hasattr(llm, "gradient_checkpointing_enable"):
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    if bf16 is None:
+        bf16 = accelerator.device.type == "cuda"
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(wrapped)
     wrapped.train()
@@ -102,8 +120,9 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
                leave=False, dynamic_ncols=True)
     try:
         while step < end:
-            batch = make_batch(step, step_rng(stage.seed, step, accelerator.process_index))
-            with accelerator.autocast():
+            batch = _to_device(make_batch(step, step_rng(stage.seed, step, accelerator.process_index)),
+                               accelerator.device)
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = wrapped(**batch).loss
             accelerator.backward(loss)
             if stage.grad_clip is not None:

@@ -27,9 +27,11 @@ from typing import Any
 import torch
 
 from ..config import STAGE1_INITS, get_profile
+from ..device import describe_device, resolve_device
 from ..errors import XrayGPTLabError
 from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
 from .checkpoint import atomic_write_text, load_weights, save_weights
+from .loop import make_accelerator
 from .schedule import StageConfig
 
 #: Files of a complete run folder (``runs.load_run`` checks these, ``metrics.json`` marks the end).
@@ -132,8 +134,12 @@ def _stage(name: str, t: dict, prefix: str, seed: int, save_every: int = 50) -> 
 
 def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
                     overrides: dict[str, Any] | None = None, progress: bool = True,
-                    keep_work: bool = False) -> dict[str, Any]:
-    """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content."""
+                    keep_work: bool = False, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content.
+
+    ``device``: where the models train (``xraygpt_lab.device.resolve_device``: CUDA when present,
+    else the CPU; ``$XRAYGPT_DEVICE`` overrides). The run folder is the same either way.
+    """
     from ..models.encoder import EncoderConfig, VisionEncoder
     from ..models.llm import load_llm, save_llm, tiny_llm, train_tokenizer
     from ..models.text_encoder import TextEncoder
@@ -147,6 +153,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     from .llm_finetune import domain_finetune
 
     prof = get_profile(profile)
+    dev = resolve_device(device)
+    accelerator = make_accelerator(device=dev)
     if prof.name != "tiny":
         raise XrayGPTLabError(
             "the walkthrough trains from scratch and runs the tiny profile only; for the full profile "
@@ -183,6 +191,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     torch.manual_seed(seed)
     seeds = split_seeds(seed)
     size = prof.image_size
+    log(f"[device] {describe_device(dev)}")
     # 1. data ---------------------------------------------------------------------------------
     t0 = time.perf_counter()
     log(f"[data] synthetic sets: stage 1 ({t['n_stage1']}, seed {seeds['stage1']}), "
@@ -196,13 +205,13 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     # 2. encoder (MedCLIP-style contrastive pretraining, then frozen) ------------------------
     t0 = time.perf_counter()
     if (out / "encoder" / "encoder.safetensors").is_file():
-        encoder = VisionEncoder.from_pretrained(out / "encoder")
+        encoder = VisionEncoder.from_pretrained(out / "encoder", device=dev)
         log("[encoder] found in run folder, skipped")
     else:
         log(f"[encoder] pretraining, {t['encoder_steps']} steps (MedCLIP loss × {t.get('encoder_contrastive_weight', 1.0)}"
             f" + token label loss × {t.get('encoder_label_weight', 0.0)}, per-token × {t.get('encoder_dense_weight', 0.0)})")
         torch.manual_seed(seed)
-        encoder = VisionEncoder(EncoderConfig.tiny(size))
+        encoder = VisionEncoder(EncoderConfig.tiny(size)).to(dev)
         # BPE training breaks ties in no fixed order, so keep the first tokenizer for a resume
         text_init = work / "text_encoder_init"
         if (text_init / "text_encoder.safetensors").is_file():
@@ -210,6 +219,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         else:
             text_encoder = TextEncoder.from_corpus(s1.summaries)
             text_encoder.save_pretrained(text_init)
+        text_encoder = text_encoder.to(dev)
         h = pretrain_encoder(encoder, text_encoder, s1.pixels, s1.summaries, laterality_labels(s1.findings),
                              steps=t["encoder_steps"], batch_size=t["encoder_batch"], lr=t["encoder_lr"],
                              seed=seed, progress=progress,
@@ -241,7 +251,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     # 4. LLM: tokenizer + domain fine-tuning -------------------------------------------------
     t0 = time.perf_counter()
     if (out / "llm" / "model.safetensors").is_file():
-        llm, tokenizer = load_llm(out / "llm")
+        llm, tokenizer = load_llm(out / "llm", device=dev)
         log("[llm] found in run folder, skipped")
     else:
         # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
@@ -264,17 +274,19 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
             tokenizer = train_tokenizer(corpus, vocab_size=prof.llm["vocab_size"])
             tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
             tokenizer.save_pretrained(tok_dir)
-        llm = tiny_llm(tokenizer, seed=seed, **{k: v for k, v in prof.llm.items() if k != "vocab_size"})
+        llm = tiny_llm(tokenizer, seed=seed, **{k: v for k, v in prof.llm.items() if k != "vocab_size"}).to(dev)
         log(f"[llm] domain fine-tuning on {len(examples)} examples (conversations + grounded slots), {t['llm_steps']} steps")
         r = domain_finetune(llm, tokenizer, examples, _stage("llm", t, "llm", seed), work / "llm.ckpt.safetensors",
-                            progress=progress)
+                            progress=progress, accelerator=accelerator, bf16=False)
         history["llm"] = r.history
         save_llm(llm, tokenizer, out / "llm")
         stage_done("llm", time.perf_counter() - t0)
 
     # 5./6. alignment stages: only the linear projection trains --------------------------------
+    # (the tiny LLM stages train in float32 on every device, bf16=False: the recipe's numbers are
+    # float32's, and at this size a GPU step is bound by kernel launches, not by arithmetic)
     torch.manual_seed(seed)
-    model = XrayGPT(encoder, llm, tokenizer)
+    model = XrayGPT(encoder, llm, tokenizer).to(dev)
     for name, feats, split, prefix, previous in (("stage1", f1, s1, "stage1", None),
                                                  ("stage2", f2, s2, "stage2", "stage1")):
         done_path = work / f"projection_{name}.safetensors"
@@ -295,7 +307,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
         log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {stage.steps} steps, "
             f"lr {stage.init_lr:g} -> {stage.min_lr:g}")
         r = align_stage(model, AlignmentSet(feats, split.summaries), stage, checkpoint,
-                        progress=progress)
+                        progress=progress, accelerator=accelerator, bf16=False)
         history[name] = r.history
         save_weights(done_path, dict(model.projection.state_dict()))
         stage_done(name, time.perf_counter() - t0, f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
