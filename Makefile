@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 
-.PHONY: lab test install bench chat-app clean-venv
+.PHONY: lab test install bench results chat-app clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ chat-app: install  ## the chat panel as a stand-alone web page (Voila, headless;
 
 bench: install  ## benchmarks: prints one table, writes bench.json
 	$(PY) benchmarks/run_all.py --out bench.json
+
+results:  ## docs/results.md from bench.json, benchmarks/results/*.json and runs/*/metrics.json (standard library only)
+	python3 scripts/make_results.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Benchmark: does the chat answer yes/no questions from the image? (issue 6)
+"""Benchmark: does the chat answer yes/no questions from the image?
 
 For ``n`` held-out synthetic studies (seed 3000, never trained on) the run is asked, as the first
 turn of a fresh chat, the yes/no question of every drawn observation (``data.instructions.

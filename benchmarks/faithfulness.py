@@ -1,4 +1,4 @@
-"""Faithfulness of every explanation method on ≥ 100 held-out synthetic positives (issue 5 bar).
+"""Faithfulness of every explanation method on ≥ 100 held-out synthetic positives.
 
 For each localized observation (Pleural Effusion, Pneumothorax, Lung Lesion, Consolidation,
 Atelectasis) the first ``n`` held-out phantoms that have it (``interpret.localization``, seed

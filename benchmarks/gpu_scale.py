@@ -11,7 +11,7 @@ What it measures (XrayGPT, arXiv 2306.07971 Sec. 3: frozen MedCLIP Swin-T → on
   frozen weights get no gradients, so the usual third ``2N`` for weight gradients is absent);
 * **latency** — first token (prefill of BOS + prompt + 49 image tokens, batch 1) and per-token
   decode with the KV cache, with and without bf16 autocast; on CUDA also the kernels launched and
-  the GPU-busy time of one decode step (H200, session 5: 1,461 kernels, 5.8 ms busy in a
+  the GPU-busy time of one decode step (one H200: 1,461 kernels, 5.8 ms busy in a
   35–103 ms step — host-bound);
 * the Swin-T encoder's images/s when caching features, and peak GPU memory.
 

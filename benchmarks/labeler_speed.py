@@ -1,6 +1,6 @@
 """Benchmark: label 4,000 reports with the rule-based CheXpert labeler (target <= 20 s).
 
-Issue 3, item 5 ("4,000 reports in well under a minute"). Uses the 3,955 OpenI reports when
+Goal: "4,000 reports in well under a minute". Uses the 3,955 OpenI reports when
 they are cached (``xraygpt-lab data openi-reports``), else synthetic reports. Run
 ``python benchmarks/labeler_speed.py``; prints one line, ``run()`` returns a dict.
 """

@@ -1,6 +1,6 @@
 """Benchmark: export 2,000 synthetic radiographs at 128 px (target <= 30 s on 2 cores).
 
-Issue 2, item 5. Run ``python benchmarks/synth_throughput.py [--n N] [--workers W]``; prints one
+Run ``python benchmarks/synth_throughput.py [--n N] [--workers W]``; prints one
 line and ``run()`` returns the numbers as a dict. Timings on a shared machine are inflated by
 other users' load; the line also reports single-process render time per image.
 """

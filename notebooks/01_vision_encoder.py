@@ -30,6 +30,10 @@
 # 128. Runs on a CPU in about a minute. Two tiny-profile departures from MedCLIP, both shown
 # below: a small **convolutional stem** instead of the linear patch embedding, and **absolute
 # position embeddings** (so a token knows whether it lies on the patient's left or right).
+#
+# Training and encoding run on the toolkit's device (`xraygpt_lab.device`: a CUDA GPU when
+# present, else the CPU). The by-hand rebuilds of sections 1–5 take two images each and stay on
+# the CPU, where our code and the library's run the same kernels.
 
 # %%
 import time
@@ -41,10 +45,13 @@ from torch import nn
 
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 
 torch.manual_seed(0)
 torch.set_num_threads(2)
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 config = EncoderConfig.tiny()
 print(config)
 print("token grid", config.grid, "of width", config.token_dim)
@@ -252,9 +259,9 @@ print("targets row 0:", sim.softmax(1)[0].numpy().round(2))
 
 # %%
 train, test = slice(0, 500), slice(500, 700)
-text_encoder = TextEncoder.from_corpus(texts[train])
-trained = VisionEncoder(config)
-random_encoder = VisionEncoder(config)  # the baseline: same architecture, never trained
+text_encoder = TextEncoder.from_corpus(texts[train]).to(device)
+trained = VisionEncoder(config).to(device)
+random_encoder = VisionEncoder(config).to(device)  # the baseline: same architecture, never trained
 start = time.perf_counter()
 history = pretrain_encoder(
     trained, text_encoder, images[train], texts[train], labels[train],
@@ -280,8 +287,8 @@ from xraygpt_lab.runs import ensure_tiny_run
 
 run_dir = ensure_tiny_run()
 demo_encoder = trained
-trained = VisionEncoder.from_pretrained(run_dir / "encoder").eval()
-text_encoder = TextEncoder.from_pretrained(run_dir / "text_encoder").eval()
+trained = VisionEncoder.from_pretrained(run_dir / "encoder", device=device).eval()
+text_encoder = TextEncoder.from_pretrained(run_dir / "text_encoder", device=device).eval()
 print("loaded the tiny run's encoder from", run_dir)
 
 # %% [markdown]
@@ -294,9 +301,9 @@ print("loaded the tiny run's encoder from", run_dir)
 # %%
 from xraygpt_lab.models.zero_shot import linear_probe_auc, retrieval_at_k, roc_auc, zero_shot_probabilities
 
-with torch.no_grad():
-    tokens_trained = trained.eval().encode_tokens(images).flatten(1)  # [N, 16·128]
-    tokens_random = random_encoder.eval().encode_tokens(images).flatten(1)
+with torch.no_grad():  # the probes fit on the CPU: bring the tokens back from the device
+    tokens_trained = trained.eval().encode_tokens(images).flatten(1).cpu()  # [N, 16·128]
+    tokens_random = random_encoder.eval().encode_tokens(images).flatten(1).cpu()
 auc_trained = linear_probe_auc(tokens_trained[train], labels[train], tokens_trained[test], labels[test], columns)
 auc_random = linear_probe_auc(tokens_random[train], labels[train], tokens_random[test], labels[test], columns)
 fig, ax = plt.subplots(figsize=(8, 2.8), dpi=70)
@@ -337,7 +344,7 @@ prompts = {
     "Support Devices": (["Endotracheal tube in standard position."], ["The lungs are clear."]),
 }
 with torch.no_grad():
-    image_embeddings = trained.encode_image(images[test])  # [200, 128]
+    image_embeddings = trained.encode_image(images[test]).cpu()  # [200, 128]
 probabilities = zero_shot_probabilities(image_embeddings, text_encoder, prompts, scale=history["logit_scale"])
 truth = {c.split(" (")[0]: labels[test][:, [i for i, n in enumerate(columns) if n.startswith(c.split(" (")[0])]].amax(1)
          for c in columns}
@@ -352,8 +359,8 @@ for observation, p in probabilities.items():
 
 # %%
 with torch.no_grad():
-    text_embeddings = text_encoder.encode_text(texts[test])  # [200, 128]
-    random_embeddings = random_encoder.encode_image(images[test])
+    text_embeddings = text_encoder.encode_text(texts[test]).cpu()  # [200, 128]
+    random_embeddings = random_encoder.encode_image(images[test]).cpu()
 same = (labels[test][:, None] == labels[test][None]).all(-1)  # [200, 200]
 print("trained, exact report:  ", retrieval_at_k(image_embeddings, text_embeddings, ks=(1, 5, 10)))
 print("trained, same findings: ", retrieval_at_k(image_embeddings, text_embeddings, ks=(1, 5), relevant=same))
@@ -371,7 +378,7 @@ case = next(c for c in cases[test] if c.finding("Pleural Effusion") is not None)
 clean = toggle_finding(case, "Pleural Effusion")
 with torch.no_grad():
     pair = torch.stack([preprocess(case.image, config.image_size), preprocess(clean.image, config.image_size)])
-    tokens = trained.encode_tokens(pair)  # [2, 16, 128]
+    tokens = trained.encode_tokens(pair).cpu()  # [2, 16, 128]
 change = trained.token_map((tokens[0] - tokens[1]).norm(dim=-1, keepdim=True)[None])[0, ..., 0]  # [4, 4]
 fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6), dpi=70)
 axes[0].imshow(case.image, cmap="gray")

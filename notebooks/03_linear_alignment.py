@@ -34,12 +34,16 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
+from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
 from xraygpt_lab.models.xraygpt import IGNORE_INDEX
+from xraygpt_lab.recipe import recipe_of_run
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 run_dir = ensure_tiny_run()
-model = load_run(run_dir)
+model = load_run(run_dir, device=device)
 config = json.loads((run_dir / "config.json").read_text())
 print("run:", run_dir.name, "| profile:", config["profile"], "| seed:", config["seed"])
 
@@ -83,8 +87,9 @@ answer = tok(target + model.end_sym, add_special_tokens=False)["input_ids"][: mo
 with torch.no_grad():
     image = model.embed_image(pixel_values=pixels[:1])[0]  # [N, d_llm]
     embed = model.llm.get_input_embeddings()
-    by_hand = torch.cat([embed(torch.tensor(before)), image,
-                         embed(torch.tensor(after)), embed(torch.tensor(answer))])  # [T, d_llm]
+    by_hand = torch.cat([embed(torch.tensor(before, device=device)), image,
+                         embed(torch.tensor(after, device=device)),
+                         embed(torch.tensor(answer, device=device))])  # [T, d_llm]
     wrapped = model.prompt_wrap(image[None], [prompt], [target])
 assert torch.allclose(wrapped.inputs_embeds[0], by_hand)
 shown = tok.convert_ids_to_tokens(before) + [f"[IMG×{image.shape[0]}]"] + tok.convert_ids_to_tokens(after)
@@ -98,7 +103,7 @@ print("sequence length:", by_hand.shape[0], "=", len(before), "+", image.shape[0
 # symbol `###`, which teaches it where to stop. Targets are cut at 160 tokens (`max_txt_len`).
 
 # %%
-labels = wrapped.labels[0]
+labels = wrapped.labels[0].cpu()  # [T] (on the CPU for plotting)
 first = int((labels != IGNORE_INDEX).nonzero()[0])
 print(f"{first} positions masked, {int((labels != IGNORE_INDEX).sum())} carry the loss")
 fig, ax = plt.subplots(figsize=(8, 0.9), dpi=72)
@@ -125,7 +130,7 @@ assert tok.decode(labels[labels != IGNORE_INDEX]).endswith("###")
 # (`train/concept_init.py`, `stage1_init: "concepts"`; a closed-form ridge regression, under a
 # second). That start alone writes poor reports (CE 0.44–0.45); stage 1's language-model loss
 # still does the alignment. From it, stage 1 passes on more of the small findings: a nodule adds
-# 0.9–1.2 nats to its phrase instead of 0.6–0.9 (three trainings, NOTES.md). Set
+# 0.9–1.2 nats to its phrase instead of 0.6–0.9 (three trainings, docs/design-notes.md). Set
 # `--set stage1_init=random` for XrayGPT's start.
 
 # %%
@@ -145,7 +150,9 @@ for stage, color in [(XRAYGPT_STAGE1, "tab:blue"), (XRAYGPT_STAGE2, "tab:green")
     axes[2].plot(list(xs), [warmup_cosine_lr(s, stage) for s in xs], color=color, label=f"XrayGPT {stage.name}")
 axes[2].set_title("XrayGPT schedules (full profile)"); axes[2].set_xlabel("step"); axes[2].legend(fontsize=7)
 plt.tight_layout(); plt.show()
-print("tiny stage settings:", {k: v for k, v in config["train"].items() if k.startswith("stage")})
+recipe = recipe_of_run(config)  # the typed recipe the run was trained with (xraygpt_lab.recipe)
+print("tiny stage 1:", recipe.stage1)
+print("tiny stage 2:", recipe.stage2)
 
 # %% [markdown]
 # ### A few demo steps
@@ -240,7 +247,7 @@ if diag:
 # Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
 # walkthrough gives the encoder and the LLM a few minutes each. `xraygpt-lab walkthrough --long`
 # runs the identical recipe — XrayGPT's frozen alignment, one linear layer — with twice the
-# data, 4 × the encoder steps and 6 × the LLM steps (`config.TINY_LONG_OVERRIDES`, about 36
+# data, 4 × the encoder steps and 6 × the LLM steps (`config.TINY_LONG`, about 36
 # minutes on 2 cores). If you have trained it into `runs/tiny-long`, the cell below compares it
 # with your run; otherwise it prints what we measured.
 

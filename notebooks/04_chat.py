@@ -37,14 +37,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.device import default_device, describe_device
+from xraygpt_lab.interpret.localization import observation_phrase
 from xraygpt_lab.models.conversation import IMAGE_SLOT, Conversation
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 from xraygpt_lab.widgets import ChatPanel, GenerationSettings
 from xraygpt_lab.widgets.session import ChatSession
 
 plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 run_dir = ensure_tiny_run()  # trains the tiny run once (a few minutes) when it is absent
-model = load_run(run_dir)
+model = load_run(run_dir, device=device)
 print(f"run: {run_dir.name} · context {model.context_length} tokens · {model.num_image_tokens} image tokens")
 
 # %% [markdown]
@@ -163,16 +167,23 @@ for name, setting in settings.items():
 # ## 6. Explain: which pixels made it say "effusion"?
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
-# answer before the phrase — to the input pixels with Integrated Gradients (Sundararajan et al.
-# 2017), averaged over a blurred and a black copy of the image (the baselines: "no sharp detail",
-# "nothing") and gated by the same attribution at two of the encoder's early feature maps (strides 4
-# and 8; notebook 05 §4 explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
-# drawn. In the synthetic world we know where the effusion is, so we can check the map.
+# answer before the phrase — to the input pixels. We explain the finding's whole noun phrase
+# ("large left pleural effusion"), not the word "effusion" alone: under teacher forcing "large left
+# pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
+# 1 measures it). Explain uses Integrated Gradients (Sundararajan et al. 2017), averaged over a
+# blurred and a black copy of the image (the baselines: "no sharp detail", "nothing") and gated by
+# the same attribution at two of the encoder's early feature maps (strides 4 and 8; notebook 05 §4
+# explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
+# drawn. In the synthetic world we know where the effusion is, so we can check the map: a map that
+# ignored the image would put about as much of its mass in the mask as the mask's share of the image.
 
 # %%
 panel.reset()
 answer = panel.send("What are the key findings in this chest x-ray image?")
-phrase = "effusion" if "effusion" in answer.lower() else None  # None: explain the whole answer
+try:  # the whole noun phrase, size and side included (notebook 05, section 1)
+    phrase = observation_phrase(answer, "Pleural Effusion")
+except ValueError:  # the answer names no effusion: explain the whole answer
+    phrase = None
 explanation = panel.explain(phrase)
 mask = case.masks["Pleural Effusion"]
 heat = explanation.heatmap

@@ -50,6 +50,7 @@ from matplotlib_inline.backend_inline import set_matplotlib_formats
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.lesions import Finding
 from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, attribute, explain, make_baseline, upsample_grid
 from xraygpt_lab.interpret.counterfactual import counterfactual_pair, explain_counterfactual, format_diff
 from xraygpt_lab.interpret.faithfulness import (default_tolerance, faithfulness_table, perturbation_curve,
@@ -63,8 +64,10 @@ from xraygpt_lab.runs import ensure_tiny_run, load_run
 warnings.filterwarnings("ignore", category=UserWarning)
 set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 run_dir = ensure_tiny_run(progress=False)
-model = load_run(run_dir)
+model = load_run(run_dir, device=device)
 size = model.encoder.config.image_size
 tolerance = default_tolerance(size)
 print(f"run {run_dir.name}: {size} px images, token grid {model.encoder.grid}, pointing tolerance {tolerance} px")
@@ -80,7 +83,7 @@ print(f"run {run_dir.name}: {size} px images, token grid {model.encoder.grid}, p
 # %%
 case = render_case(12, size, findings=[Finding("Pleural Effusion", side="left", severity="large")])
 mask = case.masks["Pleural Effusion"]
-pixels = preprocess(case.image, size)[None]  # [1, 1, S, S], MedCLIP-normalised
+pixels = preprocess(case.image, size)[None].to(device)  # [1, 1, S, S], MedCLIP-normalised, on the device
 phrase = observation_phrase(case.summary, "Pleural Effusion")
 target = phrase_target(model, phrase, case.summary)
 print("model says:", model.describe(pixels, max_new_tokens=40)[0][:110], "…")
@@ -115,12 +118,12 @@ for words in (whole.split(" ", 1)[1], whole):  # without its severity word, then
 # %%
 baseline, baseline_name = make_baseline(pixels, "blur")
 steps = 32
-alphas = (torch.arange(steps) + 0.5) / steps  # midpoints of [0, 1]
+alphas = (torch.arange(steps, device=device) + 0.5) / steps  # midpoints of [0, 1]
 path = baseline + alphas.view(-1, 1, 1, 1) * (pixels - baseline)  # [32, 1, S, S]
 path.requires_grad_(True)
 scores = target(path)  # [32] log-probabilities along the path
 (grads,) = torch.autograd.grad(scores.sum(), path)
-ig_by_hand = ((pixels - baseline) * grads.mean(dim=0, keepdim=True))[0, 0].detach().numpy()
+ig_by_hand = ((pixels - baseline) * grads.mean(dim=0, keepdim=True))[0, 0].detach().cpu().numpy()
 
 library = explain(target, pixels, "ig", baseline="blur", n_steps=steps, ig_method="riemann_middle")
 assert np.allclose(ig_by_hand, library.map, atol=1e-5 * np.abs(ig_by_hand).max())
@@ -135,7 +138,7 @@ print(f"baseline: {baseline_name}; sum of attributions {ig_by_hand.sum():.3f} vs
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), dpi=DPI)
-axes[0].plot(alphas, scores.detach(), marker=".")
+axes[0].plot(alphas.cpu(), scores.detach().cpu(), marker=".")
 axes[0].set_xlabel("α (0 = baseline, 1 = image)"), axes[0].set_ylabel("log P(phrase)")
 axes[0].set_title("target along the IG path", fontsize=9)
 overlay(axes[1], case.image, explain(target, pixels, "saliency"), title="saliency |∂f/∂x| at the image", mask=mask)
@@ -276,21 +279,22 @@ for name, r in parts.items():
 
 # %% [markdown]
 # **Measured** (`benchmarks/faithfulness.py`: 60 held-out positives per observation, pointing
-# game with 4 px tolerance; random map 0.05; NOTES.md has the per-observation tables). Session 6
-# explains the finding's whole noun phrase ("moderate right basilar atelectasis", see §1) and
-# starts stage 1 from the concept fit (notebook 03 §4); the rows before show what each change did
-# on the same trainings, 100 positives each:
+# game with 4 px tolerance; random map 0.05; docs/design-notes.md has the per-observation
+# tables). The recipe explains the finding's whole noun phrase ("moderate right basilar
+# atelectasis", see §1) and starts stage 1 from the concept fit (notebook 03 §4); the columns show
+# what each change did on the same trainings (one row per training of the tiny recipe, 100
+# positives each unless stated):
 #
-# | training · positives | old phrase, random start | whole phrase, random start | whole phrase, concept start (session 6 recipe) |
+# | training · positives | old phrase, random start | whole phrase, random start | whole phrase, concept start |
 # |---|---|---|---|
-# | session 6 `runs/tiny` (fresh) · seed 3000, 300 (saved) | | | **0.81** |
-# | session 6 `runs/tiny` · seeds 5000 / 13000 | | | 0.81 / 0.83 |
-# | session 5 `runs/tiny` · seed 3000, 300 | 0.82 | 0.84 | |
-# | session 5 `runs/tiny` · seed 13000 | 0.78 | 0.80 | 0.82 |
-# | second CI retrain · seed 3000 | 0.74 | 0.78 | 0.82 |
-# | third CI retrain · seed 3000 | 0.78 | 0.77 | 0.78 |
-# | float32 retrain · seed 5000 | 0.81 | 0.85 | 0.84 |
-# | fresh CI clone (session 6) · seeds 3000 / 5000 | 0.81 / 0.82 | | 0.84 / 0.85 |
+# | A · seed 3000, 300 | | | **0.81** |
+# | A · seeds 5000 / 13000 | | | 0.81 / 0.83 |
+# | B · seed 3000, 300 | 0.82 | 0.84 | |
+# | B · seed 13000 | 0.78 | 0.80 | 0.82 |
+# | C · seed 3000 | 0.74 | 0.78 | 0.82 |
+# | D · seed 3000 | 0.78 | 0.77 | 0.78 |
+# | E (float32) · seed 5000 | 0.81 | 0.85 | 0.84 |
+# | F · seeds 3000 / 5000 | 0.81 / 0.82 | | 0.84 / 0.85 |
 #
 # Per observation on the saved 300: atelectasis 0.88, consolidation 0.92, lung lesion 0.50,
 # effusion 0.93, pneumothorax 0.83. Other methods: IG blur + black 0.75, feature IG 0.67, IG 0.57.
@@ -301,13 +305,13 @@ for name, r in parts.items():
 # split; the benchmark saves it as `pointing_by_reliance`. With the old phrase only 194 of 300
 # counted as used: it had left out the words that carry the evidence.
 #
-# The stride-8 factor mostly fixes effusions (0.80 → 0.95 over 400 positives, session 5), whose
+# The stride-8 factor mostly fixes effusions (0.80 → 0.95 over 400 positives), whose
 # stride-4 maps often peaked on the wrong side. The two gates lift the map from IG over two
 # baselines (0.63–0.75) to 0.81–0.84.
 #
 # **Caveats.**
 # - 100 positives give ± 0.04, and one training differs from the next: six trainings of the
-#   session 6 recipe give 0.78–0.85 (mean 0.82). Quote the pointing game over several hundred
+#   recipe give 0.78–0.85 (mean 0.82). Quote the pointing game over several hundred
 #   positives and more than one training.
 # - Nodules stay at about 0.5. A small nodule changes this run's log P("15 mm nodule in the …")
 #   by about 0.7–1.2 nats on average (much less for the smallest), so the model barely

@@ -42,6 +42,7 @@ from matplotlib_inline.backend_inline import set_matplotlib_formats
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.lesions import Finding
 from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret import attention as att
 from xraygpt_lab.interpret.attribution import explain, upsample_grid
 from xraygpt_lab.interpret.faithfulness import default_tolerance, pointing_hit, random_pointing_rate
@@ -53,8 +54,10 @@ from xraygpt_lab.runs import ensure_tiny_run, load_run
 warnings.filterwarnings("ignore", category=UserWarning)
 set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 run_dir = ensure_tiny_run(progress=False)
-model = load_run(run_dir)
+model = load_run(run_dir, device=device)
 size = model.encoder.config.image_size
 rows, cols = model.encoder.grid
 print(f"image {size} px → {rows}×{cols} = {rows * cols} image tokens; LLM: "
@@ -69,7 +72,7 @@ print(f"image {size} px → {rows}×{cols} = {rows * cols} image tokens; LLM: "
 
 # %%
 case = render_case(31, size, findings=[Finding("Pleural Effusion", side="left", severity="large")])
-pixels = preprocess(case.image, size)[None]  # [1, 1, S, S]
+pixels = preprocess(case.image, size)[None].to(device)  # [1, 1, S, S], on the device
 phrase = observation_phrase(case.summary, "Pleural Effusion")
 target = phrase_target(model, phrase, case.summary)
 print("summary:", case.summary[:120], "…")
@@ -90,6 +93,7 @@ with torch.no_grad(), att.eager_attention(model.llm):
     out = model.llm(inputs_embeds=embeds, attention_mask=cache["attention_mask"], output_attentions=True)
 start, n = cache["image_start"], cache["n_image"]
 by_hand = torch.stack([a[0][:, cache["predict_positions"], start:start + n] for a in out.attentions])  # [L, H, K, N]
+by_hand = by_hand.cpu()  # the library hands attention weights back on the CPU
 
 attention = att.llm_image_attention(target, pixels)
 assert torch.allclose(by_hand, attention.weights, atol=1e-6)

@@ -46,9 +46,11 @@ from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 from xraygpt_lab.data.images import preprocess
 from xraygpt_lab.data.labeler import label_report
 from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.eval.baselines import NORMAL_REPORT
 from xraygpt_lab.eval.evaluate import SYSTEM_DESCRIPTIONS, EvalData, evaluate_systems, retrieval_pool
 from xraygpt_lab.eval.metrics import clinical_efficacy, rouge_per_report
+from xraygpt_lab.recipe import recipe_of_run
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 
 plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
@@ -58,6 +60,8 @@ torch.manual_seed(0)
 # The tiny model's kernels are too small to split across threads; on a busy machine two OpenMP
 # threads mostly wait for each other. One thread is faster here (and no slower on a free laptop).
 torch.set_num_threads(1)
+device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
+print("Running on:", describe_device(device))
 START = time.perf_counter()
 
 # %% [markdown]
@@ -70,7 +74,7 @@ START = time.perf_counter()
 # images and 200 bootstrap resamples (for a paper: the whole test set and 1000 or more resamples).
 
 # %%
-model = load_run(ensure_tiny_run())
+model = load_run(ensure_tiny_run(), device=device)
 config = model.run_config
 EVAL_SEED = config["seed"] + 7000
 assert EVAL_SEED not in config["seeds"].values(), "the test seed must differ from every training seed"
@@ -155,7 +159,7 @@ print(f"labeler on the 'normal' report:   {normal_pos}")
 for name, what in SYSTEM_DESCRIPTIONS.items():
     print(f"{name:>18}: {what}")
 evaluation = evaluate_systems(model, data, pool, n_boot=N_BOOT,
-                              max_new_tokens=config["train"].get("max_new_tokens", 160), batch_size=40)
+                              max_new_tokens=recipe_of_run(config).max_new_tokens, batch_size=40)
 table = evaluation.metrics_table()
 table[["rouge1", "rouge2", "rougeL", "rougeL_low", "rougeL_high", "bleu4", "ce_f1_macro",
        "truth_f1_macro", "truth_f1_macro_low", "truth_f1_macro_high", "truth_f1_micro"]]

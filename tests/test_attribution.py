@@ -5,6 +5,8 @@ Fast tests use a small randomly initialised XrayGPT (32 px images); ``small_mode
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -367,6 +369,49 @@ def test_bad_method_and_inputs_raise_clear_errors(model, pixels) -> None:
     with pytest.raises(ValueError, match="layer_ig needs a text target"):
         attribute(RegionTarget(model.encoder), pixels[:1], "layer_ig")
     assert set(METHODS) <= set(ALL_METHODS)
+
+
+# ------------------------------------------------------------------ devices
+class DeviceRecorder:
+    """A text-target stand-in whose model lives on ``meta`` (no data, any shape): it records the
+    device of every batch it is given. ``data.images.preprocess`` makes CPU tensors; on a GPU
+    machine the model sits on CUDA, and Captum's steps and baselines must be made there."""
+
+    description = "sum of pixels"
+
+    def __init__(self) -> None:
+        self.model = SimpleNamespace(device=torch.device("meta"))
+        self.seen: list[str] = []
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.seen.append(pixel_values.device.type)
+        return pixel_values.sum(dim=(1, 2, 3))  # [B]
+
+
+@pytest.mark.parametrize("method, kwargs", [("ig", {"baseline": ["blur", "black"], "n_steps": 4}),
+                                            ("occlusion", {}), ("gradientshap", {"shap_samples": 2})])
+def test_cpu_pixels_reach_the_target_on_the_models_device(method, kwargs) -> None:
+    target = DeviceRecorder()
+    with pytest.raises(NotImplementedError, match="meta"):  # the CPU copy of a meta map has no data
+        attribute(target, torch.randn(1, 1, 16, 16), method, **kwargs)
+    assert len(target.seen) >= 2 and set(target.seen) == {"meta"}, target.seen
+
+
+def test_target_device_is_where_the_target_computes(model) -> None:
+    import copy
+
+    from dataclasses import replace
+
+    from xraygpt_lab.interpret.targets import target_device
+
+    assert target_device(phrase_target(model, "pleural effusion", ANSWER)) == torch.device("cpu")
+    on_meta = copy.deepcopy(model).to("meta")
+    assert target_device(answer_target(on_meta, ANSWER)) == torch.device("meta")
+    encoder = VisionEncoder(replace(small_encoder_config(), projection_dim=4)).to("meta")
+    zero_shot = ZeroShotTarget(encoder, class_embeddings=torch.randn(2, 4), observation="Edema")
+    assert target_device(zero_shot) == torch.device("meta")
+    assert target_device(RegionTarget(encoder)) == torch.device("meta")
+    assert target_device(lambda x: x.sum()) is None
 
 
 # ------------------------------------------------------------------ geometry

@@ -149,9 +149,9 @@ def test_explain_peak_lands_on_a_visible_effusion_in_input_coordinates(tmp_path,
         gain = float(target(preprocess(render_case(3001, 128, findings=finding).image, 128)[None])
                      - target(preprocess(without, 128)[None]))
     assert 0 <= peak[0] < image.shape[0] and 0 <= peak[1] < image.shape[1], f"peak {peak} outside {image.shape}"
-    if not hit:  # known gap (issue 5, NOTES.md): IG with a blurred baseline rarely credits an effusion
+    if not hit:  # known gap (docs/design-notes.md): IG with a blurred baseline rarely credits an effusion
         pytest.xfail(f"peak {peak} missed the effusion although the phrase gains {gain:.3f} nats from it "
-                     "(a blurred baseline keeps a large smooth opacity; see NOTES.md)")
+                     "(a blurred baseline keeps a large smooth opacity; see docs/design-notes.md)")
 
 
 def test_ig_defaults_to_two_baselines_and_a_smoothed_map_and_rejects_bad_settings(run_dir, image_path, tmp_path,

@@ -86,32 +86,49 @@ def test_unreadable_image_is_a_one_line_error(run_dir, tmp_path, capsys):
 
 
 def test_walkthrough_set_overrides_training_settings_and_rejects_bad_ones(tmp_path, capsys):
+    from xraygpt_lab.recipe import recipe_of_run
+
     out = tmp_path / "run"
     args = [a for key, value in TOY.items() for a in ("--set", f"{key}={value}")]
     assert main(["walkthrough", "--out", str(out), "--seed", "2", "--quiet", *args]) == 0
-    train = json.loads((out / "config.json").read_text())["train"]
-    assert all(train[key] == value for key, value in TOY.items())
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe_version"] == 1
+    settings = recipe_of_run(config).flat()
+    assert all(settings[key] == value for key, value in TOY.items())
     assert (out / "metrics.json").is_file()
-    for bad, message in (("encoder_step=5", "unknown training setting 'encoder_step'"),
+    for bad, message in (("encoder_step=5", "unknown training setting 'encoder_step'; choose from image_size, "),
                          ("encoder_steps=1.5", "encoder_steps takes an integer"),
-                         ("encoder_lr=fast", "encoder_lr takes a number"),
+                         ("encoder_lr=fast", "encoder_lr takes a finite number > 0, got 'fast'"),
+                         ("llm_lr=NaN", "llm_lr takes a finite number > 0, got nan"),
+                         ("encoder_batch=0", "encoder_batch takes an integer >= 1, got 0"),
+                         ("llm_grounded_share=5", "llm_grounded_share takes a finite number between 0 and 1"),
                          ("encoder_bf16=maybe", 'encoder_bf16 takes one of true, false, "auto"'),
                          ("encoder_bf16=1", 'encoder_bf16 takes one of'),
                          ("stage1_init=zeros", 'stage1_init takes one of "concepts", "random"'),
                          ("encoder_steps", "expected KEY=VALUE")):
         with pytest.raises(SystemExit):
             main(["walkthrough", "--out", str(tmp_path / "bad"), "--set", bad])
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    # settings that only clash with each other or with the encoder are refused before anything is written
+    for bad, message in (("stage1_min_lr=0.1", "stage1_min_lr must be <= stage1_lr"),
+                         ("image_size=64", "image_size 64 does not fit the tiny encoder")):
+        assert main(["walkthrough", "--out", str(tmp_path / "bad"), "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_walkthrough_long_preset_merges_under_explicit_settings():
     from argparse import Namespace
 
-    from xraygpt_lab.cli.walkthrough import _overrides
-    from xraygpt_lab.config import TINY_LONG_OVERRIDES, TINY_TRAIN
+    from xraygpt_lab.cli.walkthrough import _recipe
+    from xraygpt_lab.config import TINY_LONG, TINY_RECIPE
 
-    assert _overrides(Namespace(long=False, overrides=[])) is None
-    merged = _overrides(Namespace(long=True, overrides=[("llm_steps", 5)]))
-    assert merged == {**TINY_LONG_OVERRIDES, "llm_steps": 5}
-    assert set(TINY_LONG_OVERRIDES) <= set(TINY_TRAIN)
-    assert all(TINY_LONG_OVERRIDES[k] > TINY_TRAIN[k] for k in TINY_LONG_OVERRIDES)  # longer, never shorter
+    assert _recipe(Namespace(profile="tiny", long=False, overrides=[])) == TINY_RECIPE
+    merged = _recipe(Namespace(profile="tiny", long=True, overrides=[("llm_steps", 5)]))
+    assert merged == TINY_LONG.override({"llm_steps": 5}) and merged.encoder.steps == TINY_LONG.encoder.steps
+    tiny, long = TINY_RECIPE.flat(), TINY_LONG.flat()
+    grown = {k for k in tiny if tiny[k] != long[k]}
+    assert grown == {"n_stage1", "encoder_steps", "llm_steps", "llm_cases", "stage1_steps"}
+    assert all(long[k] > tiny[k] for k in grown)  # longer, never shorter

@@ -18,9 +18,8 @@ from xraygpt_lab.models.zero_shot import (
     zero_shot_classify,
     zero_shot_probabilities,
 )
+from xraygpt_lab.models.medclip import LOGIT_SCALE_INIT, LogitScale
 from xraygpt_lab.train.contrastive import (
-    LOGIT_SCALE_INIT,
-    LogitScale,
     clip_loss,
     label_columns,
     medclip_loss,
@@ -245,7 +244,7 @@ def test_pretrained_encoder_beats_random_on_linear_probe_and_retrieval() -> None
     mean_trained = sum(auc_trained.values()) / len(auc_trained)
     mean_random = sum(auc_random.values()) / len(auc_random)
     # measured +0.021…+0.064 at this size (the tiny run, 1,200 steps on 3,000 images: +0.125); the
-    # spread comes from BPE's tie-breaking in TextEncoder.from_corpus and thread timing (NOTES.md). A
+    # spread comes from BPE's tie-breaking in TextEncoder.from_corpus and thread timing (docs/design-notes.md). A
     # random Swin already separates the big findings (cardiomegaly AUC ~0.98), so the gain is in
     # the rest; an encoder that learned nothing gains 0
     assert mean_trained > mean_random + 0.015, (auc_trained, auc_random)

@@ -9,9 +9,9 @@ import torch
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 from xraygpt_lab.eval.baselines import NORMAL_REPORT
-from xraygpt_lab.eval.evaluate import (SYSTEMS, EvalData, RetrievalPool, bleu_from_statistics,
-                                       bleu_statistics, bootstrap_intervals, encode, evaluate_systems,
-                                       retrieval_pool, synthetic_eval_data, training_pool)
+from xraygpt_lab.eval.evaluate import (SYSTEMS, EvalData, RetrievalPool, encode, evaluate_systems,
+                                       generate_reports, retrieval_pool, score_reports, score_system,
+                                       synthetic_eval_data, training_pool)
 from xraygpt_lab.models.conversation import xraygpt_prompt
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
@@ -70,20 +70,23 @@ def test_encode_returns_projection_input_and_unit_embeddings(model, data):
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(8), atol=1e-5)
 
 
-def test_fast_intervals_equal_report_metrics_intervals(evaluation, data):
-    from xraygpt_lab.eval.metrics import bleu, report_metrics
+def test_scoring_uses_the_metrics_intervals(evaluation, data):
+    """One bootstrap: score_system's and score_reports' ``ci`` are report_metrics' (same seed)."""
+    from xraygpt_lab.eval.metrics import bootstrap_intervals, report_metrics
 
     preds = evaluation.reports["xraygpt"][:5] + data.references[5:]  # some overlap, some none
     refs, ref_labels = data.references, evaluation.labels["reference"]
-    pred_labels = [evaluation.labels["xraygpt"][i] for i in range(5)] + ref_labels[5:]
-    slow = report_metrics(preds, refs, pred_labels, ref_labels, RENDERED_OBSERVATIONS, n_boot=15, seed=3)
-    fast = bootstrap_intervals(preds, refs, pred_labels, ref_labels, RENDERED_OBSERVATIONS, 15, seed=3)
-    for key, (low, high) in slow["ci"].items():
-        assert fast[key] == pytest.approx((low, high), abs=1e-12), key
-    stats = bleu_statistics(preds, refs)
-    assert bleu_from_statistics(stats) == pytest.approx(bleu(preds, refs)["bleu4"], abs=1e-12)
-    assert bleu_from_statistics(stats[:1]) == pytest.approx(bleu(preds[:1], refs[:1])["bleu4"], abs=1e-12)
-    assert bleu_from_statistics(bleu_statistics(["a b c d e"], ["x y z w v"])) == 0.0
+    metrics, pred_labels = score_system(preds, refs, ref_labels, n_boot=15, seed=3)
+    direct = report_metrics(preds, refs, pred_labels, ref_labels, RENDERED_OBSERVATIONS, n_boot=15, seed=3)
+    assert metrics["ci"] == direct["ci"] == bootstrap_intervals(preds, refs, pred_labels, ref_labels,
+                                                                RENDERED_OBSERVATIONS, 15, seed=3)
+    assert score_reports(preds, refs, n_boot=15)["ci"] == score_system(preds, refs, ref_labels, n_boot=15)[0]["ci"]
+
+
+def test_train_evaluation_reexports_the_eval_functions():
+    from xraygpt_lab.train import evaluation
+
+    assert evaluation.generate_reports is generate_reports and evaluation.score_reports is score_reports
 
 
 def test_every_system_has_a_report_per_image_and_intervals_contain_the_value(evaluation):

@@ -159,7 +159,7 @@ def test_recommended_ig_points_at_held_out_lesions() -> None:
 
     The bar (≥ 0.80) is measured by ``benchmarks/faithfulness.py`` on 300 positives: 0.81 on the
     development machine's run, and six trainings of the recipe give 0.78–0.85 per 100 positives
-    (NOTES.md). These first 40 positives are harder than the rest: the same trainings point 0.65–
+    (docs/design-notes.md). These first 40 positives are harder than the rest: the same trainings point 0.65–
     0.83 at them, and 40 positives add ± 0.07 (binomial), so this smaller set asks for 0.5.
     """
     from xraygpt_lab.interpret.attribution import RECOMMENDED_IG

@@ -9,7 +9,7 @@ import torch
 from xraygpt_lab.models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
-from xraygpt_lab.models.xraygpt import IGNORE_INDEX, ChatSession, XrayGPT
+from xraygpt_lab.models.xraygpt import IGNORE_INDEX, ChatInputError, ChatSession, XrayGPT
 
 REPORTS = ["There is a small left pleural effusion.", "The heart is enlarged.", "Lungs are clear."]
 
@@ -173,8 +173,60 @@ def test_chat_drops_oldest_turns_when_context_is_full(model):
     assert dropped > 0 and session.dropped_turns == dropped
     prompt = session.conversation.get_prompt()
     assert prompt.count(IMAGE_PLACEHOLDER) == 1  # the image survives
-    assert session._prompt_tokens(prompt) + 10 <= model.context_length
+    assert session.prompt_tokens(prompt) + 10 <= model.context_length
     session.reset()
     assert session.conversation.messages == [] and session.dropped_turns == 0
     with pytest.raises(ValueError, match="empty"):
         session.ask("  ")
+
+
+def test_chat_counts_tokens_as_prompt_wrap_reads_them(model):
+    session = ChatSession(model, pixels(1), max_new_tokens=8)
+    session.ask("Describe the image.")
+    session.ask("Is the heart enlarged?")
+    prompt = session.plan("Any effusion?").prompt
+    wrapped = model.prompt_wrap(model.embed_image(pixels(1)), [prompt])
+    assert session.prompt_tokens(prompt) == wrapped.inputs_embeds.shape[1]
+    assert session.turns == 2 and session.last_prompt.count(IMAGE_PLACEHOLDER) == 1
+
+
+def test_chat_lowers_the_answer_budget_and_refuses_what_cannot_fit(model):
+    session = ChatSession(model, pixels(1), max_new_tokens=10)
+    question = "Is the heart enlarged? " * 6
+    turn = session.plan(question, max_new_tokens=model.context_length)  # a budget the context cannot hold
+    assert turn.max_new_tokens == model.context_length - turn.prompt_tokens >= 1
+    reply = session.ask(question, max_new_tokens=model.context_length)
+    assert reply.max_new_tokens == turn.max_new_tokens and reply.prompt_tokens == turn.prompt_tokens
+    with pytest.raises(ChatInputError, match="too long"):
+        session.ask("word " * 300)
+    assert session.turns == 1, "a refused question leaves the history as it was"
+
+
+def test_chat_history_is_unchanged_when_generation_fails(model, monkeypatch):
+    session = ChatSession(model, pixels(1), max_new_tokens=6)
+    session.ask("Describe the image.")
+    before = session.conversation.get_prompt()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(model, "generate", broken)
+    with pytest.raises(RuntimeError):
+        session.ask("Is it normal?")
+    monkeypatch.undo()
+    assert session.conversation.get_prompt() == before and session.turns == 1
+    session.ask("Is it normal?")
+    assert session.turns == 2, "the session keeps working"
+
+
+def test_chat_encodes_the_image_once_and_answers_as_generate(model):
+    session = ChatSession(model, pixels(1), max_new_tokens=8)
+    assert session.features is not None and session.features.shape[1] == model.num_image_tokens
+    reply = session.ask("Describe the image.")
+    assert reply.text == model.generate([xraygpt_prompt("Describe the image.")], pixel_values=pixels(1),
+                                        max_new_tokens=8)[0]
+    text_only = ChatSession(model, max_new_tokens=8)
+    text_only.ask("Describe the image.")
+    assert IMAGE_PLACEHOLDER not in text_only.last_prompt
+    session.reset(pixels(2)[:1])
+    assert session.turns == 0 and torch.equal(session.pixel_values, pixels(2)[:1])

@@ -1,91 +1,111 @@
-"""Profiles: the only place where sizes differ between ``tiny`` (CPU) and ``full`` (GPU).
+"""Profiles and their recipes: the only place where sizes differ between ``tiny`` (CPU) and ``full`` (GPU).
 
-Nothing else in the code branches on the profile name; modules read the numbers here.
+Nothing else in the code branches on the profile name; modules read the numbers of a
+:class:`~xraygpt_lab.recipe.Recipe` (the types, their checks and the flat setting names live in
+:mod:`xraygpt_lab.recipe`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
+from .recipe import AlignStage, AlignStage1, DataSizes, EncoderStage, LLMStage, Recipe, TinyLLMArch
 
-@dataclass(frozen=True)
-class Profile:
-    """Sizes and paths of one profile.
+#: The tiny LLM (``models.llm.tiny_llm``). About 1 M parameters: small enough to train from scratch
+#: on 2 CPU cores in about a minute, deep enough (3 layers) to copy findings from the image slot
+#: into the report.
+TINY_LLM = TinyLLMArch(vocab_size=1024, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+                       num_attention_heads=4, max_position_embeddings=512)
 
-    ``image_size`` is the side of the square radiograph the encoder sees (MedCLIP: 224).
-    Model-specific settings live in the ``encoder``/``llm``/``train`` dicts so that each model
-    module owns its own keys (documented in that module).
-    """
-
-    name: str
-    image_size: int
-    device: str = "cpu"
-    encoder: dict = field(default_factory=dict)
-    llm: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
-
-
-#: Tiny LLM sizes (``models.llm.tiny_llm``) and walkthrough sizes (``train.walkthrough``).
-#: Step counts are scaled down from XrayGPT's so the whole walkthrough fits minutes on 2 CPU
-#: cores; learning rates are raised (a from-scratch 1 M-parameter model and a projection that
-#: must move far from its random start in ~10^2 steps need ~10-30x XrayGPT's 1e-4). The XrayGPT
-#: values themselves are the ``full`` defaults (``train.schedule.XRAYGPT_STAGE1/2``).
-TINY_LLM: dict = {
-    "vocab_size": 1024,
-    "hidden_size": 128,
-    "intermediate_size": 384,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 512,
-}
-#: Values of the ``stage1_init`` training setting: ``train.concept_init``'s fit, or XrayGPT's random start.
-STAGE1_INITS: tuple[str, ...] = ("concepts", "random")
-TINY_TRAIN: dict = {
-    "n_stage1": 3000,  # "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries)
-    "n_stage2": 200,  # "OpenI-like" second synthetic set, another seed (XrayGPT: 3,403)
-    "n_eval": 100,  # held-out set, a third seed
+#: The tiny walkthrough (``train.walkthrough``). Step counts are scaled down from XrayGPT's so the
+#: whole walkthrough fits minutes on 2 CPU cores; learning rates are raised (a from-scratch 1 M-parameter
+#: model and a projection that must move far from its random start in ~10^2 steps need ~10-30x
+#: XrayGPT's 1e-4). XrayGPT's own values are :data:`FULL_RECIPE`'s stages.
+TINY_RECIPE = Recipe(
+    image_size=128,
+    # stage 1: "MIMIC-like" synthetic set (XrayGPT: 114,690 summaries); stage 2: "OpenI-like" second
+    # set, another seed (XrayGPT: 3,403); eval: held-out set, a third seed
+    data=DataSizes(n_stage1=3000, n_stage2=200, n_eval=100),
     # MedCLIP loss + the token-level label loss (train/label_supervision.py: pooled MIL + per-token
-    # targets from the finding masks); ±4 px shifts
-    "encoder_steps": 1200, "encoder_batch": 32, "encoder_lr": 1e-3,
-    "encoder_contrastive_weight": 1.0, "encoder_contrastive_every": 4, "encoder_label_weight": 1.0,
-    "encoder_dense_weight": 1.0, "encoder_shift": 4,
-    # bf16 autocast where the CPU has it natively (AVX-512 BF16 / AMX): encoder stage 185 -> 135 s,
-    # same quality (encoder head .823 vs .827, CE .698 vs .687); float32 elsewhere
-    "encoder_bf16": "auto",
+    # targets from the finding masks); ±4 px shifts. bf16 autocast where the CPU has it natively
+    # (AVX-512 BF16 / AMX): encoder stage 185 -> 135 s, same quality (encoder head .823 vs .827,
+    # CE .698 vs .687); float32 elsewhere
+    encoder=EncoderStage(steps=1200, batch=32, lr=1e-3, contrastive_weight=1.0, contrastive_every=4,
+                         label_weight=1.0, dense_weight=1.0, shift=4, bf16="auto"),
+    llm_arch=TINY_LLM,
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
     # Half of the grounded examples are chats (slot in the first question, 1-2 turns of the case's
     # conversation; "Yes" answers drawn 10x more often): follow-up questions then read the slot.
-    "llm_steps": 600, "llm_batch": 16, "llm_lr": 3e-3, "llm_min_lr": 3e-4, "llm_warmup": 20,
-    "llm_grounded_share": 0.9, "llm_cases": 1000,
-    "llm_grounded_chats": 8, "llm_chat_turns": 2, "llm_chat_yes_weight": 10.0, "llm_spatial_slots": False,
-    "stage1_steps": 300, "stage1_batch": 8, "stage1_lr": 3e-3, "stage1_min_lr": 6e-4,
-    "stage1_warmup_lr": 1e-5, "stage1_warmup": 20,
+    llm=LLMStage(steps=600, batch=16, lr=3e-3, min_lr=3e-4, warmup=20, weight_decay=0.05,
+                 grounded_share=0.9, cases=1000, grounded_chats=8, chat_turns=2, chat_yes_weight=10.0,
+                 spatial_slots=False),
     # stage 1 starts from the least-squares map of the image tokens onto the concept tokens
     # (train/concept_init.py; "random": XrayGPT's start). Three of four trainings: nodule phrases gain
     # 0.9-1.2 instead of 0.6-0.9 nats from the nodule, CE the same within noise.
-    "stage1_init": "concepts",
-    "stage2_steps": 40, "stage2_batch": 4, "stage2_lr": 1e-3, "stage2_min_lr": 3e-4,
-    "stage2_warmup_lr": 1e-5, "stage2_warmup": 5,
-    "max_new_tokens": 140,
-}
+    stage1=AlignStage1(steps=300, batch=8, lr=3e-3, min_lr=6e-4, warmup_lr=1e-5, warmup=20, weight_decay=0.05,
+                       init="concepts"),
+    stage2=AlignStage(steps=40, batch=4, lr=1e-3, min_lr=3e-4, warmup_lr=1e-5, warmup=5, weight_decay=0.05),
+    max_new_tokens=140,
+)
+
 #: ``walkthrough --long``: the tiny recipe trained longer (about 25-40 min on 2 cores instead of
 #: ~6). Same models, same frozen XrayGPT alignment; only data and steps grow. It measures how much
-#: of the gap to the quality bar is training budget (notebook 03, section 7; NOTES.md).
-TINY_LONG_OVERRIDES: dict = {
-    "n_stage1": 6000, "encoder_steps": 4800, "llm_steps": 3600, "llm_cases": 3000, "stage1_steps": 1200,
-}
-#: Full profile: XrayGPT's own numbers (arXiv 2306.07971, Sec. 4.1; see ``train.schedule``).
-FULL_TRAIN: dict = {
-    "stage1_steps": 20_000, "stage1_batch": 3, "stage1_lr": 1e-4, "stage1_min_lr": 8e-5,
-    "stage1_warmup_lr": 1e-6, "stage1_warmup": 500,
-    "stage2_steps": 2_501, "stage2_batch": 1, "stage2_lr": 3e-5, "stage2_min_lr": 1e-5,
-    "stage2_warmup_lr": 1e-6, "stage2_warmup": 200,
-    "llm_lora_r": 8, "llm_lora_alpha": 16, "llm_dtype": "bfloat16",
-    "max_new_tokens": 160,
-}
+#: of the gap to the quality bar is training budget (notebook 03, section 7; docs/design-notes.md).
+TINY_LONG = replace(
+    TINY_RECIPE,
+    data=replace(TINY_RECIPE.data, n_stage1=6000),
+    encoder=replace(TINY_RECIPE.encoder, steps=4800),
+    llm=replace(TINY_RECIPE.llm, steps=3600, cases=3000),
+    stage1=replace(TINY_RECIPE.stage1, steps=1200),
+)
 
-TINY = Profile(name="tiny", image_size=128, llm=TINY_LLM, train=TINY_TRAIN)
-FULL = Profile(name="full", image_size=224, device="cuda", train=FULL_TRAIN)
+#: Full profile: MedCLIP and Vicuna come pretrained, so only the alignment stages are stated, with
+#: XrayGPT's own numbers from its ``train_configs`` (arXiv 2306.07971, Sec. 4.1), used by
+#: ``train.schedule.XRAYGPT_STAGE1/2``:
+#:
+#: * stage 1 (MIMIC-CXR, ``xraygpt_mimic_pretrain.yaml``): ``init_lr`` 1e-4, ``min_lr`` 8e-5,
+#:   ``warmup_lr`` 1e-6, 500 warmup steps, weight decay 0.05, 4 epochs × 5000 iterations, batch 3
+#:   per GPU on 4 GPUs; the projection starts at random;
+#: * stage 2 (OpenI, ``xraygpt_openi_finetune.yaml``): 3e-5 → 1e-5, 200 warmup steps,
+#:   1 epoch × 2501 iterations, batch 1.
+FULL_RECIPE = Recipe(
+    image_size=224,  # MedCLIP's input
+    data=None, encoder=None, llm_arch=None, llm=None,
+    stage1=AlignStage1(steps=20_000, batch=3, lr=1e-4, min_lr=8e-5, warmup_lr=1e-6, warmup=500, weight_decay=0.05,
+                       init="random"),
+    stage2=AlignStage(steps=2_501, batch=1, lr=3e-5, min_lr=1e-5, warmup_lr=1e-6, warmup=200, weight_decay=0.05),
+    max_new_tokens=160,
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named recipe and the device it is meant for."""
+
+    name: str
+    recipe: Recipe
+    device: str = "cpu"
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square radiograph the encoder sees (MedCLIP: 224): ``recipe.image_size``."""
+        return self.recipe.image_size
+
+    @property
+    def train(self) -> dict[str, Any]:
+        """The recipe's settings under their flat names (``Recipe.flat``), read-only."""
+        return self.recipe.flat()
+
+    @property
+    def llm(self) -> dict[str, Any]:
+        """The tiny LLM's sizes as keyword arguments (empty for a pretrained LLM)."""
+        arch = self.recipe.llm_arch
+        return {} if arch is None else asdict(arch)
+
+
+TINY = Profile(name="tiny", recipe=TINY_RECIPE)
+FULL = Profile(name="full", recipe=FULL_RECIPE, device="cuda")
 
 PROFILES: dict[str, Profile] = {"tiny": TINY, "full": FULL}
 

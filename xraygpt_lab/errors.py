@@ -12,3 +12,7 @@ class ImageLoadError(XrayGPTLabError, ValueError):
 
 class RunFolderError(XrayGPTLabError, FileNotFoundError):
     """A trained run folder is missing a file or is malformed; the message says which."""
+
+
+class RecipeError(XrayGPTLabError, ValueError):
+    """A training recipe setting is unknown or out of range; the message names the setting."""

@@ -91,20 +91,22 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
 
 
 def _stale(run_dir: Path, seed: int) -> bool:
-    """True when ``run_dir`` holds a run whose seed or training settings differ from today's
-    tiny profile (so notebooks never silently reuse a run of an older recipe)."""
+    """True when ``run_dir`` holds a run whose seed or recipe differs from today's tiny profile
+    (so notebooks never silently reuse a run of an older recipe). An older config.json is read
+    through ``recipe.recipe_of_run``; one that does not map onto a recipe is stale."""
     import json
 
     from .config import get_profile
+    from .recipe import recipe_of_run
 
     path = run_dir / "config.json"
     if not path.is_file():
         return False
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return config.get("seed") != seed or recipe_of_run(config) != get_profile("tiny").recipe
+    except (OSError, ValueError, AttributeError):  # unreadable, not an object, or no recipe (RecipeError)
         return True
-    return config.get("seed") != seed or config.get("train") != get_profile("tiny").train
 
 
 def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.device | None" = None):
@@ -113,8 +115,13 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     ``device``: ``xraygpt_lab.device.resolve_device`` (CUDA when present, else the CPU).
 
     ``metrics.json`` is not needed to load; the model files are. The returned model carries
-    ``run_config`` (``config.json``) and ``image_size``.
+    ``run_config`` (``config.json``) and ``image_size``. A folder with ``release.json`` (``xraygpt-lab
+    release init``) loads the released XrayGPT instead (``models.released``).
     """
+    if (Path(run_dir if run_dir is not None else default_run_dir()) / "release.json").is_file():
+        from .models.released import load_release_run
+
+        return load_release_run(run_dir if run_dir is not None else default_run_dir(), device=device)
     import json
 
     import torch
@@ -144,5 +151,5 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
         raise RunFolderError(f"{run_dir / 'projection.safetensors'} does not fit the encoder/LLM sizes: {exc}") from None
     model.run_config = config
     model.chat_system = config.get("chat_system", "")
-    model.image_size = int(config.get("image_size", encoder.config.image_size))
+    model.image_size = int(encoder.config.image_size)  # the recipe's image_size, via the encoder
     return model.eval()

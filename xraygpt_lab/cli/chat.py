@@ -1,4 +1,8 @@
-"""``xraygpt-lab chat``: a terminal conversation about one radiograph (works with piped stdin)."""
+"""``xraygpt-lab chat``: a terminal conversation about one radiograph (works with piped stdin).
+
+The conversation is :class:`xraygpt_lab.models.xraygpt.ChatSession`, the same session the notebook
+chat panel wraps: same prompts, same trimming of old turns, same answers.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,12 +29,14 @@ def run(args) -> int:
     import sys
 
     from xraygpt_lab.data.images import load_image, preprocess
-    from xraygpt_lab.models.xraygpt import ChatSession
+    from xraygpt_lab.models.xraygpt import ChatInputError, ChatSession
     from xraygpt_lab.runs import default_run_dir, load_run
 
     image = load_image(args.image)
     model = load_run(args.run or default_run_dir(), device=args.device)
-    session = ChatSession(model, preprocess(image, model.image_size)[None], max_new_tokens=args.max_new_tokens)
+    processor = getattr(model, "image_processor", None)  # the released model's own (BLIP-2) processor
+    pixels = processor(args.image) if processor is not None else preprocess(image, model.image_size)[None]
+    session = ChatSession(model, pixels, max_new_tokens=args.max_new_tokens)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"Chatting about {args.image}. {HELP}")
@@ -49,8 +55,14 @@ def run(args) -> int:
             session.reset()
             print("(conversation reset)", flush=True)
             continue
-        reply = session.ask(question)
+        try:
+            reply = session.ask(question)
+        except ChatInputError as exc:  # e.g. a question too long for the context: say so, keep chatting
+            print(f"({exc})", flush=True)
+            continue
         if reply.dropped_turns:
             print(f"(context full: dropped the {reply.dropped_turns} oldest turn(s))", flush=True)
+        if reply.max_new_tokens < session.max_new_tokens:
+            print(f"(answer limited to {reply.max_new_tokens} tokens by the model's context)", flush=True)
         print(f"Doctor: {reply.text}", flush=True)
     return 0

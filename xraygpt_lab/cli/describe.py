@@ -30,7 +30,11 @@ def run(args) -> int:
 
     images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model
     model = load_run(args.run or default_run_dir(), device=args.device)
-    pixels = torch.stack([preprocess(image, model.image_size) for image in images])  # [B, 1, S, S]
+    processor = getattr(model, "image_processor", None)  # the released model's own (BLIP-2) processor
+    if processor is not None:
+        pixels = torch.cat([processor(path) for path in args.images])  # [B, 3, S, S]
+    else:
+        pixels = torch.stack([preprocess(image, model.image_size) for image in images])  # [B, 1, S, S]
     reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
     for path, report in zip(args.images, reports):
         print(f"{path}: {report}" if len(args.images) > 1 else report)

@@ -42,6 +42,6 @@ def nearest_neighbour_reports(train_embeddings: torch.Tensor, train_reports: Seq
     if len(train_reports) != train_embeddings.shape[0] or len(train_reports) == 0:
         raise ValueError(f"{len(train_reports)} reports for {train_embeddings.shape[0]} training embeddings")
     train = torch.nn.functional.normalize(train_embeddings.float(), dim=-1)  # [N, p]
-    query = torch.nn.functional.normalize(query_embeddings.float(), dim=-1)  # [M, p]
+    query = torch.nn.functional.normalize(query_embeddings.float().to(train.device), dim=-1)  # [M, p]
     nearest = (query @ train.T).argmax(dim=-1)  # [M]
     return [train_reports[i] for i in nearest.tolist()]

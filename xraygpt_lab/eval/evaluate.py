@@ -1,8 +1,8 @@
 """Score a trained XrayGPT and its three baselines on one dataset, with bootstrap 95% intervals.
 
-Systems (issue 7; XrayGPT, arXiv 2306.07971, Table 1 compares against MiniGPT-4 only):
+Systems (XrayGPT, arXiv 2306.07971, Table 1 compares against MiniGPT-4 only):
 
-* ``xraygpt`` — greedy reports of the model (``train.evaluation.generate_reports``);
+* ``xraygpt`` — greedy reports of the model (:func:`generate_reports`);
 * ``image_blind`` — the same model with the projection output replaced by zeros (the
   ``<Img></Img>`` slot stays): what the frozen LLM writes without seeing the image;
 * ``nearest_neighbour`` — the report of the most similar image of a *retrieval pool* (training
@@ -19,6 +19,10 @@ labeler (``data.labeler``) and are scored against two references:
 Intervals are percentile bootstraps over images (``eval.metrics.bootstrap_ci``);
 :meth:`Evaluation.compare` gives a *paired* interval for the difference between two systems
 (same resampled images for both), the right test for "does the model beat the baseline".
+
+Imports point one way: ``train.evaluation`` (the walkthrough's stage 7) uses
+:func:`generate_reports` and :func:`score_reports` from here; this module imports nothing from
+``train``.
 """
 from __future__ import annotations
 
@@ -31,6 +35,12 @@ import numpy as np
 import torch
 
 from ..data.findings import RENDERED_OBSERVATIONS
+from ..data.labeler import label_report
+from .baselines import always_normal_reports, nearest_neighbour_reports
+from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
+
+#: The question asked about every evaluation image (XrayGPT's own description prompt).
+DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
 
 #: The systems :func:`evaluate_systems` knows, in table order.
 SYSTEMS: tuple[str, ...] = ("xraygpt", "image_blind", "nearest_neighbour", "always_normal")
@@ -175,6 +185,28 @@ def training_pool(model: Any, n: int = 400, batch_size: int = 64) -> RetrievalPo
 
 
 # ----------------------------------------------------------------------------------------------
+# Generating reports
+# ----------------------------------------------------------------------------------------------
+def generate_reports(model: Any, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                     batch_size: int = 50, instruction: str = DEFAULT_INSTRUCTION,
+                     max_new_tokens: int = 160, withhold_image: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Greedy reports of an ``XrayGPT`` for ``pixel_values`` ``[M, 1, S, S]`` or cached ``features`` ``[M, N, d]``."""
+    source = pixel_values if pixel_values is not None else features
+    if source is None:
+        raise ValueError("give pixel_values or features")
+    reports: list[str] = []
+    for start in range(0, source.shape[0], batch_size):
+        chunk = source[start:start + batch_size]
+        kwargs = {"pixel_values": chunk} if pixel_values is not None else {"features": chunk}
+        reports += model.describe(instruction=instruction, max_new_tokens=max_new_tokens,
+                                  withhold_image=withhold_image, **kwargs)
+        if progress is not None:
+            progress(len(reports), source.shape[0])
+    return reports
+
+
+# ----------------------------------------------------------------------------------------------
 # Scoring one system
 # ----------------------------------------------------------------------------------------------
 def _pick(seq: Sequence, idx: np.ndarray) -> list:
@@ -184,84 +216,13 @@ def _pick(seq: Sequence, idx: np.ndarray) -> list:
 def ce_against(pred_labels: Sequence[Labels], ref_labels: Sequence[Labels],
                observations: Sequence[str], n_boot: int, seed: int) -> dict[str, Any]:
     """CE macro/micro F1 (+ per observation) of ``pred_labels`` vs ``ref_labels`` with intervals."""
-    from .metrics import bootstrap_ci, clinical_efficacy
-
     ce = clinical_efficacy(pred_labels, ref_labels, observations)
     out: dict[str, Any] = {"ce_f1_macro": ce["macro_f1"], "ce_f1_micro": ce["micro_f1"],
                            "ce_precision_micro": ce["micro_precision"], "ce_recall_micro": ce["micro_recall"],
                            "per_observation": ce["per_observation"]}
     if n_boot > 0:
-        n = len(pred_labels)
-        out["ci"] = {key: bootstrap_ci(lambda idx: clinical_efficacy(
-            _pick(pred_labels, idx), _pick(ref_labels, idx), observations)[name], n, n_boot, seed=seed)
-            for key, name in (("ce_f1_macro", "macro_f1"), ("ce_f1_micro", "micro_f1"))}
+        out["ci"] = ce_intervals(pred_labels, ref_labels, observations, n_boot, seed)
     return out
-
-
-def bleu_statistics(preds: Sequence[str], refs: Sequence[str], max_n: int = 4) -> np.ndarray:
-    """Per-report sufficient statistics of corpus BLEU: ``[n, 2 + 2 * max_n]``.
-
-    Columns: hypothesis length, reference length, then for each order k = 1..max_n the clipped
-    k-gram matches and ``max(1, hypothesis k-grams)``, exactly what NLTK's ``corpus_bleu`` sums
-    over reports (tokens from ``eval.metrics.tokenize``). Summing rows of a resample and calling
-    :func:`bleu_from_statistics` equals ``corpus_bleu`` on that resample, without re-tokenising.
-    """
-    from collections import Counter
-
-    from .metrics import tokenize
-
-    rows = np.zeros((len(preds), 2 + 2 * max_n), dtype=np.int64)
-    for i, (pred, ref) in enumerate(zip(preds, refs)):
-        hyp, reference = tokenize(pred), tokenize(ref)
-        rows[i, 0], rows[i, 1] = len(hyp), len(reference)
-        for k in range(1, max_n + 1):
-            h = Counter(tuple(hyp[j:j + k]) for j in range(len(hyp) - k + 1))
-            r = Counter(tuple(reference[j:j + k]) for j in range(len(reference) - k + 1))
-            rows[i, 2 * k] = sum(min(c, r[g]) for g, c in h.items())
-            rows[i, 2 * k + 1] = max(1, sum(h.values()))
-    return rows
-
-
-def bleu_from_statistics(stats: np.ndarray, max_n: int = 4, epsilon: float = 0.1) -> float:
-    """Corpus BLEU-``max_n`` from summed :func:`bleu_statistics` rows (``[n, 2 + 2 * max_n]``).
-
-    Uniform weights, NLTK smoothing ``method1`` (a zero match count becomes ``epsilon``) and the
-    brevity penalty of Papineni et al. 2002, Sec. 2.2.2, as ``eval.metrics.bleu`` computes it.
-    """
-    total = stats.sum(axis=0)
-    hyp_len, ref_len = float(total[0]), float(total[1])
-    matches = total[2::2][:max_n].astype(float)
-    counts = total[3::2][:max_n].astype(float)
-    if matches[0] == 0:
-        return 0.0
-    precisions = np.where(matches == 0, epsilon, matches) / counts
-    brevity = 1.0 if hyp_len > ref_len else (0.0 if hyp_len == 0 else float(np.exp(1 - ref_len / hyp_len)))
-    return brevity * float(np.exp(np.mean(np.log(precisions))))
-
-
-def bootstrap_intervals(preds: Sequence[str], refs: Sequence[str], pred_labels: Sequence[Labels],
-                        ref_labels: Sequence[Labels], observations: Sequence[str], n_boot: int,
-                        seed: int = 0) -> dict[str, tuple[float, float]]:
-    """The ``ci`` of ``eval.metrics.report_metrics`` (ROUGE-L, BLEU-4, CE macro/micro F1), faster.
-
-    Same resamples (``bootstrap_ci`` with the same ``seed``), same values; BLEU-4 is summed from
-    per-report statistics instead of re-tokenising every resample (~100x faster on 80 reports).
-    """
-    from .metrics import bootstrap_ci, clinical_efficacy, rouge_per_report
-
-    n = len(preds)
-    rouge_l = rouge_per_report(preds, refs)["rougeL"]  # [n]
-    stats = bleu_statistics(preds, refs)  # [n, 10]
-
-    def ce(key: str) -> Callable[[np.ndarray], float]:
-        return lambda idx: clinical_efficacy(_pick(pred_labels, idx), _pick(ref_labels, idx), observations)[key]
-
-    return {
-        "rougeL": bootstrap_ci(lambda idx: float(rouge_l[idx].mean()), n, n_boot, seed=seed),
-        "bleu4": bootstrap_ci(lambda idx: bleu_from_statistics(stats[idx]), n, n_boot, seed=seed),
-        "ce_f1_macro": bootstrap_ci(ce("macro_f1"), n, n_boot, seed=seed),
-        "ce_f1_micro": bootstrap_ci(ce("micro_f1"), n, n_boot, seed=seed),
-    }
 
 
 def score_system(preds: Sequence[str], references: Sequence[str], reference_labels: Sequence[Labels],
@@ -270,22 +231,37 @@ def score_system(preds: Sequence[str], references: Sequence[str], reference_labe
                  n_boot: int = 200, seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
     """All metrics of one system: ``(metrics, labeler labels of preds)``.
 
-    ``metrics`` is ``report_metrics``' dict (CE vs the labeler on the references, ``ci`` from
-    :func:`bootstrap_intervals`) plus ``vs_ground_truth`` (CE vs ``ground_truth`` with its own
-    ``ci``) when ground truth is given.
+    ``metrics`` is ``eval.metrics.report_metrics``' dict (CE vs the labeler on the references,
+    with its ``ci``) plus ``vs_ground_truth`` (CE vs ``ground_truth`` with its own ``ci``) when
+    ground truth is given.
     """
-    from ..data.labeler import label_report
-    from .metrics import report_metrics
-
     preds, references, reference_labels = list(preds), list(references), list(reference_labels)
     pred_labels = [label_report(p) for p in preds]
-    metrics = report_metrics(preds, references, pred_labels, reference_labels, observations, n_boot=0)
-    if n_boot > 0:
-        metrics["ci"] = bootstrap_intervals(preds, references, pred_labels, reference_labels,
-                                            observations, n_boot, seed)
+    metrics = report_metrics(preds, references, pred_labels, reference_labels, observations, n_boot, seed)
     if ground_truth is not None:
         metrics["vs_ground_truth"] = ce_against(pred_labels, list(ground_truth), observations, n_boot, seed)
     return metrics, pred_labels
+
+
+def score_reports(preds: Sequence[str], refs: Sequence[str],
+                  ground_truth: Sequence[Labels] | None = None,
+                  observations: Sequence[str] = RENDERED_OBSERVATIONS, n_boot: int = 200) -> dict[str, Any]:
+    """ROUGE, BLEU and CE (labeler on both texts; and vs ground truth when given): ``metrics.json``.
+
+    :func:`score_system` with the references labelled here; ``vs_ground_truth`` has CE without
+    intervals and ``labeler_ceiling_f1_macro`` (the labeler on the reference vs ground truth).
+    """
+    ref_labels = [label_report(r) for r in refs]
+    out, pred_labels = score_system(preds, refs, ref_labels, None, observations, n_boot)
+    if ground_truth is not None:
+        ce = clinical_efficacy(pred_labels, list(ground_truth), observations)
+        ref_ce = clinical_efficacy(ref_labels, list(ground_truth), observations)
+        out["vs_ground_truth"] = {
+            "ce_f1_macro": ce["macro_f1"], "ce_f1_micro": ce["micro_f1"],
+            "per_observation": ce["per_observation"],
+            "labeler_ceiling_f1_macro": ref_ce["macro_f1"],  # labeler on the reference vs truth
+        }
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,8 +356,6 @@ class Evaluation:
         ``metric``: ``ce_f1_macro``/``ce_f1_micro`` (against ``reference``) or ``rougeL``.
         Returns ``{"difference", "low", "high"}``; an interval above 0 means ``system`` is better.
         """
-        from .metrics import bootstrap_ci, clinical_efficacy, rouge_per_report
-
         self._system(system)
         self._system(baseline)
         n = len(self.data)
@@ -441,11 +415,6 @@ def evaluate_systems(model: Any, data: EvalData, pool: RetrievalPool | None = No
     ``model`` is an ``XrayGPT`` (``runs.load_run``); ``pool`` is needed for
     ``nearest_neighbour``. The encoder runs once per image; its tokens feed both model systems.
     """
-    from ..data.labeler import label_report
-    from ..train.evaluation import generate_reports
-    from .baselines import always_normal_reports, nearest_neighbour_reports
-    from .metrics import clinical_efficacy
-
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise ValueError(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")

@@ -1,6 +1,6 @@
 """Attention maps: where the answer's tokens look in the image, and what the Swin encoder mixes.
 
-Two views (issue 5, notebook 06):
+Two views (notebook 06):
 
 * **LLM → image tokens** (:func:`llm_image_attention`). With the answer teacher-forced, read the
   LLM's attention weights from each answer token's query to the ``N`` image slots of the prompt,
@@ -62,7 +62,7 @@ def eager_attention(module: nn.Module) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class ImageAttention:
-    """Attention of answer tokens to image tokens: ``weights`` ``[L, H, K, N]``."""
+    """Attention of answer tokens to image tokens: ``weights`` ``[L, H, K, N]`` (on the CPU)."""
 
     weights: torch.Tensor  # [layers, heads, K counted tokens, N image tokens]
     tokens: list[str]  # the K counted answer tokens
@@ -87,7 +87,7 @@ class ImageAttention:
     def image_map(self, size: int, layers: list[int] | None = None, heads: list[int] | None = None) -> np.ndarray:
         """Mean over counted tokens, upsampled to the image: ``[size, size]``."""
         grid = self.grid_maps(layers, heads).mean(dim=0, keepdim=True)  # [1, rows, cols]
-        return upsample_grid(grid, size)[0].numpy()
+        return upsample_grid(grid, size)[0].cpu().numpy()
 
 
 def llm_image_attention(target, pixel_values: torch.Tensor, query: str = "predicting") -> ImageAttention:
@@ -95,6 +95,7 @@ def llm_image_attention(target, pixel_values: torch.Tensor, query: str = "predic
 
     ``target``: an ``interpret.targets.TextTarget`` (answer or phrase); ``pixel_values``
     ``[1, 1, S, S]``. ``query``: ``"predicting"`` (position ``t-1``) or ``"token"`` (position ``t``).
+    The weights are copied to the CPU, whichever device the model runs on.
     """
     if query not in ("predicting", "token"):
         raise ValueError(f"query must be 'predicting' or 'token', got {query!r}")
@@ -112,7 +113,7 @@ def llm_image_attention(target, pixel_values: torch.Tensor, query: str = "predic
     start, n = cache["image_start"], cache["n_image"]
     stacked = torch.stack([a[0] for a in out.attentions])  # [L, H, T, T]
     picked = stacked[:, :, rows]  # [L, H, K, T]
-    weights = picked[..., start:start + n].float()  # [L, H, K, N]
+    weights = picked[..., start:start + n].float().cpu()  # [L, H, K, N]
     return ImageAttention(weights=weights, tokens=target.target_token_texts, grid=tuple(model.encoder.grid),
                           image_share=weights.sum(dim=-1))
 
@@ -184,7 +185,8 @@ def merge_matrix(resolution: tuple[int, int]) -> torch.Tensor:
 def swin_attention_blocks(encoder: nn.Module, pixel_values: torch.Tensor, target=None) -> list[BlockAttention]:
     """Run ``encoder`` (or ``target``, whose forward runs it) and record every block's attention.
 
-    With ``target`` the weights' gradients of ``target(pixels).sum()`` are filled in too.
+    With ``target`` the weights' gradients of ``target(pixels).sum()`` are filled in too. The
+    records hold CPU copies (weights and gradients), whichever device the encoder runs on.
     """
     records: list[BlockAttention] = []
     handles = []
@@ -209,12 +211,12 @@ def swin_attention_blocks(encoder: nn.Module, pixel_values: torch.Tensor, target
                     score = target(pixels).sum()
                     grads = torch.autograd.grad(score, [r.weights for r in records], allow_unused=True)
                 for r, g in zip(records, grads):
-                    r.grad = None if g is None else g.detach()
+                    r.grad = None if g is None else g.detach().cpu()
     finally:
         for h in handles:
             h.remove()
     for r in records:
-        r.weights = r.weights.detach()
+        r.weights = r.weights.detach().cpu()
     return records
 
 

@@ -39,7 +39,7 @@ combines a fine map with a coarse one (Selvaraju et al. 2017, Sec. 3.1: guided b
 Grad-CAM). Pixel IG alone peaks on bright or sharp anatomy that the baselines remove too (the
 mediastinum, rib edges); a feature map alone is coarser; the stride-8 factor removes stride-4
 peaks on the wrong side of the chest. On the tiny run the product points best
-(``RECOMMENDED_IG``; numbers in ``NOTES.md``). Strides that resolve to the same layer (Swin's
+(``RECOMMENDED_IG``; numbers in ``docs/design-notes.md``). Strides that resolve to the same layer (Swin's
 own patch embedding has a single early map) count once.
 
 Swin stages return tuples, so Grad-CAM does not hook a stage: :func:`token_grid` routes the last
@@ -61,18 +61,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
+from .targets import target_device
 
 Target = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS: tuple[str, ...] = ("ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig",
                              "feature_ig")
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")
-#: IG settings that point best on the tiny run (``benchmarks/faithfulness.py``, NOTES.md): averaged
+#: IG settings that point best on the tiny run (``benchmarks/faithfulness.py``, docs/design-notes.md): averaged
 #: over a blurred and a black baseline, gated by the early-feature IG, map smoothed by 1 px. Used by
 #: the benchmark, the ``explain`` CLI and the chat panel.
 RECOMMENDED_IG: dict = {"baseline": ("blur", "black"), "gate": True, "smooth": 1.0}
 #: Baseline of ``feature_ig`` and of the gate: in feature space the black image's features (an
-#: empty film) beat the blurred image's (NOTES.md).
+#: empty film) beat the blurred image's (docs/design-notes.md).
 FEATURE_BASELINE = "black"
 #: Feature-map strides whose feature IG gates the recommended IG (``attribute(..., gate=True)``).
 GATE_STRIDES: tuple[int, ...] = (4, 8)
@@ -87,7 +88,8 @@ class AttributionMap:
 
     ``map`` ``[S, S]`` float32 at the model's input resolution (token-level methods are bilinearly
     upsampled from ``grid``); higher = more evidence FOR the target (Saliency and SmoothGrad are
-    unsigned magnitudes). ``raw`` is Captum's output before reduction.
+    unsigned magnitudes). ``raw`` is Captum's output before reduction. Every field is on the CPU
+    (numpy arrays, a CPU tensor), whichever device the model runs on.
     """
 
     method: str
@@ -236,6 +238,9 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
         raise ValueError("a list of baselines is for method 'ig' and must not be empty"
                          if method == "ig" else f"a list of baselines is for method 'ig' only, not {method!r}")
     pixels = _check_inputs(pixel_values)
+    device = target_device(target)
+    if device is not None:  # CPU images (data.images.preprocess) onto the model's device, once
+        pixels = pixels.to(device)
     size = pixels.shape[-1]
     with torch.no_grad():
         scores = target(pixels).detach().float()  # [B]
@@ -323,13 +328,15 @@ def attribute(target: Target, pixel_values: torch.Tensor, method: str = "ig", *,
     if smooth > 0:
         maps = gaussian_blur(maps.detach()[:, None].float(), float(smooth))[:, 0]  # [B, S, S]
         resolution = f"{resolution}, map smoothed (Gaussian σ={smooth:g} px)"
+    # what leaves the library lives on the CPU, whatever device the model computed on
     maps_np = maps.detach().float().cpu().numpy().astype(np.float32)
-    grid_np = None if grid is None else grid.float().cpu().numpy()
+    grid_np = None if grid is None else grid.detach().float().cpu().numpy()
+    raw = attr.detach().cpu()
     out = []
     for i in range(pixels.shape[0]):
         out.append(AttributionMap(
             method=method, map=maps_np[i], baseline=base_name, target=getattr(target, "description", "target"),
-            score=float(scores[i]), resolution=resolution, raw=attr[i].detach(),
+            score=float(scores[i]), resolution=resolution, raw=raw[i],
             grid=None if grid_np is None else grid_np[i],
             delta=None if delta is None else float(delta[i])))
     return out

@@ -137,7 +137,7 @@ def perturbation_curve(target: Callable[[torch.Tensor], torch.Tensor], pixel_val
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     base, _ = make_baseline(pixel_values, baseline)
-    order = torch.from_numpy(_ranking(saliency, seed))
+    order = torch.from_numpy(_ranking(saliency, seed)).to(pixel_values.device)  # [S·S] pixel indices
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.round(fractions * size * size).astype(int)
     start, end = (pixel_values, base) if kind == "deletion" else (base, pixel_values)

@@ -30,8 +30,8 @@ HELD_OUT_SEED = 3000
 #: The size or severity words belong in it: under teacher forcing every word before the phrase is
 #: given, and "A 15 mm" already tells the model that a nodule follows. Starting the phrase after
 #: them would explain only *where* the model puts a finding it has been told about, not why it
-#: reports one (session 6: with them, the phrase gains 0.6-0.9 instead of 0.2-0.4 nats from a
-#: nodule and 1.6-2.1 instead of 0.5-0.6 from atelectasis; NOTES.md).
+#: reports one (with them, the phrase gains 0.6-0.9 instead of 0.2-0.4 nats from a nodule and
+#: 1.6-2.1 instead of 0.5-0.6 from atelectasis; docs/design-notes.md).
 _SEVERITY = r"(small|mild|moderate|large|severe) "
 _SIZE = r"\d+(\.\d+)? (mm|cm) "
 PHRASE_PATTERNS: dict[str, str] = {

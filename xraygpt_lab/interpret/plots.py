@@ -152,7 +152,7 @@ def token_attention_figure(image: np.ndarray, attention, max_tokens: int = 8, la
     plt = _plt()
     maps = attention.grid_maps(layers, heads)[:max_tokens]  # [K, rows, cols]
     size = image.shape[0]
-    up = upsample_grid(maps, size).numpy()
+    up = upsample_grid(maps, size).cpu().numpy()
     k = up.shape[0]
     fig, axes = plt.subplots(1, k, figsize=(2.4 * k, 2.8), dpi=DPI, squeeze=False)
     for i in range(k):

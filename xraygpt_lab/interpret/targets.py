@@ -1,7 +1,7 @@
 """What we explain: scalar functions of the input pixels, one value per image.
 
 Every attribution method asks "which pixels raise THIS number?". Three kinds of number
-(issue 5; XrayGPT arXiv 2306.07971, Sec. 3 for the prompt and splice):
+(XrayGPT arXiv 2306.07971, Sec. 3 for the prompt and splice):
 
 * :class:`TextTarget` with :func:`answer_target` — ``log P(answer | image, prompt)``, the summed
   log-probability of every answer token (the end symbol ``###`` excluded), teacher-forced;
@@ -131,6 +131,24 @@ class TextTarget:
         """The counted tokens, decoded one by one (for labels in plots)."""
         ids = self._prepared()["token_ids"].tolist()
         return [self.model.tokenizer.decode([i]) for i in ids]
+
+
+def target_device(target: Any) -> torch.device | None:
+    """The device a target computes on: its XrayGPT model's, else its encoder's (or its own)
+    parameters'; ``None`` for a plain callable, whose inputs are then left where they are.
+
+    Attribution methods put the pixels there once, so that Captum's scaled copies, baselines and
+    noise are made on the model's device (CUDA on a GPU machine) rather than moved at every step.
+    """
+    model = getattr(target, "model", None)
+    if model is not None and isinstance(getattr(model, "device", None), torch.device):
+        return model.device
+    for module in (getattr(target, "encoder", None), target):
+        if isinstance(module, nn.Module):
+            param = next(module.parameters(), None)
+            if param is not None:
+                return param.device
+    return None
 
 
 def _target_ids(model: nn.Module, answer: str) -> tuple[list[int], list[tuple[int, int]]]:

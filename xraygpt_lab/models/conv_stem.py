@@ -7,7 +7,7 @@ a non-linearity: same output grid and width, markedly easier optimisation and be
 most of all when data and training are small. That is the tiny profile's situation (a few
 thousand synthetic radiographs, ~10³ steps on a CPU): with the linear patchify the tiny Swin
 learned the large findings only, and not devices, atelectasis or nodules in the walkthrough's
-budget (measured in NOTES.md).
+budget (measured in docs/design-notes.md).
 
 The stem slots in where ``SwinPatchEmbeddings.projection`` sits (``[B, C, S, S] → [B, d, S/p,
 S/p]``), so the rest of ``transformers.SwinModel`` — window attention, shifted windows, patch

@@ -22,30 +22,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import TINY_LLM
 from ..errors import RunFolderError
+from ..recipe import TinyLLMArch
 from .conversation import END_SYM, IMAGE_END, IMAGE_PLACEHOLDER, IMAGE_START
 
 #: Control tokens of the tiny tokenizer (LLaMA's own three first, then padding and the template's).
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 TEMPLATE_TOKENS: tuple[str, ...] = (IMAGE_START, IMAGE_END, IMAGE_PLACEHOLDER, END_SYM)
-
-#: Default tiny sizes (overridden by ``config.TINY.llm``). About 1 M parameters: small enough to
-#: train from scratch on 2 CPU cores in about a minute, deep enough (3 layers) to copy findings
-#: from the image slot into the report.
-TINY_LLM_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 1024,
-    "hidden_size": 128,
-    "intermediate_size": 384,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 512,
-}
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2):
@@ -89,14 +80,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency:
     )
 
 
-def tiny_llm(tokenizer, seed: int = 0, **sizes: Any):
+def tiny_llm(tokenizer, seed: int = 0, arch: TinyLLMArch = TINY_LLM, **sizes: Any):
     """A randomly initialised ``LlamaForCausalLM`` at toy size, matched to ``tokenizer``.
 
-    ``sizes`` override :data:`TINY_LLM_DEFAULTS` (``vocab_size`` is always ``len(tokenizer)``).
+    ``arch`` gives the sizes (default: the tiny profile's, ``config.TINY_LLM``); ``sizes`` override
+    single ones. ``vocab_size`` is always ``len(tokenizer)`` (``arch.vocab_size`` is the BPE's target).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = {**TINY_LLM_DEFAULTS, **sizes}
+    cfg = {**asdict(arch), **sizes}
     cfg.pop("vocab_size", None)
     heads = cfg["num_attention_heads"]
     if cfg["hidden_size"] % heads:

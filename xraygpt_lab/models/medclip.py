@@ -20,16 +20,39 @@ The file is a pickle, so it is read with ``torch.load(weights_only=True)`` only.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
+
 from ..errors import XrayGPTLabError
-from ..train.contrastive import LogitScale
 from .encoder import EncoderConfig, VisionEncoder
 from .text_encoder import TextEncoder, TextEncoderConfig
+
+#: CLIP/MedCLIP initial temperature: logit_scale = log(1 / 0.07).
+LOGIT_SCALE_INIT: float = math.log(1 / 0.07)
+#: MedCLIP clamps logit_scale to [0, 4.6052] (= ln 100), i.e. at most 100× the cosine.
+LOGIT_SCALE_MAX: float = 4.6052
+
+
+class LogitScale(nn.Module):
+    """Learnable log-temperature; ``forward()`` returns ``exp(clamp(s, 0, 4.6052))``."""
+
+    def __init__(self, init: float = LOGIT_SCALE_INIT) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(float(init)))
+
+    def clamp_(self) -> None:
+        """Clamp the stored value in place, as MedCLIP does at every forward."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
+
+    def forward(self) -> torch.Tensor:
+        return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX).exp()  # scalar
+
 
 WEIGHTS_NAME = "pytorch_model.bin"
 VISION_PREFIX = "vision_model.model."

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .conversation import END_SYM, IMAGE_PLACEHOLDER, MAX_TARGET_TOKENS, xraygpt_prompt
+from ..errors import XrayGPTLabError
+from .conversation import END_SYM, IMAGE_PLACEHOLDER, MAX_TARGET_TOKENS, Conversation, xraygpt_prompt
 from .llm import freeze
 
 IGNORE_INDEX = -100  # label value the cross-entropy skips (PyTorch / Hugging Face convention)
@@ -394,65 +395,152 @@ class XrayGPT(nn.Module):
         return int(n) if n is not None else 0
 
 
+class ChatInputError(XrayGPTLabError, ValueError):
+    """A question the chat cannot use (empty, too long for the context); the message says why."""
+
+
 @dataclass
 class ChatReply:
     """One answer of a :class:`ChatSession`."""
 
     text: str
-    dropped_turns: int  # oldest turns dropped for this answer because the context was full
+    dropped_turns: int = 0  # oldest question/answer pairs dropped for this answer (context full)
+    prompt_tokens: int = 0  # tokens the LLM read (BOS + text + image tokens)
+    max_new_tokens: int = 0  # answer budget actually used (lowered when the context was tight)
+
+
+@dataclass
+class ChatTurn:
+    """A planned answer (:meth:`ChatSession.plan`): the trimmed conversation ending in the open answer."""
+
+    conversation: Conversation  # a copy of the history, trimmed, + the question and an open answer
+    dropped_turns: int  # oldest question/answer pairs removed to fit the context
+    prompt_tokens: int  # tokens the LLM reads for ``prompt``
+    max_new_tokens: int  # answer budget: the one asked for, lowered when the context is tight
+
+    @property
+    def prompt(self) -> str:
+        return self.conversation.get_prompt()
 
 
 class ChatSession:
     """Multi-turn chat about one image (XrayGPT's demo), in the ``###Patient/###Doctor`` template.
 
-    The image slot goes into the first question. When prompt + image + ``max_new_tokens`` would
-    exceed the LLM's context, the oldest question/answer pairs are dropped (the image slot moves
-    to the oldest kept question) and the reply says how many were dropped.
+    The one chat session of the toolkit: the terminal ``xraygpt-lab chat`` uses it directly, the
+    notebook chat panel wraps it (``widgets.session.ChatSession`` adds threads and the page).
+
+    * The image (``pixel_values`` ``[1, 1, S, S]``, encoded once into ``features``
+      ``[1, N, d_vision]``) goes into the first question as ``<Img><ImageHere></Img>``; without an
+      image the chat is text-only.
+    * ``system`` is the text in front of the first ``###`` (default: the run's ``chat_system``;
+      ``""`` reproduces the training prompt exactly, which the tiny model needs).
+    * When prompt + image + ``max_new_tokens`` exceed the LLM's context, the oldest question/answer
+      pairs are dropped (the image slot moves to the oldest kept question, so the image is never
+      dropped); when even the newest question alone leaves less room, the answer budget is
+      lowered; a question that leaves no room at all raises :class:`ChatInputError`.
+    * The history only changes once an answer exists: a failed generation leaves it as it was.
+    * :meth:`ask` = :meth:`plan` → :meth:`generate` → :meth:`commit`; ``streamer``, ``stop_string``
+      (the conversation's) and every other ``XrayGPT.generate`` keyword (``static_cache``,
+      ``num_beams``, sampling …) pass through.
     """
 
     def __init__(self, model: XrayGPT, pixel_values: torch.Tensor | None = None, system: str | None = None,
-                 max_new_tokens: int = MAX_TARGET_TOKENS) -> None:
-        from .conversation import Conversation
-
+                 max_new_tokens: int = MAX_TARGET_TOKENS, *, features: torch.Tensor | None = None) -> None:
         self.model = model
-        self.system = getattr(model, "chat_system", "") if system is None else system
+        self.system = str(getattr(model, "chat_system", "") or "") if system is None else system
         self.max_new_tokens = max_new_tokens
-        self.pixel_values = pixel_values  # [1, 1, S, S] or None
-        self.conversation = Conversation(system=self.system)
-        self.dropped_turns = 0
+        self.pixel_values: torch.Tensor | None = None  # [1, 1, S, S]
+        self.features: torch.Tensor | None = None  # [1, N, d_vision] frozen encoder tokens
+        self.set_image(pixel_values, features)
+
+    # ------------------------------------------------------------------ image and history
+    def set_image(self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None) -> None:
+        """Chat about another image from now on (``None``: no image) and start a new conversation."""
+        if features is None and pixel_values is not None:
+            features = self.model.encode_image(pixel_values)  # [1, N, d_vision], once per image
+        self.pixel_values, self.features = pixel_values, features
+        self.reset()
 
     def reset(self, pixel_values: torch.Tensor | None = None) -> None:
         """Forget the conversation (and switch image when one is given)."""
-        from .conversation import Conversation
-
         if pixel_values is not None:
-            self.pixel_values = pixel_values
+            self.set_image(pixel_values)
+            return
         self.conversation = Conversation(system=self.system)
-        self.dropped_turns = 0
+        self.dropped_turns = 0  # all turns dropped since the last reset
+        self.last_prompt: str | None = None  # the prompt that produced the last answer
+        self.last_answer: str | None = None
 
-    def _prompt_tokens(self, prompt: str) -> int:
-        n_text = len(self.model.tokenizer(prompt.replace(IMAGE_PLACEHOLDER, ""), add_special_tokens=False)["input_ids"])
-        has_image = IMAGE_PLACEHOLDER in prompt and self.pixel_values is not None
-        return 1 + n_text + (self.model.num_image_tokens if has_image else 0)
+    @property
+    def turns(self) -> int:
+        """Completed question/answer pairs the model still sees."""
+        return sum(1 for role, text in self.conversation.messages
+                   if role == self.conversation.roles[1] and text is not None)
+
+    # ------------------------------------------------------------------ context budget
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens the LLM reads for ``prompt``: BOS + text pieces + image tokens, as ``prompt_wrap``."""
+        tokenizer = self.model.tokenizer
+        parts = prompt.split(IMAGE_PLACEHOLDER)
+        n = 1 if tokenizer.bos_token_id is not None else 0
+        for part in parts:
+            if part:
+                n += len(tokenizer(part, add_special_tokens=False)["input_ids"])
+        if len(parts) == 2:
+            n += int(self.features.shape[1]) if self.features is not None else self.model.num_image_tokens
+        return n
+
+    def plan(self, question: str, max_new_tokens: int | None = None) -> ChatTurn:
+        """The conversation to send for ``question``, after dropping the oldest turns until it fits.
+
+        Does not change the session. Raises :class:`ChatInputError` for an empty question or one
+        that leaves no room for even one answer token.
+        """
+        question = (question or "").strip()
+        if not question:
+            raise ChatInputError("The question is empty: please type a question first.")
+        max_new_tokens = int(self.max_new_tokens if max_new_tokens is None else max_new_tokens)
+        if max_new_tokens < 1:
+            raise ChatInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        context = int(self.model.context_length)
+        conversation = self.conversation.copy()
+        conversation.ask(question, image=self.features is not None and not conversation.messages)
+        dropped = 0
+        tokens = self.prompt_tokens(conversation.get_prompt())
+        while tokens + max_new_tokens > context and conversation.drop_oldest_turn():
+            dropped += 1
+            tokens = self.prompt_tokens(conversation.get_prompt())
+        room = context - tokens
+        if room < 1:
+            raise ChatInputError(
+                f"This question is too long: the prompt needs {tokens} tokens but the model's "
+                f"context holds {context}. Please ask something shorter.")
+        return ChatTurn(conversation, dropped, tokens, min(max_new_tokens, room))
+
+    # ------------------------------------------------------------------ answering
+    def generate(self, turn: ChatTurn, streamer: Any = None, **generate_kwargs: Any) -> str:
+        """Generate the answer of a planned ``turn`` (``XrayGPT.generate``; the session is unchanged)."""
+        prompt = turn.prompt
+        if streamer is not None:
+            generate_kwargs["streamer"] = streamer
+        features = self.features if IMAGE_PLACEHOLDER in prompt else None
+        return self.model.generate(prompt, features=features, max_new_tokens=turn.max_new_tokens,
+                                   stop_string=turn.conversation.stop_string, **generate_kwargs)[0]
+
+    def commit(self, turn: ChatTurn, text: str) -> ChatReply:
+        """Record ``text`` (also a partial, stopped answer) as the answer of ``turn``."""
+        prompt = turn.prompt
+        turn.conversation.answer(text)
+        self.conversation = turn.conversation
+        self.dropped_turns += turn.dropped_turns
+        self.last_prompt, self.last_answer = prompt, text
+        return ChatReply(text=text, dropped_turns=turn.dropped_turns, prompt_tokens=turn.prompt_tokens,
+                         max_new_tokens=turn.max_new_tokens)
 
     def ask(self, question: str, streamer: Any = None, **generate_kwargs: Any) -> ChatReply:
-        """Ask one question; returns the answer and how many old turns were dropped to fit it."""
-        if not question.strip():
-            raise ValueError("empty question")
-        has_image = self.pixel_values is not None
-        self.conversation.ask(question, image=has_image and not self.conversation.messages)
-        max_new = generate_kwargs.pop("max_new_tokens", self.max_new_tokens)
-        dropped = 0
-        while self._prompt_tokens(self.conversation.get_prompt()) + max_new > self.model.context_length:
-            if not self.conversation.drop_oldest_turn():
-                self.conversation.messages = self.conversation.messages[:-2]
-                raise ValueError(f"the question is too long for a {self.model.context_length}-token context")
-            dropped += 1
-        self.dropped_turns += dropped
-        prompt = self.conversation.get_prompt()
-        use_image = has_image and IMAGE_PLACEHOLDER in prompt
-        text = self.model.generate([prompt], pixel_values=self.pixel_values if use_image else None,
-                                   max_new_tokens=max_new, streamer=streamer,
-                                   stop_string=self.conversation.stop_string, **generate_kwargs)[0]
-        self.conversation.answer(text)
-        return ChatReply(text=text, dropped_turns=dropped)
+        """Ask one question; the reply says how many old turns were dropped and the budget used.
+
+        ``max_new_tokens`` (default: the session's) and the other keywords go to ``XrayGPT.generate``.
+        """
+        turn = self.plan(question, generate_kwargs.pop("max_new_tokens", None))
+        return self.commit(turn, self.generate(turn, streamer, **generate_kwargs))

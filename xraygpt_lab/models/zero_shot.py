@@ -139,8 +139,8 @@ def retrieval_at_k(
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """ROC AUC by the Mann–Whitney U statistic (ties count one half); NaN if one class is absent."""
-    scores = scores.detach().double().flatten()
-    labels = labels.detach().flatten().bool()
+    scores = scores.detach().double().flatten().cpu()
+    labels = labels.detach().flatten().bool().cpu()
     positives, negatives = scores[labels], scores[~labels]
     if len(positives) == 0 or len(negatives) == 0:
         return float("nan")
@@ -163,6 +163,7 @@ def linear_probe_auc(
     Features ``[N, D]`` (pooled ``[N, d]``, or tokens flattened to ``[N, N_tok · d]``) are
     standardised with the training statistics; labels ``[N, L]`` are 0/1. L-BFGS on the mean
     binary cross-entropy plus ``weight_decay · ‖W‖²``. Returns ``{name: AUC}`` on the test set.
+    The fit runs on the CPU in float64 (features from a GPU encoder are copied there).
     """
     if train_features.dim() != 2 or test_features.dim() != 2:
         raise ValueError("features must be [N, D]; flatten tokens with .flatten(1) first")
@@ -171,10 +172,10 @@ def linear_probe_auc(
     names = list(names) if names is not None else [str(i) for i in range(train_labels.shape[1])]
     if len(names) != train_labels.shape[1]:
         raise ValueError(f"{len(names)} names for {train_labels.shape[1]} label columns")
-    x = train_features.detach().double()
+    x = train_features.detach().double().cpu()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x = (x - mean) / std  # [N, D]
-    y = train_labels.detach().double()  # [N, L]
+    y = train_labels.detach().double().cpu()  # [N, L]
     weight = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)  # [D, L]
     bias = torch.zeros(y.shape[1], dtype=torch.float64, requires_grad=True)  # [L]
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
@@ -188,5 +189,5 @@ def linear_probe_auc(
 
     optimizer.step(closure)
     with torch.no_grad():
-        scores = ((test_features.double() - mean) / std) @ weight + bias  # [M, L]
+        scores = ((test_features.detach().double().cpu() - mean) / std) @ weight + bias  # [M, L]
     return {name: roc_auc(scores[:, i], test_labels[:, i]) for i, name in enumerate(names)}

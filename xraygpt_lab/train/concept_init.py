@@ -16,8 +16,8 @@ synthetic world's masks; the ``full`` profile keeps XrayGPT's random start.
 
 Stage 1 still trains the layer with the language-model loss (XrayGPT's objective): the start alone
 writes poor reports (CE macro-F1 0.44–0.45 against 0.69–0.74 after stage 1, two trainings), but
-stage 1 from it passes on findings the random start loses — in three of four trainings (session
-6, NOTES.md): the phrase of a lung nodule gains 0.9–1.2 instead of 0.6–0.9 nats from the nodule.
+stage 1 from it passes on findings the random start loses — in three of four trainings
+(docs/design-notes.md): the phrase of a lung nodule gains 0.9–1.2 instead of 0.6–0.9 nats from the nodule.
 """
 from __future__ import annotations
 

@@ -23,30 +23,9 @@ import torch
 from torch import nn
 
 from ..models.encoder import VisionEncoder
+from ..models.medclip import LogitScale
 from ..models.text_encoder import TextEncoder
 from .label_supervision import TokenLabelHead, dense_label_loss, label_loss, positive_weights, random_shift
-
-#: CLIP/MedCLIP initial temperature: logit_scale = log(1 / 0.07).
-LOGIT_SCALE_INIT: float = math.log(1 / 0.07)
-#: MedCLIP clamps logit_scale to [0, 4.6052] (= ln 100), i.e. at most 100× the cosine.
-LOGIT_SCALE_MAX: float = 4.6052
-
-
-class LogitScale(nn.Module):
-    """Learnable log-temperature; ``forward()`` returns ``exp(clamp(s, 0, 4.6052))``."""
-
-    def __init__(self, init: float = LOGIT_SCALE_INIT) -> None:
-        super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(float(init)))
-
-    def clamp_(self) -> None:
-        """Clamp the stored value in place, as MedCLIP does at every forward."""
-        with torch.no_grad():
-            self.logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
-
-    def forward(self) -> torch.Tensor:
-        return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX).exp()  # scalar
-
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``mean_i  −Σ_j targets[i, j] · log_softmax(logits)[i, j]`` for ``[B, B']`` inputs."""
@@ -216,6 +195,10 @@ def pretrain_encoder(
     optimiser stay float32); ``"auto"`` turns it on where the hardware computes bf16 natively
     (:func:`resolve_bf16`). About a quarter faster per step on such a CPU; results differ from
     float32 by rounding.
+
+    Training runs on ``encoder``'s device: the text encoder, the logit scale and the label head
+    are moved there; ``images``, ``labels`` and ``token_labels`` may stay on the CPU (each batch is
+    copied over).
     """
 
     n = images.shape[0]
@@ -256,6 +239,8 @@ def pretrain_encoder(
     scale_module.to(device)
     tokens = text_encoder.tokenize(list(texts))  # input_ids / attention_mask [N, T]
     use_text = contrastive_weight > 0
+    if use_text:
+        text_encoder.to(device)  # trains beside the image encoder (a no-op when it is there already)
     head, pos_weight = None, None
     if label_weight > 0:
         head = (label_head or TokenLabelHead(encoder.token_dim, labels.shape[1])).to(device)
@@ -280,7 +265,7 @@ def pretrain_encoder(
                              **({"head": head} if head is not None else {})})
     first = 0
     if checkpoint is not None and Path(checkpoint).is_file():
-        first, order, cursor, history = _load_state(checkpoint, trained, optimizer, generator)
+        first, order, cursor, history = _load_state(checkpoint, trained, optimizer, generator, device)
     start = time.perf_counter()
     bar = _progress(steps) if progress else None
     if bar is not None:
@@ -334,7 +319,7 @@ def pretrain_encoder(
             if step % log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint is not None and (step + 1) % save_every == 0 and step + 1 < steps:
-            _save_state(checkpoint, trained, optimizer, generator, step + 1, order, cursor, history)
+            _save_state(checkpoint, trained, optimizer, generator, step + 1, order, cursor, history, device)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
@@ -354,8 +339,11 @@ def pretrain_encoder(
 
 
 def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator, step: int, order: torch.Tensor, cursor: int, history: dict) -> None:
-    """Weights *and buffers* (BatchNorm statistics), optimiser, RNGs and data order, one file."""
+                generator: torch.Generator, step: int, order: torch.Tensor, cursor: int, history: dict,
+                device: torch.device = torch.device("cpu")) -> None:
+    """Weights *and buffers* (BatchNorm statistics), optimiser, RNGs and data order, one file.
+
+    On a GPU the CUDA generator is saved too: the text encoder's dropout draws from it there."""
     from .checkpoint import optimizer_state, save_weights
 
     tensors = {f"state.{k}": v.detach().clone() for k, v in trained.state_dict().items()}
@@ -363,6 +351,8 @@ def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.op
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.generator"] = generator.get_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     tensors["order"] = order
     metadata = {"step": str(step), "cursor": str(cursor), "history": json.dumps(history),
                 "optimizer_groups": groups}
@@ -370,7 +360,8 @@ def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.op
 
 
 def _load_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator) -> tuple[int, torch.Tensor, int, dict]:
+                generator: torch.Generator, device: torch.device = torch.device("cpu")
+                ) -> tuple[int, torch.Tensor, int, dict]:
     from ..errors import RunFolderError
     from .checkpoint import load_optimizer_state, load_weights
 
@@ -383,6 +374,8 @@ def _load_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.op
     load_optimizer_state(optimizer, tensors, metadata["optimizer_groups"])
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     return int(metadata["step"]), tensors["order"], int(metadata["cursor"]), json.loads(metadata["history"])
 
 

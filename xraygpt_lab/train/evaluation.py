@@ -1,4 +1,8 @@
-"""Evaluate a trained XrayGPT on (image, reference report) pairs.
+"""Evaluate a trained XrayGPT on (image, reference report) pairs: the walkthrough's stage 7.
+
+Generating and scoring live in ``eval.evaluate`` (:func:`~xraygpt_lab.eval.evaluate.generate_reports`,
+:func:`~xraygpt_lab.eval.evaluate.score_reports`); this module only imports them (``train`` →
+``eval``, never back) and re-exports them for older imports.
 
 Metrics (``eval.metrics.report_metrics``): ROUGE-1/2/L (XrayGPT's Table 1 metric), BLEU-1..4
 and clinical efficacy (CE) over the observations the synthetic world renders
@@ -21,49 +25,10 @@ from typing import Any
 import torch
 
 from ..data.findings import RENDERED_OBSERVATIONS
+from ..eval.evaluate import DEFAULT_INSTRUCTION, generate_reports, score_reports
 from ..models.xraygpt import XrayGPT
 
-DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
-
-
-def generate_reports(model: XrayGPT, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                     batch_size: int = 50, instruction: str = DEFAULT_INSTRUCTION,
-                     max_new_tokens: int = 160, withhold_image: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Greedy reports for ``pixel_values`` ``[M, 1, S, S]`` or cached ``features`` ``[M, N, d]``."""
-    source = pixel_values if pixel_values is not None else features
-    if source is None:
-        raise ValueError("give pixel_values or features")
-    reports: list[str] = []
-    for start in range(0, source.shape[0], batch_size):
-        chunk = source[start:start + batch_size]
-        kwargs = {"pixel_values": chunk} if pixel_values is not None else {"features": chunk}
-        reports += model.describe(instruction=instruction, max_new_tokens=max_new_tokens,
-                                  withhold_image=withhold_image, **kwargs)
-        if progress is not None:
-            progress(len(reports), source.shape[0])
-    return reports
-
-
-def score_reports(preds: Sequence[str], refs: Sequence[str],
-                  ground_truth: Sequence[dict] | None = None,
-                  observations: Sequence[str] = RENDERED_OBSERVATIONS, n_boot: int = 200) -> dict[str, Any]:
-    """ROUGE, BLEU and CE (labeler on both texts; and vs ground truth when given)."""
-    from ..data.labeler import label_report
-    from ..eval.metrics import clinical_efficacy, report_metrics
-
-    pred_labels = [label_report(p) for p in preds]
-    ref_labels = [label_report(r) for r in refs]
-    out = report_metrics(list(preds), list(refs), pred_labels, ref_labels, observations, n_boot=n_boot)
-    if ground_truth is not None:
-        ce = clinical_efficacy(pred_labels, list(ground_truth), observations)
-        ref_ce = clinical_efficacy(ref_labels, list(ground_truth), observations)
-        out["vs_ground_truth"] = {
-            "ce_f1_macro": ce["macro_f1"], "ce_f1_micro": ce["micro_f1"],
-            "per_observation": ce["per_observation"],
-            "labeler_ceiling_f1_macro": ref_ce["macro_f1"],  # labeler on the reference vs truth
-        }
-    return out
+__all__ = ["DEFAULT_INSTRUCTION", "evaluate_model", "generate_reports", "score_reports"]
 
 
 def evaluate_model(model: XrayGPT, refs: Sequence[str], pixel_values: torch.Tensor | None = None,

@@ -11,7 +11,7 @@ MedVicuna/RadVicuna step): the slot holds one **concept token** per finding (e.g
 encoder has image tokens, shuffled; the target is the case's summary. The LLM learns to read the
 slot; alignment (LLM frozen, only the linear layer trained) then learns to write image tokens
 that the LLM reads like those concepts. With true concepts in the slot this LLM reaches CE
-macro-F1 0.94 (``docs/research/tiny-recipe-2026-11-28``). It is a stand-in for the in-context
+macro-F1 0.94 (``docs/design-notes.md``). It is a stand-in for the in-context
 ability a 7B model brings, and it is text-only: no image reaches the LLM's training.
 """
 from __future__ import annotations

@@ -2,11 +2,8 @@
 
 XrayGPT trains with MiniGPT-4's ``linear_warmup_cosine_lr``: the rate rises linearly from
 ``warmup_lr`` to ``init_lr`` over ``warmup_steps``, then follows a cosine down to ``min_lr``.
-Values from XrayGPT's ``train_configs`` (arXiv 2306.07971, Sec. 4.1):
-
-* stage 1 (MIMIC-CXR): ``init_lr`` 1e-4, ``min_lr`` 8e-5, ``warmup_lr`` 1e-6, 500 warmup steps,
-  weight decay 0.05, 4 epochs × 5000 iterations, batch 3 per GPU on 4 GPUs;
-* stage 2 (OpenI): 3e-5 → 1e-5, 200 warmup steps, 1 epoch × 2501 iterations, batch 1.
+XrayGPT's values (arXiv 2306.07971, Sec. 4.1) are the stages of ``config.FULL_RECIPE``;
+:data:`XRAYGPT_STAGE1` / :data:`XRAYGPT_STAGE2` are those stages as :class:`StageConfig`.
 
 Difference, stated: MiniGPT-4 lowers the rate once per epoch along the cosine; here the cosine
 runs per step over the stage's steps after warm-up (the same curve, sampled more finely).
@@ -17,6 +14,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
+
+from ..config import FULL_RECIPE
+from ..recipe import AlignStage, LLMStage
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,17 @@ class StageConfig:
         return asdict(self)
 
 
-#: XrayGPT stage 1 on MIMIC-CXR (``train_configs/xraygpt_mimic_pretrain.yaml``): 4 × 5000 iterations.
-XRAYGPT_STAGE1 = StageConfig(name="stage1", steps=20_000, batch_size=3, init_lr=1e-4, min_lr=8e-5,
-                             warmup_lr=1e-6, warmup_steps=500, weight_decay=0.05, save_every=1000)
-#: XrayGPT stage 2 on OpenI (``train_configs/xraygpt_openi_finetune.yaml``): 1 × 2501 iterations.
-XRAYGPT_STAGE2 = StageConfig(name="stage2", steps=2_501, batch_size=1, init_lr=3e-5, min_lr=1e-5,
-                             warmup_lr=1e-6, warmup_steps=200, weight_decay=0.05, save_every=500)
+def stage_config(stage: AlignStage | LLMStage, name: str, seed: int = 0, save_every: int = 100) -> StageConfig:
+    """The :class:`StageConfig` of a recipe stage (its schedule, batch and weight decay)."""
+    return StageConfig(name=name, steps=stage.steps, batch_size=stage.batch, init_lr=stage.lr, min_lr=stage.min_lr,
+                       warmup_lr=stage.warmup_lr, warmup_steps=stage.warmup, weight_decay=stage.weight_decay,
+                       seed=seed, save_every=save_every)
+
+
+#: XrayGPT stage 1 on MIMIC-CXR (``config.FULL_RECIPE.stage1``): 4 × 5000 iterations.
+XRAYGPT_STAGE1 = stage_config(FULL_RECIPE.stage1, "stage1", save_every=1000)
+#: XrayGPT stage 2 on OpenI (``config.FULL_RECIPE.stage2``): 1 × 2501 iterations.
+XRAYGPT_STAGE2 = stage_config(FULL_RECIPE.stage2, "stage2", save_every=500)
 
 
 def warmup_cosine_lr(step: int, stage: StageConfig) -> float:

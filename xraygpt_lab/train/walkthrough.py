@@ -10,8 +10,12 @@ evaluation uses a third seed (``S + 2000``) that no stage saw. The LLM's domain 
 the synthetic conversations of the stage-1 set (single turns, plus multi-turn chains in which
 earlier answers must stay consistent with later ones).
 
-Resuming: every finished stage leaves its output in the run folder and is skipped next time; a
-stage interrupted midway continues from its last checkpoint in ``RUN/work/``.
+Each stage is one function taking the :class:`~xraygpt_lab.recipe.Recipe` and the
+:class:`RunFolder` (:func:`prepare_data`, :func:`train_encoder`, :func:`encode_features`,
+:func:`train_llm`, :func:`align_stage1`, :func:`align_stage2`, :func:`evaluate_run`);
+:func:`run_walkthrough` calls them in order. Resuming: every finished stage leaves its output in
+the run folder and is skipped next time; a stage interrupted midway continues from its last
+checkpoint in ``RUN/work/``.
 """
 from __future__ import annotations
 
@@ -19,20 +23,21 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import STAGE1_INITS, get_profile
+from ..config import get_profile
 from ..device import describe_device, resolve_device
-from ..errors import XrayGPTLabError
+from ..errors import RecipeError, XrayGPTLabError
 from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
+from ..recipe import AlignStage, Recipe, recipe_of_run, run_config_entries
 from .checkpoint import atomic_write_text, load_weights, save_weights
 from .loop import make_accelerator
-from .schedule import StageConfig
+from .schedule import stage_config
 
 #: Files of a complete run folder (``runs.load_run`` checks these, ``metrics.json`` marks the end).
 RUN_FILES: tuple[str, ...] = (
@@ -125,214 +130,352 @@ def llm_examples(conversations: list[list[dict]], seed: int, chains_per_case: in
     return examples
 
 
-def _stage(name: str, t: dict, prefix: str, seed: int, save_every: int = 50) -> StageConfig:
-    return StageConfig(name=name, steps=t[f"{prefix}_steps"], batch_size=t[f"{prefix}_batch"],
-                       init_lr=t[f"{prefix}_lr"], min_lr=t[f"{prefix}_min_lr"],
-                       warmup_lr=t.get(f"{prefix}_warmup_lr", t[f"{prefix}_lr"] / 30),
-                       warmup_steps=t[f"{prefix}_warmup"], weight_decay=0.05, seed=seed, save_every=save_every)
+#: Steps between the checkpoints of an interrupted stage (in ``RUN/work/``).
+SAVE_EVERY = 50
+LABEL_HEAD_FILE = "label_head.safetensors"
 
 
-def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
-                    overrides: dict[str, Any] | None = None, progress: bool = True,
-                    keep_work: bool = False, device: str | torch.device | None = None) -> dict[str, Any]:
-    """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content.
+@dataclass
+class Splits:
+    """The three synthetic sets of a run."""
 
-    ``device``: where the models train (``xraygpt_lab.device.resolve_device``: CUDA when present,
-    else the CPU; ``$XRAYGPT_DEVICE`` overrides). The run folder is the same either way.
-    """
-    from ..models.encoder import EncoderConfig, VisionEncoder
-    from ..models.llm import load_llm, save_llm, tiny_llm, train_tokenizer
-    from ..models.text_encoder import TextEncoder
-    from ..models.xraygpt import XrayGPT
-    from ..train.contrastive import pretrain_encoder
-    from .align import AlignmentSet, align_stage
-    from .concept_init import init_projection_from_concepts
-    from .evaluation import evaluate_model
-    from .feature_cache import FeatureCache
-    from .grounding import CONCEPT_TOKENS, grounded_conversations, grounded_examples, mix
-    from .llm_finetune import domain_finetune
+    stage1: SplitData
+    stage2: SplitData
+    eval: SplitData
 
-    prof = get_profile(profile)
-    dev = resolve_device(device)
-    accelerator = make_accelerator(device=dev)
-    if prof.name != "tiny":
+
+@dataclass
+class RunFolder:
+    """A run folder being trained: where stages write, how they report, where the models train."""
+
+    out: Path
+    seed: int
+    log: Log
+    progress: bool
+    device: torch.device
+    accelerator: Any
+    timings: dict[str, float] = field(default_factory=dict)  # work/timings.json
+    history: dict[str, Any] = field(default_factory=dict)  # work/history.json, then history.json
+
+    @property
+    def work(self) -> Path:
+        """``RUN/work/``: checkpoints and intermediate files of unfinished stages."""
+        return self.out / "work"
+
+    def stage_done(self, name: str, seconds: float, extra: str = "") -> None:
+        """Log a finished stage and write the timings and loss curves so far."""
+        self.timings[name] = round(seconds, 1)
+        self.log(f"[{name}] done in {seconds:.1f} s{extra}")
+        atomic_write_text(self.work / "history.json", json.dumps(self.history))
+        atomic_write_text(self.work / "timings.json", json.dumps(self.timings))
+
+
+def walkthrough_recipe(profile: str = "tiny", overrides: Mapping[str, Any] | None = None,
+                       recipe: Recipe | None = None) -> Recipe:
+    """``recipe`` (default: the profile's) with the flat-named ``overrides`` applied; refused unless
+    it trains from scratch (data, encoder and LLM stages stated) at an image size the tiny encoder takes."""
+    recipe = (recipe or get_profile(profile).recipe).override(overrides or {})
+    if not recipe.trains_from_scratch:
         raise XrayGPTLabError(
             "the walkthrough trains from scratch and runs the tiny profile only; for the full profile "
             "load MedCLIP + Vicuna with models.encoder / models.llm.load_llm and call train.align.align_stage")
-    out = Path(out)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    t = {**prof.train, **(overrides or {})}
-    if t.get("stage1_init", "random") not in STAGE1_INITS:
-        raise ValueError(f"stage1_init is one of {STAGE1_INITS}, got {t['stage1_init']!r}")
-    config = {"profile": prof.name, "seed": seed, "image_size": prof.image_size, "llm": dict(prof.llm),
-              "train": t, "seeds": split_seeds(seed), "template": xraygpt_prompt("{instruction}"),
-              "end_sym": END_SYM,
-              # the tiny LLM's conversations carry no system prompt, so its chat uses none
-              "chat_system": "", "image_blind": "projection output replaced by zeros"}
+    _check_image_size(recipe)
+    return recipe
+
+
+def _check_image_size(recipe: Recipe) -> None:
+    """Encode one image with the tiny encoder built on the meta device (no memory, no random draws),
+    so that an image size the encoder cannot take is refused before anything is written."""
+    from ..models.encoder import VisionEncoder
+
+    size = recipe.image_size
+    try:
+        with torch.device("meta"), torch.no_grad():
+            VisionEncoder(encoder_config(recipe)).encode_tokens(torch.zeros(1, 1, size, size))
+    except (ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecipeError(f"image_size {size} does not fit the tiny encoder ({reason})") from None
+
+
+def run_config(recipe: Recipe, profile: str, seed: int) -> dict[str, Any]:
+    """The content of a run's ``config.json``."""
+    return {"profile": profile, "seed": seed, **run_config_entries(recipe), "seeds": split_seeds(seed),
+            "template": xraygpt_prompt("{instruction}"), "end_sym": END_SYM,
+            # the tiny LLM's conversations carry no system prompt, so its chat uses none
+            "chat_system": "", "image_blind": "projection output replaced by zeros"}
+
+
+def open_run(out: Path, recipe: Recipe, profile: str, seed: int, log: Log, progress: bool,
+             device: str | torch.device | None) -> RunFolder:
+    """Resolve the device, then create ``out`` with its ``config.json``, or check that the run
+    already there has the same profile, seed and recipe (an older config.json is migrated)."""
+    dev = resolve_device(device)
+    accelerator = make_accelerator(device=dev)
+    run = RunFolder(out, seed, log, progress, dev, accelerator)
+    run.work.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     if config_path.is_file():
         old = json.loads(config_path.read_text())
-        if {k: old.get(k) for k in ("profile", "seed", "train")} != {k: config[k] for k in ("profile", "seed", "train")}:
+        try:
+            same = (old.get("profile"), old.get("seed"), recipe_of_run(old)) == (profile, seed, recipe)
+        except RecipeError as exc:
+            raise XrayGPTLabError(f"{out} holds a run whose settings do not read as a recipe ({exc}); "
+                                  "choose another --out") from None
+        if not same:
             raise XrayGPTLabError(f"{out} holds a run with other settings (profile/seed/steps); choose another --out")
     else:
-        atomic_write_text(config_path, json.dumps(config, indent=2))
-    timings_path = work / "timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    history_path = work / "history.json"
-    history: dict[str, Any] = json.loads(history_path.read_text()) if history_path.is_file() else {}
+        atomic_write_text(config_path, json.dumps(run_config(recipe, profile, seed), indent=2))
+    for name, book in (("timings.json", run.timings), ("history.json", run.history)):
+        if (run.work / name).is_file():
+            book.update(json.loads((run.work / name).read_text()))
+    return run
 
-    def stage_done(name: str, seconds: float, extra: str = "") -> None:
-        timings[name] = round(seconds, 1)
-        log(f"[{name}] done in {seconds:.1f} s{extra}")
-        atomic_write_text(history_path, json.dumps(history))
-        atomic_write_text(timings_path, json.dumps(timings))
 
-    torch.manual_seed(seed)
-    seeds = split_seeds(seed)
-    size = prof.image_size
-    log(f"[device] {describe_device(dev)}")
-    # 1. data ---------------------------------------------------------------------------------
+def encoder_config(recipe: Recipe) -> Any:
+    """The tiny encoder's ``EncoderConfig`` at the recipe's image size."""
+    from ..models.encoder import EncoderConfig
+
+    return EncoderConfig.tiny(recipe.image_size)
+
+
+def prepare_data(recipe: Recipe, run: RunFolder) -> Splits:
+    """Stage 1, data: the three synthetic sets (rendered anew on every call; it takes seconds)."""
     t0 = time.perf_counter()
-    log(f"[data] synthetic sets: stage 1 ({t['n_stage1']}, seed {seeds['stage1']}), "
-        f"stage 2 ({t['n_stage2']}, seed {seeds['stage2']}), eval ({t['n_eval']}, seed {seeds['eval']})")
-    grid = EncoderConfig.tiny(size).grid  # token cells of the per-token targets
-    s1 = make_split(t["n_stage1"], size, seeds["stage1"], grid=grid)
-    s2 = make_split(t["n_stage2"], size, seeds["stage2"])
-    ev = make_split(t["n_eval"], size, seeds["eval"], grid=grid if t.get("llm_spatial_slots") else None)
-    stage_done("data", time.perf_counter() - t0)
+    seeds, sizes, size = split_seeds(run.seed), recipe.data, recipe.image_size
+    run.log(f"[data] synthetic sets: stage 1 ({sizes.n_stage1}, seed {seeds['stage1']}), "
+            f"stage 2 ({sizes.n_stage2}, seed {seeds['stage2']}), eval ({sizes.n_eval}, seed {seeds['eval']})")
+    grid = encoder_config(recipe).grid  # token cells of the per-token targets
+    splits = Splits(make_split(sizes.n_stage1, size, seeds["stage1"], grid=grid),
+                    make_split(sizes.n_stage2, size, seeds["stage2"]),
+                    make_split(sizes.n_eval, size, seeds["eval"], grid=grid if recipe.llm.spatial_slots else None))
+    run.stage_done("data", time.perf_counter() - t0)
+    return splits
 
-    # 2. encoder (MedCLIP-style contrastive pretraining, then frozen) ------------------------
+
+def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
+    """Stage 2, encoder: MedCLIP-style pretraining on ``split`` (skipped when the run folder has
+    one); returns it frozen."""
+    from ..models.encoder import VisionEncoder
+    from .contrastive import pretrain_encoder
+
     t0 = time.perf_counter()
-    if (out / "encoder" / "encoder.safetensors").is_file():
-        encoder = VisionEncoder.from_pretrained(out / "encoder", device=dev)
-        log("[encoder] found in run folder, skipped")
-    else:
-        log(f"[encoder] pretraining, {t['encoder_steps']} steps (MedCLIP loss × {t.get('encoder_contrastive_weight', 1.0)}"
-            f" + token label loss × {t.get('encoder_label_weight', 0.0)}, per-token × {t.get('encoder_dense_weight', 0.0)})")
-        torch.manual_seed(seed)
-        encoder = VisionEncoder(EncoderConfig.tiny(size)).to(dev)
-        # BPE training breaks ties in no fixed order, so keep the first tokenizer for a resume
-        text_init = work / "text_encoder_init"
-        if (text_init / "text_encoder.safetensors").is_file():
-            text_encoder = TextEncoder.from_pretrained(text_init)
-        else:
-            text_encoder = TextEncoder.from_corpus(s1.summaries)
-            text_encoder.save_pretrained(text_init)
-        text_encoder = text_encoder.to(dev)
-        h = pretrain_encoder(encoder, text_encoder, s1.pixels, s1.summaries, laterality_labels(s1.findings),
-                             steps=t["encoder_steps"], batch_size=t["encoder_batch"], lr=t["encoder_lr"],
-                             seed=seed, progress=progress,
-                             contrastive_weight=t.get("encoder_contrastive_weight", 1.0),
-                             label_weight=t.get("encoder_label_weight", 0.0), shift=t.get("encoder_shift", 0),
-                             contrastive_every=t.get("encoder_contrastive_every", 1),
-                             token_labels=s1.token_labels, dense_weight=t.get("encoder_dense_weight", 0.0),
-                             bf16=t.get("encoder_bf16", False),
-                             checkpoint=work / "encoder.ckpt.safetensors")
-        history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
-        history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
-        for part in ("loss_contrastive", "loss_labels"):
-            for row, v in zip(history["encoder"], h[part]):
-                row[part] = None if v is None else round(v, 5)
-        text_encoder.save_pretrained(out / "text_encoder")
-        if h.get("label_head") is not None:  # kept for diagnostics (what the tokens carry)
-            (out / "encoder").mkdir(exist_ok=True)
-            save_weights(out / "encoder" / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
-        encoder.save_pretrained(out / "encoder")  # last: its weights file marks the stage done
-        stage_done("encoder", time.perf_counter() - t0, " (bf16 autocast)" if h["bf16"] else " (float32)")
-    encoder = encoder.freeze()
+    if (run.out / "encoder" / "encoder.safetensors").is_file():
+        encoder = VisionEncoder.from_pretrained(run.out / "encoder", device=run.device)
+        run.log("[encoder] found in run folder, skipped")
+        return encoder.freeze()
+    e = recipe.encoder
+    run.log(f"[encoder] pretraining, {e.steps} steps (MedCLIP loss × {e.contrastive_weight}"
+            f" + token label loss × {e.label_weight}, per-token × {e.dense_weight})")
+    torch.manual_seed(run.seed)
+    encoder = VisionEncoder(encoder_config(recipe)).to(run.device)
+    text_encoder = _text_encoder(run, split.summaries).to(run.device)
+    h = pretrain_encoder(encoder, text_encoder, split.pixels, split.summaries, laterality_labels(split.findings),
+                         steps=e.steps, batch_size=e.batch, lr=e.lr, seed=run.seed, progress=run.progress,
+                         contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
+                         contrastive_every=e.contrastive_every, token_labels=split.token_labels,
+                         dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=run.work / "encoder.ckpt.safetensors")
+    run.history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
+    run.history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
+    for part in ("loss_contrastive", "loss_labels"):
+        for row, v in zip(run.history["encoder"], h[part]):
+            row[part] = None if v is None else round(v, 5)
+    text_encoder.save_pretrained(run.out / "text_encoder")
+    if h.get("label_head") is not None:  # kept for diagnostics (what the tokens carry)
+        (run.out / "encoder").mkdir(exist_ok=True)
+        save_weights(run.out / "encoder" / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
+    encoder.save_pretrained(run.out / "encoder")  # last: its weights file marks the stage done
+    run.stage_done("encoder", time.perf_counter() - t0, " (bf16 autocast)" if h["bf16"] else " (float32)")
+    return encoder.freeze()
 
-    # 3. encoder features, once per image ---------------------------------------------------
+
+def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
+    """The MedCLIP text side; BPE training breaks ties in no fixed order, so a resume keeps the first."""
+    from ..models.text_encoder import TextEncoder
+
+    text_init = run.work / "text_encoder_init"
+    if (text_init / "text_encoder.safetensors").is_file():
+        return TextEncoder.from_pretrained(text_init)
+    text_encoder = TextEncoder.from_corpus(summaries)
+    text_encoder.save_pretrained(text_init)
+    return text_encoder
+
+
+def encode_features(run: RunFolder, encoder: Any, splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 3, features: the frozen encoder's tokens of every image of the stage-1, stage-2 and
+    evaluation sets, encoded once (``RUN/work/features``)."""
+    from .feature_cache import FeatureCache
+
     t0 = time.perf_counter()
-    cache = FeatureCache(work / "features", encoder)
-    f1, f2, fe = cache.features(s1.pixels), cache.features(s2.pixels), cache.features(ev.pixels)
-    stage_done("features", time.perf_counter() - t0, f" ({cache.misses} encoded, {cache.hits} from cache)")
+    cache = FeatureCache(run.work / "features", encoder)
+    features = tuple(cache.features(s.pixels) for s in (splits.stage1, splits.stage2, splits.eval))
+    run.stage_done("features", time.perf_counter() - t0, f" ({cache.misses} encoded, {cache.hits} from cache)")
+    return features
 
-    # 4. LLM: tokenizer + domain fine-tuning -------------------------------------------------
+
+def llm_training_examples(recipe: Recipe, split: SplitData, n_slots: int, seed: int) -> list[tuple[str, str]]:
+    """The LLM's examples: conversations (RadVicuna-like) mixed with grounded examples that teach
+    the image slot (``train.grounding``), from the first ``recipe.llm.cases`` cases of ``split``."""
+    from .grounding import grounded_conversations, grounded_examples, mix
+
+    m, k = recipe.llm, recipe.llm.cases  # the LLM needs fewer cases than the encoder
+    # spatial slots: slot k holds the concept whose region covers token cell k (grounding.slot_text)
+    layouts = split.token_labels[:k].tolist() if m.spatial_slots else None
+    grounded = grounded_examples(split.findings[:k], split.summaries[:k], n_slots, seed, layouts=layouts)
+    if m.grounded_chats:  # follow-up questions answered from the slot too
+        grounded += grounded_conversations(split.findings[:k], split.conversations[:k], n_slots, seed + 1,
+                                           per_case=m.grounded_chats, max_turns=m.chat_turns,
+                                           yes_weight=m.chat_yes_weight, layouts=layouts)
+    return mix(llm_examples(split.conversations[:k], seed), grounded, m.grounded_share, seed)
+
+
+def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) -> tuple[Any, Any]:
+    """Stage 4, LLM: tokenizer + domain fine-tuning (skipped when the run folder has the LLM);
+    returns ``(llm, tokenizer)``."""
+    from ..models.llm import load_llm, save_llm, tiny_llm
+    from .llm_finetune import domain_finetune
+
     t0 = time.perf_counter()
-    if (out / "llm" / "model.safetensors").is_file():
-        llm, tokenizer = load_llm(out / "llm", device=dev)
-        log("[llm] found in run folder, skipped")
-    else:
-        # conversations (RadVicuna-like) + grounded examples that teach the slot (train/grounding.py)
-        k = t.get("llm_cases", len(s1.summaries))  # the LLM needs fewer cases than the encoder
-        # spatial slots: slot k holds the concept whose region covers token cell k (grounding.slot_text)
-        layouts = s1.token_labels[:k].tolist() if t.get("llm_spatial_slots") else None
-        grounded = grounded_examples(s1.findings[:k], s1.summaries[:k], encoder.num_tokens, seed, layouts=layouts)
-        if t.get("llm_grounded_chats", 0):  # follow-up questions answered from the slot too
-            grounded += grounded_conversations(s1.findings[:k], s1.conversations[:k], encoder.num_tokens, seed + 1,
-                                               per_case=t["llm_grounded_chats"], max_turns=t.get("llm_chat_turns", 3),
-                                               yes_weight=t.get("llm_chat_yes_weight", 4.0), layouts=layouts)
-        examples = mix(llm_examples(s1.conversations[:k], seed), grounded, t.get("llm_grounded_share", 0.0), seed)
-        tok_dir = work / "tokenizer"
-        if (tok_dir / "tokenizer.json").is_file():
-            from transformers import PreTrainedTokenizerFast
+    if (run.out / "llm" / "model.safetensors").is_file():
+        llm, tokenizer = load_llm(run.out / "llm", device=run.device)
+        run.log("[llm] found in run folder, skipped")
+        return llm, tokenizer
+    examples = llm_training_examples(recipe, split, n_slots, run.seed)
+    tokenizer = _tokenizer(recipe, run, examples)
+    llm = tiny_llm(tokenizer, seed=run.seed, arch=recipe.llm_arch).to(run.device)
+    run.log(f"[llm] domain fine-tuning on {len(examples)} examples (conversations + grounded slots), "
+            f"{recipe.llm.steps} steps")
+    # float32 on every device (bf16=False): the recipe's numbers are float32's, and at this size a
+    # GPU step is bound by kernel launches, not by arithmetic
+    r = domain_finetune(llm, tokenizer, examples, stage_config(recipe.llm, "llm", run.seed, SAVE_EVERY),
+                        run.work / "llm.ckpt.safetensors", progress=run.progress, accelerator=run.accelerator,
+                        bf16=False)
+    run.history["llm"] = r.history
+    save_llm(llm, tokenizer, run.out / "llm")
+    run.stage_done("llm", time.perf_counter() - t0)
+    return llm, tokenizer
 
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-        else:
-            corpus = list(dict.fromkeys(p + a for p, a in examples)) + [xraygpt_prompt(q) for q in _instructions()]
-            tokenizer = train_tokenizer(corpus, vocab_size=prof.llm["vocab_size"])
-            tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
-            tokenizer.save_pretrained(tok_dir)
-        llm = tiny_llm(tokenizer, seed=seed, **{k: v for k, v in prof.llm.items() if k != "vocab_size"}).to(dev)
-        log(f"[llm] domain fine-tuning on {len(examples)} examples (conversations + grounded slots), {t['llm_steps']} steps")
-        r = domain_finetune(llm, tokenizer, examples, _stage("llm", t, "llm", seed), work / "llm.ckpt.safetensors",
-                            progress=progress, accelerator=accelerator, bf16=False)
-        history["llm"] = r.history
-        save_llm(llm, tokenizer, out / "llm")
-        stage_done("llm", time.perf_counter() - t0)
 
-    # 5./6. alignment stages: only the linear projection trains --------------------------------
-    # (the tiny LLM stages train in float32 on every device, bf16=False: the recipe's numbers are
-    # float32's, and at this size a GPU step is bound by kernel launches, not by arithmetic)
-    torch.manual_seed(seed)
-    model = XrayGPT(encoder, llm, tokenizer).to(dev)
-    for name, feats, split, prefix, previous in (("stage1", f1, s1, "stage1", None),
-                                                 ("stage2", f2, s2, "stage2", "stage1")):
-        done_path = work / f"projection_{name}.safetensors"
-        if done_path.is_file():
-            model.projection.load_state_dict(load_weights(done_path)[0])
-            log(f"[{name}] found, skipped")
-            continue
-        t0 = time.perf_counter()
-        checkpoint = work / f"{name}.ckpt.safetensors"
-        if previous is not None:
-            model.projection.load_state_dict(load_weights(work / f"projection_{previous}.safetensors")[0])
-        elif t.get("stage1_init") == "concepts" and not checkpoint.is_file():
-            # tiny profile: start from the least-squares map onto the concept tokens (train/concept_init.py)
-            r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
-                                               tokenizer, feats, split.token_labels)
-            log(f"[{name}] start: least-squares fit of the image tokens to the concept tokens (R² {r2:.2f})")
-        stage = _stage(name, t, prefix, seed)
-        log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {stage.steps} steps, "
-            f"lr {stage.init_lr:g} -> {stage.min_lr:g}")
-        r = align_stage(model, AlignmentSet(feats, split.summaries), stage, checkpoint,
-                        progress=progress, accelerator=accelerator, bf16=False)
-        history[name] = r.history
-        save_weights(done_path, dict(model.projection.state_dict()))
-        stage_done(name, time.perf_counter() - t0, f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
-    save_weights(out / "projection.safetensors", dict(model.projection.state_dict()))
-    atomic_write_text(out / "history.json", json.dumps(history))
+def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) -> Any:
+    """The tiny BPE tokenizer (+ the concept tokens), trained once and kept in ``RUN/work/``."""
+    from ..models.llm import train_tokenizer
+    from .grounding import CONCEPT_TOKENS
 
-    # 7. evaluation on the held-out seed -----------------------------------------------------------
+    tok_dir = run.work / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    corpus = list(dict.fromkeys(p + a for p, a in examples)) + [xraygpt_prompt(q) for q in _instructions()]
+    tokenizer = train_tokenizer(corpus, vocab_size=recipe.llm_arch.vocab_size)
+    tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
+    tokenizer.save_pretrained(tok_dir)
+    return tokenizer
+
+
+def align_stage1(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData) -> None:
+    """Stage 5, alignment stage 1 ("MIMIC-like"): only the projection trains; it starts from
+    ``recipe.stage1.init`` (the concept fit of ``train.concept_init``, or at random)."""
+    from .concept_init import init_projection_from_concepts
+
+    if _skip_alignment(run, model, "stage1"):
+        return
     t0 = time.perf_counter()
-    log(f"[eval] {len(ev.summaries)} held-out images (seed {seeds['eval']})")
-    metrics = evaluate_model(model, ev.summaries, features=fe, ground_truth=ev.labels,
-                             max_new_tokens=t["max_new_tokens"], log=lambda m: log(f"[eval] {m}"))
-    metrics["diagnostics"] = diagnostics(model, out, fe, ev, seed, t["max_new_tokens"],
-                                         spatial=bool(t.get("llm_spatial_slots")))
-    timings["eval"] = round(time.perf_counter() - t0, 1)
-    metrics["timings_s"] = timings
-    metrics["eval_seed"] = seeds["eval"]
-    atomic_write_text(out / COMPLETE_MARKER, json.dumps(metrics, indent=2))
-    log(f"[eval] ROUGE-L {metrics['rougeL']:.3f}  CE macro-F1 {metrics['ce_f1_macro']:.3f}  "
-        f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
-    if not keep_work:
-        shutil.rmtree(work / "features", ignore_errors=True)
+    if recipe.stage1.init == "concepts" and not (run.work / "stage1.ckpt.safetensors").is_file():
+        r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
+                                           model.tokenizer, features, split.token_labels)
+        run.log(f"[stage1] start: least-squares fit of the image tokens to the concept tokens (R² {r2:.2f})")
+    _align(recipe.stage1, "stage1", run, model, features, split, t0)
+
+
+def align_stage2(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData) -> None:
+    """Stage 6, alignment stage 2 ("OpenI-like"): continues from stage 1's projection."""
+    if _skip_alignment(run, model, "stage2"):
+        return
+    t0 = time.perf_counter()
+    model.projection.load_state_dict(load_weights(run.work / "projection_stage1.safetensors")[0])
+    _align(recipe.stage2, "stage2", run, model, features, split, t0)
+
+
+def _skip_alignment(run: RunFolder, model: Any, name: str) -> bool:
+    """Load a finished alignment stage's projection; False when the stage has yet to run."""
+    done_path = run.work / f"projection_{name}.safetensors"
+    if not done_path.is_file():
+        return False
+    model.projection.load_state_dict(load_weights(done_path)[0])
+    run.log(f"[{name}] found, skipped")
+    return True
+
+
+def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData,
+           t0: float) -> None:
+    """Train the projection for ``stage`` (resuming its checkpoint) and keep the result in ``RUN/work/``."""
+    from .align import AlignmentSet, align_stage
+
+    config = stage_config(stage, name, run.seed, SAVE_EVERY)
+    run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {config.steps} steps, "
+            f"lr {config.init_lr:g} -> {config.min_lr:g}")
+    # float32 like the LLM stage (bf16=False)
+    r = align_stage(model, AlignmentSet(features, split.summaries), config, run.work / f"{name}.ckpt.safetensors",
+                    progress=run.progress, accelerator=run.accelerator, bf16=False)
+    run.history[name] = r.history
+    save_weights(run.work / f"projection_{name}.safetensors", dict(model.projection.state_dict()))
+    run.stage_done(name, time.perf_counter() - t0, f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
+
+
+def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor,
+                 split: SplitData) -> dict[str, Any]:
+    """Stage 7, evaluation on the held-out seed; writes ``metrics.json`` (the run is complete)."""
+    from .evaluation import evaluate_model
+
+    t0 = time.perf_counter()
+    eval_seed = split_seeds(run.seed)["eval"]
+    run.log(f"[eval] {len(split.summaries)} held-out images (seed {eval_seed})")
+    metrics = evaluate_model(model, split.summaries, features=features, ground_truth=split.labels,
+                             max_new_tokens=recipe.max_new_tokens, log=lambda m: run.log(f"[eval] {m}"))
+    metrics["diagnostics"] = diagnostics(model, run.out, features, split, run.seed, recipe.max_new_tokens,
+                                         spatial=recipe.llm.spatial_slots)
+    run.timings["eval"] = round(time.perf_counter() - t0, 1)
+    metrics["timings_s"] = run.timings
+    metrics["eval_seed"] = eval_seed
+    atomic_write_text(run.out / COMPLETE_MARKER, json.dumps(metrics, indent=2))
+    run.log(f"[eval] ROUGE-L {metrics['rougeL']:.3f}  CE macro-F1 {metrics['ce_f1_macro']:.3f}  "
+            f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
     return metrics
 
 
-LABEL_HEAD_FILE = "label_head.safetensors"
+def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
+                    overrides: Mapping[str, Any] | None = None, progress: bool = True,
+                    keep_work: bool = False, device: str | torch.device | None = None,
+                    recipe: Recipe | None = None) -> dict[str, Any]:
+    """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content.
+
+    ``recipe`` (default: ``profile``'s) with the flat-named ``overrides`` (``walkthrough --set``)
+    applied; ``profile`` is also written to ``config.json``. ``device``: where the models train
+    (``xraygpt_lab.device.resolve_device``: CUDA when present, else the CPU; ``$XRAYGPT_DEVICE``
+    overrides). The run folder is the same either way.
+    """
+    from ..models.xraygpt import XrayGPT
+
+    recipe = walkthrough_recipe(profile, overrides, recipe)
+    run = open_run(Path(out), recipe, profile, seed, log, progress, device)
+    torch.manual_seed(seed)
+    log(f"[device] {describe_device(run.device)}")
+    splits = prepare_data(recipe, run)
+    encoder = train_encoder(recipe, run, splits.stage1)
+    f1, f2, fe = encode_features(run, encoder, splits)
+    llm, tokenizer = train_llm(recipe, run, splits.stage1, encoder.num_tokens)
+    torch.manual_seed(seed)
+    model = XrayGPT(encoder, llm, tokenizer).to(run.device)
+    align_stage1(recipe, run, model, f1, splits.stage1)
+    align_stage2(recipe, run, model, f2, splits.stage2)
+    save_weights(run.out / "projection.safetensors", dict(model.projection.state_dict()))
+    atomic_write_text(run.out / "history.json", json.dumps(run.history))
+    metrics = evaluate_run(recipe, run, model, fe, splits.eval)
+    if not keep_work:
+        shutil.rmtree(run.work / "features", ignore_errors=True)
+    return metrics
+
+
 
 
 def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData, seed: int,

@@ -1,4 +1,4 @@
-"""Interactive widgets: the chat panel (issue 6) and its dataset browser."""
+"""Interactive widgets: the chat panel and its dataset browser."""
 from __future__ import annotations
 
 from .browser import DatasetBrowser

@@ -27,7 +27,7 @@ _STYLES = {
     ERROR: "background:#fdecea;border-left:4px solid #d32f2f;font-size:90%;",
 }
 
-#: Banner shown above every chat (issue 6: a visible education-only note).
+#: Banner shown above every chat (a visible education-only note).
 EDUCATION_NOTE = (
     "For education only \u2014 not for clinical use. The answers come from a research model "
     "(the tiny profile is trained on synthetic images in minutes); they can be wrong and "

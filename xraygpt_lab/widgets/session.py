@@ -1,14 +1,16 @@
 """A multi-turn chat with one radiograph: the model side of the chat panel, without any widget.
 
 XrayGPT's demo (arXiv 2306.07971, Sec. 3.2; MiniGPT-4's ``Chat`` class) keeps one
-:class:`~xraygpt_lab.models.conversation.Conversation` per image. The image slot
-``<Img><ImageHere></Img>`` sits in the first patient message; each answer is generated from the
-whole conversation so far and stops at ``###``. When the prompt plus the answer budget no longer
-fits in the LLM's context (``max_position_embeddings``: 2048 for Vicuna-7B), the oldest
-question/answer pairs are dropped (the image slot moves to the oldest remaining question, so the
-image is never dropped).
+:class:`~xraygpt_lab.models.conversation.Conversation` per image. The conversation state lives in
+the model layer, :class:`xraygpt_lab.models.xraygpt.ChatSession` (the one the terminal
+``xraygpt-lab chat`` uses too): the image slot ``<Img><ImageHere></Img>`` sits in the first
+patient message; each answer is generated from the whole conversation so far and stops at
+``###``; when the prompt plus the answer budget no longer fits in the LLM's context
+(``max_position_embeddings``: 2048 for Vicuna-7B), the oldest question/answer pairs are dropped
+(the image slot moves to the oldest remaining question, so the image is never dropped).
 
-Streaming: :meth:`ChatSession.answer` runs ``XrayGPT.generate`` on a worker thread with a
+This module's :class:`ChatSession` wraps it with what the page needs. Streaming:
+:meth:`ChatSession.answer` runs ``XrayGPT.generate`` on a worker thread with a
 ``transformers.TextIteratorStreamer`` and calls ``on_text(partial_answer)`` from the calling
 thread each time a word arrives. Beam search (``num_beams > 1``) cannot stream in Hugging Face
 ``generate``; the answer then arrives whole.
@@ -17,22 +19,22 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from transformers import TextIteratorStreamer
 
-from ..errors import XrayGPTLabError
-from ..models.conversation import IMAGE_PLACEHOLDER, MAX_TARGET_TOKENS, Conversation
+from ..models.conversation import MAX_TARGET_TOKENS, Conversation
+from ..models.xraygpt import ChatInputError, ChatReply, ChatTurn
+from ..models.xraygpt import ChatSession as ModelChatSession
+
+__all__ = ["Answer", "ChatInputError", "ChatSession", "GenerationSettings", "GenerationStopped",
+           "StoppableStreamer"]
 
 #: Seconds the reader waits for the next streamed word before checking the worker is alive.
 _POLL_S = 0.1
-
-
-class ChatInputError(XrayGPTLabError, ValueError):
-    """A question or setting the chat cannot use (empty, no image yet, too long); the message says why."""
 
 
 class GenerationStopped(Exception):
@@ -86,13 +88,14 @@ class GenerationSettings:
 
 
 @dataclass
-class Answer:
-    """The outcome of one :meth:`ChatSession.answer` call."""
+class Answer(ChatReply):
+    """The outcome of one :meth:`ChatSession.answer` call: the model-layer reply + what the page shows.
 
-    text: str
-    dropped_turns: int = 0  # oldest question/answer pairs removed to fit the context
-    prompt_tokens: int = 0  # tokens the LLM read (BOS + text + image tokens)
-    max_new_tokens: int = 0  # answer budget actually used (lowered when the context was tight)
+    From :class:`~xraygpt_lab.models.xraygpt.ChatReply`: ``text``, ``dropped_turns`` (oldest
+    question/answer pairs removed to fit the context), ``prompt_tokens`` (BOS + text + image
+    tokens) and ``max_new_tokens`` (the answer budget actually used).
+    """
+
     stopped: bool = False  # the user pressed Stop
     streamed: bool = True  # False for beam search
 
@@ -123,99 +126,102 @@ def _clean_partial(model: Any, text: str, stop_string: str) -> str:
     return shown
 
 
-@dataclass
 class ChatSession:
-    """The conversation about one image with an :class:`~xraygpt_lab.models.xraygpt.XrayGPT`.
+    """The panel's side of the chat about one image: a thin UI wrapper of the model-layer session.
 
-    ``system`` is the text in front of the first ``###``. The default ``""`` reproduces the
-    training prompt exactly (``###Patient: <Img><ImageHere></Img> … ###Doctor: ``), which the
-    tiny model needs; XrayGPT's Gradio demo puts ``conversation.XRAYGPT_SYSTEM`` there.
+    The conversation itself (history, trimming to the context, the image slot, the system prompt,
+    the stop string) is :class:`xraygpt_lab.models.xraygpt.ChatSession`, the same session the
+    terminal ``xraygpt-lab chat`` uses, held in :attr:`chat`. This class adds only what the page
+    needs: the image as an array and its name, the UI's messages for a missing image, and
+    streaming on a worker thread with a Stop button (:meth:`answer`).
+
+    ``system`` is the text in front of the first ``###`` (default: the run's ``chat_system``).
+    ``""`` reproduces the training prompt exactly (``###Patient: <Img><ImageHere></Img> … ###Doctor: ``),
+    which the tiny model needs; XrayGPT's Gradio demo puts ``conversation.XRAYGPT_SYSTEM`` there.
     """
 
-    model: Any
-    system: str = ""
-    image: np.ndarray | None = None  # [H, W] float32 in [0, 1]
-    image_name: str = ""
-    pixel_values: torch.Tensor | None = None  # [1, 1, S, S] MedCLIP-normalised
-    features: torch.Tensor | None = None  # [1, N, d_vision] frozen encoder tokens (cached)
-    conversation: Conversation = field(default_factory=Conversation)
-    last_prompt: str | None = None  # the prompt that produced the last answer
-    last_answer: str | None = None
+    def __init__(self, model: Any, system: str | None = None) -> None:
+        self.model = model
+        self.chat = ModelChatSession(model, system=system)
+        self.image: np.ndarray | None = None  # [H, W] float32 in [0, 1]
+        self.image_name = ""
 
-    def __post_init__(self) -> None:
-        self.conversation = Conversation(system=self.system)
+    # ------------------------------------------------------------------ state, kept by the model-layer session
+    @property
+    def system(self) -> str:
+        return self.chat.system
 
-    # ------------------------------------------------------------------ image and history
+    @property
+    def pixel_values(self) -> torch.Tensor | None:
+        """``[1, 1, S, S]`` MedCLIP-normalised, or None."""
+        return self.chat.pixel_values
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """``[1, N, d_vision]`` frozen encoder tokens (encoded once per image), or None."""
+        return self.chat.features
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.chat.conversation
+
+    @property
+    def last_prompt(self) -> str | None:
+        """The prompt that produced the last answer."""
+        return self.chat.last_prompt
+
+    @property
+    def last_answer(self) -> str | None:
+        return self.chat.last_answer
+
+    @property
+    def turns(self) -> int:
+        """Completed question/answer pairs the model still sees."""
+        return self.chat.turns
+
     @property
     def image_size(self) -> int:
         """Side ``S`` of the square the encoder reads (128 tiny, 224 full)."""
         return int(self.model.encoder.config.image_size)
 
+    # ------------------------------------------------------------------ image and history
     def set_image(self, image: np.ndarray, name: str = "") -> None:
         """Use ``image`` ``[H, W]`` in ``[0, 1]`` from now on; starts a new conversation."""
         from ..data.images import preprocess
 
         pixel_values = preprocess(image, self.image_size)[None]  # [1, 1, S, S]
-        features = self.model.encode_image(pixel_values)  # [1, N, d_vision]
+        self.chat.set_image(pixel_values)
         self.image, self.image_name = image, name
-        self.pixel_values, self.features = pixel_values, features
-        self.reset()
 
     def clear_image(self) -> None:
         """Forget the image and the conversation."""
-        self.image, self.image_name, self.pixel_values, self.features = None, "", None, None
-        self.reset()
+        self.chat.set_image(None)
+        self.image, self.image_name = None, ""
 
     def reset(self) -> None:
         """Start the conversation again (the image stays)."""
-        self.conversation = Conversation(system=self.system)
-        self.last_prompt = self.last_answer = None
-
-    @property
-    def turns(self) -> int:
-        """Completed question/answer pairs the model still sees."""
-        return sum(1 for role, text in self.conversation.messages
-                   if role == self.conversation.roles[1] and text is not None)
+        self.chat.reset()
 
     # ------------------------------------------------------------------ context budget
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens the LLM reads for ``prompt``: BOS + text pieces + the image tokens (as ``prompt_wrap``)."""
-        tokenizer = self.model.tokenizer
-        parts = prompt.split(IMAGE_PLACEHOLDER)
-        n = 1 if tokenizer.bos_token_id is not None else 0
-        for part in parts:
-            if part:
-                n += len(tokenizer(part, add_special_tokens=False)["input_ids"])
-        if len(parts) == 2:
-            n += int(self.features.shape[1]) if self.features is not None else self.model.num_image_tokens
-        return n
+        return self.chat.prompt_tokens(prompt)
+
+    def _plan(self, question: str, max_new_tokens: int) -> ChatTurn:
+        if (question or "").strip() and self.features is None:
+            raise ChatInputError("Please choose an image first (upload, dataset or path).")
+        return self.chat.plan(question, max_new_tokens)
 
     def plan(self, question: str, max_new_tokens: int) -> tuple[Conversation, int, int, int]:
         """The conversation to send, after dropping the oldest turns until it fits.
 
         Returns ``(conversation, dropped_turns, prompt_tokens, max_new_tokens)``; the answer
-        budget is lowered when even the newest question alone leaves less room than asked for.
-        Raises :class:`ChatInputError` for an empty question, no image, or no room at all.
+        budget is lowered when even the newest question alone leaves less room than asked for
+        (:meth:`xraygpt_lab.models.xraygpt.ChatSession.plan`). Raises :class:`ChatInputError` for
+        an empty question, no image, or no room at all.
         """
-        question = (question or "").strip()
-        if not question:
-            raise ChatInputError("Please type a question first.")
-        if self.features is None:
-            raise ChatInputError("Please choose an image first (upload, dataset or path).")
-        context = int(self.model.context_length)
-        conversation = self.conversation.copy()
-        conversation.ask(question, image=not conversation.messages)
-        dropped = 0
-        tokens = self.prompt_tokens(conversation.get_prompt())
-        while tokens + max_new_tokens > context and conversation.drop_oldest_turn():
-            dropped += 1
-            tokens = self.prompt_tokens(conversation.get_prompt())
-        room = context - tokens
-        if room < 1:
-            raise ChatInputError(
-                f"This question is too long: the prompt needs {tokens} tokens but the model's "
-                f"context holds {context}. Please ask something shorter.")
-        return conversation, dropped, tokens, min(int(max_new_tokens), room)
+        turn = self._plan(question, max_new_tokens)
+        return turn.conversation, turn.dropped_turns, turn.prompt_tokens, turn.max_new_tokens
 
     # ------------------------------------------------------------------ answering
     def answer(self, question: str, settings: GenerationSettings | None = None,
@@ -228,34 +234,30 @@ class ChatSession:
         """
         settings = settings or GenerationSettings()
         settings.validate()
-        conversation, dropped, tokens, budget = self.plan(question, int(settings.max_new_tokens))
-        prompt = conversation.get_prompt()
-        kwargs = {**settings.generate_kwargs(), "max_new_tokens": budget,
-                  "stop_string": conversation.stop_string}
+        turn = self._plan(question, int(settings.max_new_tokens))
+        kwargs = settings.generate_kwargs()
+        del kwargs["max_new_tokens"]  # the planned budget (lowered when the context is tight)
         stop = stop or threading.Event()
         if settings.streams:
-            text, stopped = self._generate_streaming(prompt, kwargs, on_text, stop)
+            text, stopped = self._generate_streaming(turn, kwargs, on_text, stop)
         else:
-            text, stopped = self.model.generate(prompt, features=self.features, **kwargs)[0], False
+            text, stopped = self.chat.generate(turn, **kwargs), False
             if on_text is not None:
                 on_text(text)
-        conversation.answer(text)
-        self.conversation = conversation
-        self.last_prompt, self.last_answer = prompt, text
-        return Answer(text=text, dropped_turns=dropped, prompt_tokens=tokens, max_new_tokens=budget,
-                      stopped=stopped, streamed=settings.streams)
+        reply = self.chat.commit(turn, text)
+        return Answer(**vars(reply), stopped=stopped, streamed=settings.streams)
 
-    def _generate_streaming(self, prompt: str, kwargs: dict[str, Any],
+    def _generate_streaming(self, turn: ChatTurn, kwargs: dict[str, Any],
                             on_text: Callable[[str], None] | None,
                             stop: threading.Event) -> tuple[str, bool]:
         """Generate on a worker thread; read words from the streamer here. Returns (answer, stopped)."""
         streamer = StoppableStreamer(self.model.tokenizer, stop)
+        stop_string = turn.conversation.stop_string
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                result["texts"] = self.model.generate(prompt, features=self.features,
-                                                      streamer=streamer, **kwargs)
+                result["text"] = self.chat.generate(turn, streamer=streamer, **kwargs)
             except BaseException as exc:  # handed to the reading thread below
                 result["error"] = exc
             finally:
@@ -275,11 +277,11 @@ class ChatSession:
                 break
             partial += piece
             if on_text is not None and piece:
-                on_text(_clean_partial(self.model, partial, kwargs["stop_string"]))
+                on_text(_clean_partial(self.model, partial, stop_string))
         worker.join()
         error = result.get("error")
         if isinstance(error, GenerationStopped):
-            return self.model.clean_answer(partial, kwargs["stop_string"]), True
+            return self.model.clean_answer(partial, stop_string), True
         if error is not None:
             raise error
-        return result["texts"][0], False
+        return result["text"], False

@@ -1,0 +1,109 @@
+"""``xraygpt-lab release``: point a run folder at the released XrayGPT's files.
+
+``release init`` reads the released weight files (``models.released``), checks every key and
+shape, prints the unused keys, and writes ``RUN/release.json`` (paths, sizes read off the
+tensors, dtypes, byte counts and sha256 checksums). ``describe``, ``chat`` and ``explain`` then
+load the released model with ``--run RUN``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from xraygpt_lab.cli._common import positive_int
+
+
+def register(subparsers) -> None:
+    """Add the ``release`` sub-command group."""
+    p = subparsers.add_parser(
+        "release", help="open the released XrayGPT (EVA ViT-g + BLIP-2 Q-Former + Vicuna) as a run folder",
+        description="Work with the XrayGPT the authors released (MiniGPT-4's architecture).")
+    sub = p.add_subparsers(dest="release_command", metavar="ACTION")
+    init = sub.add_parser(
+        "init", help="check the released files and write RUN/release.json",
+        description="Read eva_vit_g.pth, the BLIP-2 Q-Former file and the XrayGPT checkpoint with "
+                    "torch.load(weights_only=True), check every key and shape, list the keys the model "
+                    "does not use, and write RUN/release.json for `describe --run RUN`.")
+    init.add_argument("--vit", type=Path, required=True, help="eva_vit_g.pth (EVA ViT-g, LAVIS layout)")
+    init.add_argument("--qformer", type=Path, required=True,
+                      help="blip2_pretrained_flant5xxl.pth (Q-Former, query tokens, ln_vision)")
+    init.add_argument("--checkpoint", type=Path, required=True,
+                      help="the XrayGPT (or MiniGPT-4) checkpoint holding llama_proj")
+    init.add_argument("--llm", type=Path, required=True, help="the Vicuna folder (Hugging Face LLaMA layout)")
+    init.add_argument("--out", type=Path, required=True,
+                      help="run folder to write (new, empty, or an earlier release folder)")
+    init.add_argument("--vision-heads", type=positive_int, default=None,
+                      help="ViT attention heads (default: width / 88, EVA-g's head width)")
+    init.add_argument("--qformer-heads", type=positive_int, default=None,
+                      help="Q-Former attention heads (default: width / 64, BERT's head width)")
+    init.add_argument("--vision-depth", type=positive_int, default=None,
+                      help="ViT blocks to use (default: all but the last, as BLIP-2)")
+    init.add_argument("--no-checksums", action="store_true", help="skip the sha256 checksums (large files)")
+    init.set_defaults(func=run_init)
+    p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry(path: Path, checksums: bool) -> dict:
+    entry = {"path": str(path.resolve()), "bytes": path.stat().st_size}
+    if checksums:
+        entry["sha256"] = sha256(path)
+    return entry
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from xraygpt_lab.atomic import atomic_write
+    from xraygpt_lab.models.released import (MANIFEST, MANIFEST_FORMAT, ReleasedLoadError, _llm_config,
+                                             inspect_release, llm_parameter_count)
+
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise ReleasedLoadError(f"{out} exists and holds files this command did not write: give a new or empty folder")
+    if not args.llm.is_dir():
+        raise ReleasedLoadError(f"LLM folder {args.llm} does not exist "
+                                "(the radiology Vicuna-7B in Hugging Face layout)")
+    llm_config = _llm_config(args.llm)
+    report = inspect_release(args.vit, args.qformer, args.checkpoint, vision_heads=args.vision_heads,
+                             qformer_heads=args.qformer_heads, vision_depth=args.vision_depth)
+    if int(llm_config.get("hidden_size", -1)) != report.sizes.llm_width:
+        raise ReleasedLoadError(f"{args.checkpoint}: 'llama_proj.weight' projects to {report.sizes.llm_width}, but "
+                                f"the LLM in {args.llm} is {llm_config.get('hidden_size')} wide")
+    checksums = not args.no_checksums
+    llm_files = {p.name: _entry(p, checksums) for p in sorted(args.llm.iterdir()) if p.is_file()}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "files": {
+            "vit": _entry(args.vit, checksums),
+            "qformer": _entry(args.qformer, checksums),
+            "checkpoint": _entry(args.checkpoint, checksums),
+            "llm": {"path": str(args.llm.resolve()), "files": llm_files},
+        },
+        "sizes": report.sizes.to_dict(),
+        "llm": {"hidden_size": llm_config.get("hidden_size"), "num_hidden_layers": llm_config.get("num_hidden_layers"),
+                "parameters": llm_parameter_count(llm_config)},
+        "dtype": {"cuda": "bfloat16 (ViT, LLM); float32 (Q-Former, llama_proj)", "cpu": "float32"},
+        "unused": [str(group) for group in report.unused],
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    s = report.sizes
+    print(f"EVA ViT: {s.vision_depth} of {s.vision_blocks_in_file} blocks, width {s.vision_width}, "
+          f"{s.vision_heads} heads, "
+          f"{s.image_size} px / patch {s.patch_size}; Q-Former: {s.qformer_layers} layers, width {s.qformer_width}, "
+          f"{s.num_query_tokens} queries, cross-attention every {s.cross_attention_frequency}; "
+          f"llama_proj {s.qformer_width} -> {s.llm_width}")
+    for group in report.unused:
+        print(group)
+    print(f"wrote {out / MANIFEST}")
+    return 0
