@@ -1,7 +1,7 @@
 """One chat session, two faces: the terminal ``xraygpt-lab chat`` and the notebook panel's session.
 
 Both wrap ``models.xraygpt.ChatSession``. The same questions about the same image, on the tiny run
-(``runs.ensure_tiny_run`` returns the existing run, it does not train), must give the same answers,
+(``runs.ensure_tiny_run`` returns the default run, training it once if it is missing), must give the same answers,
 drop the same old turns, lower the same answer budget and refuse the same too-long question.
 """
 from __future__ import annotations
@@ -44,8 +44,10 @@ def image_path(tmp_path_factory):
 
 def terminal_events(image_path, monkeypatch, capsys) -> list[tuple]:
     """Run ``xraygpt-lab chat`` with the questions piped in; its output as events."""
+    run = ensure_tiny_run(progress=False)  # trains the run once when this test is the first to need it
+    capsys.readouterr()  # drop that training log
     monkeypatch.setattr(sys, "stdin", io.StringIO("".join(q.strip() + "\n" for q in QUESTIONS)))
-    assert main(["chat", "--run", str(ensure_tiny_run()), "--image", str(image_path),
+    assert main(["chat", "--run", str(run), "--image", str(image_path),
                  "--max-new-tokens", str(MAX_NEW), "--device", "cpu"]) == 0
     events = []
     for line in capsys.readouterr().out.splitlines():
