@@ -24,7 +24,7 @@ HELD_OUT_SEED = 3000
 
 def answer_is_yes(answer: str, observation: str) -> bool:
     """Read a yes/no answer: a leading Yes/No decides, otherwise the labeler's mention."""
-    from xraygpt_lab.data.labeler import label_report
+    from xraygpt_lab.data.text.labeler import label_report
 
     head = answer.strip().lower()
     if head.startswith("yes"):
@@ -49,10 +49,10 @@ def run(n: int = 30, run_dir: str | None = None, log=print) -> dict:
     """Ask every yes/no question of ``n`` held-out studies; returns the tables as a dict."""
     import torch
 
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.instructions import finding_question
-    from xraygpt_lab.data.lesions import DRAWABLE
-    from xraygpt_lab.data.synthetic import render_cases
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.text.instructions import finding_question
+    from xraygpt_lab.data.synthetic.lesions import DRAWABLE
+    from xraygpt_lab.data.synthetic.world import render_cases
     from xraygpt_lab.runs import ensure_tiny_run, load_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))

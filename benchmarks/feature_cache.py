@@ -40,8 +40,8 @@ def build_model(image_size: int = 128, llm_sizes: dict | None = None, encoder_si
     import torch
 
     from xraygpt_lab.config import TINY
-    from xraygpt_lab.data.instructions import ALIGNMENT_INSTRUCTIONS
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
     from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
     from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
@@ -108,9 +108,9 @@ def _measure(n_images: int, batch_size: int | None, image_size: int, llm_sizes: 
     import torch
 
     from xraygpt_lab.config import TINY
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.instructions import ALIGNMENT_INSTRUCTIONS
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
     from xraygpt_lab.train.feature_cache import FeatureCache
 

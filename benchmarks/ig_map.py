@@ -32,7 +32,7 @@ def tiny_model():
     import torch
 
     from xraygpt_lab.config import TINY
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
     from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
     from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
@@ -69,9 +69,9 @@ def run(repeats: int = 3, n_steps: int = 32) -> dict:
     """Time the IG map; returns ``{"ig_map_s": median seconds, ...}``."""
     import torch
 
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.lesions import Finding
-    from xraygpt_lab.data.synthetic import render_case
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.data.synthetic.world import render_case
     from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, explain
     from xraygpt_lab.interpret.targets import phrase_target
 

@@ -87,8 +87,8 @@ def _measure(new_tokens: int, repeats: int, image_size: int, llm_sizes: dict | N
              encoder_sizes: dict | None, run_dir: str | None) -> dict:
     import torch
 
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.synthetic import render_case
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.world import render_case
 
     if new_tokens < 1 or repeats < 1:
         raise ValueError(f"new_tokens and repeats must be >= 1, got {new_tokens}, {repeats}")

@@ -14,13 +14,13 @@ TARGET_S = 20.0
 
 
 def _texts(n: int) -> tuple[list[str], str]:
-    from xraygpt_lab.data.openi import OpenIError, obtain_openi_reports, read_openi_reports
+    from xraygpt_lab.data.text.openi_reports import OpenIError, obtain_openi_reports, read_openi_reports
 
     try:
         reports, _ = read_openi_reports(obtain_openi_reports(allow_download=False))
         texts, source = [r.text for r in reports], "openi"
     except OpenIError:
-        from xraygpt_lab.data.synthetic import generate_cases
+        from xraygpt_lab.data.synthetic.world import generate_cases
 
         texts, source = [c.report for c in generate_cases(200, size=32, seed=0)], "synthetic"
     return [texts[i % len(texts)] for i in range(n)], source
@@ -28,7 +28,7 @@ def _texts(n: int) -> tuple[list[str], str]:
 
 def run(n: int = 4000) -> dict:
     """Label ``n`` reports and time it (the text loading is not timed)."""
-    from xraygpt_lab.data.labeler import label_reports
+    from xraygpt_lab.data.text.labeler import label_reports
 
     texts, source = _texts(n)
     t0 = time.perf_counter()

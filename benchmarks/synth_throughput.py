@@ -16,8 +16,8 @@ TARGET_S = 30.0
 
 def run(n: int = 2000, size: int = 128, workers: int | None = None, seed: int = 0) -> dict:
     """Export ``n`` images into a temporary folder and time it."""
-    from xraygpt_lab.data.export import export_dataset
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.synthetic.export import export_dataset
+    from xraygpt_lab.data.synthetic.world import generate_cases
 
     t0 = time.perf_counter()
     for _ in generate_cases(50, size, seed=seed + 1):

@@ -32,9 +32,9 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from xraygpt_lab.data.anatomy import AnatomyParams
-from xraygpt_lab.data.lesions import DRAWABLE, Finding
-from xraygpt_lab.data.synthetic import (WorldConfig, render_case, sample_findings, toggle_finding,
+from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
+from xraygpt_lab.data.synthetic.lesions import DRAWABLE, Finding
+from xraygpt_lab.data.synthetic.world import (WorldConfig, render_case, sample_findings, toggle_finding,
                                         phantom_coordinates)
 
 plt.rcParams.update({"figure.dpi": 60, "font.size": 9})

@@ -39,10 +39,10 @@ import pandas as pd
 from PIL import Image
 
 import xraygpt_lab
-from xraygpt_lab.data import summary as S
-from xraygpt_lab.data.images import MEDCLIP_MEAN, MEDCLIP_STD, preprocess
-from xraygpt_lab.data.labeler import find_mentions, label_report, label_reports
-from xraygpt_lab.data.openi import (OpenIError, agreement_table, obtain_openi_reports,
+from xraygpt_lab.data.text import summary as S
+from xraygpt_lab.data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD, preprocess
+from xraygpt_lab.data.text.labeler import find_mentions, label_report, label_reports
+from xraygpt_lab.data.text.openi_reports import (OpenIError, agreement_table, obtain_openi_reports,
                                     read_openi_reports)
 from xraygpt_lab.data.readers import open_dataset
 
@@ -317,7 +317,7 @@ if REAL:
 # Devices don't count, so we derive that reference from the other labels.)
 
 # %%
-from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.data.synthetic.world import generate_cases
 
 cases = list(generate_cases(150, size=32, seed=5))
 rows = []

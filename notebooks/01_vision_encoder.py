@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.world import generate_cases
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 
@@ -372,7 +372,7 @@ print(f"chance of an exact hit @10: {10 / 200:.2f}")
 # finding from the same phantom (`toggle_finding`)? The change should sit on the finding's side.
 
 # %%
-from xraygpt_lab.data.synthetic import toggle_finding
+from xraygpt_lab.data.synthetic.world import toggle_finding
 
 case = next(c for c in cases[test] if c.finding("Pleural Effusion") is not None)
 clean = toggle_finding(case, "Pleural Effusion")

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.data.synthetic.world import generate_cases
 from xraygpt_lab.device import default_device, describe_device
 
 torch.manual_seed(0)

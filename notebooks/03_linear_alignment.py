@@ -71,8 +71,8 @@ assert [n for n, p in model.named_parameters() if p.requires_grad] == ["projecti
 # against `model.prompt_wrap` (which reads top to bottom like LLaVA's splice).
 
 # %%
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.world import generate_cases
 
 cases = list(generate_cases(4, model.image_size, seed=424_242))  # a seed no stage trained on
 pixels = torch.stack([preprocess(c.image, model.image_size) for c in cases])  # [4, 1, S, S]

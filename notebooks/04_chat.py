@@ -36,7 +36,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret.localization import observation_phrase
 from xraygpt_lab.models.conversation import IMAGE_SLOT, Conversation

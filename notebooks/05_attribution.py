@@ -47,9 +47,9 @@ import pandas as pd
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.lesions import Finding
-from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.lesions import Finding
+from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret.attribution import RECOMMENDED_IG, attribute, explain, make_baseline, upsample_grid
 from xraygpt_lab.interpret.counterfactual import counterfactual_pair, explain_counterfactual, format_diff

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.lesions import Finding
-from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.lesions import Finding
+from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret import attention as att
 from xraygpt_lab.interpret.attribution import explain, upsample_grid

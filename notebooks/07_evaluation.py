@@ -43,9 +43,9 @@ import transformers
 from IPython.display import display
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.labeler import label_report
-from xraygpt_lab.data.synthetic import generate_cases
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.text.labeler import label_report
+from xraygpt_lab.data.synthetic.world import generate_cases
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.eval.baselines import NORMAL_REPORT
 from xraygpt_lab.eval.evaluate import SYSTEM_DESCRIPTIONS, EvalData, evaluate_systems, retrieval_pool
@@ -322,7 +322,7 @@ try:
     from xraygpt_lab.interpret.faithfulness import default_tolerance, evaluate_maps, faithfulness_table
     from xraygpt_lab.interpret.targets import phrase_target
     from xraygpt_lab.data.findings import LOCALIZED_OBSERVATIONS
-    from xraygpt_lab.data.labeler import find_mentions
+    from xraygpt_lab.data.text.labeler import find_mentions
     HAVE_FAITHFULNESS = True
 except ImportError as exc:  # the interpretability modules are optional here
     HAVE_FAITHFULNESS = False

@@ -128,8 +128,8 @@ print("\nready to run the full profile:", READY)
 # weights are random, which is fine for shapes.
 
 # %%
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.world import render_case
 
 if FOLDERS["medclip"]:
     from xraygpt_lab.models.medclip import load_medclip_vision
@@ -320,7 +320,7 @@ if READY:
     from xraygpt_lab.models.xraygpt import XrayGPT
     from xraygpt_lab.train.align import AlignmentSet, align_stage
     from xraygpt_lab.train.schedule import XRAYGPT_STAGE1
-    from xraygpt_lab.data.images import load_image
+    from xraygpt_lab.data.readers.images import load_image
 
     llm, tokenizer = load_llm(FOLDERS["llm"], dtype=torch.bfloat16, device="cuda")
     model = XrayGPT(encoder.to("cuda"), llm, tokenizer).to("cuda")

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from test_chat_browser import ask, chromium_page, chromium_path, load_image_by_path, open_panel, voila_server
 
-    from xraygpt_lab.data.export import to_uint8
+    from xraygpt_lab.data.synthetic.export import to_uint8
     from xraygpt_lab.interpret.localization import held_out_positives
     from xraygpt_lab.runs import ensure_tiny_run
 

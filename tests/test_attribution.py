@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from xraygpt_lab.data.images import MEDCLIP_MEAN, MEDCLIP_STD, preprocess
+from xraygpt_lab.data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD, preprocess
 from xraygpt_lab.interpret.attribution import (ALL_METHODS, METHODS, attribute, explain, gaussian_blur,
                                                make_baseline, token_grid)
 from xraygpt_lab.interpret.geometry import map_to_image, model_to_image, peak_in_image

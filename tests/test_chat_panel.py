@@ -400,7 +400,7 @@ def test_a_run_folder_loads_and_one_missing_a_file_says_which(tokenizer, tmp_pat
 
 
 def test_dataset_browser_and_synthetic_cases_feed_the_panel(panel, tmp_path):
-    from xraygpt_lab.data.export import export_dataset
+    from xraygpt_lab.data.synthetic.export import export_dataset
 
     export_dataset(tmp_path / "synth", n=3, size=32, seed=3, progress=False)
     browser = panel.browser

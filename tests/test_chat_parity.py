@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from xraygpt_lab.cli import main
-from xraygpt_lab.data.images import load_image
-from xraygpt_lab.data.synthetic import render_case
+from xraygpt_lab.data.readers.images import load_image
+from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.models.conversation import IMAGE_SLOT
 from xraygpt_lab.runs import ensure_tiny_run, load_run
 from xraygpt_lab.widgets.session import ChatInputError, ChatSession, GenerationSettings

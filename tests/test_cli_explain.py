@@ -119,9 +119,9 @@ def test_phrase_missing_from_given_answer_is_a_one_line_error(run_dir, image_pat
 @pytest.mark.slow
 def test_explain_peak_lands_on_a_visible_effusion_in_input_coordinates(tmp_path, capsys) -> None:
     """A large left effusion rendered at 160 px and cropped to 160 × 150 (non-square input)."""
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.lesions import Finding
-    from xraygpt_lab.data.synthetic import render_case
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.data.synthetic.world import render_case
     from xraygpt_lab.interpret.faithfulness import pointing_hit
     from xraygpt_lab.interpret.localization import observation_phrase
     from xraygpt_lab.interpret.targets import phrase_target

@@ -55,7 +55,7 @@ def test_chat_reads_piped_stdin(run_dir, images, capsys, monkeypatch):
 
 
 def test_evaluate_writes_metrics_json(run_dir, tmp_path, capsys):
-    from xraygpt_lab.data.export import export_dataset
+    from xraygpt_lab.data.synthetic.export import export_dataset
 
     data = tmp_path / "synth"
     export_dataset(data, 4, 128, 12345)

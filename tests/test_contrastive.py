@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from xraygpt_lab.data.images import preprocess
-from xraygpt_lab.data.lesions import Finding
-from xraygpt_lab.data.synthetic import generate_cases, render_case
+from xraygpt_lab.data.readers.images import preprocess
+from xraygpt_lab.data.synthetic.lesions import Finding
+from xraygpt_lab.data.synthetic.world import generate_cases, render_case
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.text_encoder import TextEncoder, TextEncoderConfig
 from xraygpt_lab.models.zero_shot import (

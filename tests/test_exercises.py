@@ -152,7 +152,7 @@ def test_off_by_one_word_threshold_is_diagnosed():
 
 
 def test_ctr_reference_matches_the_phantom_geometry():
-    from xraygpt_lab.data.anatomy import sample_anatomy
+    from xraygpt_lab.data.synthetic.anatomy import sample_anatomy
     from xraygpt_lab.exercises.synthetic import anatomy_masks, cardiothoracic_ratio
 
     for seed in range(4):
@@ -167,8 +167,8 @@ def test_ctr_reference_matches_the_phantom_geometry():
 
 
 def test_finding_side_reference_agrees_with_ground_truth():
-    from xraygpt_lab.data.lesions import Finding
-    from xraygpt_lab.data.synthetic import render_case
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.data.synthetic.world import render_case
     from xraygpt_lab.exercises.synthetic import finding_side
 
     for seed, side in [(10, "left"), (11, "right"), (12, "left"), (13, "right")]:
@@ -178,7 +178,7 @@ def test_finding_side_reference_agrees_with_ground_truth():
 
 
 def test_anatomy_masks_rejects_tiny_images():
-    from xraygpt_lab.data.anatomy import AnatomyParams
+    from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
     from xraygpt_lab.exercises.synthetic import anatomy_masks
 
     with pytest.raises(ValueError, match="size"):

@@ -128,7 +128,7 @@ def test_observation_phrase_is_the_whole_noun_phrase_of_the_finding() -> None:
     may already say that the finding is there ("A 15 mm" before "nodule in …")."""
     import re
 
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.interpret.localization import LOCALIZED_OBSERVATIONS, observation_phrase
 
     giveaway = re.compile(r"\b(small|mild|moderate|large|severe|plate-like|basilar|focal|\d+(\.\d+)? ?(mm|cm))\W*$",

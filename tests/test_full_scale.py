@@ -105,7 +105,7 @@ def test_preflight_accepts_complete_folders(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
     """MedCLIP-layout ``pytorch_model.bin`` (tiny Swin), a tiny LLaMA folder and a synthetic dataset."""
-    from xraygpt_lab.data.export import export_dataset
+    from xraygpt_lab.data.synthetic.export import export_dataset
     from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
     from xraygpt_lab.models.llm import save_llm, tiny_llm, train_tokenizer
     from xraygpt_lab.models.medclip import MedCLIPModel, medclip_state_dict

@@ -27,7 +27,7 @@ LLAMA_7B = dict(hidden_size=4096, num_attention_heads=32, intermediate_size=1100
 
 
 def test_full_profile_trains_the_projection_of_a_7b_shaped_llm_on_gpu(tmp_path, capsys):
-    from xraygpt_lab.data.export import export_dataset
+    from xraygpt_lab.data.synthetic.export import export_dataset
     from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
     from xraygpt_lab.models.llm import save_llm, tiny_llm, train_tokenizer
     from xraygpt_lab.models.medclip import MedCLIPModel, medclip_state_dict
@@ -87,7 +87,7 @@ def test_full_profile_trains_the_projection_of_a_7b_shaped_llm_on_gpu(tmp_path, 
 
     # chat with the trained 7B-shaped model through the library: on a GPU ChatSession decodes with the
     # static KV cache and a captured CUDA graph per step (models.static_decode)
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.models.llm import load_llm
     from xraygpt_lab.models.medclip import load_medclip_vision
     from xraygpt_lab.models.xraygpt import ChatSession, XrayGPT

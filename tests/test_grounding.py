@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from xraygpt_lab.data.lesions import Finding
+from xraygpt_lab.data.synthetic.lesions import Finding
 from xraygpt_lab.train.grounding import (BLANK_TOKEN, CONCEPT_TOKENS, concept_token, grounded_conversations,
                                          grounded_examples, mix, oracle_prompts)
 
@@ -84,7 +84,7 @@ def test_spatial_slot_puts_each_concept_where_its_region_is() -> None:
     one of the two; a finding that covers no cell still appears once; other slots are blank."""
     import random
 
-    from xraygpt_lab.data.lesions import Finding
+    from xraygpt_lab.data.synthetic.lesions import Finding
     from xraygpt_lab.train.grounding import BLANK_TOKEN, concept_columns, concept_token, slot_text
 
     columns = concept_columns()

@@ -9,7 +9,7 @@ from PIL import Image
 import xraygpt_lab
 from xraygpt_lab import ImageLoadError
 from xraygpt_lab.config import FULL, TINY
-from xraygpt_lab.data.images import MEDCLIP_MEAN, MEDCLIP_STD, load_image, preprocess
+from xraygpt_lab.data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD, load_image, preprocess
 
 from fixtures_data import write_dicom, write_png
 

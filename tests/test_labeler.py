@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from xraygpt_lab.data.findings import CHEXPERT_OBSERVATIONS
-from xraygpt_lab.data.labeler import find_mentions, label_report, label_reports
+from xraygpt_lab.data.text.labeler import find_mentions, label_report, label_reports
 
 
 def test_keys_are_the_14_chexpert_names():
@@ -89,7 +89,7 @@ def test_recovers_synthetic_ground_truth():
     included); CheXpert's rule lets Support Devices through, so the reference for "No Finding"
     is recomputed from the other synthetic labels with CheXpert's rule.
     """
-    synthetic = pytest.importorskip("xraygpt_lab.data.synthetic")
+    synthetic = pytest.importorskip("xraygpt_lab.data.synthetic.world")
     cases = list(synthetic.generate_cases(200, size=48, seed=11))
     scores = {}
     for observation in cases[0].labels:

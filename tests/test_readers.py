@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from xraygpt_lab.data.openi import agreement_table, mesh_to_chexpert, read_openi_reports
-from xraygpt_lab.data.read_xraygpt import openi_id_index
+from xraygpt_lab.data.text.openi_reports import agreement_table, mesh_to_chexpert, read_openi_reports
+from xraygpt_lab.data.readers.xraygpt import openi_id_index
 from xraygpt_lab.data.readers import detect_layout, open_dataset
 from xraygpt_lab.errors import XrayGPTLabError
 
@@ -79,7 +79,7 @@ def test_xraygpt_invalid_json_is_a_clear_error(tmp_path):
 
 
 def test_synthetic_export_reads_back(tmp_path):
-    export = pytest.importorskip("xraygpt_lab.data.export")
+    export = pytest.importorskip("xraygpt_lab.data.synthetic.export")
     export.export_dataset(tmp_path / "syn", n=4, size=48, seed=1, workers=1)
     dataset = open_dataset(tmp_path / "syn")
     assert dataset.layout == "xraygpt" and len(dataset) == 4 and dataset.skipped == {}
@@ -137,7 +137,7 @@ def test_mesh_mapping_and_agreement(tmp_path):
     assert mesh_to_chexpert(["normal"])["No Finding"] == 1
     assert mesh_to_chexpert(["Catheters, Indwelling"])["No Finding"] == 1  # CheXpert's rule
     reports, _ = read_openi_reports(write_openi_tgz(tmp_path / "r.tgz"))
-    from xraygpt_lab.data.labeler import label_report
+    from xraygpt_lab.data.text.labeler import label_report
 
     table = {row["observation"]: row for row in
              agreement_table(reports, [label_report(r.text) for r in reports])}

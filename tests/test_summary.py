@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from xraygpt_lab.data import summary as S
-from xraygpt_lab.data.summary import summarize_report, summarize_sections, summary_funnel
+from xraygpt_lab.data.text import summary as S
+from xraygpt_lab.data.text.summary import summarize_report, summarize_sections, summary_funnel
 
 FINDINGS = "The heart is normal in size. The lungs are clear. There is no pleural effusion."
 
@@ -78,7 +78,9 @@ def test_everything_removed_is_dropped():
 def test_docstring_examples():
     import doctest
 
-    from xraygpt_lab.data import labeler, openi, read_xraygpt
+    from xraygpt_lab.data.readers import xraygpt as read_xraygpt
+    from xraygpt_lab.data.text import labeler
+    from xraygpt_lab.data.text import openi_reports as openi
 
     for module in (S, labeler, openi, read_xraygpt):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from xraygpt_lab.data.anatomy import AnatomyParams
+from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.lesions import DRAWABLE, Finding
-from xraygpt_lab.data.synthetic import (
+from xraygpt_lab.data.synthetic.lesions import DRAWABLE, Finding
+from xraygpt_lab.data.synthetic.world import (
     WorldConfig,
     case_image_id,
     generate_cases,
@@ -173,7 +173,7 @@ def test_co_occurrence_raises_the_joint_rate():
     base = {"Cardiomegaly": 0.3, "Edema": 0.15}
     free = WorldConfig(prevalence=dict(base), co_occurrence={})
     tied = WorldConfig(prevalence=dict(base), co_occurrence={("Cardiomegaly", "Edema"): 3.0})
-    from xraygpt_lab.data.synthetic import sample_findings
+    from xraygpt_lab.data.synthetic.world import sample_findings
 
     def joint(cfg):
         rng = np.random.default_rng(0)

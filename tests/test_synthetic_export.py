@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xraygpt_lab.data import export as export_mod
-from xraygpt_lab.data.export import LOCATION_COLUMNS, export_dataset, mask_filename
+from xraygpt_lab.data.synthetic import export as export_mod
+from xraygpt_lab.data.synthetic.export import LOCATION_COLUMNS, export_dataset, mask_filename
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.synthetic import WorldConfig, render_case
+from xraygpt_lab.data.synthetic.world import WorldConfig, render_case
 from xraygpt_lab.errors import XrayGPTLabError
 
 N, SIZE = 6, 48

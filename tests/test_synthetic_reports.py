@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.instructions import ALIGNMENT_INSTRUCTIONS, finding_question
-from xraygpt_lab.data.lesions import DRAWABLE, Finding
-from xraygpt_lab.data.synthetic import WorldConfig, generate_cases, render_case
-from xraygpt_lab.data.synthetic_reports import write_texts
+from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS, finding_question
+from xraygpt_lab.data.synthetic.lesions import DRAWABLE, Finding
+from xraygpt_lab.data.synthetic.world import WorldConfig, generate_cases, render_case
+from xraygpt_lab.data.synthetic.reports import write_texts
 
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("cardiomegaly", "heart is mildly enlarged", "heart is moderately enlarged",

@@ -96,7 +96,7 @@ def test_full_profile_walkthrough_is_refused_with_a_reason(tmp_path):
 
 
 def test_llm_examples_and_laterality_labels():
-    from xraygpt_lab.data.lesions import Finding
+    from xraygpt_lab.data.synthetic.lesions import Finding
 
     conv = [[{"question": f"q{i}", "answer": f"a{i}"} for i in range(5)]]
     ex = llm_examples(conv, seed=0, chains_per_case=2)
@@ -111,8 +111,8 @@ def test_llm_examples_and_laterality_labels():
 @pytest.fixture(scope="module")
 def unseen_seed_metrics():
     """Train (or reuse) the default tiny run and score it on 150 images of a seed it never saw."""
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.train.evaluation import evaluate_model
 
     model = load_run(ensure_tiny_run())
@@ -153,7 +153,7 @@ def test_tiny_run_tokens_fire_where_the_finding_is_on_an_unseen_seed():
     share of cells a random token would hit. The tokens say *where*, not only *what*."""
     import math
 
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.encoder import VisionEncoder
     from xraygpt_lab.train.label_supervision import TokenLabelHead, token_targets
     from xraygpt_lab.train.walkthrough import LABEL_HEAD_FILE, laterality_columns
@@ -163,7 +163,7 @@ def test_tiny_run_tokens_fire_where_the_finding_is_on_an_unseen_seed():
     columns = laterality_columns()
     head = TokenLabelHead(encoder.token_dim, len(columns))
     head.load_state_dict(load_weights(run / "encoder" / LABEL_HEAD_FILE)[0])
-    from xraygpt_lab.data.images import preprocess
+    from xraygpt_lab.data.readers.images import preprocess
 
     hits, chance = [], []
     for case in generate_cases(120, encoder.config.image_size, 424_242):
@@ -184,8 +184,8 @@ def test_tiny_run_tokens_fire_where_the_finding_is_on_an_unseen_seed():
 
 
 def test_make_split_in_worker_processes_matches_generate_cases():
-    from xraygpt_lab.data.images import preprocess
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.train.walkthrough import make_split
 
     cases = list(generate_cases(5, 64, seed=5))
@@ -197,7 +197,7 @@ def test_make_split_in_worker_processes_matches_generate_cases():
 
 
 def test_make_split_with_a_grid_gives_per_token_targets_from_the_masks():
-    from xraygpt_lab.data.synthetic import generate_cases
+    from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.train.label_supervision import token_targets
     from xraygpt_lab.train.walkthrough import laterality_columns, make_split
 

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.data.readers import open_dataset
     from xraygpt_lab.models.encoder import EncoderConfig
     from xraygpt_lab.models.llm import load_llm

@@ -14,7 +14,7 @@ __all__ = ["ImageLoadError", "XrayGPTLabError", "load_image", "__version__"]
 
 def __getattr__(name: str):  # lazy: keep `import xraygpt_lab` light (no torch import)
     if name == "load_image":
-        from xraygpt_lab.data.images import load_image
+        from xraygpt_lab.data.readers.images import load_image
 
         return load_image
     raise AttributeError(f"module 'xraygpt_lab' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Solutions for notebook 00b: XrayGPT's report filters."""
 from __future__ import annotations
 
-from xraygpt_lab.data.summary import is_comparison, split_sentences, word_count
+from xraygpt_lab.data.text.summary import is_comparison, split_sentences, word_count
 
 
 def keep_report(findings: str | None, impression: str | None) -> bool:

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import sys
 
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.models.xraygpt import ChatInputError, ChatSession
     from xraygpt_lab.runs import default_run_dir, load_run
 

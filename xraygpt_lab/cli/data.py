@@ -53,7 +53,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_openi_reports(args: argparse.Namespace) -> int:
     """Obtain NLMCXR_reports.tgz (cached) and extract its XML reports into --out."""
-    from xraygpt_lab.data.openi import extract_reports, obtain_openi_reports
+    from xraygpt_lab.data.text.openi_reports import extract_reports, obtain_openi_reports
 
     if args.tgz is not None and not args.tgz.is_file():
         raise FileNotFoundError(f"{args.tgz}: no such file")

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.runs import default_run_dir, load_run
 
     images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model

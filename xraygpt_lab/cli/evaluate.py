@@ -29,7 +29,7 @@ def run(args) -> int:
 
     import torch
 
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.data.readers import open_dataset
     from xraygpt_lab.errors import XrayGPTLabError
     from xraygpt_lab.runs import default_run_dir, load_run

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from xraygpt_lab.data.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.errors import ImageLoadError
     from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG, explain
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image

@@ -41,7 +41,7 @@ def _read_jsonl(path: Path) -> list[tuple[object, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Label TEXT or the --in file."""
-    from xraygpt_lab.data.labeler import label_report
+    from xraygpt_lab.data.text.labeler import label_report
 
     if (args.text is None) == (args.input is None):
         raise ValueError("give either TEXT or --in FILE (not both)")

@@ -54,8 +54,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the dataset and print where it went."""
-    from xraygpt_lab.data.export import export_dataset
-    from xraygpt_lab.data.synthetic import WorldConfig
+    from xraygpt_lab.data.synthetic.export import export_dataset
+    from xraygpt_lab.data.synthetic.world import WorldConfig
 
     config = WorldConfig(normal_fraction=args.normal_fraction)
     path = export_dataset(args.out, n=args.n, size=args.size, seed=args.seed, config=config,

@@ -38,7 +38,7 @@ class _TokensOnly(nn.Module):
 @lru_cache(maxsize=1)
 def _tiny_model() -> Any:
     """A 1-layer tiny XrayGPT (random weights) whose tokenizer knows the template tokens."""
-    from ..data.instructions import ALIGNMENT_INSTRUCTIONS
+    from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
     from ..models.llm import tiny_llm, train_tokenizer
     from ..models.xraygpt import XrayGPT
 

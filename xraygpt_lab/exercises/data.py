@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..data.summary import (MIN_FINDINGS_WORDS, MIN_IMPRESSION_WORDS, NO_FINDINGS, NO_IMPRESSION, EMPTY_REPORT,
+from ..data.text.summary import (MIN_FINDINGS_WORDS, MIN_IMPRESSION_WORDS, NO_FINDINGS, NO_IMPRESSION, EMPTY_REPORT,
                             SHORT_FINDINGS, SHORT_IMPRESSION, clean_section, is_comparison, split_sentences,
                             summarize_sections, word_count)
 from .checking import Case, CheckResult, Mistake, run_check

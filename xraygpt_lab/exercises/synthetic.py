@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..data import anatomy as anat
-from ..data.anatomy import AnatomyParams, sample_anatomy
+from ..data.synthetic import anatomy as anat
+from ..data.synthetic.anatomy import AnatomyParams, sample_anatomy
 from .checking import Case, CheckResult, Mistake, run_check
 
 #: Tolerance of the CTR check: a pixel more or less on each extent (inclusive vs exclusive
@@ -131,8 +131,8 @@ def check_cardiothoracic_ratio(answer: Callable[[np.ndarray, np.ndarray, np.ndar
 
 
 def _side_cases() -> list[Case]:
-    from ..data.lesions import Finding
-    from ..data.synthetic import render_case
+    from ..data.synthetic.lesions import Finding
+    from ..data.synthetic.world import render_case
 
     cases = []
     plan = [(3, "Pleural Effusion", "left"), (4, "Pneumothorax", "right"), (5, "Lung Lesion", "left"),

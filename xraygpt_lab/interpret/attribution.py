@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
+from ..data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD
 from .targets import target_device
 
 Target = Callable[[torch.Tensor], torch.Tensor]

@@ -46,7 +46,7 @@ def format_diff(diff: list[tuple[str, str]]) -> str:
 
 def counterfactual_pair(case, observation: str):
     """``(with_case, without_case)``: the same seed and anatomy, ``observation`` toggled."""
-    from ..data.synthetic import toggle_finding
+    from ..data.synthetic.world import toggle_finding
 
     other = toggle_finding(case, observation)
     if observation in case.masks:
@@ -91,7 +91,7 @@ def explain_counterfactual(model, case, observation: str, phrase: str, *, method
     ``answer`` (default: the ground-truth summary of the image with the finding) is the
     teacher-forced text that contains ``phrase``.
     """
-    from ..data.images import preprocess
+    from ..data.readers.images import preprocess
 
     with_case, without_case = counterfactual_pair(case, observation)
     size = model.encoder.config.image_size

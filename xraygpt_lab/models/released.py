@@ -501,7 +501,7 @@ class ReleasedVisionEncoder(nn.Module):
             raise ValueError(f"pixel_values must be [batch, 3, {size}, {size}] (from model.image_processor), "
                              f"got shape {list(pixel_values.shape)}")
         if pixel_values.shape[1] == 1:
-            from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
+            from ..data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD
 
             grey = (pixel_values.float() * MEDCLIP_STD + MEDCLIP_MEAN).clamp(0.0, 1.0).expand(-1, 3, -1, -1)
             mean = torch.tensor(CLIP_MEAN, device=grey.device).view(1, 3, 1, 1)
@@ -556,7 +556,7 @@ def blip2_eval_processor(image: Any, size: int = 224) -> torch.Tensor:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..data.images import load_image
+    from ..data.readers.images import load_image
     from ..errors import ImageLoadError
 
     def from_grey(array: np.ndarray) -> "Image.Image":

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..data.instructions import ALIGNMENT_INSTRUCTIONS
+from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 from ..models.conversation import xraygpt_prompt
 from ..models.xraygpt import XrayGPT
 from .loop import StageResult, train_stage

@@ -79,7 +79,7 @@ def label_columns() -> list[str]:
     the synthetic world lateralises it (``Pleural Effusion (left)`` …), so that the semantic-
     matching targets separate a left from a right effusion."""
     from ..data.findings import RENDERED_OBSERVATIONS
-    from ..data.lesions import ALLOWED_SIDES
+    from ..data.synthetic.lesions import ALLOWED_SIDES
 
     columns: list[str] = []
     for observation in RENDERED_OBSERVATIONS:

@@ -20,8 +20,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.instructions import ALIGNMENT_INSTRUCTIONS
-from ..data.lesions import DRAWABLE
+from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
+from ..data.synthetic.lesions import DRAWABLE
 from ..models.conversation import DOCTOR, END_SYM, IMAGE_END, IMAGE_START, PATIENT, xraygpt_prompt
 
 #: Observations whose concept token carries the side (the synthetic world lateralises them).

@@ -76,8 +76,8 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None,
     """Generate ``n`` synthetic cases (``data.synthetic.render_cases``, in ``workers`` processes)
     and preprocess them with the MedCLIP transform; with ``grid`` (the encoder's token grid) also
     the per-token targets of ``label_supervision.token_targets`` from the finding masks."""
-    from ..data.images import preprocess
-    from ..data.synthetic import render_cases
+    from ..data.readers.images import preprocess
+    from ..data.synthetic.world import render_cases
     from .label_supervision import token_targets
 
     cases = render_cases(n, size, seed, workers=workers)
@@ -523,6 +523,6 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
 
 
 def _instructions() -> tuple[str, ...]:
-    from ..data.instructions import ALIGNMENT_INSTRUCTIONS
+    from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 
     return ALIGNMENT_INSTRUCTIONS

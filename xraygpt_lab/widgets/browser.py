@@ -4,7 +4,7 @@ Any layout :func:`xraygpt_lab.data.readers.open_dataset` reads works (XrayGPT / 
 export, MIMIC-CXR-JPG, OpenI, a plain image folder). The reference report of the selected record
 (when the dataset has one) is shown beside the thumbnail, so a student can compare the model's
 answer with it. Without any dataset, "Draw" renders a case of the synthetic world on the fly
-(:func:`xraygpt_lab.data.synthetic.render_case`).
+(:func:`xraygpt_lab.data.synthetic.world.render_case`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Callable
 import ipywidgets as widgets
 import numpy as np
 
-from ..data.read_common import Dataset
+from ..data.readers.common import Dataset
 from ..errors import XrayGPTLabError
 from .html import ERROR, NOTICE, render_reference, render_status
 from .pictures import set_picture, thumbnail_png
@@ -100,7 +100,7 @@ class DatasetBrowser(widgets.VBox):
         return len(records)
 
     def _preview(self, index: int | None) -> None:
-        from ..data.images import load_image
+        from ..data.readers.images import load_image
         from ..errors import ImageLoadError
 
         if index is None or not getattr(self, "_listed", None):
@@ -126,7 +126,7 @@ class DatasetBrowser(widgets.VBox):
 
     def draw(self, seed: int) -> None:
         """Render synthetic case ``seed`` at the model's input size and hand it to ``on_choose``."""
-        from ..data.synthetic import render_case
+        from ..data.synthetic.world import render_case
 
         try:
             case = render_case(int(seed), size=self.synthetic_size)

@@ -81,7 +81,7 @@ def image_from_array(array: Any) -> np.ndarray:
 
 def image_from_bytes(content: bytes, name: str) -> np.ndarray:
     """Decode uploaded file bytes with ``data.images.load_image`` (PNG, JPEG, DICOM …)."""
-    from ..data.images import load_image
+    from ..data.readers.images import load_image
 
     if len(content) > MAX_UPLOAD_BYTES:
         raise ImageLoadError(f"{name}: {len(content)} bytes is more than the {MAX_UPLOAD_BYTES} byte upload limit")
@@ -313,7 +313,7 @@ class ChatPanel:
 
         Returns False (with an inline message, previous image and chat kept) when it cannot be read.
         """
-        from ..data.images import load_image
+        from ..data.readers.images import load_image
 
         if self._no_model():
             return False

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.images import MEDCLIP_MEAN, MEDCLIP_STD
+from ..data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD
 
 #: Methods offered in the panel (a subset of ``interpret.attribution.METHODS`` that run in
 #: seconds on the tiny model); the first is the default.

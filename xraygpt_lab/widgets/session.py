@@ -187,7 +187,7 @@ class ChatSession:
     # ------------------------------------------------------------------ image and history
     def set_image(self, image: np.ndarray, name: str = "") -> None:
         """Use ``image`` ``[H, W]`` in ``[0, 1]`` from now on; starts a new conversation."""
-        from ..data.images import preprocess
+        from ..data.readers.images import preprocess
 
         pixel_values = preprocess(image, self.image_size)[None]  # [1, 1, S, S]
         self.chat.set_image(pixel_values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from xraygpt_lab.data.read_common import (
+from xraygpt_lab.data.readers.common import (
     DUPLICATE_ID,
     EMPTY_FILE,
     IMAGE_SUFFIXES,
@@ -13,7 +13,7 @@ from xraygpt_lab.data.read_common import (
     natural_key,
 )
 from xraygpt_lab.data.records import Record
-from xraygpt_lab.data.summary import summarize_report
+from xraygpt_lab.data.text.summary import summarize_report
 
 
 def image_files(root: Path) -> list[Path]:

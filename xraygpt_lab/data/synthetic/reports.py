@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.instructions import ALIGNMENT_INSTRUCTIONS, finding_question
-from xraygpt_lab.data.lesions import Finding
+from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS, finding_question
+from xraygpt_lab.data.synthetic.lesions import Finding
 
 ORDINALS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth",
             7: "seventh", 8: "eighth", 9: "ninth", 10: "tenth"}

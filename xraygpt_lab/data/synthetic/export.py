@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.lesions import DRAWABLE
-from xraygpt_lab.data.synthetic import (
+from xraygpt_lab.data.synthetic.lesions import DRAWABLE
+from xraygpt_lab.data.synthetic.world import (
     MIN_SIZE,
     WorldConfig,
     case_image_id,

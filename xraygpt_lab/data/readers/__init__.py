@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xraygpt_lab.data.read_common import IMAGE_SUFFIXES, Dataset
-from xraygpt_lab.data.read_folder import read_image_folder
-from xraygpt_lab.data.read_mimic import find_csv, read_mimic_cxr
-from xraygpt_lab.data.read_openi import read_openi, reports_source
-from xraygpt_lab.data.read_xraygpt import ANNOTATIONS, read_xraygpt
+from xraygpt_lab.data.readers.common import IMAGE_SUFFIXES, Dataset
+from xraygpt_lab.data.readers.folder import read_image_folder
+from xraygpt_lab.data.readers.mimic import find_csv, read_mimic_cxr
+from xraygpt_lab.data.readers.openi import read_openi, reports_source
+from xraygpt_lab.data.readers.xraygpt import ANNOTATIONS, read_xraygpt
 from xraygpt_lab.errors import XrayGPTLabError
 
 __all__ = ["LAYOUTS", "Dataset", "detect_layout", "open_dataset", "read_image_folder",

@@ -23,7 +23,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from xraygpt_lab.data.read_common import (
+from xraygpt_lab.data.readers.common import (
     DUPLICATE_ID,
     EMPTY_REPORT,
     IMAGE_SUFFIXES,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xraygpt_lab.data.anatomy import (
+from xraygpt_lab.data.synthetic.anatomy import (
     FRACTURE_REACH,
     MM_PER_UNIT,
     AnatomyParams,

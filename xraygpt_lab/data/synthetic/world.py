@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from xraygpt_lab.data import anatomy as anat
-from xraygpt_lab.data.anatomy import AnatomyParams, sample_anatomy
+from xraygpt_lab.data.synthetic import anatomy as anat
+from xraygpt_lab.data.synthetic.anatomy import AnatomyParams, sample_anatomy
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
-from xraygpt_lab.data.lesions import (
+from xraygpt_lab.data.synthetic.lesions import (
     DRAWABLE,
     Finding,
     Layers,
@@ -313,7 +313,7 @@ def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
     the pixels in its own mask (plus the blur's 2-pixel reach). ``anatomy`` overrides the sampled
     anatomy (turn a parameter and redraw).
     """
-    from xraygpt_lab.data.synthetic_reports import write_texts
+    from xraygpt_lab.data.synthetic.reports import write_texts
 
     seed = _check_seed(seed)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:

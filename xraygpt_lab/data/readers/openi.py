@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from xraygpt_lab.data.openi import REPORTS_TGZ, read_openi_reports
-from xraygpt_lab.data.read_common import (
+from xraygpt_lab.data.text.openi_reports import REPORTS_TGZ, read_openi_reports
+from xraygpt_lab.data.readers.common import (
     EMPTY_REPORT,
     MISSING_IMAGE,
     NO_IMAGES,
@@ -18,7 +18,7 @@ from xraygpt_lab.data.read_common import (
     count,
 )
 from xraygpt_lab.data.records import Record
-from xraygpt_lab.data.summary import summarize_sections
+from xraygpt_lab.data.text.summary import summarize_sections
 
 _PNG_FOLDERS = ("NLMCXR_png", "png", "images", "image")
 

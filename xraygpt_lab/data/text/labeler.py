@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from xraygpt_lab.data.findings import CHEXPERT_OBSERVATIONS, NEGATIVE, POSITIVE, UNCERTAIN
-from xraygpt_lab.data.summary import extract_sections, split_sentences
+from xraygpt_lab.data.text.summary import extract_sections, split_sentences
 
 Labels = dict[str, "int | None"]
 

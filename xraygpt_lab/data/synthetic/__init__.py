@@ -1,0 +1,1 @@
+"""The synthetic chest-radiograph world: anatomy, findings, reports and export to disk."""
