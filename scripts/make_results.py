@@ -305,12 +305,20 @@ def gpu_rows(gpu: dict) -> list[list[str]]:
         rows.append(["`--long` walkthrough (beside the notebooks)",
                      seconds(wall) + ("" if code == 0 else f", exit {code}"), f"≤ {GPU_LONG_GOAL_S} s",
                      verdict(code == 0 and wall <= GPU_LONG_GOAL_S)])
+    ce = ((long.get("metrics") or {}).get("vs_ground_truth") or {}).get("ce_f1_macro")
+    if ce is not None:
+        rows.append(["its CE macro-F1 vs ground truth", num(ce), f"≥ {CE_GOAL:.2f}", verdict(ce >= CE_GOAL)])
     bench = gpu.get("gpu_bench") if isinstance(gpu.get("gpu_bench"), dict) else gpu
     best = bench.get("alignment_best") or {}
     if best.get("mfu") is not None:
         rows.append([f"7B alignment, best MFU (batch {best.get('batch', '?')})",
                      f"{best['mfu']:.0%}, {best.get('samples_per_second', 0):.1f} samples/s",
                      f"≥ {GPU_MFU_GOAL:.0%}", verdict(best["mfu"] >= GPU_MFU_GOAL)])
+    compiled = (gpu.get("gpu_bench_compiled") or {}).get("alignment_compiled") or {}
+    if compiled.get("mfu") is not None:
+        rows.append([f"7B alignment, each layer compiled (batch {compiled.get('batch', '?')})",
+                     f"{compiled['mfu']:.0%}, {compiled.get('samples_per_second', 0):.1f} samples/s",
+                     f"≥ {GPU_MFU_GOAL:.0%}", verdict(compiled["mfu"] >= GPU_MFU_GOAL)])
     decode = bench.get("decode") or {}
     if decode.get("static_seconds_per_token") is not None:
         ms = decode["static_seconds_per_token"] * 1e3
@@ -329,6 +337,14 @@ def gpu_rows(gpu: dict) -> list[list[str]]:
     full = gpu.get("full_scale_gpu") or {}
     if full.get("peak_memory_gib") is not None:
         rows.append(["7B-shaped full-scale script, peak memory", f"{full['peak_memory_gib']:.1f} GiB", "—", ""])
+    tests = gpu.get("cuda_tests")
+    if isinstance(tests, list) and tests:
+        summary = next((line for line in reversed(tests) if " passed" in line or " failed" in line), tests[-1])
+        rows.append(["CUDA tests", summary.strip("= "), "all pass", verdict(" failed" not in summary)])
+    released = gpu.get("released_gpu") or {}
+    if released.get("first_token_ms") is not None:
+        rows.append(["released stack (ViT-g + Q-Former + 7B), first token", f"{released['first_token_ms']:.0f} ms",
+                     "—", ""])
     return rows
 
 

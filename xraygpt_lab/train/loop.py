@@ -42,11 +42,17 @@ def make_accelerator(device: str | torch.device | None = None):
     Under ``accelerate launch`` each process takes its own GPU (or CPU process) from the launcher.
     Mixed precision is not the accelerator's business here: :func:`train_stage` turns on bf16
     autocast per stage (``bf16``), because accelerate fixes one precision per process and a
-    notebook trains several stages in one process.
+    notebook trains several stages in one process. In a single process a later call may switch
+    between CPU and GPU (accelerate otherwise keeps the first device for the whole process).
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
 
-    return Accelerator(cpu=resolve_device(device).type == "cpu")
+    cpu = resolve_device(device).type == "cpu"
+    if AcceleratorState._shared_state and PartialState().num_processes == 1 \
+            and (AcceleratorState().device.type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cpu)
 
 
 def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
