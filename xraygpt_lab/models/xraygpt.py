@@ -35,6 +35,10 @@ from .llm import freeze
 IGNORE_INDEX = -100  # label value the cross-entropy skips (PyTorch / Hugging Face convention)
 
 
+class ContextLengthError(XrayGPTLabError, ValueError):
+    """Prompt, image and answer do not fit the LLM's context; the message states the limit."""
+
+
 @dataclass
 class WrappedPrompt:
     """What :meth:`XrayGPT.prompt_wrap` returns: a padded batch ready for the LLM."""
@@ -242,6 +246,7 @@ class XrayGPT(nn.Module):
             if has_image:
                 image_embeds = self.embed_image(pixel_values, features, withhold_image)
             wrapped = self.prompt_wrap(image_embeds, prompts, padding_side="left")
+            self.check_context(int(wrapped.inputs_embeds.shape[1]), max_new_tokens)
             embeds = wrapped.inputs_embeds.to(self.llm.dtype)
             if static_cache is None:
                 static_cache = self.device.type == "cuda" and use_cache and num_beams == 1 and len(prompts) == 1
@@ -389,6 +394,22 @@ class XrayGPT(nn.Module):
         """Longest sequence the LLM accepts (``max_position_embeddings``)."""
         return int(getattr(self.llm.config, "max_position_embeddings", 2048))
 
+    def check_context(self, prompt_tokens: int, max_new_tokens: int = 0, what: str = "the prompt") -> None:
+        """Raise :class:`ContextLengthError` unless ``prompt_tokens + max_new_tokens`` fit the context.
+
+        ``prompt_tokens`` counts BOS, text and image tokens (the spliced sequence). The message
+        states the context and the room left, whichever of the two does not fit.
+        """
+        context = self.context_length
+        if prompt_tokens + (1 if max_new_tokens else 0) > context:
+            raise ContextLengthError(
+                f"{what} is too long: it needs {prompt_tokens} tokens (image included) but the model's "
+                f"context holds {context}; shorten it")
+        if prompt_tokens + max_new_tokens > context:
+            raise ContextLengthError(
+                f"{max_new_tokens} new tokens do not fit: the model's context holds {context} tokens and "
+                f"{what} takes {prompt_tokens}, so at most {context - prompt_tokens} new tokens fit")
+
     @property
     def num_image_tokens(self) -> int:
         n = getattr(self.encoder, "num_tokens", None)
@@ -423,6 +444,18 @@ class ChatTurn:
         return self.conversation.get_prompt()
 
 
+def _budget_problem(model: XrayGPT, max_new_tokens: int) -> str | None:
+    """Why an answer budget can never be used (below 1, or the whole context or more), else None."""
+    context = int(model.context_length)
+    if max_new_tokens < 1:
+        return f"max_new_tokens must be >= 1, got {max_new_tokens}"
+    if max_new_tokens >= context:
+        return (f"max_new_tokens {max_new_tokens} is more than the model's context allows: it holds {context} "
+                f"tokens for the question, the image ({model.num_image_tokens} tokens) and the answer together, "
+                f"so ask for fewer than {context - model.num_image_tokens}")
+    return None
+
+
 class ChatSession:
     """Multi-turn chat about one image (XrayGPT's demo), in the ``###Patient/###Doctor`` template.
 
@@ -448,6 +481,8 @@ class ChatSession:
                  max_new_tokens: int = MAX_TARGET_TOKENS, *, features: torch.Tensor | None = None) -> None:
         self.model = model
         self.system = str(getattr(model, "chat_system", "") or "") if system is None else system
+        if _budget_problem(model, max_new_tokens):
+            raise ContextLengthError(_budget_problem(model, max_new_tokens))
         self.max_new_tokens = max_new_tokens
         self.pixel_values: torch.Tensor | None = None  # [1, 1, S, S]
         self.features: torch.Tensor | None = None  # [1, N, d_vision] frozen encoder tokens
@@ -500,8 +535,8 @@ class ChatSession:
         if not question:
             raise ChatInputError("The question is empty: please type a question first.")
         max_new_tokens = int(self.max_new_tokens if max_new_tokens is None else max_new_tokens)
-        if max_new_tokens < 1:
-            raise ChatInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if _budget_problem(self.model, max_new_tokens):
+            raise ChatInputError(_budget_problem(self.model, max_new_tokens))
         context = int(self.model.context_length)
         conversation = self.conversation.copy()
         conversation.ask(question, image=self.features is not None and not conversation.messages)
