@@ -57,10 +57,10 @@ def check_output_file(path: str | os.PathLike, *, option: str = "--out",
     one of ``inputs``, and a suffix not in ``suffixes`` (when given). Creates nothing that stays.
     """
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise OutputPathError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
     if path.is_dir():
         raise OutputPathError(f"{option} {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputPathError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
     for source in inputs:
         source = Path(source)
         same = source.exists() and path.exists() and os.path.samefile(source, path)

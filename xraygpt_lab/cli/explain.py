@@ -73,7 +73,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, generate, attribute, map back, draw, print."""
-    import matplotlib
+    from xraygpt_lab.paths import check_output_file
+
+    check_output_file(args.out, inputs=[args.image], suffixes=(".png",))  # before any work
+    import matplotlib  # heavy imports here, not at module level: --help stays fast
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -86,12 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
     from xraygpt_lab.interpret.plots import DPI, overlay
     from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
-    from xraygpt_lab.paths import check_output_file
     from xraygpt_lab.runs import load_run
 
     from transformers.utils import logging as hf_logging
 
-    check_output_file(args.out, inputs=[args.image], suffixes=(".png",))
     if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
         raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
     if not args.image.is_file():

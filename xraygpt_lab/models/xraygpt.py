@@ -236,6 +236,7 @@ class XrayGPT(nn.Module):
         prompts = [p if END_SYM in p else xraygpt_prompt(p, with_image=has_image) for p in prompts]
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self._generation_kwargs(do_sample, temperature, top_p, repetition_penalty)  # bad settings first
         if streamer is not None and len(prompts) != 1:
             raise ValueError("a streamer needs a batch of exactly one prompt")
         stop_string = stop_string or self.end_sym
@@ -444,18 +445,6 @@ class ChatTurn:
         return self.conversation.get_prompt()
 
 
-def _budget_problem(model: XrayGPT, max_new_tokens: int) -> str | None:
-    """Why an answer budget can never be used (below 1, or the whole context or more), else None."""
-    context = int(model.context_length)
-    if max_new_tokens < 1:
-        return f"max_new_tokens must be >= 1, got {max_new_tokens}"
-    if max_new_tokens >= context:
-        return (f"max_new_tokens {max_new_tokens} is more than the model's context allows: it holds {context} "
-                f"tokens for the question, the image ({model.num_image_tokens} tokens) and the answer together, "
-                f"so ask for fewer than {context - model.num_image_tokens}")
-    return None
-
-
 class ChatSession:
     """Multi-turn chat about one image (XrayGPT's demo), in the ``###Patient/###Doctor`` template.
 
@@ -481,8 +470,6 @@ class ChatSession:
                  max_new_tokens: int = MAX_TARGET_TOKENS, *, features: torch.Tensor | None = None) -> None:
         self.model = model
         self.system = str(getattr(model, "chat_system", "") or "") if system is None else system
-        if _budget_problem(model, max_new_tokens):
-            raise ContextLengthError(_budget_problem(model, max_new_tokens))
         self.max_new_tokens = max_new_tokens
         self.pixel_values: torch.Tensor | None = None  # [1, 1, S, S]
         self.features: torch.Tensor | None = None  # [1, N, d_vision] frozen encoder tokens
@@ -535,8 +522,8 @@ class ChatSession:
         if not question:
             raise ChatInputError("The question is empty: please type a question first.")
         max_new_tokens = int(self.max_new_tokens if max_new_tokens is None else max_new_tokens)
-        if _budget_problem(self.model, max_new_tokens):
-            raise ChatInputError(_budget_problem(self.model, max_new_tokens))
+        if max_new_tokens < 1:
+            raise ChatInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         context = int(self.model.context_length)
         conversation = self.conversation.copy()
         conversation.ask(question, image=self.features is not None and not conversation.messages)

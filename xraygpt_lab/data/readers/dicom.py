@@ -83,9 +83,9 @@ def check_header(path: Path, ds, max_pixels: int) -> None:
         name = f"{syntax.name} ({syntax})"
         try:
             decoder = get_decoder(syntax)
-        except NotImplementedError:
-            raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install {_install_hint(syntax.name)} "
-                                 "or convert the file to an uncompressed DICOM", NO_DECODER) from None
+        except NotImplementedError:  # no pydicom plugin exists for it
+            raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install GDCM (its gdcmconv --raw) "
+                                 "and convert the file to an uncompressed DICOM", NO_DECODER) from None
         bits = int(ds.get("BitsAllocated", 8) or 8)
         plugins = set(decoder.available_plugins)
         if not plugins or (plugins == {"pillow"} and bits > 8):  # Pillow decodes 8-bit JPEG only

@@ -64,7 +64,8 @@ def pillow_size(path: Path, max_pixels: int) -> tuple[int, int, str]:
             with Image.open(path) as im:
                 width, height, kind = *im.size, str(im.format or "")
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: too many pixels (possible decompression bomb): {exc}", TOO_LARGE) from exc
+        raise ImageLoadError(f"{path}: more than {max_pixels} pixels (possible decompression bomb; {exc})",
+                             TOO_LARGE) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{path}: not an image (unrecognised file format)", NOT_AN_IMAGE) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
