@@ -46,13 +46,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def voila_server(run_dir: Path, log_path: Path, port: int | None = None) -> Iterator[str]:
-    """Serve the chat app for ``run_dir``; yields its URL; stops the server on exit."""
+def voila_server(run_dir: Path, log_path: Path, port: int | None = None,
+                 data_dir: Path | None = None) -> Iterator[str]:
+    """Serve the chat app for ``run_dir``, offering the images in ``data_dir`` (default: the log's
+    folder); yields its URL; stops the server on exit."""
     port = port or free_port()
     voila = Path(sys.executable).with_name("voila")
     command = [str(voila)] if voila.is_file() else [sys.executable, "-m", "voila"]
     command += [str(APP), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", "--theme=light"]
-    env = {**os.environ, "XRAYGPT_CHAT_RUN": str(run_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "XRAYGPT_CHAT_RUN": str(run_dir), "PYTHONUNBUFFERED": "1",
+           "XRAYGPT_CHAT_DATASET": str(data_dir or log_path.parent)}
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                   start_new_session=True)
@@ -162,16 +165,24 @@ def test_voila_page_streams_an_answer_in_headless_chromium(browser_ready, tokeni
     from PIL import Image
 
     run = write_small_run(tmp_path / "run", tokenizer)
+    offered = tmp_path / "offered"
+    offered.mkdir()
     image = np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)
-    uploaded, image_path = tmp_path / "uploaded.png", tmp_path / "chest.png"
+    uploaded, image_path, private = tmp_path / "uploaded.png", offered / "chest.png", tmp_path / "private.png"
     Image.fromarray(image).save(uploaded)
     Image.fromarray(255 - image).save(image_path)
+    Image.fromarray(image).save(private)
     question = "Is there an <img src=x onerror=\"document.title='pwned'\"> effusion?"
-    with voila_server(run, tmp_path / "voila.log") as url, chromium_page() as page:
+    with voila_server(run, tmp_path / "voila.log", data_dir=offered) as url, chromium_page() as page:
         open_panel(page, url)
         assert "not for clinical use" in page.locator(".xg-banner").inner_text()
         upload_image(page, uploaded)
         assert page.locator(".xg-thumbnail").get_attribute("src").startswith("blob:")
+        page.locator(".xg-chat-panel .lm-TabBar-tab", has_text="Path").click()
+        page.locator(".xg-path input").fill(str(private))  # a server file the instructor did not offer
+        page.locator(".xg-load-path").click()
+        page.wait_for_selector(".xg-error >> text=only the images offered on this page", timeout=ANSWER_MS)
+        assert str(offered) not in page.locator(".xg-transcript").inner_text()
         load_image_by_path(page, image_path)
         page.evaluate(WATCH_ANSWERS)
         answer = ask(page, question)

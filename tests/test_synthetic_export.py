@@ -76,9 +76,9 @@ def test_same_seed_same_bytes_whatever_the_worker_count(exported, tmp_path):
     assert digest(tmp_path) == digest(exported)
 
 
-def test_interrupted_export_leaves_no_filter_cap(tmp_path, monkeypatch):
+def test_interrupted_overwrite_keeps_the_previous_index_and_its_images(tmp_path, monkeypatch):
     export_dataset(tmp_path, n=2, size=SIZE, seed=0, progress=False, workers=1)
-    assert (tmp_path / "filter_cap.json").exists()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     real = export_mod._export_one
 
     def crash(job):
@@ -88,9 +88,16 @@ def test_interrupted_export_leaves_no_filter_cap(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_mod, "_export_one", crash)
     with pytest.raises(KeyboardInterrupt):
-        export_dataset(tmp_path, n=3, size=SIZE, seed=1, progress=False, workers=1)
-    assert not (tmp_path / "filter_cap.json").exists()
+        export_dataset(tmp_path, n=3, size=SIZE, seed=1, progress=False, workers=1, overwrite=True)
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing deleted or changed
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_folder_with_files_is_refused_without_overwrite(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(XrayGPTLabError, match="already holds files.*notes.txt.*--overwrite"):
+        export_dataset(tmp_path, n=1, size=SIZE, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_unwritable_destination_is_a_typed_error(tmp_path):

@@ -40,6 +40,11 @@ def run(args) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"Chatting about {args.image}. {HELP}")
+    room = model.context_length - model.num_image_tokens
+    if args.max_new_tokens >= room:  # the session lowers each budget to what the context leaves
+        print(f"(--max-new-tokens {args.max_new_tokens} is more than the model's context allows: it holds "
+              f"{model.context_length} tokens for the image ({model.num_image_tokens}), the conversation and the "
+              f"answer together, so each answer gets what is left, fewer than {room} tokens)", flush=True)
     while True:
         if interactive:
             print("Patient: ", end="", flush=True)

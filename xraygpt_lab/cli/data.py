@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     s = sub.add_parser("summary", help="detect a dataset's layout and count records / skips",
                        description="Read DIR (XrayGPT layout, MIMIC-CXR-JPG, OpenI or a folder of "
                                    'images) and print {"layout", "records", "skipped", "details"} '
-                                   "as JSON.")
+                                   "as JSON. Each image's header is opened (not its pixels): files "
+                                   "that are no image, truncated, DICOMs without pixel data and "
+                                   "decompression bombs are counted under skipped by reason.")
     s.add_argument("dir", type=Path, help="dataset folder")
     s.add_argument("--layout", choices=LAYOUT_CHOICES, default=None,
                    help="force a layout instead of detecting it")
@@ -45,8 +47,9 @@ def _missing_action(parser: argparse.ArgumentParser) -> int:
 def run_summary(args: argparse.Namespace) -> int:
     """Print the dataset summary as JSON."""
     from xraygpt_lab.data.readers import open_dataset
+    from xraygpt_lab.data.readers.headers import check_records
 
-    dataset = open_dataset(args.dir, layout=args.layout)
+    dataset = check_records(open_dataset(args.dir, layout=args.layout))
     print(json.dumps(dataset.summary(), indent=2))
     return 0
 

@@ -1,6 +1,7 @@
 """``xraygpt-lab evaluate``: ROUGE, BLEU, clinical efficacy and the image-blind baseline on a folder."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from xraygpt_lab.cli._common import add_device_argument, positive_int
@@ -13,7 +14,8 @@ def register(subparsers) -> None:
         description="Generate a report for every image of DIR (any layout open_dataset reads, e.g. a "
                     "`xraygpt-lab synth` folder with an unseen seed) and print JSON with rouge1/2/L, "
                     "bleu1..4, ce_f1_macro/micro, per_observation, vs_ground_truth (when DIR has "
-                    "labels.csv) and baselines.image_blind (projection output replaced by zeros).")
+                    "labels.csv), baselines.image_blind (projection output replaced by zeros) and skipped "
+                    "(records left out, by reason: missing image, malformed labels, unreadable file …).")
     p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with images and reference reports")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
@@ -23,36 +25,79 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def usable_records(dataset) -> tuple[list, Counter]:
+    """Records with an image and a reference report, and the reader's skips plus the ones left out here."""
+    skipped: Counter[str] = Counter(dataset.skipped)
+    records = []
+    for record in dataset.records:
+        if record.image_path is None:
+            skipped["no image"] += 1
+        elif not record.summary:
+            skipped["no reference report"] += 1
+        else:
+            records.append(record)
+    return records, skipped
+
+
+def skip_line(skipped: Counter, total: int) -> str:
+    """``skipped 3 of 12 records: missing image 2, not an image 1``."""
+    n = sum(skipped.values())
+    reasons = ", ".join(f"{reason} {count}" for reason, count in skipped.most_common())
+    return f"skipped {n} of {total} records: {reasons}"
+
+
 def run(args) -> int:
     import json
     import sys
 
     import torch
 
-    from xraygpt_lab.data.readers.images import load_image, preprocess
+    from xraygpt_lab.atomic import atomic_write
     from xraygpt_lab.data.readers import open_dataset
-    from xraygpt_lab.errors import XrayGPTLabError
+    from xraygpt_lab.data.readers.headers import check_records
+    from xraygpt_lab.data.readers.images import load_image, preprocess
+    from xraygpt_lab.errors import ImageLoadError, XrayGPTLabError
+    from xraygpt_lab.paths import check_output_file
     from xraygpt_lab.runs import default_run_dir, load_run
-    from xraygpt_lab.train.checkpoint import atomic_write_text
     from xraygpt_lab.train.evaluation import evaluate_model
 
-    model = load_run(args.run or default_run_dir(), device=args.device)
-    records = [r for r in open_dataset(args.data).records if r.summary and r.image_path is not None]
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if args.out is not None:
+        check_output_file(args.out)  # before the work, not after it
+    dataset = check_records(open_dataset(args.data))
+    records, skipped = usable_records(dataset)
+    total = len(records) + sum(skipped.values())
     if args.limit:
         records = records[: args.limit]
-    if not records:
-        raise XrayGPTLabError(f"{args.data}: no records with both an image and a reference report")
-    pixels = torch.stack([preprocess(load_image(r.image_path), model.image_size) for r in records])
-    truth = [r.labels for r in records] if all(r.labels for r in records) else None
-    metrics = evaluate_model(model, [r.summary for r in records], pixel_values=pixels, ground_truth=truth,
-                             max_new_tokens=args.max_new_tokens,
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    unreadable = list(dataset.details.get("unreadable", []))
+    model = load_run(args.run or default_run_dir(), device=args.device) if records else None
+    pixels, kept = [], []
+    for record in records:
+        try:
+            pixels.append(preprocess(load_image(record.image_path), model.image_size))  # [1, S, S]
+            kept.append(record)
+        except ImageLoadError as exc:  # one bad file costs one record, not the run
+            skipped[exc.reason] += 1
+            unreadable.append({"image_id": record.image_id, "error": str(exc)})
+    if skipped:
+        say(skip_line(skipped, total))
+    if not kept:
+        raise XrayGPTLabError(f"{args.data}: no usable records (need an image and a reference report)"
+                              + (f"; {skip_line(skipped, total)}" if skipped else ""))
+    truth = [r.labels for r in kept] if all(r.labels for r in kept) else None
+    metrics = evaluate_model(model, [r.summary for r in kept], pixel_values=torch.stack(pixels),
+                             ground_truth=truth, max_new_tokens=args.max_new_tokens, log=say)
     metrics["data"] = str(args.data)
+    metrics["skipped"] = dict(skipped.most_common())
+    if unreadable:
+        metrics["unreadable"] = unreadable[:20]
     text = json.dumps(metrics, indent=2)
     if args.out is not None:
-        atomic_write_text(args.out, text + "\n")
-        print(f"wrote {args.out}: ROUGE-L {metrics['rougeL']:.3f}, CE macro-F1 {metrics['ce_f1_macro']:.3f}, "
-              f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}", file=sys.stderr)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        say(f"wrote {args.out}: ROUGE-L {metrics['rougeL']:.3f}, CE macro-F1 {metrics['ce_f1_macro']:.3f}, "
+            f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
     else:
         print(text)
     return 0

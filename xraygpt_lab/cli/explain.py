@@ -73,15 +73,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, generate, attribute, map back, draw, print."""
-    import os
-    import tempfile
+    from xraygpt_lab.paths import check_output_file
 
-    import matplotlib
+    check_output_file(args.out, inputs=[args.image], suffixes=(".png",))  # before any work
+    import matplotlib  # heavy imports here, not at module level: --help stays fast
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 
+    from xraygpt_lab.atomic import atomic_write
     from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.errors import ImageLoadError
     from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG, explain
@@ -92,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    if args.out.suffix.lower() != ".png":
-        raise ValueError(f"--out must be a .png file, got {args.out}")
     if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
         raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
     if not args.image.is_file():
@@ -135,16 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
     fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
     overlay(ax, image, restored, title=f"{args.method}: {args.phrase!r}", baseline=result.baseline)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, args.out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
     mr, mc = result.peak

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -15,7 +13,8 @@ def register(subparsers) -> None:
         "label", help="label report text with the 14 CheXpert observations",
         description='Print one JSON object keyed by the 14 CheXpert names for TEXT, or read a JSONL '
                     'file of {"id": ..., "text": ...} lines (--in) and write '
-                    '{"id": ..., "labels": {...}} lines (--out, or stdout).')
+                    '{"id": ..., "labels": {...}} lines (--out, or stdout). An empty text has no labels '
+                    '(every value null).')
     p.add_argument("text", nargs="?", default=None, help="report text (or use --in)")
     p.add_argument("--in", dest="input", type=Path, default=None, help="JSONL input file")
     p.add_argument("--out", type=Path, default=None, help="JSONL output file (default: stdout)")
@@ -41,26 +40,24 @@ def _read_jsonl(path: Path) -> list[tuple[object, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Label TEXT or the --in file."""
+    from xraygpt_lab.atomic import atomic_write
     from xraygpt_lab.data.text.labeler import label_report
+    from xraygpt_lab.paths import check_output_file
 
     if (args.text is None) == (args.input is None):
         raise ValueError("give either TEXT or --in FILE (not both)")
     if args.text is not None:
+        if not args.text.strip():
+            raise ValueError("TEXT is empty: there is no report to label")
         print(json.dumps(label_report(args.text)))
         return 0
+    if args.out is not None:
+        check_output_file(args.out, inputs=[args.input])
     lines = [json.dumps({"id": ident, "labels": label_report(text)})
              for ident, text in _read_jsonl(args.input)]
     payload = "".join(line + "\n" for line in lines)
     if args.out is None:
         sys.stdout.write(payload)
         return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-        os.replace(tmp, args.out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(payload, encoding="utf-8"))
     return 0

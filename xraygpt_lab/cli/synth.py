@@ -44,7 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=image_size, default=TINY.image_size,
                    help=f"image side in pixels (default: the tiny profile's {TINY.image_size})")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: new or empty (created if missing)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that holds files: replace the files synth writes, delete nothing")
     p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all CPUs)")
     p.add_argument("--normal-fraction", type=fraction, default=None,
                    help="share of images with no finding (default: follows the prevalences)")
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = WorldConfig(normal_fraction=args.normal_fraction)
     path = export_dataset(args.out, n=args.n, size=args.size, seed=args.seed, config=config,
-                          progress=not args.quiet, workers=args.workers)
+                          progress=not args.quiet, workers=args.workers,
+                          overwrite=args.overwrite)
     print(f"wrote {args.n} images ({args.size} px, seed {args.seed}) to {path.parent}")
     return 0

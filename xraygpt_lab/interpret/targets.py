@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..models.conversation import xraygpt_prompt
+from ..models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
 
 DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
 
@@ -158,6 +158,30 @@ def _target_ids(model: nn.Module, answer: str) -> tuple[list[int], list[tuple[in
     return ids[:cut], offsets[:cut]
 
 
+def _check_fits(model: nn.Module, prompt: str, answer: str, span: tuple[int, int] | None = None) -> None:
+    """Refuse a phrase cut by the answer limit, or prompt + image + answer beyond the LLM's context.
+
+    ``span``: the phrase's characters in ``answer``; every token overlapping them must lie within
+    the first ``max_target_tokens`` answer tokens (XrayGPT's ``max_txt_len``, 160).
+    """
+    from ..models.xraygpt import ContextLengthError
+
+    _, offsets = token_spans(model.tokenizer, answer + model.end_sym)
+    cut = model.max_target_tokens
+    if span is not None:
+        last = max((i for i, (s, e) in enumerate(offsets) if s < span[1] and e > span[0]), default=-1)
+        if last >= cut:
+            raise ContextLengthError(
+                f"the phrase ends at answer token {last + 1}, but the model reads at most {cut} answer tokens "
+                f"(context {model.context_length} tokens); give a shorter phrase")
+    text = prompt.replace(IMAGE_PLACEHOLDER, "")
+    prompt_tokens = 1 + len(model.tokenizer(text, add_special_tokens=False)["input_ids"]) \
+        + int(getattr(model, "num_image_tokens", 0))
+    check = getattr(model, "check_context", None)
+    if check is not None:
+        check(prompt_tokens + min(len(offsets), cut), what="the prompt, image and answer")
+
+
 def _full_prompt(prompt: str | None) -> str:
     prompt = DEFAULT_INSTRUCTION if prompt is None else prompt
     return prompt if "###" in prompt else xraygpt_prompt(prompt)
@@ -170,6 +194,7 @@ def answer_target(model: nn.Module, answer: str, prompt: str | None = None) -> T
     """
     if not answer.strip():
         raise ValueError("answer is empty or only whitespace")
+    _check_fits(model, _full_prompt(prompt), answer)
     ids, offsets = _target_ids(model, answer)
     mask = torch.tensor([s < len(answer) for s, _ in offsets], dtype=torch.bool)
     return TextTarget(model, _full_prompt(prompt), answer, mask, description=f"log P(answer) [{int(mask.sum())} tokens]")
@@ -181,8 +206,9 @@ def phrase_target(model: nn.Module, phrase: str, answer: str | None = None,
 
     The phrase is found case-insensitively in ``answer``; every token overlapping its characters
     counts (a byte-level BPE token may carry the leading space). Without ``answer`` the phrase
-    itself is the whole answer. Raises ``ValueError`` when the phrase is missing from the answer
-    or lies beyond the 160-token target cut.
+    itself is the whole answer. Raises ``ValueError`` when the phrase is missing from the answer,
+    and ``ContextLengthError`` when it reaches past the 160-token target cut or the whole does not
+    fit the LLM's context.
     """
     if not isinstance(phrase, str) or not phrase.strip():
         raise ValueError("phrase is empty or only whitespace")
@@ -191,11 +217,10 @@ def phrase_target(model: nn.Module, phrase: str, answer: str | None = None,
     span = find_phrase(answer, phrase)
     if span is None:
         raise ValueError(f"phrase {phrase!r} does not occur in the answer {answer[:80]!r}")
+    _check_fits(model, _full_prompt(prompt), answer, span)
     ids, offsets = _target_ids(model, answer)
     start, end = span
     mask = torch.tensor([s < end and e > start for s, e in offsets], dtype=torch.bool)
-    if not bool(mask.any()):
-        raise ValueError(f"phrase {phrase!r} lies beyond the {model.max_target_tokens}-token target cut")
     return TextTarget(model, _full_prompt(prompt), answer, mask, phrase=phrase,
                       description=f"log P({phrase!r} | image, prompt, answer so far)")
 

@@ -35,6 +35,10 @@ from .llm import freeze
 IGNORE_INDEX = -100  # label value the cross-entropy skips (PyTorch / Hugging Face convention)
 
 
+class ContextLengthError(XrayGPTLabError, ValueError):
+    """Prompt, image and answer do not fit the LLM's context; the message states the limit."""
+
+
 @dataclass
 class WrappedPrompt:
     """What :meth:`XrayGPT.prompt_wrap` returns: a padded batch ready for the LLM."""
@@ -232,6 +236,7 @@ class XrayGPT(nn.Module):
         prompts = [p if END_SYM in p else xraygpt_prompt(p, with_image=has_image) for p in prompts]
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self._generation_kwargs(do_sample, temperature, top_p, repetition_penalty)  # bad settings first
         if streamer is not None and len(prompts) != 1:
             raise ValueError("a streamer needs a batch of exactly one prompt")
         stop_string = stop_string or self.end_sym
@@ -242,6 +247,7 @@ class XrayGPT(nn.Module):
             if has_image:
                 image_embeds = self.embed_image(pixel_values, features, withhold_image)
             wrapped = self.prompt_wrap(image_embeds, prompts, padding_side="left")
+            self.check_context(int(wrapped.inputs_embeds.shape[1]), max_new_tokens)
             embeds = wrapped.inputs_embeds.to(self.llm.dtype)
             if static_cache is None:
                 static_cache = self.device.type == "cuda" and use_cache and num_beams == 1 and len(prompts) == 1
@@ -388,6 +394,22 @@ class XrayGPT(nn.Module):
     def context_length(self) -> int:
         """Longest sequence the LLM accepts (``max_position_embeddings``)."""
         return int(getattr(self.llm.config, "max_position_embeddings", 2048))
+
+    def check_context(self, prompt_tokens: int, max_new_tokens: int = 0, what: str = "the prompt") -> None:
+        """Raise :class:`ContextLengthError` unless ``prompt_tokens + max_new_tokens`` fit the context.
+
+        ``prompt_tokens`` counts BOS, text and image tokens (the spliced sequence). The message
+        states the context and the room left, whichever of the two does not fit.
+        """
+        context = self.context_length
+        if prompt_tokens + (1 if max_new_tokens else 0) > context:
+            raise ContextLengthError(
+                f"{what} is too long: it needs {prompt_tokens} tokens (image included) but the model's "
+                f"context holds {context}; shorten it")
+        if prompt_tokens + max_new_tokens > context:
+            raise ContextLengthError(
+                f"{max_new_tokens} new tokens do not fit: the model's context holds {context} tokens and "
+                f"{what} takes {prompt_tokens}, so at most {context - prompt_tokens} new tokens fit")
 
     @property
     def num_image_tokens(self) -> int:

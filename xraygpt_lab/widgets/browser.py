@@ -5,6 +5,9 @@ export, MIMIC-CXR-JPG, OpenI, a plain image folder). The reference report of the
 (when the dataset has one) is shown beside the thumbnail, so a student can compare the model's
 answer with it. Without any dataset, "Draw" renders a case of the synthetic world on the fly
 (:func:`xraygpt_lab.data.synthetic.world.render_case`).
+
+With ``root`` (the workshop page), only folders inside ``root`` open: a typed path is taken from
+``root``, and one that leads out of it (``..``, an absolute path elsewhere, a link) is refused.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 from ..data.readers.common import Dataset
 from ..errors import XrayGPTLabError
 from .html import ERROR, NOTICE, render_reference, render_status
+from .offered import OfferedFiles
 from .pictures import set_picture, thumbnail_png
 
 #: ``on_choose(image_or_path, name, reference)``: what the browser hands to the chat panel.
@@ -31,15 +35,19 @@ class DatasetBrowser(widgets.VBox):
     """Folder box + Open, a record drop-down with thumbnail and reference, "Use this image".
 
     ``on_choose`` receives the record's image path (or a synthetic image array), a display name
-    and the reference summary (``None`` when unknown).
+    and the reference summary (``None`` when unknown). ``offered``: which folders may be opened
+    (:class:`~.offered.OfferedFiles`; default: any path as typed).
     """
 
     def __init__(self, on_choose: ChooseCallback, folder: str | os.PathLike | None = None,
-                 synthetic_size: int = 128) -> None:
+                 synthetic_size: int = 128, offered: OfferedFiles | None = None) -> None:
         self.on_choose = on_choose
         self.synthetic_size = int(synthetic_size)
         self.dataset: Dataset | None = None
-        self.folder = widgets.Text(value=str(folder or ""), placeholder="dataset folder",
+        self.offered = offered or OfferedFiles()
+        shown = "" if folder is None else self.offered.shown(folder)  # not the server's own path
+        self.folder = widgets.Text(value=shown, placeholder="a folder of the workshop data (empty = all of it)"
+                                   if self.offered.restricted else "dataset folder",
                                    layout=widgets.Layout(width="100%"))
         self.open_button = widgets.Button(description="Open", icon="folder-open",
                                           layout=widgets.Layout(width="90px"))
@@ -75,13 +83,13 @@ class DatasetBrowser(widgets.VBox):
         from ..data.readers import open_dataset
 
         folder = str(folder).strip()
-        if not folder:
+        if not folder and not self.offered.restricted:
             self._say("Type the path of a dataset folder first.", ERROR)
             return 0
         try:
-            dataset = open_dataset(Path(folder).expanduser())
-        except (XrayGPTLabError, OSError, ValueError) as exc:  # no dataset there, or unreadable
-            self._say(f"Could not open {folder}: {exc}", ERROR)
+            dataset = open_dataset(self.offered.resolve(folder))
+        except (XrayGPTLabError, OSError, ValueError) as exc:  # no dataset there, outside, or unreadable
+            self._say(f"Could not open {folder or 'the data folder'}: {self.offered.hide(str(exc))}", ERROR)
             return 0
         records = [r for r in dataset.records if r.image_path is not None]
         self.dataset = dataset
@@ -110,7 +118,7 @@ class DatasetBrowser(widgets.VBox):
             set_picture(self.preview, thumbnail_png(load_image(record.image_path), 128))
         except ImageLoadError as exc:
             set_picture(self.preview, b"")
-            self._say(str(exc), ERROR)
+            self._say(self.offered.hide(str(exc)), ERROR)
         text = record.summary or record.report
         self.reference.value = render_reference(text)
 

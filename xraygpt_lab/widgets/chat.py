@@ -17,6 +17,10 @@ Safety: every string shown goes through :func:`xraygpt_lab.widgets.html.escape_t
 inline message in the transcript and the panel keeps working; a run folder missing a file shows
 which (or raises :class:`~xraygpt_lab.errors.RunFolderError` with ``strict=True``).
 
+Workshop page (``data_root``, :mod:`xraygpt_lab.widgets.app`): the Path tab and the dataset
+browser reach only files inside the data folder the instructor chose when starting the server;
+any other path is refused with a message in the panel. Uploads and synthetic cases always work.
+
 Programmatic face (tests, scripted demos, notebook 04): :meth:`set_image`, :meth:`send`,
 :meth:`reset`, :meth:`new_image`, :meth:`explain`, and :attr:`transcript` (the ``ipywidgets.HTML``
 showing the conversation).
@@ -33,11 +37,12 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from ..errors import ImageLoadError, RunFolderError, XrayGPTLabError
+from ..errors import ImageLoadError, PathOutsideError, RunFolderError, XrayGPTLabError
 from .browser import DatasetBrowser
 from .explain import PANEL_METHODS, Explanation, explain_answer
 from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_reference, render_status,
                    render_transcript)
+from .offered import OfferedFiles
 from .pictures import overlay_png, set_picture, thumbnail_png
 from .session import ChatInputError, ChatSession, GenerationSettings
 
@@ -101,14 +106,17 @@ class ChatPanel:
     ``system``: text in front of the first ``###`` (see :class:`~.session.ChatSession`; default:
     the run's ``chat_system``, ``""`` = the training template);
     ``dataset``: a folder to open in the browser tab; ``strict``: raise when the run cannot be
-    loaded instead of showing the reason in the panel.
+    loaded instead of showing the reason in the panel; ``data_root``: the only folder whose files
+    the Path tab and the dataset browser may open (the workshop page; default: any path).
 
     The panel *holds* its ``ipywidgets.VBox`` (:attr:`widget`) rather than being one, so that its
     ``send`` does not shadow ``Widget.send``; displaying the panel displays that box.
     """
 
     def __init__(self, run_dir_or_model: Any, *, system: str | None = None, dataset: str | os.PathLike | None = None,
-                 settings: GenerationSettings | None = None, strict: bool = False) -> None:
+                 settings: GenerationSettings | None = None, strict: bool = False,
+                 data_root: str | os.PathLike | None = None) -> None:
+        self.offered = OfferedFiles(data_root)
         self.model: Any = None
         self.load_error: str | None = None
         self.run_dir: Path | None = None
@@ -148,12 +156,15 @@ class ChatPanel:
         self.upload = widgets.FileUpload(accept="image/*,.dcm,.dicom", multiple=False,
                                          description="Upload", layout=layout(width="200px"))
         self.upload.observe(self._on_upload, names="value")
-        self.path = widgets.Text(placeholder="/path/to/radiograph.png", layout=layout(width="100%"))
+        self.path = widgets.Text(placeholder="image path in the workshop data, e.g. image/<id>.png"
+                                 if self.offered.restricted else "/path/to/radiograph.png",
+                                 layout=layout(width="100%"))
         self.path_button = widgets.Button(description="Load", icon="image", layout=layout(width="80px"))
         self.path.add_class("xg-path")
         self.path_button.add_class("xg-load-path")
         self.path_button.on_click(lambda _: self._in_background(self.set_image, self.path.value))
-        self.browser = DatasetBrowser(self._on_browser_choice, folder=dataset, synthetic_size=size)
+        self.browser = DatasetBrowser(self._on_browser_choice, folder=dataset, synthetic_size=size,
+                                      offered=self.offered)
         self.sources = widgets.Tab(children=[
             widgets.VBox([self.upload, widgets.HTML("<small>PNG, JPEG or DICOM</small>")]),
             self.browser,
@@ -245,7 +256,8 @@ class ChatPanel:
     def _info_text(self) -> str:
         if self.model is None:
             return render_status("No model loaded.", ERROR)
-        source = f"run {self.run_dir}" if self.run_dir else "in-memory model"
+        run = self.run_dir.name if self.offered.restricted and self.run_dir else self.run_dir  # no server paths
+        source = f"run {run}" if self.run_dir else "in-memory model"
         return render_status(f"Model: {source} \u00b7 context {self.model.context_length} tokens \u00b7 "
                              f"{self.model.num_image_tokens} image tokens")
 
@@ -322,7 +334,7 @@ class ChatPanel:
                 if isinstance(image, (str, os.PathLike)):
                     if not str(image).strip():
                         raise ImageLoadError("type the path of an image file first")
-                    path = Path(image).expanduser()
+                    path = self.offered.resolve(image)
                     array, name = load_image(path), name or path.name
                 elif isinstance(image, (bytes, bytearray, memoryview)):
                     array = image_from_bytes(bytes(image), name or "upload")
@@ -332,8 +344,8 @@ class ChatPanel:
                 else:
                     raise ImageLoadError(f"cannot read an image from a {type(image).__name__}; "
                                          "give a path, file bytes or an [H, W] array")
-            except ImageLoadError as exc:
-                self._say(f"Could not load the image: {exc}", ERROR)
+            except (ImageLoadError, PathOutsideError) as exc:
+                self._say(f"Could not load the image: {self.offered.hide(str(exc))}", ERROR)
                 return False
             self.session.set_image(array, name)
             self.reference = reference

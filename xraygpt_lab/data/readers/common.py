@@ -22,6 +22,19 @@ MALFORMED_LABELS = "malformed labels"
 DUPLICATE_ID = "duplicate id"
 EMPTY_FILE = "empty file"
 NO_IMAGES = "report without images"
+OUTSIDE = "path outside the dataset folder"
+
+
+def outside(base: Path, path: Path) -> bool:
+    """True when ``path`` (``..``, absolute parts and symlinks followed) leaves ``base``.
+
+    Readers check every image path built from an id in a metadata file and every file they list,
+    and count such records under :data:`OUTSIDE` instead of opening them. ``base`` is the dataset
+    folder; it may itself be a link, but links inside it must stay inside it.
+    """
+    from xraygpt_lab.paths import is_inside
+
+    return not is_inside(base, path)
 
 
 @dataclass

@@ -8,9 +8,11 @@ from xraygpt_lab.data.readers.common import (
     DUPLICATE_ID,
     EMPTY_FILE,
     IMAGE_SUFFIXES,
+    OUTSIDE,
     Dataset,
     count,
     natural_key,
+    outside,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
@@ -27,7 +29,8 @@ def read_image_folder(root: str | Path) -> Dataset:
     """Every image under ``root``; its id is the relative path without suffix.
 
     Zero-byte files are skipped ("empty file"), as is a second file with the same id
-    ("duplicate id", e.g. ``a.png`` and ``a.jpg``). A ``a.txt`` beside ``a.png`` is its report.
+    ("duplicate id", e.g. ``a.png`` and ``a.jpg``), and a link that points out of ``root``.
+    A ``a.txt`` beside ``a.png`` is its report.
     Images are not decoded here: ``load_image`` reports unreadable files when they are used.
     """
     root = Path(root)
@@ -36,6 +39,9 @@ def read_image_folder(root: str | Path) -> Dataset:
     seen: set[str] = set()
     for path in image_files(root):
         image_id = path.relative_to(root).with_suffix("").as_posix()
+        if outside(root, path):  # a link that points out of the folder
+            skipped[OUTSIDE] += 1
+            continue
         if path.stat().st_size == 0:
             skipped[EMPTY_FILE] += 1
             continue

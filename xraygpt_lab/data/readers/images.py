@@ -5,11 +5,11 @@ Contract (docs/CONTRIBUTING.md): an image in memory is ``np.ndarray`` float32 ``
 
 * PNG / JPEG / other Pillow formats: 8- or 16-bit, modes L, I;16, I, F, RGB, RGBA, LA, P, CMYK
   are reduced to one grey channel (ITU-R 601-2 luma for colour, alpha composited over black).
-* DICOM (pydicom): MONOCHROME1/2 only; the modality LUT (Rescale Slope/Intercept) is applied,
-  then the VOI LUT Sequence or the Window Center/Width (DICOM PS3.3 C.11.2.1.2), and
-  MONOCHROME1 ("higher value = darker") is inverted so that bone is always white.
+* DICOM (pydicom, compressed ones too): :mod:`xraygpt_lab.data.readers.dicom` (modality and VOI
+  LUTs, MONOCHROME1 inverted so that bone is always white).
 
-Every failure raises :class:`xraygpt_lab.errors.ImageLoadError` naming the file and the reason.
+Every failure raises :class:`xraygpt_lab.errors.ImageLoadError` naming the file and the reason;
+:func:`xraygpt_lab.data.readers.headers.check_image` makes the same checks without decoding.
 
 The model input transform is MedCLIP's (RyanWangZf/MedCLIP ``MedCLIPProcessor``): pad to a
 square with 0, bicubic resize, centre crop, normalise with the mean/std below.
@@ -24,18 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xraygpt_lab.data.readers.dicom import CORRUPT, load_dicom, min_max
+from xraygpt_lab.data.readers.headers import MAX_PIXELS, check_file, is_dicom, pillow_size
 from xraygpt_lab.errors import ImageLoadError
 
 #: MedCLIP pixel statistics (MedCLIP ``constants.py``: IMG_MEAN / IMG_STD), on a [0, 1] scale.
 MEDCLIP_MEAN: float = 0.5862785803043838
 MEDCLIP_STD: float = 0.27950088968644304
 
-#: Refuse images with more pixels than this (decompression-bomb guard). 100 MP is ~3x the
-#: largest digital chest radiographs (about 4,300 x 3,500); callers may pass another limit.
-MAX_PIXELS: int = 100_000_000
-
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
-_MONOCHROME = {"MONOCHROME1", "MONOCHROME2"}
+__all__ = ["MAX_PIXELS", "MEDCLIP_MEAN", "MEDCLIP_STD", "center_crop", "denormalize", "load_image",
+           "pad_to_square", "preprocess"]
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -46,57 +44,29 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     photometric interpretation.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(f"{path}: file does not exist")
-    if not path.is_file():
-        raise ImageLoadError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise ImageLoadError(f"{path}: file is empty (zero bytes)")
-    if _looks_like_dicom(path):
-        image = _load_dicom(path, max_pixels)
-    else:
-        image = _load_pillow(path, max_pixels)
+    check_file(path)
+    image = load_dicom(path, max_pixels) if is_dicom(path) else _load_pillow(path, max_pixels)
     if not np.isfinite(image).all():
-        raise ImageLoadError(f"{path}: image contains NaN or infinite values")
+        raise ImageLoadError(f"{path}: image contains NaN or infinite values", CORRUPT)
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)  # [H, W]
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    """DICOM Part 10 files carry ``DICM`` at byte 128; also trust the usual suffixes."""
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        return True
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 # --------------------------------------------------------------------------- Pillow formats
 
 
 def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    pillow_size(path, max_pixels)  # not an image, decompression bomb: refused from the header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise ImageLoadError(
-                        f"{path}: {width}x{height} = {width * height} pixels exceeds the limit "
-                        f"of {max_pixels} (possible decompression bomb)"
-                    )
                 im.seek(0)  # first frame of animated / multi-page files
                 im.load()
                 return _pillow_to_gray(im)
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: too many pixels (possible decompression bomb): {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{path}: not an image (unrecognised file format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{path}: truncated or corrupt image data ({exc})") from exc
+        raise ImageLoadError(f"{path}: truncated or corrupt image data ({exc})", CORRUPT) from exc
 
 
 def _pillow_to_gray(im) -> np.ndarray:
@@ -112,7 +82,7 @@ def _pillow_to_gray(im) -> np.ndarray:
         return (values / scale).astype(np.float32)
     if mode == "F":  # float images: already [0, 1], or min-max scaled
         values = np.asarray(im, dtype=np.float32)
-        return values if values.min() >= 0 and values.max() <= 1 else _min_max(values)
+        return values if values.min() >= 0 and values.max() <= 1 else min_max(values)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
@@ -121,87 +91,6 @@ def _pillow_to_gray(im) -> np.ndarray:
         im = Image.alpha_composite(black, im.convert("RGBA"))
     gray = im if im.mode == "L" else im.convert("L")  # "1", RGB, CMYK, YCbCr, ...
     return np.asarray(gray, dtype=np.float32) / 255.0
-
-
-def _min_max(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros_like(values, dtype=np.float32)
-    return ((values - lo) / (hi - lo)).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- DICOM
-
-
-def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi
-
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError as exc:
-        raise ImageLoadError(f"{path}: not a DICOM file ({exc})") from exc
-    except Exception as exc:  # pydicom raises many types on damaged headers
-        raise ImageLoadError(f"{path}: truncated or corrupt DICOM header ({exc})") from exc
-    if "PixelData" not in ds:
-        raise ImageLoadError(f"{path}: DICOM file has no pixel data (not an image)")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric not in _MONOCHROME:
-        raise ImageLoadError(
-            f"{path}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
-            "radiographs must be MONOCHROME1 or MONOCHROME2"
-        )
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > max_pixels:
-        raise ImageLoadError(
-            f"{path}: {cols}x{rows} = {rows * cols} pixels exceeds the limit of {max_pixels} "
-            "(possible decompression bomb)"
-        )
-    try:
-        stored = ds.pixel_array
-    except Exception as exc:
-        raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({exc})") from exc
-    if stored.ndim == 3:  # multi-frame: first frame
-        stored = stored[0]
-    if stored.ndim != 2:
-        raise ImageLoadError(f"{path}: expected a 2-D image, got pixel array of shape {stored.shape}")
-
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)  # rescale slope/intercept
-    voi_sequence = ds.get("VOILUTSequence")
-    if voi_sequence:
-        lut_bits = int(voi_sequence[0].LUTDescriptor[2])
-        values = apply_voi(values.astype(np.int64), ds).astype(np.float64) / (2**lut_bits - 1)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        values = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth),
-                         str(ds.get("VOILUTFunction", "LINEAR")).upper())
-    else:
-        values = _min_max(values)
-    if photometric == "MONOCHROME1":  # high values are dark: invert so bone is white
-        values = 1.0 - values
-    return values.astype(np.float32)
-
-
-def _first(value) -> float:
-    """Window Center/Width may be multi-valued (alternative views): take the first."""
-    try:
-        return float(value[0])
-    except TypeError:
-        return float(value)
-
-
-def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """Map ``values`` to [0, 1] through a VOI window (DICOM PS3.3 C.11.2.1.2.1 and .2)."""
-    if width < 1:
-        raise ValueError(f"DICOM Window Width must be >= 1, got {width}")
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR_EXACT":
-        return np.clip((values - (center - width / 2)) / width, 0.0, 1.0)
-    # LINEAR (default): x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1
-    if width == 1:
-        return (values > center - 0.5).astype(np.float64)
-    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- MedCLIP transform

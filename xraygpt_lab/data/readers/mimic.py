@@ -18,10 +18,12 @@ from xraygpt_lab.data.readers.common import (
     MALFORMED_ENTRY,
     MISSING_IMAGE,
     MISSING_REPORT,
+    OUTSIDE,
     Dataset,
     count,
     labels_from_row,
     natural_key,
+    outside,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
@@ -63,7 +65,8 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     """Records of MIMIC-CXR-JPG; ``views`` (e.g. ``("PA", "AP")``) keeps only those views.
 
     Skipped and counted: a metadata row with a missing field, a listed image that is not on
-    disk, a repeated dicom id, and — when report files exist at all — a study whose report is
+    disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
+    dicom id, and — when report files exist at all — a study whose report is
     missing or empty.
     """
     root = Path(root)
@@ -94,6 +97,9 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
             skipped[DUPLICATE_ID] += 1
             continue
         image_path = study_folder(root, subject_id, study_id) / f"{dicom_id}.jpg"
+        if outside(root, image_path):  # "../../x" or "/etc/x" as dicom_id, or a link out
+            skipped[OUTSIDE] += 1
+            continue
         if not image_path.is_file():
             skipped[MISSING_IMAGE] += 1
             continue

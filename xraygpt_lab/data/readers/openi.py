@@ -14,8 +14,10 @@ from xraygpt_lab.data.readers.common import (
     EMPTY_REPORT,
     MISSING_IMAGE,
     NO_IMAGES,
+    OUTSIDE,
     Dataset,
     count,
+    outside,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_sections
@@ -47,7 +49,7 @@ def png_folder(root: Path) -> Path | None:
 def read_openi(root: str | Path, png_dir: str | Path | None = None) -> Dataset:
     """Records of OpenI. Skipped and counted: malformed XML, duplicate report ids, reports
     with neither findings nor impression, reports without images, and (when a PNG folder is
-    there) images whose PNG is missing."""
+    there) images whose PNG is missing or whose path leaves that folder."""
     root = Path(root)
     source = reports_source(root)
     if source is None:
@@ -71,6 +73,9 @@ def read_openi(root: str | Path, png_dir: str | Path | None = None) -> Dataset:
             meta["summary_dropped"] = summary.dropped
         for image_id in report.image_ids:
             path = images / f"{image_id}.png" if images is not None else None
+            if path is not None and outside(images, path):  # "../../x" as image id, or a link out
+                skipped[OUTSIDE] += 1
+                continue
             if path is not None and not path.is_file():
                 skipped[MISSING_IMAGE] += 1
                 continue

@@ -30,10 +30,12 @@ from xraygpt_lab.data.readers.common import (
     MALFORMED_ENTRY,
     MALFORMED_LABELS,
     MISSING_IMAGE,
+    OUTSIDE,
     Dataset,
     count,
     labels_from_row,
     natural_key,
+    outside,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.errors import XrayGPTLabError
@@ -138,7 +140,11 @@ def read_xraygpt(root: str | Path) -> Dataset:
             path = files[openi_index[image_id]]
             mapped += 1
         if path is None:
-            skipped[MISSING_IMAGE] += 1
+            unsafe = "/" in image_id or "\\" in image_id or image_id.startswith("..")
+            skipped[OUTSIDE if unsafe else MISSING_IMAGE] += 1
+            continue
+        if outside(root, path):  # a link in image/ that points out of the dataset
+            skipped[OUTSIDE] += 1
             continue
         if image_id in bad_labels:
             skipped[MALFORMED_LABELS] += 1

@@ -14,7 +14,11 @@ Layout (XrayGPT ``README-DATASET``: ``image/`` + ``filter_cap.json``)::
 
 Images are rendered in worker processes; the metadata files are written atomically (temp file +
 ``os.replace``) and ``filter_cap.json`` last, so an interrupted export never leaves a
-half-written (or stale) ``filter_cap.json``. The same arguments give the same bytes.
+half-written ``filter_cap.json``. The same arguments give the same bytes.
+
+A folder that already holds files is refused unless ``overwrite=True``; even then only the files
+listed above are replaced and nothing else is deleted (an interrupted overwrite leaves the previous
+``filter_cap.json`` and the images it lists in place).
 """
 from __future__ import annotations
 
@@ -108,19 +112,33 @@ def _export_one(job: tuple[str, int, int, int, WorldConfig]) -> dict:
     return {"row": row, "record": record, "caption": case.summary}
 
 
-def _prepare(out: Path) -> Path:
+def existing_files(folder: Path, limit: int = 3) -> list[str]:
+    """Up to ``limit`` files (not folders) under ``folder``, as relative paths."""
+    found: list[str] = []
+    for base, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            found.append((Path(base) / name).relative_to(folder).as_posix())
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def _prepare(out: Path, overwrite: bool) -> Path:
     try:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise XrayGPTLabError(f"--out {out} exists and is not a folder")
+        present = existing_files(out) if out.is_dir() else []
+        if present and not overwrite:
+            raise XrayGPTLabError(
+                f"--out {out} already holds files ({', '.join(present)}{', ...' if len(present) == 3 else ''}); "
+                "give an empty or new folder, or --overwrite to replace the files synth writes (nothing else "
+                "is deleted)")
         for sub in ("image", "masks"):
             (out / sub).mkdir(parents=True, exist_ok=True)
         probe = out / ".write_probe"
         probe.write_bytes(b"")
         probe.unlink()
-        stale = out / "filter_cap.json"
-        if stale.exists():
-            stale.unlink()  # never leave an old, complete-looking index beside new images
     except XrayGPTLabError:
         raise
     except OSError as exc:
@@ -129,11 +147,12 @@ def _prepare(out: Path) -> Path:
 
 
 def export_dataset(out: Path, n: int, size: int = 128, seed: int = 0, config: WorldConfig | None = None,
-                   progress: bool = True, workers: int | None = None) -> Path:
+                   progress: bool = True, workers: int | None = None, overwrite: bool = False) -> Path:
     """Render ``n`` cases and write them under ``out`` (layout in the module docstring).
 
     ``workers`` processes render in parallel (default: all CPUs for n >= 64, else 1); the
-    output does not depend on it. Returns the path of ``filter_cap.json``.
+    output does not depend on it. ``out`` must be new or hold no file unless ``overwrite``.
+    Returns the path of ``filter_cap.json``.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a whole number >= 1, got {n!r}")
@@ -142,7 +161,7 @@ def export_dataset(out: Path, n: int, size: int = 128, seed: int = 0, config: Wo
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     config = config or WorldConfig()
-    out = _prepare(Path(out))
+    out = _prepare(Path(out), overwrite)
     if workers is None:
         workers = (os.cpu_count() or 1) if n >= 64 else 1
     workers = max(1, min(int(workers), int(n)))

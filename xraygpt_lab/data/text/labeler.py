@@ -323,9 +323,13 @@ def label_report(text: str) -> Labels:
     >>> labels = label_report("No pneumothorax. Possible small left pleural effusion.")
     >>> labels["Pneumothorax"], labels["Pleural Effusion"], labels["No Finding"]
     (0, -1, None)
+
+    An empty or whitespace-only text has no labels (every value ``None``).
     """
     if not isinstance(text, str):
         raise TypeError(f"label_report expects a string, got {type(text).__name__}")
+    if not text.strip():  # nothing was reported: no finding either way, not "No Finding"
+        return {name: None for name in CHEXPERT_OBSERVATIONS}
     return aggregate(find_mentions(text))
 
 

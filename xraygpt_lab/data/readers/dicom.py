@@ -1,0 +1,173 @@
+"""Reading DICOM radiographs (pydicom), compressed ones included, and checking their headers.
+
+* Photometric interpretation MONOCHROME1/2: the modality LUT (Rescale Slope/Intercept) is applied,
+  then the VOI LUT Sequence or the Window Center/Width (DICOM PS3.3 C.11.2.1.2), and MONOCHROME1
+  ("higher value = darker") is inverted so that bone is always white.
+* RGB / YBR (secondary captures): reduced to grey with the ITU-R 601-2 luma weights, as Pillow
+  images are.
+* Compressed transfer syntaxes are decoded by pydicom's plugins: JPEG Baseline / 12-bit Extended,
+  JPEG Lossless (process 14), JPEG-LS and RLE through ``pylibjpeg`` + ``pylibjpeg-libjpeg`` /
+  ``pylibjpeg-rle``, JPEG 2000 through ``pylibjpeg-openjpeg`` (dependencies of the toolkit). A
+  syntax with no decoder installed raises "no decoder for transfer syntax X; install Y", distinct
+  from a damaged file ("truncated or corrupt DICOM pixel data").
+
+Every failure raises :class:`xraygpt_lab.errors.ImageLoadError` with a ``reason`` category.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xraygpt_lab.errors import ImageLoadError
+
+MONOCHROME = {"MONOCHROME1", "MONOCHROME2"}
+COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420"}
+PIXEL_DATA = 0x7FE00010
+
+# reason categories (ImageLoadError.reason), shared with readers.headers
+NOT_DICOM = "not an image"
+CORRUPT = "truncated or corrupt image"
+NO_PIXELS = "DICOM without pixel data"
+UNSUPPORTED = "unsupported image type"
+NO_DECODER = "no decoder for the compression"
+TOO_LARGE = "too many pixels (possible decompression bomb)"
+
+#: What to install for each family of compressed transfer syntaxes (pydicom's pixel plugins).
+_DECODER_PACKAGES = (
+    ("JPEG 2000", "pylibjpeg and pylibjpeg-openjpeg"),
+    ("JPEG", "pylibjpeg and pylibjpeg-libjpeg"),  # Baseline, Extended, Lossless, JPEG-LS
+    ("RLE", "pylibjpeg and pylibjpeg-rle"),
+)
+
+
+def read_header(path: Path):
+    """The dataset with its pixel data left on disk (``defer_size``): cheap for any file size."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, defer_size="4 KB")
+    except InvalidDicomError as exc:
+        raise ImageLoadError(f"{path}: not a DICOM file ({exc})", NOT_DICOM) from exc
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise ImageLoadError(f"{path}: truncated or corrupt DICOM header ({exc})", CORRUPT) from exc
+
+
+def _install_hint(syntax_name: str) -> str:
+    for family, packages in _DECODER_PACKAGES:
+        if family in syntax_name:
+            return packages
+    return "python-gdcm"
+
+
+def check_header(path: Path, ds, max_pixels: int) -> None:
+    """Refuse, without decoding, a DICOM that cannot become a radiograph (reason in the error)."""
+    from pydicom.pixels import get_decoder
+
+    if "PixelData" not in ds:
+        raise ImageLoadError(f"{path}: DICOM file has no pixel data (not an image)", NO_PIXELS)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in MONOCHROME | COLOUR:
+        raise ImageLoadError(
+            f"{path}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
+            "radiographs must be MONOCHROME1, MONOCHROME2 or RGB/YBR", UNSUPPORTED)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows < 1 or cols < 1:
+        raise ImageLoadError(f"{path}: DICOM header gives no image size (Rows {rows}, Columns {cols})", CORRUPT)
+    if rows * cols > max_pixels:
+        raise ImageLoadError(f"{path}: {cols}x{rows} = {rows * cols} pixels exceeds the limit of {max_pixels} "
+                             "(possible decompression bomb)", TOO_LARGE)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        name = f"{syntax.name} ({syntax})"
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:  # no pydicom plugin exists for it
+            raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install GDCM (its gdcmconv --raw) "
+                                 "and convert the file to an uncompressed DICOM", NO_DECODER) from None
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        plugins = set(decoder.available_plugins)
+        if not plugins or (plugins == {"pillow"} and bits > 8):  # Pillow decodes 8-bit JPEG only
+            raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install "
+                                 f"{_install_hint(syntax.name)}", NO_DECODER)
+    else:
+        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1) or 1) \
+            * int(ds.get("BitsAllocated", 8) or 8) // 8
+        length = getattr(raw, "length", None)
+        tell = getattr(raw, "value_tell", None)
+        if length is not None and tell is not None and (tell + length > path.stat().st_size or length < expected):
+            raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({min(length, path.stat().st_size - tell)} "
+                                 f"of {expected} bytes present)", CORRUPT)
+
+
+def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
+    """Float ``[H, W]`` in ``[0, 1]`` (bone white) from a DICOM file; see the module docstring."""
+    ds = read_header(path)
+    check_header(path, ds, max_pixels)
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # the decoder's own words, first line: "Unable to decode …"
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+        raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({detail})", CORRUPT) from exc
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:  # multi-frame: first frame
+        stored = stored[0]
+    if photometric in COLOUR:  # pixel_array gives RGB for YBR too: ITU-R 601-2 luma, as Pillow's "L"
+        if stored.ndim != 3 or stored.shape[-1] != 3:
+            raise ImageLoadError(f"{path}: expected an RGB image, got pixel array of shape {stored.shape}", CORRUPT)
+        top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
+        return (stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / top).astype(np.float32)
+    if stored.ndim != 2:
+        raise ImageLoadError(f"{path}: expected a 2-D image, got pixel array of shape {stored.shape}", CORRUPT)
+    return _grey_values(ds, stored, photometric)
+
+
+def _grey_values(ds, stored: np.ndarray, photometric: str) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)  # rescale slope/intercept
+    voi_sequence = ds.get("VOILUTSequence")
+    if voi_sequence:
+        lut_bits = int(voi_sequence[0].LUTDescriptor[2])
+        values = apply_voi(values.astype(np.int64), ds).astype(np.float64) / (2**lut_bits - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = window(values, _first(ds.WindowCenter), _first(ds.WindowWidth),
+                        str(ds.get("VOILUTFunction", "LINEAR")).upper())
+    else:
+        values = min_max(values)
+    if photometric == "MONOCHROME1":  # high values are dark: invert so bone is white
+        values = 1.0 - values
+    return values.astype(np.float32)
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - lo) / (hi - lo)).astype(np.float32)
+
+
+def _first(value) -> float:
+    """Window Center/Width may be multi-valued (alternative views): take the first."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Map ``values`` to [0, 1] through a VOI window (DICOM PS3.3 C.11.2.1.2.1 and .2)."""
+    if width < 1:
+        raise ValueError(f"DICOM Window Width must be >= 1, got {width}")
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - (center - width / 2)) / width, 0.0, 1.0)
+    # LINEAR (default): x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 1
+    if width == 1:
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)

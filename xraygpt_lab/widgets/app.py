@@ -1,0 +1,56 @@
+"""The workshop page: the chat panel as Voilà serves it to a room (``scripts/serve_chat.sh``).
+
+A participant reaches only what the instructor offered: the data folder chosen when the server
+starts (``XRAYGPT_CHAT_DATASET``; default: a synthetic set written once by :func:`workshop_data`),
+uploads, and synthetic cases drawn on the fly. Every path typed into the page is resolved inside
+that folder and refused outside it (:class:`~xraygpt_lab.widgets.offered.OfferedFiles`).
+``XRAYGPT_CHAT_RUN`` names the run folder (default: the tiny run, trained once if absent).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .chat import ChatPanel
+
+RUN_ENV = "XRAYGPT_CHAT_RUN"
+DATA_ENV = "XRAYGPT_CHAT_DATASET"
+#: The default offered set: held-out synthetic cases (the walkthrough trains on other seeds).
+WORKSHOP_CASES, WORKSHOP_SEED = 48, 31337
+
+
+def default_data_dir() -> Path:
+    """``<repo>/data/workshop`` in a checkout, else ``~/.cache/xraygpt-lab/workshop``."""
+    from ..runs import _repo_root
+
+    root = _repo_root()
+    return root / "data" / "workshop" if root is not None else Path.home() / ".cache" / "xraygpt-lab" / "workshop"
+
+
+def workshop_data(folder: str | os.PathLike | None = None) -> Path:
+    """The offered data folder: ``folder``, else ``$XRAYGPT_CHAT_DATASET``, else the default synthetic
+    set (:func:`default_data_dir`, written on first use: 48 cases, a few seconds)."""
+    from ..data.synthetic.export import export_dataset
+
+    chosen = folder or os.environ.get(DATA_ENV)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{DATA_ENV}={chosen}: no such folder")
+        return path.resolve()
+    path = default_data_dir()
+    if not (path / "filter_cap.json").is_file():
+        export_dataset(path, n=WORKSHOP_CASES, seed=WORKSHOP_SEED, progress=False, workers=1, overwrite=True)
+    return path.resolve()
+
+
+def workshop_panel(run: str | os.PathLike | None = None, data: str | os.PathLike | None = None) -> ChatPanel:
+    """The chat panel restricted to the offered data, its browser already open on it."""
+    from ..runs import ensure_tiny_run
+
+    run = run or os.environ.get(RUN_ENV) or ensure_tiny_run(log=lambda message: None)
+    root = workshop_data(data)
+    panel = ChatPanel(run, dataset=root, data_root=root)
+    if panel.browser.open_folder(""):
+        panel.sources.selected_index = 1  # the Dataset tab
+    return panel
