@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .maps import upsample_grid
+
 DPI = 72
 
 
@@ -147,8 +149,6 @@ def counterfactual_figure(cf):
 
 def token_attention_figure(image: np.ndarray, attention, max_tokens: int = 8, layers=None, heads=None):
     """One small overlay per counted answer token: where its query attended among image tokens."""
-    from .attribution import upsample_grid
-
     plt = _plt()
     maps = attention.grid_maps(layers, heads)[:max_tokens]  # [K, rows, cols]
     size = image.shape[0]
