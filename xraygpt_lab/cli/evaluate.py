@@ -29,7 +29,6 @@ def run(args) -> int:
 
     import torch
 
-    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.data.readers import open_dataset
     from xraygpt_lab.errors import XrayGPTLabError
     from xraygpt_lab.runs import default_run_dir, load_run
@@ -42,7 +41,7 @@ def run(args) -> int:
         records = records[: args.limit]
     if not records:
         raise XrayGPTLabError(f"{args.data}: no records with both an image and a reference report")
-    pixels = torch.stack([preprocess(load_image(r.image_path), model.image_size) for r in records])
+    pixels = torch.cat([model.image_processor(r.image_path) for r in records])  # [N, C, S, S], the model's transform
     truth = [r.labels for r in records] if all(r.labels for r in records) else None
     metrics = evaluate_model(model, [r.summary for r in records], pixel_values=pixels, ground_truth=truth,
                              max_new_tokens=args.max_new_tokens,

@@ -15,13 +15,13 @@ the Q-Former's cross-attention (every second layer) to the ViT's ``1 + P`` token
   Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers",
   ICCV) for a stream with self- and cross-attention::
 
-      ViT self-attention        R_ii ← R_ii + Ā·R_ii                    (R_ii starts at I)
-      Q-Former self-attention   R_qq ← R_qq + Ā·R_qq,  R_qi ← R_qi + Ā·R_qi   (I and 0)
-      Q-Former cross-attention  R_qi ← R_qi + R̄_qqᵀ·Ā·R̄_ii
+      ViT self-attention        R_ii ← R_ii + Ā·R_ii                        (Eq. 6; R_ii starts at I)
+      Q-Former self-attention   R_qq ← R_qq + Ā·R_qq,  R_qi ← R_qi + Ā·R_qi   (Eqs. 6–7; I and 0)
+      Q-Former cross-attention  R_qi ← R_qi + R̄_qqᵀ·Ā·R̄_ii                  (Eq. 10)
 
-  with ``R̄ = rownorm(R − I) + I`` (their handling of the residual). ``Ā`` is the head mean of the
-  attention (``"attention"``: a target-free rollout) or of ``(∇A ⊙ A)⁺`` for a target
-  (``"gradient"``). The image's map is ``R_qi`` summed over the queries, [CLS] column dropped.
+  with ``R̄ = rownorm(R − I) + I`` (Eqs. 8–9, their handling of the residual). ``Ā`` is the head
+  mean of the attention (``"attention"``: a target-free rollout) or of ``(∇A ⊙ A)⁺`` for a target
+  (``"gradient"``, Eq. 5). The image's map is ``R_qi`` summed over the queries, [CLS] column dropped.
 
 Approximations, as in both papers: LayerNorms, MLPs and the value/output projections are ignored;
 with attention weights the ViT part is Abnar & Zuidema's rollout up to a factor per layer.
@@ -86,22 +86,25 @@ def record_attention(encoder: nn.Module, pixel_values: torch.Tensor, target=None
                 pixels = pixel_values.detach().clone().requires_grad_(True)
                 with torch.enable_grad():
                     score = target(pixels).sum()
-                    flat = [w for kind in KINDS for w in captured[kind]]
-                    found = torch.autograd.grad(score, flat, allow_unused=True)
-                grads, i = {}, 0
-                for kind in KINDS:
-                    n = len(captured[kind])
-                    grads[kind] = [None if g is None else g.detach().float().cpu()[0] for g in found[i:i + n]]
-                    i += n
+                    # the first Q-Former self-attention reads only the learned queries: no gradient there
+                    flat = [w for kind in KINDS for w in captured[kind] if w.requires_grad]
+                    found = iter(torch.autograd.grad(score, flat, allow_unused=True))
+                grads = {kind: [_cpu(next(found)) if w.requires_grad else None for w in captured[kind]]
+                         for kind in KINDS}
     finally:
         for handle in handles:
             handle.remove()
     for kind, group in modules.items():
         if len(captured[kind]) != len(group):
             raise RuntimeError(f"expected {len(group)} {kind} attention maps from one pass, got {len(captured[kind])}")
-    weights = {kind: [w.detach().float().cpu()[0] for w in captured[kind]] for kind in KINDS}
+    weights = {kind: [_cpu(w) for w in captured[kind]] for kind in KINDS}
     crosses = tuple(i for i, layer in enumerate(encoder.qformer.encoder.layer) if layer.has_cross_attention)
     return StackAttention(weights=weights, grid=tuple(encoder.patch_grid), cross_layers=crosses, grads=grads)
+
+
+def _cpu(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """One image's ``[H, q, k]`` as a CPU float copy (``None`` stays ``None``)."""
+    return None if tensor is None else tensor.detach().float().cpu()[0]
 
 
 def _weighted(attention: StackAttention, kind: str, index: int, mode: str) -> torch.Tensor:
