@@ -79,45 +79,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load, generate, attribute, map back, draw, print."""
-    import os
-    import tempfile
+def _method_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``interpret.attribution.explain`` for the command's options."""
+    from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from xraygpt_lab.data.readers.images import load_image
-    from xraygpt_lab.errors import ImageLoadError
-    from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG, explain
-    from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
-    from xraygpt_lab.interpret.plots import DPI, overlay
-    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
-    from xraygpt_lab.runs import load_run
-
-    from transformers.utils import logging as hf_logging
-
-    if args.out.suffix.lower() != ".png":
-        raise ValueError(f"--out must be a .png file, got {args.out}")
-    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
-        raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
-    if not args.image.is_file():
-        raise ImageLoadError(f"{args.image}: file does not exist")
-    image = load_image(args.image)  # [H, W]
-    hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
-    model = load_run(args.run, device=args.device)
-    size, fit = model.encoder.image_size, model.pixel_space.fit
-    pixels = model.image_processor(args.image)  # [1, C, S, S]: the model's own transform
-    instruction = args.prompt or DEFAULT_INSTRUCTION
-    if args.answer is not None:
-        answer = args.answer
-    else:
-        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
-    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
-    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     kwargs = {}
     defaults = {"ig": tuple(RECOMMENDED_IG["baseline"]), "feature_ig": (FEATURE_BASELINE,)}
     baseline = args.baseline or defaults.get(args.method, ("blur",))
@@ -136,25 +101,64 @@ def run(args: argparse.Namespace) -> int:
         kwargs["smooth"] = smooth
     if args.method in ("ig", "layer_ig", "feature_ig"):
         kwargs["n_steps"] = args.steps
+    return kwargs
+
+
+def _save_overlay(path: Path, image, restored, title: str, baseline: str) -> None:
+    """Draw the map over the radiograph and write the PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xraygpt_lab.atomic import atomic_write
+    from xraygpt_lab.interpret.plots import DPI, overlay
+
+    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
+    try:
+        overlay(ax, image, restored, title=title, baseline=baseline)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, generate, attribute, map back, draw, print."""
+    import torch
+
+    from xraygpt_lab.data.readers.images import load_image
+    from xraygpt_lab.errors import ImageLoadError
+    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
+    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
+    from xraygpt_lab.runs import load_run
+
+    from transformers.utils import logging as hf_logging
+
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {args.out}")
+    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
+        raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
+    if not args.image.is_file():
+        raise ImageLoadError(f"{args.image}: file does not exist")
+    image = load_image(args.image)  # [H, W]
+    kwargs = _method_kwargs(args)
+    hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
+    model = load_run(args.run, device=args.device)
+    size, fit = model.encoder.image_size, model.pixel_space.fit
+    pixels = model.image_processor(args.image)  # [1, C, S, S]: the model's own transform
+    instruction = args.prompt or DEFAULT_INSTRUCTION
+    if args.answer is not None:
+        answer = args.answer
+    else:
+        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
+    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
+    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     torch.manual_seed(0)  # SmoothGrad / GradientShap noise
     result = explain(target, pixels, args.method, **kwargs)
     restored = map_to_image(result.map, image.shape, fit)  # [H, W]
     r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
-
-    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
-    overlay(ax, image, restored, title=f"{args.method}: {args.phrase!r}", baseline=result.baseline)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, args.out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    _save_overlay(args.out, image, restored, f"{args.method}: {args.phrase!r}", result.baseline)
     mr, mc = result.peak
     print(json.dumps({
         "method": args.method, "phrase": args.phrase, "peak": [r, c],

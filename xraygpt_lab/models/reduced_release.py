@@ -44,7 +44,7 @@ class ReducedLayout:
     queries: int = 32  # 32
     llm_width: int = 32  # 4096
     llm_layers: int = 2  # 32
-    llm_context: int = 256  # 2048
+    llm_context: int = 1024  # 2048
 
     @property
     def heads(self) -> dict[str, int]:
