@@ -23,6 +23,7 @@ SOLUTIONS = {
     "s05_attribution": [("pointing_game", "check_pointing_game")],
     "s06_attention": [("rollout", "check_rollout")],
     "s07_evaluation": [("ce_scores", "check_ce_scores")],
+    "s09_released": [("query_maps", "check_query_maps")],
 }
 PAIRS = [(module, fn, checker) for module, items in SOLUTIONS.items() for fn, checker in items]
 
@@ -255,3 +256,32 @@ def test_wrong_pointing_game_and_rollout_fail_with_a_reason():
 
     result = exercises.check_rollout(raw_rollout)
     assert not result.passed and "residual" in str(result)
+
+
+def _rolled(vision, cross, order="left", residual_handled=True):
+    t = cross.shape[1]
+    eye = torch.eye(t, dtype=cross.dtype)
+    r = eye.clone()
+    for a in vision:
+        r = (eye + a) @ r if order == "left" else r @ (eye + a)
+    if residual_handled:
+        r = (r - eye) / (r - eye).sum(dim=-1, keepdim=True) + eye
+    return cross @ r
+
+
+def _normalised(m, grid):
+    m = m.reshape(m.shape[0], *grid)
+    return m / m.sum(dim=(1, 2), keepdim=True)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda v, c, g: _normalised(c[:, 1:], g), "through the ViT"),
+    (lambda v, c, g: _normalised(_rolled(v, c, residual_handled=False)[:, 1:], g), "rownorm(R − I) + I"),
+    (lambda v, c, g: _normalised(_rolled(v, c, order="right")[:, 1:], g), "on the LEFT"),
+    (lambda v, c, g: _normalised(_rolled(v, c)[:, :-1], g), "drop the FIRST column"),
+    (lambda v, c, g: _rolled(v, c)[:, 1:].reshape(c.shape[0], *g), "sum 1"),
+    (lambda v, c, g: _rolled(v, c).reshape(c.shape[0], -1), "expected shape"),
+], ids=["no-vit", "no-residual", "order", "last-column", "not-normalised", "cls-kept"])
+def test_wrong_query_maps_fail_with_their_diagnosis(wrong, hint):
+    result = exercises.check_query_maps(wrong)
+    assert not result.passed and hint in str(result), str(result)

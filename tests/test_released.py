@@ -16,95 +16,44 @@ import torch.nn.functional as F
 from PIL import Image
 
 from xraygpt_lab.models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
-from xraygpt_lab.models.llm import save_llm, tiny_llm, train_tokenizer
+from xraygpt_lab.models import reduced_release as reduced
+from xraygpt_lab.models.reduced_release import ReducedLayout, write_reduced_release
 from xraygpt_lab.models.released import (CLIP_MEAN, CLIP_STD, ReleasedLoadError, blip2_eval_processor,
                                          inspect_release, load_release)
 
-# Reduced sizes in the released layouts (released values in brackets).
-IMAGE, PATCH = 32, 8  # [224, 14]
-VIT_WIDTH, VIT_HEADS, VIT_MLP, VIT_BLOCKS = 64, 4, 160, 5  # [1408, 16, 6144, 40 stored / 39 used]
-QF_WIDTH, QF_HEADS, QF_MLP, QF_LAYERS, QUERIES = 32, 2, 48, 3, 4  # [768, 12, 3072, 12, 32]
-LLM_WIDTH = 32  # [4096]
-HEADS = {"vision_heads": VIT_HEADS, "qformer_heads": QF_HEADS}
-REPORTS = ["There is a small left pleural effusion.", "The heart is enlarged.", "Lungs are clear."]
+# Reduced sizes in the released layouts (released values in brackets); the files are written by
+# models.reduced_release, whose key names the reference forward below reads independently.
+LAYOUT = ReducedLayout(image=32, patch=8, vit_width=64, vit_heads=4, vit_mlp=160, vit_blocks=5, qf_width=32,
+                       qf_heads=2, qf_mlp=48, qf_layers=3, queries=4, llm_width=32, llm_context=128)
+IMAGE, PATCH = LAYOUT.image, LAYOUT.patch  # [224, 14]
+VIT_WIDTH, VIT_HEADS, VIT_MLP, VIT_BLOCKS = LAYOUT.vit_width, LAYOUT.vit_heads, LAYOUT.vit_mlp, LAYOUT.vit_blocks
+QF_WIDTH, QF_HEADS, QF_MLP, QF_LAYERS, QUERIES = (LAYOUT.qf_width, LAYOUT.qf_heads, LAYOUT.qf_mlp, LAYOUT.qf_layers,
+                                                  LAYOUT.queries)
+LLM_WIDTH = LAYOUT.llm_width
+HEADS = LAYOUT.heads
 
 
-# --------------------------------------------------------------------------- checkpoints in the released layouts
+def eva_state() -> dict[str, torch.Tensor]:
+    return reduced.eva_state(LAYOUT, 0)
 
 
-def _rand(g: torch.Generator, *shape: int, scale: float = 0.3) -> torch.Tensor:
-    return torch.randn(*shape, generator=g) * scale
+def blip2_state() -> dict[str, torch.Tensor]:
+    return reduced.blip2_state(LAYOUT, 1)
 
 
-def _norm(g: torch.Generator, prefix: str, width: int) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": 1.0 + _rand(g, width, scale=0.1), f"{prefix}.bias": _rand(g, width, scale=0.1)}
+def checkpoint_state() -> dict[str, torch.Tensor]:
+    return reduced.checkpoint_state(LAYOUT, 2)
 
 
 def _linear(g: torch.Generator, prefix: str, out: int, inp: int) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": _rand(g, out, inp, scale=1 / math.sqrt(inp)), f"{prefix}.bias": _rand(g, out, scale=0.1)}
-
-
-def eva_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """EVA ViT in eva_vit_g.pth's own names: one block more than the model uses."""
-    g = torch.Generator().manual_seed(seed)
-    grid = IMAGE // PATCH
-    sd = {"cls_token": _rand(g, 1, 1, VIT_WIDTH), "pos_embed": _rand(g, 1, grid * grid + 1, VIT_WIDTH),
-          "patch_embed.proj.weight": _rand(g, VIT_WIDTH, 3, PATCH, PATCH, scale=0.05),
-          "patch_embed.proj.bias": _rand(g, VIT_WIDTH, scale=0.1)}
-    for i in range(VIT_BLOCKS):
-        p = f"blocks.{i}"
-        sd |= _norm(g, f"{p}.norm1", VIT_WIDTH) | _norm(g, f"{p}.norm2", VIT_WIDTH)
-        sd[f"{p}.attn.qkv.weight"] = _rand(g, 3 * VIT_WIDTH, VIT_WIDTH, scale=1 / math.sqrt(VIT_WIDTH))
-        sd[f"{p}.attn.q_bias"] = _rand(g, VIT_WIDTH, scale=0.2)
-        sd[f"{p}.attn.v_bias"] = _rand(g, VIT_WIDTH, scale=0.2)
-        sd |= _linear(g, f"{p}.attn.proj", VIT_WIDTH, VIT_WIDTH)
-        sd |= _linear(g, f"{p}.mlp.fc1", VIT_MLP, VIT_WIDTH) | _linear(g, f"{p}.mlp.fc2", VIT_WIDTH, VIT_MLP)
-    return sd
-
-
-def blip2_state(seed: int = 1) -> dict[str, torch.Tensor]:
-    """BLIP-2's pretrained file: Q-Former with its text parts, query tokens, ln_vision, its own T5 head."""
-    g = torch.Generator().manual_seed(seed)
-    b = "Qformer.bert"
-    sd = {f"{b}.embeddings.word_embeddings.weight": _rand(g, 50, QF_WIDTH),
-          f"{b}.embeddings.position_embeddings.weight": _rand(g, 16, QF_WIDTH),
-          f"{b}.embeddings.position_ids": torch.arange(16)[None],
-          "query_tokens": _rand(g, 1, QUERIES, QF_WIDTH, scale=1.0)}
-    sd |= _norm(g, f"{b}.embeddings.LayerNorm", QF_WIDTH) | _norm(g, "ln_vision", VIT_WIDTH)
-    for i in range(QF_LAYERS):
-        p = f"{b}.encoder.layer.{i}"
-        for kind, kv_width in [("attention", QF_WIDTH)] + ([("crossattention", VIT_WIDTH)] if i % 2 == 0 else []):
-            sd |= _linear(g, f"{p}.{kind}.self.query", QF_WIDTH, QF_WIDTH)
-            sd |= _linear(g, f"{p}.{kind}.self.key", QF_WIDTH, kv_width)
-            sd |= _linear(g, f"{p}.{kind}.self.value", QF_WIDTH, kv_width)
-            sd |= _linear(g, f"{p}.{kind}.output.dense", QF_WIDTH, QF_WIDTH)
-            sd |= _norm(g, f"{p}.{kind}.output.LayerNorm", QF_WIDTH)
-        for ffn in ("", "_query"):  # text FFN (unused by MiniGPT-4) and query FFN
-            sd |= _linear(g, f"{p}.intermediate{ffn}.dense", QF_MLP, QF_WIDTH)
-            sd |= _linear(g, f"{p}.output{ffn}.dense", QF_WIDTH, QF_MLP) | _norm(g, f"{p}.output{ffn}.LayerNorm", QF_WIDTH)
-    sd |= _linear(g, "Qformer.cls.predictions.transform.dense", QF_WIDTH, QF_WIDTH)
-    sd["Qformer.cls.predictions.bias"] = _rand(g, 50)
-    sd |= _linear(g, "t5_proj", 24, QF_WIDTH)
-    return sd
-
-
-def checkpoint_state(seed: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return _linear(g, "llama_proj", LLM_WIDTH, QF_WIDTH)
+    return {f"{prefix}.weight": torch.randn(out, inp, generator=g) / math.sqrt(inp),
+            f"{prefix}.bias": torch.randn(out, generator=g) * 0.1}
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("release")
-    torch.save(eva_state(), root / "eva_vit_g.pth")
-    torch.save({"model": blip2_state()}, root / "blip2_pretrained_flant5xxl.pth")
-    torch.save({"model": checkpoint_state()}, root / "xraygpt.pth")
-    tokenizer = train_tokenizer(REPORTS * 20 + [xraygpt_prompt("Describe the image.")] * 5, vocab_size=320)
-    llm = tiny_llm(tokenizer, seed=3, hidden_size=LLM_WIDTH, intermediate_size=64, num_hidden_layers=2,
-                   num_attention_heads=2, max_position_embeddings=128)
-    save_llm(llm, tokenizer, root / "vicuna")
-    return {"vit": root / "eva_vit_g.pth", "qformer": root / "blip2_pretrained_flant5xxl.pth",
-            "checkpoint": root / "xraygpt.pth", "llm": root / "vicuna", "root": root}
+    return write_reduced_release(root, LAYOUT, seed=0) | {"root": root}
 
 
 @pytest.fixture(scope="module")

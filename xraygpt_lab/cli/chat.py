@@ -28,14 +28,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import sys
 
-    from xraygpt_lab.data.readers.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image
     from xraygpt_lab.models.xraygpt import ChatInputError, ChatSession
     from xraygpt_lab.runs import default_run_dir, load_run
 
-    image = load_image(args.image)
+    load_image(args.image)  # fail on a bad file before loading the model
     model = load_run(args.run or default_run_dir(), device=args.device)
-    processor = getattr(model, "image_processor", None)  # the released model's own (BLIP-2) processor
-    pixels = processor(args.image) if processor is not None else preprocess(image, model.image_size)[None]
+    pixels = model.image_processor(args.image)  # [1, C, S, S]: MedCLIP's grey, or BLIP-2's RGB for the release
     session = ChatSession(model, pixels, max_new_tokens=args.max_new_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

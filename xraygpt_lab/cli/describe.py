@@ -25,16 +25,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from xraygpt_lab.data.readers.images import load_image, preprocess
+    from xraygpt_lab.data.readers.images import load_image
     from xraygpt_lab.runs import default_run_dir, load_run
 
-    images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model
+    for path in args.images:  # fail on a bad file before loading the model
+        load_image(path)
     model = load_run(args.run or default_run_dir(), device=args.device)
-    processor = getattr(model, "image_processor", None)  # the released model's own (BLIP-2) processor
-    if processor is not None:
-        pixels = torch.cat([processor(path) for path in args.images])  # [B, 3, S, S]
-    else:
-        pixels = torch.stack([preprocess(image, model.image_size) for image in images])  # [B, 1, S, S]
+    # the model's own transform: MedCLIP's grey [B, 1, S, S], or BLIP-2's RGB [B, 3, S, S] for the release
+    pixels = torch.cat([model.image_processor(path) for path in args.images])
     reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
     for path, report in zip(args.images, reports):
         print(f"{path}: {report}" if len(args.images) > 1 else report)

@@ -55,7 +55,6 @@ def run(args) -> int:
     from xraygpt_lab.atomic import atomic_write
     from xraygpt_lab.data.readers import open_dataset
     from xraygpt_lab.data.readers.headers import check_records
-    from xraygpt_lab.data.readers.images import load_image, preprocess
     from xraygpt_lab.errors import ImageLoadError, XrayGPTLabError
     from xraygpt_lab.paths import check_output_file
     from xraygpt_lab.runs import default_run_dir, load_run
@@ -76,7 +75,7 @@ def run(args) -> int:
     pixels, kept = [], []
     for record in records:
         try:
-            pixels.append(preprocess(load_image(record.image_path), model.image_size))  # [1, S, S]
+            pixels.append(model.image_processor(record.image_path))  # [1, C, S, S], the model's transform
             kept.append(record)
         except ImageLoadError as exc:  # one bad file costs one record, not the run
             skipped[exc.reason] += 1
@@ -87,7 +86,7 @@ def run(args) -> int:
         raise XrayGPTLabError(f"{args.data}: no usable records (need an image and a reference report)"
                               + (f"; {skip_line(skipped, total)}" if skipped else ""))
     truth = [r.labels for r in kept] if all(r.labels for r in kept) else None
-    metrics = evaluate_model(model, [r.summary for r in kept], pixel_values=torch.stack(pixels),
+    metrics = evaluate_model(model, [r.summary for r in kept], pixel_values=torch.cat(pixels),
                              ground_truth=truth, max_new_tokens=args.max_new_tokens, log=say)
     metrics["data"] = str(args.data)
     metrics["skipped"] = dict(skipped.most_common())

@@ -9,6 +9,10 @@ the map is brought back through the MedCLIP preprocessing (pad to square, resize
 ``interpret.geometry``). The model first writes its report for the image (``--prompt``); if the
 phrase occurs in it, the phrase is explained in that context, otherwise as the whole answer
 (``"phrase_in_answer": false``). ``--answer`` fixes the teacher-forced answer instead.
+
+A run folder of the released XrayGPT (``xraygpt-lab release init``) works the same: its images
+go through BLIP-2's processor (resized without padding, so maps come back by a plain resize),
+and ``cross_attention`` (the Q-Former's queries, rolled out to the patches) is its own kind.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ from pathlib import Path
 
 from xraygpt_lab.cli._common import add_device_argument, non_negative_float, positive_int
 
-#: Kept equal to ``interpret.attribution.ALL_METHODS`` (not imported: --help stays fast).
+#: Kept equal to ``interpret.attribution.MAP_KINDS`` (not imported: --help stays fast).
 METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
-           "feature_ig", "rollout", "grad_rollout")
+           "feature_ig", "rollout", "grad_rollout", "cross_attention")
+#: Map kinds read from attention weights: no baseline, no smoothing.
+ATTENTION_KINDS = ("attention", "rollout", "grad_rollout", "cross_attention")
 BASELINES = ("blur", "black", "mean")
 
 
@@ -47,11 +53,13 @@ def register(subparsers) -> None:
         description="Explain which pixels of IMAGE support PHRASE in the model's answer; write an overlay "
                     "PNG and print JSON with the peak in the input image's pixel coordinates.")
     p.add_argument("image", type=Path, help="radiograph (PNG, JPEG or DICOM), any size")
-    p.add_argument("--run", type=Path, required=True, help="trained run folder (xraygpt-lab walkthrough)")
+    p.add_argument("--run", type=Path, required=True,
+                   help="run folder (xraygpt-lab walkthrough, or xraygpt-lab release init for the released model)")
     p.add_argument("--phrase", type=_phrase, required=True,
                    help='text to explain, e.g. "large left pleural effusion"; keep the size or severity '
                         "words: the answer's words before the phrase are given to the model")
-    p.add_argument("--method", choices=METHODS, default="ig", help="attribution method (default ig)")
+    p.add_argument("--method", choices=METHODS, default="ig",
+                   help="map kind (default ig); cross_attention needs the released model")
     p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
     p.add_argument("--baseline", type=_baseline, default=None,
                    help="what 'absent' means for ig / occlusion / layer_ig / feature_ig: blur, black, mean, or for "
@@ -71,44 +79,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load, generate, attribute, map back, draw, print."""
-    from xraygpt_lab.paths import check_output_file
+def _method_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``interpret.attribution.explain`` for the command's options."""
+    from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG
 
-    check_output_file(args.out, inputs=[args.image], suffixes=(".png",))  # before any work
-    import matplotlib  # heavy imports here, not at module level: --help stays fast
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from xraygpt_lab.atomic import atomic_write
-    from xraygpt_lab.data.readers.images import load_image, preprocess
-    from xraygpt_lab.errors import ImageLoadError
-    from xraygpt_lab.interpret.attribution import FEATURE_BASELINE, RECOMMENDED_IG, explain
-    from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
-    from xraygpt_lab.interpret.plots import DPI, overlay
-    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
-    from xraygpt_lab.runs import load_run
-
-    from transformers.utils import logging as hf_logging
-
-    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
-        raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
-    if not args.image.is_file():
-        raise ImageLoadError(f"{args.image}: file does not exist")
-    image = load_image(args.image)  # [H, W]
-    hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
-    model = load_run(args.run, device=args.device)
-    size = model.encoder.config.image_size
-    pixels = preprocess(image, size)[None]  # [1, 1, S, S]
-    instruction = args.prompt or DEFAULT_INSTRUCTION
-    if args.answer is not None:
-        answer = args.answer
-    else:
-        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
-    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
-    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
     kwargs = {}
     defaults = {"ig": tuple(RECOMMENDED_IG["baseline"]), "feature_ig": (FEATURE_BASELINE,)}
     baseline = args.baseline or defaults.get(args.method, ("blur",))
@@ -122,26 +96,74 @@ def run(args: argparse.Namespace) -> int:
         kwargs["gate"] = RECOMMENDED_IG["gate"] if args.gate is None else args.gate
     smooth = args.smooth if args.smooth is not None else (RECOMMENDED_IG["smooth"] if args.method == "ig" else 0.0)
     if smooth > 0:
-        if args.method in ("attention", "rollout", "grad_rollout"):
+        if args.method in ATTENTION_KINDS:
             raise ValueError(f"--smooth applies to the attribution methods, not to {args.method!r}")
         kwargs["smooth"] = smooth
     if args.method in ("ig", "layer_ig", "feature_ig"):
         kwargs["n_steps"] = args.steps
-    torch.manual_seed(0)  # SmoothGrad / GradientShap noise
-    result = explain(target, pixels, args.method, **kwargs)
-    restored = map_to_image(result.map, image.shape)  # [H, W]
-    r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
+    return kwargs
+
+
+def _save_overlay(path: Path, image, restored, title: str, baseline: str) -> None:
+    """Draw the map over the radiograph and write the PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xraygpt_lab.atomic import atomic_write
+    from xraygpt_lab.interpret.plots import DPI, overlay
 
     fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
-    overlay(ax, image, restored, title=f"{args.method}: {args.phrase!r}", baseline=result.baseline)
     try:
-        atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))
+        overlay(ax, image, restored, title=title, baseline=baseline)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, generate, attribute, map back, draw, print."""
+    from xraygpt_lab.paths import check_output_file
+
+    check_output_file(args.out, inputs=[args.image], suffixes=(".png",))  # before any work
+    import torch  # heavy imports here, not at module level: --help stays fast
+
+    from xraygpt_lab.data.readers.images import load_image
+    from xraygpt_lab.errors import ImageLoadError
+    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
+    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
+    from xraygpt_lab.runs import load_run
+
+    from transformers.utils import logging as hf_logging
+
+    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
+        raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
+    if not args.image.is_file():
+        raise ImageLoadError(f"{args.image}: file does not exist")
+    image = load_image(args.image)  # [H, W]
+    kwargs = _method_kwargs(args)
+    hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
+    model = load_run(args.run, device=args.device)
+    size, fit = model.encoder.image_size, model.pixel_space.fit
+    pixels = model.image_processor(args.image)  # [1, C, S, S]: the model's own transform
+    instruction = args.prompt or DEFAULT_INSTRUCTION
+    if args.answer is not None:
+        answer = args.answer
+    else:
+        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
+    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
+    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
+    torch.manual_seed(0)  # SmoothGrad / GradientShap noise
+    result = explain(target, pixels, args.method, **kwargs)
+    restored = map_to_image(result.map, image.shape, fit)  # [H, W]
+    r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
+    _save_overlay(args.out, image, restored, f"{args.method}: {args.phrase!r}", result.baseline)
     mr, mc = result.peak
     print(json.dumps({
         "method": args.method, "phrase": args.phrase, "peak": [r, c],
-        "peak_model": [mr, mc], "peak_model_in_image": [round(v, 1) for v in model_to_image(mr, mc, size, image.shape)],
+        "peak_model": [mr, mc], "peak_model_in_image": [round(v, 1) for v in model_to_image(mr, mc, size, image.shape, fit)],
         "image_shape": list(image.shape), "model_size": size, "baseline": result.baseline,
         "target": result.target, "score": result.score, "resolution": result.resolution,
         "answer": answer, "phrase_in_answer": in_answer, "out": str(args.out),

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebooks 05 (attribution) and 06 (attention).
+"""Checkers for the exercises of notebooks 05 (attribution), 06 (attention) and 09 (the released model).
 
 Each ``check_*`` calls the student's function on small hand-made cases, compares it with the
 library (``interpret.faithfulness`` / ``interpret.attention``) and returns the shared
@@ -137,3 +137,84 @@ def check_rollout(fn: Callable[[list[torch.Tensor], float], torch.Tensor]) -> Ch
                        done, len(residuals))
     return _result(exercise, True, "matches Abnar & Zuidema's rollout for residual 0.5, 0 and 0.3",
                    len(residuals), len(residuals))
+
+
+# ----------------------------------------------------------------------------------------------
+# Notebook 09: where a Q-Former query reads
+# ----------------------------------------------------------------------------------------------
+def reference_query_maps(vision: list[torch.Tensor], cross: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The library's answer (``interpret.qformer_attention.cross_attention_maps``) for one ViT and one
+    cross-attention layer given as plain matrices."""
+    from ..interpret.qformer_attention import StackAttention, cross_attention_maps
+
+    q = cross.shape[0]
+    built = StackAttention(weights={"vision": [a[None] for a in vision], "query": [torch.eye(q)[None]],
+                                    "cross": [cross[None]]}, grid=grid, cross_layers=(0,))
+    return cross_attention_maps(built).double()
+
+
+def _query_cases() -> list[tuple[str, list[torch.Tensor], torch.Tensor, tuple[int, int]]]:
+    gen = torch.Generator().manual_seed(9)
+
+    def rows(n: int, m: int) -> torch.Tensor:
+        return torch.softmax(3 * torch.randn(n, m, generator=gen, dtype=torch.float64), dim=-1)
+
+    cases = []
+    for name, grid, layers, q in (("2 x 2 patches, 2 ViT layers", (2, 2), 2, 3),
+                                  ("2 x 3 patches (rows first), 3 ViT layers", (2, 3), 3, 4),
+                                  ("3 x 2 patches, 1 ViT layer", (3, 2), 1, 2)):
+        t = 1 + grid[0] * grid[1]
+        cases.append((name, [rows(t, t) for _ in range(layers)], rows(q, t), grid))
+    return cases
+
+
+def _query_hint(got: torch.Tensor, vision: list[torch.Tensor], cross: torch.Tensor, grid: tuple[int, int]) -> str:
+    """Which usual mistake reproduces ``got``."""
+    def normalised(m: torch.Tensor) -> torch.Tensor:
+        m = m.reshape(m.shape[0], *grid)
+        return m / m.sum(dim=(1, 2), keepdim=True)
+
+    t = cross.shape[1]
+    plain = torch.eye(t, dtype=torch.float64)
+    backwards = torch.eye(t, dtype=torch.float64)
+    for a in vision:
+        plain = (torch.eye(t, dtype=torch.float64) + a) @ plain
+        backwards = backwards @ (torch.eye(t, dtype=torch.float64) + a)
+    extra = plain - torch.eye(t, dtype=torch.float64)
+    r_bar = extra / extra.sum(dim=-1, keepdim=True) + torch.eye(t, dtype=torch.float64)
+    extra_b = backwards - torch.eye(t, dtype=torch.float64)
+    r_bar_b = extra_b / extra_b.sum(dim=-1, keepdim=True) + torch.eye(t, dtype=torch.float64)
+    mistakes = [
+        (normalised(cross[:, 1:]), "carry the cross-attention through the ViT: multiply it by R̄ on the right"),
+        (normalised((cross @ plain)[:, 1:]), "use R̄ = rownorm(R − I) + I, not the rollout R itself (Chefer et al. Eqs. 8–9)"),
+        (normalised((cross @ r_bar_b)[:, 1:]), "order matters: the later ViT layer multiplies on the LEFT, R ← (I + A_l) @ R"),
+        (normalised((cross @ r_bar)[:, :-1]), "the [CLS] token is column 0: drop the FIRST column, not the last"),
+        ((cross @ r_bar)[:, 1:].reshape(cross.shape[0], *grid), "normalise each query's map to sum 1 over the patches"),
+        (normalised((cross @ r_bar)[:, 1:].reshape(-1, grid[1], grid[0]).transpose(1, 2).reshape(cross.shape[0], -1)),
+         "patches are numbered row by row: reshape to (rows, cols), not (cols, rows)"),
+    ]
+    for wrong, hint in mistakes:
+        if got.shape == wrong.shape and torch.allclose(got, wrong, atol=1e-6):
+            return hint
+    return "compare with maps = normalise((C · R̄)[:, 1:]) laid out on (rows, cols), R = Π (I + A_l), R̄ = rownorm(R − I) + I"
+
+
+def check_query_maps(fn: Callable[[list[torch.Tensor], torch.Tensor, tuple[int, int]], torch.Tensor]) -> CheckResult:
+    """Check ``fn(vision_attentions: list of [T, T], cross: [Q, T], grid) -> [Q, rows, cols]`` (notebook 09)."""
+    exercise = "where each query token reads (notebook 09)"
+    cases = _query_cases()
+    for done, (name, vision, cross, grid) in enumerate(cases):
+        expected = reference_query_maps(vision, cross, grid)
+        got, error = _call(fn, [a.clone() for a in vision], cross.clone(), grid)
+        if error:
+            return _result(exercise, False, f"{name}: {error[1]}", done, len(cases), error[0])
+        got = torch.as_tensor(got, dtype=torch.float64)
+        if got.shape != expected.shape:
+            hint = (" Drop column 0 ([CLS]) before laying the patches out." if got.numel() > expected.numel() else "")
+            return _result(exercise, False, f"{name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}."
+                           + hint, done, len(cases))
+        if not torch.allclose(got, expected, atol=1e-6):
+            return _result(exercise, False, f"{name}: values differ from the library. Hint: "
+                           f"{_query_hint(got, vision, cross, grid)}", done, len(cases))
+    return _result(exercise, True, "matches interpret.qformer_attention.cross_attention_maps on three grids",
+                   len(cases), len(cases))

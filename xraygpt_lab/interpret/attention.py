@@ -1,73 +1,53 @@
-"""Attention maps: where the answer's tokens look in the image, and what the Swin encoder mixes.
+"""Attention maps: where the answer's tokens look in the image, and what the encoder mixes.
 
-Two views (notebook 06):
+Views (notebooks 06 and 09), one code path for the tiny model and the released XrayGPT
+(``interpret.stacks`` knows how each lays its image tokens on the image):
 
 * **LLM → image tokens** (:func:`llm_image_attention`). With the answer teacher-forced, read the
   LLM's attention weights from each answer token's query to the ``N`` image slots of the prompt,
-  per layer and head ``[L, H, K, N]``, then average (or pick) layers and heads and lay the ``N``
-  slots out on the encoder's token grid and on the image. By default the query is the position
-  that *predicts* the token (logits at ``t - 1`` choose token ``t``): that is where the decision
-  was made. ``query="token"`` uses the token's own position.
-* **Encoder attention rollout** (Abnar & Zuidema 2020) and its **gradient-weighted** variant
-  (Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability", Eq. 5–6), adapted to Swin
-  (:func:`swin_attention_blocks`, :func:`attention_rollout`, :func:`gradient_rollout`).
+  per layer and head ``[L, H, K, N]``, then average (or pick) layers and heads and lay the slots
+  out on the image: the tiny model's slots are Swin grid cells; the released model's are its 32
+  Q-Former query tokens, each spread over the patches by its rolled-out cross-attention. By
+  default the query is the position that *predicts* the token (logits at ``t - 1`` choose token
+  ``t``): that is where the decision was made. ``query="token"`` uses the token's own position.
+* **Encoder rollout** (:func:`encoder_explanation`): ``"rollout"`` (target-free) and
+  ``"grad_rollout"`` (gradient-weighted, Chefer et al. 2021) through the Swin windows
+  (``interpret.swin_attention``) or through ViT and Q-Former (``interpret.qformer_attention``);
+  ``"cross_attention"`` (released only): the queries' cross-attention rolled out to the patches.
 
-How Swin is adapted, and what is an approximation:
-
-1. *Windows* — exact. Each block attends inside ``w × w`` windows; its weights
-   ``[B·windows, H, w², w²]`` are scattered into a full token×token matrix ``[n, n]`` at that
-   stage's resolution (zero between windows).
-2. *Shifted windows* — exact. Odd blocks roll the grid by ``−⌊w/2⌋`` before partitioning; we map
-   each window position back through the roll, so cross-window mixing appears where it happens.
-   The shift mask's ``−100`` leaves weights of about ``e^-100`` between regions, kept as computed.
-3. *Patch merging* — approximation. A merged token is a learned linear map of its 2 × 2 children;
-   rollout treats it as their plain average (a ``[n/4, n]`` matrix of 1/4).
-4. *Residual, LayerNorm, MLP* — approximation (as in Abnar & Zuidema): the residual stream is
-   modelled as ``0.5·A + 0.5·I``; LayerNorm and the MLP are treated as token-wise and ignored.
-5. *Pooling* — MedCLIP mean-pools the last tokens, so the image's rollout is the mean of the
-   final tokens' rows. Heads are averaged (rollout) or gradient-weighted then averaged (Chefer).
-
-The result lives on the FIRST stage's patch grid (tiny: 16 × 16 patches of 8 px), finer than the
-last stage's grid the LLM sees (tiny: 4 × 4 tokens of 32 px). Attention is not explanation
-(Jain & Wallace 2019): high weight says where information was read, not that it mattered.
+Attention is not explanation (Jain & Wallace 2019): high weight says where information was read,
+not that it mattered.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from .attribution import AttributionMap, upsample_grid
+from .hooks import eager_attention
+from .maps import AttributionMap, grid_map, upsample_grid
+from .stacks import vision_stack
+from .swin_attention import (BlockAttention, attention_rollout, gradient_rollout, merge_matrix,  # noqa: F401
+                             swin_attention_blocks)
 
-
-@contextlib.contextmanager
-def eager_attention(module: nn.Module) -> Iterator[None]:
-    """Switch a Hugging Face model to eager attention (SDPA kernels return no weights), then back."""
-    previous = module.config._attn_implementation
-    if previous != "eager":
-        module.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if previous != "eager":
-            module.set_attn_implementation(previous)
+#: Map kinds made from attention weights (:func:`attention_explanation`, :func:`encoder_explanation`).
+ENCODER_METHODS: tuple[str, ...] = ("rollout", "grad_rollout", "cross_attention")
 
 
-# ----------------------------------------------------------------------------------------------
-# LLM attention from answer tokens to the image slots
-# ----------------------------------------------------------------------------------------------
 @dataclass
 class ImageAttention:
-    """Attention of answer tokens to image tokens: ``weights`` ``[L, H, K, N]`` (on the CPU)."""
+    """Attention of answer tokens to image tokens: ``weights`` ``[L, H, K, N]`` (on the CPU).
+
+    ``layout`` ``[N, rows, cols]`` places each image token on the image (the released model's
+    queries); ``None`` when token ``n`` is grid cell ``n`` (the tiny model's Swin tokens).
+    """
 
     weights: torch.Tensor  # [layers, heads, K counted tokens, N image tokens]
     tokens: list[str]  # the K counted answer tokens
-    grid: tuple[int, int]  # (rows, cols) of the image tokens
+    grid: tuple[int, int]  # (rows, cols) of the maps
     image_share: torch.Tensor = field(repr=False, default=None)  # [L, H, K] total weight on the image
+    layout: torch.Tensor | None = field(repr=False, default=None)  # [N, rows, cols]
 
     def aggregate(self, layers: list[int] | None = None, heads: list[int] | None = None) -> torch.Tensor:
         """Mean over the chosen layers and heads (all by default): ``[K, N]``."""
@@ -79,9 +59,11 @@ class ImageAttention:
         return w.mean(dim=(0, 1))
 
     def grid_maps(self, layers: list[int] | None = None, heads: list[int] | None = None) -> torch.Tensor:
-        """Per counted token, its attention laid out on the token grid: ``[K, rows, cols]``."""
+        """Per counted token, its attention laid out on the grid: ``[K, rows, cols]``."""
         rows, cols = self.grid
         agg = self.aggregate(layers, heads)  # [K, N]
+        if self.layout is not None:
+            return torch.einsum("kn,nhw->khw", agg, self.layout)
         return agg.reshape(agg.shape[0], rows, cols)
 
     def image_map(self, size: int, layers: list[int] | None = None, heads: list[int] | None = None) -> np.ndarray:
@@ -94,17 +76,18 @@ def llm_image_attention(target, pixel_values: torch.Tensor, query: str = "predic
     """Teacher-forced LLM attention from ``target``'s counted answer tokens to the image slots.
 
     ``target``: an ``interpret.targets.TextTarget`` (answer or phrase); ``pixel_values``
-    ``[1, 1, S, S]``. ``query``: ``"predicting"`` (position ``t-1``) or ``"token"`` (position ``t``).
+    ``[1, C, S, S]``. ``query``: ``"predicting"`` (position ``t-1``) or ``"token"`` (position ``t``).
     The weights are copied to the CPU, whichever device the model runs on.
     """
     if query not in ("predicting", "token"):
         raise ValueError(f"query must be 'predicting' or 'token', got {query!r}")
     if pixel_values.dim() != 4 or pixel_values.shape[0] != 1:
-        raise ValueError(f"pixel_values must be [1, 1, S, S], got {list(pixel_values.shape)}")
+        raise ValueError(f"pixel_values must be [1, C, S, S], got {list(pixel_values.shape)}")
     model = target.model
+    stack = vision_stack(model.encoder)
     cache = target._prepared()
     with torch.no_grad(), eager_attention(model.llm):
-        tokens = model.encoder(pixel_values).tokens  # [1, N, d_vision]
+        tokens = model.encoder.encode_tokens(pixel_values)  # [1, N, d_vision]
         embeds = model.embed_image(features=tokens)  # [1, N, d_llm]
         _, out = target.from_image_embeds(embeds, output_attentions=True)
     if not out.attentions or out.attentions[0] is None:
@@ -114,201 +97,47 @@ def llm_image_attention(target, pixel_values: torch.Tensor, query: str = "predic
     stacked = torch.stack([a[0] for a in out.attentions])  # [L, H, T, T]
     picked = stacked[:, :, rows]  # [L, H, K, T]
     weights = picked[..., start:start + n].float().cpu()  # [L, H, K, N]
-    return ImageAttention(weights=weights, tokens=target.target_token_texts, grid=tuple(model.encoder.grid),
-                          image_share=weights.sum(dim=-1))
+    return ImageAttention(weights=weights, tokens=target.target_token_texts, grid=stack.grid,
+                          image_share=weights.sum(dim=-1), layout=stack.layout(pixel_values))
+
+
+def _score(target, pixel_values: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(target(pixel_values)[0])
 
 
 def attention_explanation(target, pixel_values: torch.Tensor, query: str = "predicting") -> AttributionMap:
     """:func:`llm_image_attention` averaged over layers, heads and counted tokens, as a map."""
     attention = llm_image_attention(target, pixel_values, query)
-    size = pixel_values.shape[-1]
     grid = attention.grid_maps().mean(dim=0)  # [rows, cols]
-    with torch.no_grad():
-        score = float(target(pixel_values)[0])
-    rows, cols = attention.grid
-    return AttributionMap(method="attention", map=upsample_grid(grid[None], size)[0].numpy(),
-                          baseline="none (attention weights, mean of layers and heads)",
-                          target=target.description, score=score, resolution=f"token grid {rows}x{cols}",
-                          raw=attention.weights, grid=grid.numpy())
+    return grid_map("attention", grid.numpy(), pixel_values.shape[-1],
+                    baseline="none (attention weights, mean of layers and heads)", target=target.description,
+                    score=_score(target, pixel_values), resolution=vision_stack(target.model.encoder).token_resolution,
+                    raw=attention.weights)
 
 
-# ----------------------------------------------------------------------------------------------
-# Swin encoder: per-block window attention, scattered into full matrices
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class BlockAttention:
-    """Attention of one Swin block: ``weights`` ``[B·windows, heads, w², w²]`` on an ``h × w`` grid."""
-
-    stage: int
-    block: int
-    resolution: tuple[int, int]
-    window: int
-    shift: int
-    weights: torch.Tensor
-    grad: torch.Tensor | None = None
-
-    def window_index(self) -> torch.Tensor:
-        """``[windows, w²]``: the (unshifted) token index of each window slot, row-major."""
-        h, w = self.resolution
-        ws, s = self.window, self.shift
-        if h % ws or w % ws:
-            raise ValueError(f"stage {self.stage}: grid {h}x{w} is not a multiple of window {ws} (padding is not supported)")
-        i = torch.arange(h)[:, None].expand(h, w)
-        j = torch.arange(w)[None, :].expand(h, w)
-        original = ((i + s) % h) * w + (j + s) % w  # rolled position (i, j) holds this token (torch.roll by -s)
-        windows = original.reshape(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3)  # [h/ws, w/ws, ws, ws]
-        return windows.reshape(-1, ws * ws)
-
-    def full_matrix(self, values: torch.Tensor | None = None, image: int = 0) -> torch.Tensor:
-        """Scatter per-window ``[windows, w², w²]`` values (default: head-mean weights) into ``[n, n]``."""
-        h, w = self.resolution
-        index = self.window_index()  # [nW, w²]
-        n_windows = index.shape[0]
-        if values is None:
-            values = self.weights[image * n_windows:(image + 1) * n_windows].mean(dim=1)  # [nW, w², w²]
-        full = torch.zeros(h * w, h * w, dtype=values.dtype)
-        full[index[:, :, None], index[:, None, :]] = values.detach().cpu()
-        return full  # [n, n]
+_ENCODER_BASELINES = {
+    "grad_rollout": "none (gradient-weighted attention, Chefer et al. 2021)",
+    "cross_attention": "none (Q-Former cross-attention, mean of the queries, rolled out through the ViT)",
+}
 
 
-def merge_matrix(resolution: tuple[int, int]) -> torch.Tensor:
-    """Swin patch merging as averaging: ``[(h/2)(w/2), h·w]`` with 1/4 on each 2 × 2 child."""
-    h, w = resolution
-    h2, w2 = (h + 1) // 2, (w + 1) // 2
-    m = torch.zeros(h2 * w2, h * w)
-    for i in range(h):
-        for j in range(w):
-            m[(i // 2) * w2 + j // 2, i * w + j] = 0.25
-    return m
-
-
-def swin_attention_blocks(encoder: nn.Module, pixel_values: torch.Tensor, target=None) -> list[BlockAttention]:
-    """Run ``encoder`` (or ``target``, whose forward runs it) and record every block's attention.
-
-    With ``target`` the weights' gradients of ``target(pixels).sum()`` are filled in too. The
-    records hold CPU copies (weights and gradients), whichever device the encoder runs on.
-    """
-    records: list[BlockAttention] = []
-    handles = []
-    for s, stage in enumerate(encoder.backbone.encoder.layers):
-        for b, block in enumerate(stage.blocks):
-            def hook(module, inputs, output, s=s, b=b):
-                weights = output[1]  # [B·nW, H, w², w²]
-                if weights is None:
-                    raise RuntimeError("Swin returned no attention weights (needs eager attention)")
-                res = tuple(int(v) for v in inputs[1])
-                records.append(BlockAttention(stage=s, block=b, resolution=res, window=int(module.window_size),
-                                              shift=int(module.shift_size), weights=weights))
-            handles.append(block.register_forward_hook(hook))
-    try:
-        with eager_attention(encoder.backbone):
-            if target is None:
-                with torch.no_grad():
-                    encoder(pixel_values)
-            else:
-                pixels = pixel_values.detach().clone().requires_grad_(True)
-                with torch.enable_grad():
-                    score = target(pixels).sum()
-                    grads = torch.autograd.grad(score, [r.weights for r in records], allow_unused=True)
-                for r, g in zip(records, grads):
-                    r.grad = None if g is None else g.detach().cpu()
-    finally:
-        for h in handles:
-            h.remove()
-    for r in records:
-        r.weights = r.weights.detach().cpu()
-    return records
-
-
-def _first_resolution(records: list[BlockAttention]) -> tuple[int, int]:
-    return records[0].resolution
-
-
-def _final_rows(r: torch.Tensor) -> np.ndarray:
-    return r.mean(dim=0)
-
-
-def attention_rollout(encoder: nn.Module, pixel_values: torch.Tensor, residual: float = 0.5) -> np.ndarray:
-    """Abnar & Zuidema rollout through windows, shifts and merges: ``[h0, w0]`` patch-grid map.
-
-    ``pixel_values`` ``[1, 1, S, S]``. Each block contributes ``(1 − residual)·A + residual·I``.
-    """
-    if not 0.0 <= residual <= 1.0:
-        raise ValueError(f"residual must be in [0, 1], got {residual}")
-    records = swin_attention_blocks(encoder, pixel_values)
-    h0, w0 = _first_resolution(records)
-    rollout = torch.eye(h0 * w0)
-    stage = 0
-    for r in records:
-        if r.stage != stage:  # the previous stage ended with a patch merge
-            rollout = merge_matrix(records_resolution(records, stage)) @ rollout
-            stage = r.stage
-        a = r.full_matrix()  # [n, n]
-        a = (1 - residual) * a + residual * torch.eye(a.shape[0])
-        rollout = (a / a.sum(dim=-1, keepdim=True)) @ rollout  # [n, n0]
-    rollout = _merge_tail(encoder, records, rollout)
-    return _final_rows(rollout).reshape(h0, w0).numpy()
-
-
-def records_resolution(records: list[BlockAttention], stage: int) -> tuple[int, int]:
-    return next(r.resolution for r in records if r.stage == stage)
-
-
-def _merge_tail(encoder: nn.Module, records: list[BlockAttention], rollout: torch.Tensor) -> torch.Tensor:
-    """Apply the last stage's merge when the backbone downsamples after its final stage."""
-    last = records[-1].stage
-    stages = encoder.backbone.encoder.layers
-    if stages[last].downsample is not None:
-        rollout = merge_matrix(records_resolution(records, last)) @ rollout
-    return rollout
-
-
-def gradient_rollout(target, pixel_values: torch.Tensor) -> np.ndarray:
-    """Chefer et al. 2021 (Eq. 5–6) for Swin: ``R ← R + mean_h((∇A ⊙ A)⁺) R`` block by block.
-
-    The merges' identity-only chain is subtracted at the end, so the map shows what attention
-    added, not the uniform share every patch has in its own token. ``[h0, w0]``.
-    """
-    encoder = target.encoder
-    records = swin_attention_blocks(encoder, pixel_values, target=target)
-    h0, w0 = _first_resolution(records)
-    relevance = torch.eye(h0 * w0)
-    identity_chain = torch.eye(h0 * w0)
-    stage = 0
-    for r in records:
-        if r.stage != stage:
-            m = merge_matrix(records_resolution(records, stage))
-            relevance, identity_chain = m @ relevance, m @ identity_chain
-            stage = r.stage
-        if r.grad is None:
-            continue
-        weighted = (r.grad * r.weights).clamp(min=0).mean(dim=1)  # [nW, w², w²]
-        a_bar = r.full_matrix(values=weighted)  # [n, n]
-        relevance = relevance + a_bar @ relevance
-    relevance = _merge_tail(encoder, records, relevance)
-    identity_chain = _merge_tail(encoder, records, identity_chain)
-    return _final_rows(relevance - identity_chain).reshape(h0, w0).numpy()
-
-
-def encoder_explanation(method: str, pixel_values: torch.Tensor, target=None, encoder: nn.Module | None = None) -> AttributionMap:
-    """``method`` ``"rollout"`` (needs ``encoder``) or ``"grad_rollout"`` (needs ``target``) as a map."""
-    size = pixel_values.shape[-1]
-    if method == "rollout":
-        encoder = encoder if encoder is not None else target.encoder
-        grid = attention_rollout(encoder, pixel_values)
-        baseline, what = "none (attention rollout, residual 0.5)", "encoder (target-free)"
-    elif method == "grad_rollout":
-        if target is None:
-            raise ValueError("grad_rollout needs a target")
-        grid = gradient_rollout(target, pixel_values)
-        baseline, what = "none (gradient-weighted attention, Chefer et al. 2021)", target.description
+def encoder_explanation(method: str, pixel_values: torch.Tensor, target=None, encoder=None) -> AttributionMap:
+    """``method`` ``"rollout"`` or ``"cross_attention"`` (need ``encoder`` or ``target``) or
+    ``"grad_rollout"`` (needs ``target``) as a map on the encoder's patch grid."""
+    if method not in ENCODER_METHODS:
+        raise ValueError(f"unknown encoder attention method {method!r}; choose one of {list(ENCODER_METHODS)}")
+    if method == "grad_rollout" and target is None:
+        raise ValueError("grad_rollout needs a target")
+    encoder = encoder if encoder is not None else target.encoder
+    stack = vision_stack(encoder)
+    if method == "grad_rollout":
+        grid, what = stack.grad_rollout(target, pixel_values), target.description
     else:
-        raise ValueError(f"unknown encoder attention method {method!r}; choose 'rollout' or 'grad_rollout'")
-    score = float("nan")
-    if target is not None:
-        with torch.no_grad():
-            score = float(target(pixel_values)[0])
+        grid = stack.rollout(pixel_values) if method == "rollout" else stack.cross_attention(pixel_values)
+        what = "encoder (target-free)"
+    baseline = stack.rollout_name if method == "rollout" else _ENCODER_BASELINES[method]
+    score = float("nan") if target is None else _score(target, pixel_values)
     h0, w0 = grid.shape
-    image = upsample_grid(torch.from_numpy(np.ascontiguousarray(grid))[None], size)[0].numpy()
-    return AttributionMap(method=method, map=image, baseline=baseline, target=what, score=score,
-                          resolution=f"patch grid {h0}x{w0}", grid=grid)
+    return grid_map(method, grid, pixel_values.shape[-1], baseline=baseline, target=what,
+                    score=score, resolution=f"patch grid {h0}x{w0}")

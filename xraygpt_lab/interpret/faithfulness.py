@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from .attribution import make_baseline
+from .maps import make_baseline, pixel_space_of
 
 #: Zhang et al. 2018 allow 15 px; we keep about the same fraction of the image side (4 px at 128).
 TOLERANCE_FRACTION = 4 / 128
@@ -121,7 +121,7 @@ def perturbation_curve(target: Callable[[torch.Tensor], torch.Tensor], pixel_val
                        saliency: np.ndarray, kind: str = "deletion", steps: int = 16,
                        baseline: str | float | torch.Tensor = "blur", batch_size: int = 17,
                        seed: int = 0) -> Curve:
-    """Deletion or insertion curve of ``target`` on one image ``[1, 1, S, S]`` (RISE, Sec. 4.1).
+    """Deletion or insertion curve of ``target`` on one image ``[1, C, S, S]`` (RISE, Sec. 4.1).
 
     ``steps + 1`` images: 0, 1/steps, …, all pixels replaced by the ``baseline`` (deletion) or
     taken from the image into the baseline (insertion), most important first.
@@ -129,26 +129,26 @@ def perturbation_curve(target: Callable[[torch.Tensor], torch.Tensor], pixel_val
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
     if pixel_values.dim() != 4 or pixel_values.shape[0] != 1:
-        raise ValueError(f"pixel_values must be [1, 1, S, S], got {list(pixel_values.shape)}")
-    size = pixel_values.shape[-1]
+        raise ValueError(f"pixel_values must be [1, C, S, S], got {list(pixel_values.shape)}")
+    channels, size = pixel_values.shape[1], pixel_values.shape[-1]
     saliency = np.asarray(saliency, dtype=np.float64)
     if saliency.shape != (size, size):
         raise ValueError(f"saliency {saliency.shape} must match the image {size}x{size}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    base, _ = make_baseline(pixel_values, baseline)
+    base, _ = make_baseline(pixel_values, baseline, pixel_space_of(target))
     order = torch.from_numpy(_ranking(saliency, seed)).to(pixel_values.device)  # [S·S] pixel indices
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.round(fractions * size * size).astype(int)
     start, end = (pixel_values, base) if kind == "deletion" else (base, pixel_values)
-    flat_start, flat_end = start.reshape(-1), end.reshape(-1)
+    flat_start, flat_end = start.reshape(channels, -1), end.reshape(channels, -1)  # [C, S·S]
     images = []
     for k in counts:
         img = flat_start.clone()
         idx = order[:k]
-        img[idx] = flat_end[idx]
-        images.append(img.reshape(1, 1, size, size))
-    batch = torch.cat(images)  # [steps + 1, 1, S, S]
+        img[:, idx] = flat_end[:, idx]  # a pixel changes in every channel
+        images.append(img.reshape(1, channels, size, size))
+    batch = torch.cat(images)  # [steps + 1, C, S, S]
     scores = torch.cat([target(batch[i:i + batch_size]).float().cpu() for i in range(0, len(batch), batch_size)])
     scores_np = scores.numpy().astype(np.float64)
     s_image = float(target(pixel_values).float()[0])

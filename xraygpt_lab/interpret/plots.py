@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .maps import upsample_grid
+
 DPI = 72
 
 
@@ -147,8 +149,6 @@ def counterfactual_figure(cf):
 
 def token_attention_figure(image: np.ndarray, attention, max_tokens: int = 8, layers=None, heads=None):
     """One small overlay per counted answer token: where its query attended among image tokens."""
-    from .attribution import upsample_grid
-
     plt = _plt()
     maps = attention.grid_maps(layers, heads)[:max_tokens]  # [K, rows, cols]
     size = image.shape[0]
@@ -158,5 +158,47 @@ def token_attention_figure(image: np.ndarray, attention, max_tokens: int = 8, la
     for i in range(k):
         overlay(axes[0, i], image, up[i], title=repr(attention.tokens[i]), baseline="none (attention)",
                 colorbar=False)
+    fig.tight_layout()
+    return fig
+
+
+def query_attention_figure(attention, title: str = ""):
+    """The LLM's attention from each counted answer token (rows) to each image token (columns),
+    layers and heads averaged: for the released model, its Q-Former query tokens. Returns the figure."""
+    plt = _plt()
+    weights = attention.aggregate().numpy()  # [K, N]
+    k, n = weights.shape
+    fig, ax = plt.subplots(figsize=(min(10.0, 1.5 + 0.22 * n), 0.9 + 0.28 * k), dpi=DPI)
+    heat = ax.imshow(weights, cmap="magma", aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(k))
+    ax.set_yticklabels([repr(t) for t in attention.tokens], fontsize=7)
+    ax.set_xticks(range(0, n, max(1, n // 16)))
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("image token (query) index", fontsize=8)
+    ax.set_title(title or "answer token → image token attention (mean of layers and heads)", fontsize=8)
+    plt.colorbar(heat, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    return fig
+
+
+def query_maps_figure(image: np.ndarray, maps, columns: int = 8, title: str = ""):
+    """One small overlay per query token: where it reads in the image (``maps`` ``[Q, rows, cols]``,
+    e.g. ``QFormerStack.layout``), upsampled to ``image`` ``[S, S]``. Returns the figure."""
+    import torch
+
+    plt = _plt()
+    maps = torch.as_tensor(maps).float()
+    up = upsample_grid(maps, image.shape[0]).numpy()  # [Q, S, S]
+    q = up.shape[0]
+    cols = min(columns, q)
+    rows = (q + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.35 * rows), dpi=DPI, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < q:
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(up[i], cmap="inferno", alpha=0.6)
+            ax.set_title(f"q{i}", fontsize=7)
+    fig.suptitle(title or "where each query token reads (cross-attention rolled out through the ViT)", fontsize=8)
     fig.tight_layout()
     return fig

@@ -122,7 +122,7 @@ class TextTarget:
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixels [B, 1, S, S]`` → ``[B]``, differentiable (the encoder runs with autograd)."""
-        tokens = self.model.encoder(pixel_values).tokens  # [B, N, d_vision]
+        tokens = self.model.encoder.encode_tokens(pixel_values)  # [B, N, d_vision]
         image_embeds = self.model.embed_image(features=tokens)  # [B, N, d_llm]
         return self.from_image_embeds(image_embeds)
 

@@ -50,11 +50,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import SwinConfig, SwinModel
 
 from ..atomic import atomic_write
+from ..data.readers.images import MEDCLIP_SPACE, load_image, preprocess
 from ..errors import RunFolderError
 
 #: File names inside an encoder folder written by ``save_pretrained``.
@@ -193,6 +195,9 @@ class EncoderOutput:
 class VisionEncoder(nn.Module):
     """Swin backbone → tokens; mean pool → ``Linear(d, p, bias=False)`` → L2 norm (MedCLIP)."""
 
+    #: MedCLIP's grey, padded-to-square input (``data.readers.images.preprocess``).
+    pixel_space = MEDCLIP_SPACE
+
     def __init__(self, config: EncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config or EncoderConfig.tiny()
@@ -223,6 +228,22 @@ class VisionEncoder(nn.Module):
     def num_tokens(self) -> int:
         rows, cols = self.grid
         return rows * cols
+
+    @property
+    def image_size(self) -> int:
+        """Side ``S`` of the square input."""
+        return self.config.image_size
+
+    def image_processor(self, image: np.ndarray | str | os.PathLike) -> torch.Tensor:
+        """A grey image ``[H, W]`` (or its file) as this encoder reads it: ``[1, 1, S, S]`` (MedCLIP's transform)."""
+        if isinstance(image, (str, os.PathLike)):
+            image = load_image(image)
+        return preprocess(image, self.config.image_size)[None]
+
+    def token_grid_layer(self) -> tuple[nn.Module, tuple[int, int], int]:
+        """Where the LLM's image tokens lie on a grid: the module whose output is ``[B, prefix + rows·cols, d]``,
+        ``(rows, cols)`` and ``prefix`` (tokens before the grid). Grad-CAM hooks it (``interpret.hooks``)."""
+        return self.hook_tokens, self.grid, 0
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Validate ``[B, C, S, S]`` and repeat one channel to the backbone's channel count."""

@@ -52,7 +52,6 @@ Files are read with ``torch.load(weights_only=True)`` only; any problem is one
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pickle
@@ -66,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.readers.images import PixelSpace
 from ..errors import XrayGPTLabError
 
 #: The manifest ``xraygpt-lab release init`` writes into a run folder.
@@ -461,6 +461,10 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
 # --------------------------------------------------------------------------- the vision side
 
 
+#: BLIP-2's eval processor: RGB, resized to the square without padding, CLIP's mean / std.
+BLIP2_SPACE = PixelSpace("BLIP-2 RGB (CLIP mean / std)", CLIP_MEAN, CLIP_STD, "stretch", "CLIP mean colour")
+
+
 class ReleasedVisionEncoder(nn.Module):
     """EVA ViT-g → ln_vision → BLIP-2 Q-Former over learned queries, with the toolkit's encoder interface.
 
@@ -469,6 +473,8 @@ class ReleasedVisionEncoder(nn.Module):
     ``hook_vision`` ``[B, 1 + P, D]`` (ln_vision output, what the Q-Former attends to) and
     ``hook_tokens`` ``[B, Q, H]``.
     """
+
+    pixel_space = BLIP2_SPACE
 
     def __init__(self, vision: nn.Module, qformer: nn.Module, query_tokens: torch.Tensor, sizes: ReleasedSizes) -> None:
         super().__init__()
@@ -490,6 +496,31 @@ class ReleasedVisionEncoder(nn.Module):
     @property
     def image_size(self) -> int:
         return self.sizes.image_size
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """``(rows, cols)`` of ViT patches (16 × 16 at 224 px, patch 14)."""
+        side = self.sizes.image_size // self.sizes.patch_size
+        return side, side
+
+    def image_processor(self, image: Any) -> torch.Tensor:
+        """A file, PIL image or grey ``[H, W]`` array as BLIP-2's eval processor gives it: ``[1, 3, S, S]``."""
+        return blip2_eval_processor(image, size=self.sizes.image_size)
+
+    def token_grid_layer(self) -> tuple[nn.Module, tuple[int, int], int]:
+        """The last ViT block the Q-Former reads (after ``ln_vision``): ``hook_vision`` ``[B, 1 + P, D]``,
+        the patch grid and the one [CLS] token before it. Grad-CAM hooks it (``interpret.hooks``)."""
+        return self.hook_vision, self.patch_grid, 1
+
+    def feature_layer(self, stride: int = 14) -> tuple[nn.Module, int]:
+        """The ViT's one spatial feature map, its patch embedding ``[B, D, S/p, S/p]``, and its stride p.
+
+        ``stride`` is accepted for the interface of ``models.encoder.VisionEncoder.feature_layer``; a
+        ViT has no finer map, so every stride resolves to this layer (feature-level IG and the gate).
+        """
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a positive whole number, got {stride!r}")
+        return self.vision.embeddings.patch_embedding, self.sizes.patch_size
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` as the BLIP-2 processor gives; ``[B, 1, S, S]`` from ``data.images.preprocess``
@@ -618,8 +649,8 @@ def load_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoint:
     """The released XrayGPT as the toolkit's :class:`~.xraygpt.XrayGPT` (eval mode).
 
     bf16 on CUDA (the ViT and the LLM; Q-Former and ``llama_proj`` in float32), float32 on the
-    CPU. The model carries ``release_report`` (sizes and unused keys), ``image_processor``
-    (:func:`blip2_eval_processor` at the model's image size) and ``image_size``. ``log`` receives
+    CPU. The model carries ``release_report`` (sizes and unused keys) and ``image_size``; its
+    ``image_processor`` is :func:`blip2_eval_processor` at the model's image size. ``log`` receives
     one line per group of unused keys. Raises :class:`ReleasedLoadError` (one line).
     """
     from ..device import resolve_device
@@ -656,7 +687,6 @@ def load_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoint:
     report.weights = {}  # the modules hold the tensors now
     model.release_report = report
     model.image_size = report.sizes.image_size
-    model.image_processor = functools.partial(blip2_eval_processor, size=report.sizes.image_size)
     model.chat_system = XRAYGPT_SYSTEM
     return model.eval()
 
@@ -688,6 +718,7 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "MANIFEST",
+    "BLIP2_SPACE",
     "ReleaseReport",
     "ReleasedLoadError",
     "ReleasedSizes",

@@ -97,6 +97,15 @@ class XrayGPT(nn.Module):
             self.llm.eval()
         return self
 
+    @property
+    def pixel_space(self):
+        """The encoder's ``data.readers.images.PixelSpace``: normalisation and how images become squares."""
+        return self.encoder.pixel_space
+
+    def image_processor(self, image: Any) -> torch.Tensor:
+        """A radiograph (file or grey ``[H, W]`` array) as the encoder reads it: ``[1, C, S, S]`` on the CPU."""
+        return self.encoder.image_processor(image)
+
     @torch.no_grad()
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Frozen encoder tokens for ``pixel_values`` ``[B, 1, S, S]`` → ``[B, N, d_vision]``."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.readers.images import MEDCLIP_MEAN, MEDCLIP_STD
+from ..data.readers.images import MEDCLIP_SPACE, PixelSpace
 
 #: Methods offered in the panel (a subset of ``interpret.attribution.METHODS`` that run in
 #: seconds on the tiny model); the first is the default.
@@ -51,10 +51,9 @@ class Explanation:
                 "Bright = stronger evidence for the words; dark = none.")
 
 
-def model_view(pixel_values: torch.Tensor) -> np.ndarray:
-    """Undo MedCLIP's normalisation: ``[1, 1, S, S]`` → ``[S, S]`` grey in ``[0, 1]``."""
-    image = pixel_values.detach().float().cpu()[0, 0] * MEDCLIP_STD + MEDCLIP_MEAN  # [S, S]
-    return np.clip(image.numpy(), 0.0, 1.0).astype(np.float32)
+def model_view(pixel_values: torch.Tensor, space: PixelSpace = MEDCLIP_SPACE) -> np.ndarray:
+    """Undo the model's normalisation: ``[1, C, S, S]`` → ``[S, S]`` grey in ``[0, 1]``."""
+    return space.to_grey(pixel_values)[0]
 
 
 def positive_evidence(attribution: np.ndarray, percentile: float = 99.0) -> np.ndarray:
@@ -70,7 +69,7 @@ def positive_evidence(attribution: np.ndarray, percentile: float = 99.0) -> np.n
 
 def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: str,
                    phrase: str | None = None, method: str = PANEL_METHODS[0]) -> Explanation:
-    """Attribute ``phrase`` (or the whole ``answer``) to the pixels of ``pixel_values`` ``[1, 1, S, S]``.
+    """Attribute ``phrase`` (or the whole ``answer``) to the pixels of ``pixel_values`` ``[1, C, S, S]``.
 
     ``prompt`` is the full conversation prompt that produced ``answer`` (with the image slot).
     Raises ``ValueError`` when the phrase does not occur in the answer or the answer is empty.
@@ -91,7 +90,7 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
     finally:
         model.train(was_training)
     return Explanation(
-        heatmap=positive_evidence(result.map), model_view=model_view(pixel_values),
+        heatmap=positive_evidence(result.map), model_view=model_view(pixel_values, model.pixel_space),
         phrase=phrase.strip() if phrase and phrase.strip() else None, method=result.method,
         baseline=result.baseline, target=result.target, score=result.score, resolution=result.resolution,
     )

@@ -153,7 +153,7 @@ class ChatSession:
 
     @property
     def pixel_values(self) -> torch.Tensor | None:
-        """``[1, 1, S, S]`` MedCLIP-normalised, or None."""
+        """``[1, C, S, S]`` as the model reads it (MedCLIP grey, or BLIP-2 RGB for the release), or None."""
         return self.chat.pixel_values
 
     @property
@@ -181,15 +181,13 @@ class ChatSession:
 
     @property
     def image_size(self) -> int:
-        """Side ``S`` of the square the encoder reads (128 tiny, 224 full)."""
-        return int(self.model.encoder.config.image_size)
+        """Side ``S`` of the square the encoder reads (128 tiny, 224 full and released)."""
+        return int(self.model.encoder.image_size)
 
     # ------------------------------------------------------------------ image and history
     def set_image(self, image: np.ndarray, name: str = "") -> None:
         """Use ``image`` ``[H, W]`` in ``[0, 1]`` from now on; starts a new conversation."""
-        from ..data.readers.images import preprocess
-
-        pixel_values = preprocess(image, self.image_size)[None]  # [1, 1, S, S]
+        pixel_values = self.model.image_processor(image)  # [1, C, S, S], the model's own transform
         self.chat.set_image(pixel_values)
         self.image, self.image_name = image, name
 

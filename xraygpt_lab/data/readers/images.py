@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,42 @@ def center_crop(tensor: torch.Tensor, size: int) -> torch.Tensor:
 def denormalize(tensor: torch.Tensor) -> torch.Tensor:
     """Undo the MedCLIP normalisation (for display): ``x * std + mean``, same shape."""
     return tensor * MEDCLIP_STD + MEDCLIP_MEAN
+
+
+# --------------------------------------------------------------------------- a model's pixel space
+
+
+@dataclass(frozen=True)
+class PixelSpace:
+    """How a model's input tensor ``[B, C, S, S]`` relates to the grey radiograph ``[H, W]`` in ``[0, 1]``.
+
+    ``mean`` / ``std`` per channel (``x = (grey - mean) / std``); ``fit`` says how the image became a
+    square: ``"pad"`` (pad with black, then resize: MedCLIP's transform, :func:`preprocess`) or
+    ``"stretch"`` (resize to the square, aspect not kept: BLIP-2's eval processor). Attribution
+    baselines, the model view of the chat panel and maps back onto the image read it.
+    """
+
+    name: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    fit: str
+    mean_name: str  # what the all-zero input is, e.g. "MedCLIP mean grey"
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def level(self, grey: float) -> list[float]:
+        """The normalised value of a flat grey level in ``[0, 1]``, per channel."""
+        return [(float(grey) - m) / s for m, s in zip(self.mean, self.std)]
+
+    def to_grey(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """Undo the normalisation: ``[B, C, S, S]`` → grey ``[B, S, S]`` in ``[0, 1]`` (channel mean)."""
+        shape = (1, self.channels, 1, 1)
+        x = pixel_values.detach().float().cpu()
+        x = x * torch.tensor(self.std).view(shape) + torch.tensor(self.mean).view(shape)  # [B, C, S, S]
+        return np.clip(x.mean(dim=1).numpy(), 0.0, 1.0).astype(np.float32)
+
+
+#: The toolkit's encoders read MedCLIP's grey input (:func:`preprocess`).
+MEDCLIP_SPACE = PixelSpace("MedCLIP grey", (MEDCLIP_MEAN,), (MEDCLIP_STD,), "pad", "MedCLIP mean grey")
