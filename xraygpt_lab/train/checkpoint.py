@@ -33,6 +33,17 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def trained_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Buffers of the modules that own a trainable parameter (BatchNorm statistics change with them)."""
+    out = {}
+    for prefix, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            for name, buf in module.named_buffers(recurse=False):
+                if buf is not None:
+                    out[f"{prefix}.{name}" if prefix else name] = buf.detach().cpu().contiguous()
+    return out
+
+
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Atomic ``safetensors.torch.save_file``."""
     from safetensors.torch import save_file
@@ -82,6 +93,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
                     history: list[dict], extra: dict | None = None) -> Path:
     """Write everything needed to resume training at ``step`` into one safetensors file."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in trainable_state(model).items()}
+    tensors.update({f"buffer.{k}": v for k, v in trained_buffers(model).items()})
     optim_tensors, groups = optimizer_state(optimizer)
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -109,9 +121,13 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         raise RunFolderError(
             f"{path}: checkpoint holds {sorted(weights)} but the model trains {sorted(expected)}"
         )
+    buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
+        for key, value in tensors.items():
+            if key.startswith("buffer.") and key[len("buffer."):] in buffers:
+                buffers[key[len("buffer."):]].copy_(value)
     load_optimizer_state(optimizer, tensors, metadata["optimizer_groups"])
     scheduler.load_state_dict(json.loads(metadata["scheduler"]))
     torch.set_rng_state(tensors["rng.torch"])

@@ -81,7 +81,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int, random.Random], Batch],
                 checkpoint: str | Path | None = None, *, accelerator: Any = None,
                 stop_after: int | None = None, progress: bool = True,
-                gradient_checkpointing: bool | None = None, bf16: bool | None = None) -> StageResult:
+                gradient_checkpointing: bool | None = None, bf16: bool | None = None,
+                after_step: Callable[[], None] | None = None) -> StageResult:
     """Train ``model``'s trainable parameters for ``stage.steps`` optimiser steps.
 
     ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
@@ -91,6 +92,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
     switched on by default on a GPU for LLMs of ``CHECKPOINTING_MIN_PARAMETERS`` or more (it saves
     the 7B model's activation memory). ``bf16``: bfloat16 autocast of the forward pass (default:
     on a GPU; the optimiser and the trainable weights stay float32, as in MiniGPT-4's AMP).
+    When the model's output carries ``parts`` (a dict of named loss parts, floats or None), each
+    history row records them. ``after_step`` runs after every optimiser step (e.g. a clamp).
     """
     from tqdm.auto import tqdm
 
@@ -129,7 +132,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
             batch = _to_device(make_batch(step, step_rng(stage.seed, step, accelerator.process_index)),
                                accelerator.device)
             with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = wrapped(**batch).loss
+                output = wrapped(**batch)
+            loss = output.loss
             accelerator.backward(loss)
             if stage.grad_clip is not None:
                 accelerator.clip_grad_norm_(params, stage.grad_clip)
@@ -137,9 +141,11 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
             step += 1
             value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-            history.append({"step": step, "loss": round(value, 5), "lr": lr})
+            history.append({"step": step, "loss": round(value, 5), "lr": lr, **getattr(output, "parts", {})})
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
             if checkpoint is not None and (step % stage.save_every == 0 or step == end):
