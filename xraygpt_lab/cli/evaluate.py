@@ -33,7 +33,7 @@ def run(args) -> int:
     from xraygpt_lab.data.readers import open_dataset
     from xraygpt_lab.errors import XrayGPTLabError
     from xraygpt_lab.runs import default_run_dir, load_run
-    from xraygpt_lab.train.checkpoint import atomic_write_text
+    from xraygpt_lab.atomic import atomic_write_text
     from xraygpt_lab.train.evaluation import evaluate_model
 
     model = load_run(args.run or default_run_dir(), device=args.device)

@@ -188,7 +188,8 @@ def pretrain_encoder(
     image: ±``shift`` px is small beside a token's cell). ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
     swap left and right). Returns a history: ``loss`` (per step, the weighted total),
     ``loss_contrastive`` / ``loss_labels`` (their parts; None on steps without that part), ``step``, ``logit_scale`` (final
-    exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``, ``bf16``
+    exp-scale), ``label_head`` (the head or None), ``seconds`` (summed over resumed segments),
+    ``resumed_from`` (the checkpoint's step, 0 from the start), ``images_per_second``, ``bf16``
     (whether autocast was on).
 
     ``bf16``: run the encoders' forward passes under bfloat16 autocast (losses, weights and the
@@ -263,9 +264,9 @@ def pretrain_encoder(
     cursor = 0
     trained = nn.ModuleDict({"encoder": encoder, "text": text_encoder, "scale": scale_module,
                              **({"head": head} if head is not None else {})})
-    first = 0
+    first, before = 0, 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
-        first, order, cursor, history = _load_state(checkpoint, trained, optimizer, generator, device)
+        first, order, cursor, history, before = _load_state(checkpoint, trained, optimizer, generator, device)
     start = time.perf_counter()
     bar = _progress(steps) if progress else None
     if bar is not None:
@@ -319,7 +320,8 @@ def pretrain_encoder(
             if step % log_every == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint is not None and (step + 1) % save_every == 0 and step + 1 < steps:
-            _save_state(checkpoint, trained, optimizer, generator, step + 1, order, cursor, history, device)
+            _save_state(checkpoint, trained, optimizer, generator, step + 1, order, cursor, history, device,
+                        seconds=before + time.perf_counter() - start)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
@@ -331,8 +333,9 @@ def pretrain_encoder(
     history.update(
         logit_scale=scale_module().item(),
         label_head=head,
-        seconds=seconds,
-        images_per_second=steps * batch_size / max(seconds, 1e-9),
+        seconds=before + seconds,  # summed over resumed segments
+        resumed_from=first,
+        images_per_second=(steps - first) * batch_size / max(seconds, 1e-9),
         bf16=use_bf16,
     )
     return history
@@ -340,11 +343,13 @@ def pretrain_encoder(
 
 def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
                 generator: torch.Generator, step: int, order: torch.Tensor, cursor: int, history: dict,
-                device: torch.device = torch.device("cpu")) -> None:
-    """Weights *and buffers* (BatchNorm statistics), optimiser, RNGs and data order, one file.
+                device: torch.device = torch.device("cpu"), seconds: float = 0.0) -> None:
+    """Weights *and buffers* (BatchNorm statistics), optimiser, RNGs and data order, one file;
+    ``seconds``: training time spent to reach ``step``.
 
     On a GPU the CUDA generator is saved too: the text encoder's dropout draws from it there."""
-    from .checkpoint import optimizer_state, save_weights
+    from ..run_folder import save_weights
+    from .checkpoint import optimizer_state
 
     tensors = {f"state.{k}": v.detach().clone() for k, v in trained.state_dict().items()}
     optim_tensors, groups = optimizer_state(optimizer)
@@ -355,28 +360,29 @@ def _save_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.op
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     tensors["order"] = order
     metadata = {"step": str(step), "cursor": str(cursor), "history": json.dumps(history),
-                "optimizer_groups": groups}
+                "optimizer_groups": groups, "seconds": f"{seconds:.3f}"}
     save_weights(path, tensors, metadata)
 
 
 def _load_state(path: str | os.PathLike, trained: nn.Module, optimizer: torch.optim.Optimizer,
                 generator: torch.Generator, device: torch.device = torch.device("cpu")
-                ) -> tuple[int, torch.Tensor, int, dict]:
-    from ..errors import RunFolderError
-    from .checkpoint import load_optimizer_state, load_weights
+                ) -> tuple[int, torch.Tensor, int, dict, float]:
+    """Restore :func:`_save_state`'s file; ``(step, order, cursor, history, seconds)``."""
+    from ..run_folder import check_shapes, load_weights
+    from .checkpoint import load_optimizer_state
 
     tensors, metadata = load_weights(path)
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
-    missing, unexpected = trained.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunFolderError(f"{path} does not match this training run: missing {missing}, unexpected {unexpected}; "
-                             "delete it to start over")
+    check_shapes(path, {k: tuple(v.shape) for k, v in trained.state_dict().items()}, "this training run",
+                 found={k: tuple(v.shape) for k, v in state.items()})
+    trained.load_state_dict(state)
     load_optimizer_state(optimizer, tensors, metadata["optimizer_groups"])
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    return int(metadata["step"]), tensors["order"], int(metadata["cursor"]), json.loads(metadata["history"])
+    return (int(metadata["step"]), tensors["order"], int(metadata["cursor"]), json.loads(metadata["history"]),
+            float(metadata.get("seconds", 0.0)))
 
 
 def _progress(total: int):
