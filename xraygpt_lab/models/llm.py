@@ -182,6 +182,9 @@ def save_llm(model, tokenizer, folder: str | os.PathLike) -> Path:
     interrupted save never leaves a half-written model. A ``peft`` model is merged first so that
     the folder loads with :func:`load_llm`.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar on the CLI's stderr
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
 
