@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def tiny_model():
     """The trained tiny run if complete, else a random model with the tiny profile's sizes."""
-    from xraygpt_lab.runs import default_run_dir, load_run, missing_files
+    from xraygpt_lab.run_folder import missing_files
+    from xraygpt_lab.runs import default_run_dir, load_run
 
     run_dir = default_run_dir()
     if run_dir.is_dir() and not missing_files(run_dir):

@@ -34,7 +34,7 @@ from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
 from xraygpt_lab.models.xraygpt import XrayGPT
 from xraygpt_lab.train.align import AlignmentSet, align_stage, alignment_batches
-from xraygpt_lab.train.checkpoint import atomic_write_text
+from xraygpt_lab.atomic import atomic_write_text
 from xraygpt_lab.train.loop import make_accelerator, step_rng, train_stage
 from xraygpt_lab.train.schedule import StageConfig
 

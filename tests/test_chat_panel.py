@@ -53,7 +53,7 @@ def small_model(tokenizer, context: int = 256, seed: int = 1) -> XrayGPT:
 def write_small_run(folder: Path, tokenizer, context: int = 256) -> Path:
     """A complete run folder (the layout ``runs.load_run`` reads) holding :func:`small_model`."""
     from xraygpt_lab.models.llm import save_llm
-    from xraygpt_lab.train.checkpoint import save_weights
+    from xraygpt_lab.run_folder import save_weights
 
     model = small_model(tokenizer, context)
     folder.mkdir(parents=True, exist_ok=True)

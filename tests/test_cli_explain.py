@@ -17,7 +17,7 @@ from xraygpt_lab.cli import main
 def run_dir(tmp_path_factory) -> Path:
     """A complete run folder holding a small random model (32 px)."""
     from xraygpt_lab.models.llm import save_llm
-    from xraygpt_lab.train.checkpoint import save_weights
+    from xraygpt_lab.run_folder import save_weights
 
     model = small_model()
     run = tmp_path_factory.mktemp("run")

@@ -135,7 +135,7 @@ def _script():
 
 
 def test_training_script_trains_saves_and_resumes(stand_ins, capsys):
-    from xraygpt_lab.train.checkpoint import load_weights
+    from xraygpt_lab.run_folder import load_weights
 
     out = stand_ins / "run"
     args = ["--medclip", str(stand_ins / "medclip"), "--llm", str(stand_ins / "llm"), "--data", str(stand_ins / "data"),

@@ -32,7 +32,7 @@ def test_full_profile_trains_the_projection_of_a_7b_shaped_llm_on_gpu(tmp_path, 
     from xraygpt_lab.models.llm import save_llm, tiny_llm, train_tokenizer
     from xraygpt_lab.models.medclip import MedCLIPModel, medclip_state_dict
     from xraygpt_lab.models.text_encoder import TextEncoder, TextEncoderConfig
-    from xraygpt_lab.train.checkpoint import load_weights
+    from xraygpt_lab.run_folder import load_weights
 
     layers = int(os.environ.get("XRAYGPT_GPU_TEST_LAYERS", "32"))
     timings: dict[str, float] = {}

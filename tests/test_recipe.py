@@ -201,7 +201,8 @@ def _old_walkthrough_arguments(t: dict, llm: dict) -> dict:
                              "label_weight": t.get("encoder_label_weight", 0.0), "shift": t.get("encoder_shift", 0),
                              "contrastive_every": t.get("encoder_contrastive_every", 1),
                              "dense_weight": t.get("encoder_dense_weight", 0.0), "bf16": t.get("encoder_bf16", False),
-                             "n_images": t["n_stage1"], "checkpoint": "encoder.ckpt.safetensors"},
+                             "n_images": t["n_stage1"], "checkpoint": "encoder.ckpt.safetensors",
+                             "save_every": 50},  # since then: the walkthrough's checkpoint cadence, as the other stages
         "grounded_examples": {"n": k, "n_slots": 16, "seed": 0, "layouts": None},
         "grounded_conversations": {"n": k, "n_slots": 16, "seed": 1, "per_case": t["llm_grounded_chats"],
                                    "max_turns": t.get("llm_chat_turns", 3),
@@ -225,6 +226,7 @@ class _FakeCache:
     """``FeatureCache`` without the encoder: zeros of the right shape, as broadcast views."""
 
     misses = hits = 0
+    unreadable: list = []
 
     def __init__(self, root, encoder) -> None:
         self.shape = (encoder.num_tokens, encoder.token_dim)

@@ -11,7 +11,7 @@ from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
 from xraygpt_lab.models.xraygpt import XrayGPT
 from xraygpt_lab.train.align import AlignmentSet, align_stage, alignment_batches
-from xraygpt_lab.train.checkpoint import load_weights, save_weights
+from xraygpt_lab.run_folder import load_weights, save_weights
 from xraygpt_lab.train.feature_cache import FeatureCache, module_hash
 from xraygpt_lab.train.llm_finetune import conversation_examples, domain_finetune, text_batch
 from xraygpt_lab.train.schedule import XRAYGPT_STAGE1, XRAYGPT_STAGE2, StageConfig, warmup_cosine_lr

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from xraygpt_lab.errors import RunFolderError, XrayGPTLabError
-from xraygpt_lab.runs import default_run_dir, ensure_tiny_run, load_run, missing_files
-from xraygpt_lab.train.checkpoint import load_weights
-from xraygpt_lab.train.walkthrough import RUN_FILES, laterality_labels, llm_examples, run_walkthrough
+from xraygpt_lab.run_folder import RUN_FILES, load_weights, missing_files
+from xraygpt_lab.runs import default_run_dir, ensure_tiny_run, load_run
+from xraygpt_lab.train.walkthrough import laterality_labels, llm_examples, run_walkthrough
 
 #: Toy sizes: exercises every stage in well under a minute (quality is not the point here).
 TOY = {

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from xraygpt_lab.models.medclip import load_medclip_vision
     from xraygpt_lab.models.xraygpt import XrayGPT
     from xraygpt_lab.train.align import AlignmentSet, align_stage
-    from xraygpt_lab.train.checkpoint import load_weights, save_weights
+    from xraygpt_lab.run_folder import load_weights, save_weights
     from xraygpt_lab.train.feature_cache import FeatureCache
     from xraygpt_lab.train.schedule import XRAYGPT_STAGE1, XRAYGPT_STAGE2
 

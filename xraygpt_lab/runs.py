@@ -1,20 +1,17 @@
 """Trained run folders: where the default one lives, training it once, loading it.
 
-A run folder (written by ``train.walkthrough``) holds everything a tool needs and nothing
-outside it is read: ``config.json``, ``encoder/`` (config + safetensors), ``llm/`` (Hugging Face
-config, ``model.safetensors``, tokenizer), ``projection.safetensors``, ``history.json`` (loss
-curves) and ``metrics.json`` (written last; its presence marks a complete run).
+The folder's format (its files, its lock, reading its weights with one-line errors) is
+:mod:`xraygpt_lab.run_folder`; a run folder is written by ``train.walkthrough``.
 Notebooks 03–07, tests and the chat panel call :func:`ensure_tiny_run` then :func:`load_run`.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from .errors import RunFolderError
+from .run_folder import RUN_FILES, load_state, missing_files, read_json, run_lock
 
 ENV_VAR = "XRAYGPT_LAB_RUN"
 
@@ -38,33 +35,13 @@ def default_run_dir() -> Path:
     return Path.home() / ".cache" / "xraygpt-lab" / "runs" / "tiny"
 
 
-def missing_files(run_dir: str | os.PathLike) -> list[str]:
-    """Files a complete run needs that ``run_dir`` lacks (``metrics.json`` included)."""
-    from .train.walkthrough import COMPLETE_MARKER, RUN_FILES
-
-    run_dir = Path(run_dir)
-    return [name for name in (*RUN_FILES, COMPLETE_MARKER) if not (run_dir / name).is_file()]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``: a second process waits until the first is done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
                     log: Callable[[str], None] = print, progress: bool = False,
                     retrain_stale: bool | None = None) -> Path:
     """Return a complete tiny run folder, training it with the walkthrough if missing or incomplete.
 
-    A lock file beside the folder (``.<name>.lock``) makes concurrent callers (two notebooks,
-    parallel tests) wait for one training instead of training twice. An interrupted training
+    The run folder's lock (``run_folder.run_lock``, also taken by ``xraygpt-lab walkthrough``) makes
+    concurrent callers (two notebooks, parallel tests) wait for one training instead of training twice. An interrupted training
     resumes where it stopped. ``retrain_stale`` (default: only for the default folder) moves a run
     trained with other settings than today's tiny profile to ``<name>.previous`` and trains anew,
     so notebooks never silently reuse a run of an older recipe; an explicit folder is used as is.
@@ -74,7 +51,7 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     if not missing_files(run_dir) and not (retrain_stale and _stale(run_dir, seed)):
         return run_dir
-    with _file_lock(run_dir.parent / f".{run_dir.name}.lock"):
+    with run_lock(run_dir):
         if retrain_stale and _stale(run_dir, seed):  # trained by an older recipe: keep it aside, train anew
             import shutil
 
@@ -122,16 +99,10 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
         from .models.released import load_release_run
 
         return load_release_run(run_dir if run_dir is not None else default_run_dir(), device=device)
-    import json
-
-    import torch
-
     from .device import resolve_device
     from .models.encoder import VisionEncoder
     from .models.llm import load_llm
     from .models.xraygpt import XrayGPT
-    from .train.checkpoint import load_weights
-    from .train.walkthrough import RUN_FILES
 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     if not run_dir.is_dir():
@@ -139,17 +110,14 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     for name in RUN_FILES:
         if not (run_dir / name).is_file():
             raise RunFolderError(f"run folder {run_dir} is missing {name}")
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_json(run_dir / "config.json")  # one-line CorruptFileError naming a bad file, here and below
     device = resolve_device(device)  # CUDA when present, else the CPU; $XRAYGPT_DEVICE overrides
     encoder = VisionEncoder.from_pretrained(run_dir / "encoder", device=device)
     llm, tokenizer = load_llm(run_dir / "llm", device=device)
-    model = XrayGPT(encoder, llm, tokenizer, end_sym=config.get("end_sym", "###")).to(device)
-    weights, _ = load_weights(run_dir / "projection.safetensors")
-    try:
-        model.projection.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise RunFolderError(f"{run_dir / 'projection.safetensors'} does not fit the encoder/LLM sizes: {exc}") from None
+    model = XrayGPT(encoder, llm, tokenizer, end_sym=str(config.get("end_sym", "###"))).to(device)
+    load_state(model.projection, run_dir / "projection.safetensors",
+               against="the encoder and LLM sizes (encoder/encoder_config.json, llm/config.json)")
     model.run_config = config
-    model.chat_system = config.get("chat_system", "")
+    model.chat_system = str(config.get("chat_system", "") or "")
     model.image_size = int(encoder.config.image_size)  # the recipe's image_size, via the encoder
     return model.eval()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import add_device_argument, non_negative_int
+from xraygpt_lab.cli._common import add_device_argument, non_negative_int, positive_int
 
 
 def register(subparsers) -> None:
@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         description="Synthetic data → MedCLIP-style encoder pretraining → LLM domain fine-tuning → "
                     "alignment stage 1 → stage 2 → evaluation on an unseen seed. Writes a self-contained "
                     "run folder (config.json, encoder/, llm/, projection.safetensors, history.json, "
-                    "metrics.json). Re-running after an interruption resumes.")
+                    "metrics.json). Re-running after an interruption resumes; a second walkthrough into the "
+                    "same folder waits for the first.")
     p.add_argument("--profile", choices=["tiny"], default="tiny", help="size profile (tiny: CPU, minutes)")
     p.add_argument("--out", type=Path, required=True, help="run folder to write (created if missing)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
@@ -23,6 +24,9 @@ def register(subparsers) -> None:
                    help="replace one setting of the recipe (repeatable), e.g. --set encoder_steps=4800; "
                         "the keys are the flat names of xraygpt_lab.recipe (an unknown key lists them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--save-every", type=positive_int, default=None, metavar="N",
+                   help="checkpoint each training stage every N steps (default 50); an interruption loses "
+                        "at most N steps, the weights do not depend on it")
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -50,11 +54,26 @@ def _recipe(args):
 def run(args) -> int:
     import time
 
-    from xraygpt_lab.train.walkthrough import run_walkthrough
+    from xraygpt_lab.run_folder import run_lock
+    from xraygpt_lab.train.walkthrough import SAVE_EVERY, run_walkthrough, walkthrough_recipe
+
+    def say(message: str) -> None:
+        print(message, flush=True)
 
     start = time.perf_counter()
-    metrics = run_walkthrough(args.out, args.profile, seed=args.seed, log=lambda m: print(m, flush=True),
-                              recipe=_recipe(args), progress=not args.quiet, device=args.device)
-    print(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call; "
-          f"metrics in {args.out / 'metrics.json'})")
+    recipe = walkthrough_recipe(args.profile, recipe=_recipe(args))  # refused before the lock or any file
+    with run_lock(args.out, on_wait=lambda: say(f"another walkthrough is writing to {args.out}; waiting for it")):
+        metrics = run_walkthrough(args.out, args.profile, seed=args.seed, log=say, recipe=recipe,
+                                  progress=not args.quiet, device=args.device,
+                                  save_every=args.save_every or SAVE_EVERY)
+    say(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call{_resumed(metrics)}; "
+        f"metrics in {args.out / 'metrics.json'})")
     return 0 if metrics else 1
+
+
+def _resumed(metrics: dict) -> str:
+    """``; resumed encoder from step 50, …; repaired 1 unreadable file`` for the summary line."""
+    resumed = ", ".join(f"{stage} from step {steps[-1]}" for stage, steps in metrics.get("resumed", {}).items())
+    repaired = len(metrics.get("repaired", []))
+    return (f"; resumed {resumed}" if resumed else "") + \
+        (f"; discarded and remade {repaired} unreadable file(s)" if repaired else "")

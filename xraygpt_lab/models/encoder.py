@@ -43,9 +43,7 @@ for that call, because SDPA kernels do not return weights.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ from transformers import SwinConfig, SwinModel
 from ..atomic import atomic_write
 from ..data.readers.images import MEDCLIP_SPACE, load_image, preprocess
 from ..errors import RunFolderError
+from ..run_folder import load_model_folder, save_model_folder
 
 #: File names inside an encoder folder written by ``save_pretrained``.
 CONFIG_FILE = "encoder_config.json"
@@ -326,32 +325,14 @@ class VisionEncoder(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``encoder_config.json`` and ``encoder.safetensors`` into ``folder`` atomically."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        text = json.dumps(self.config.to_dict(), indent=2)
-        atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
-        return folder
+        """Write ``encoder_config.json`` then ``encoder.safetensors`` into ``folder`` (each atomically;
+        the weights last, so that their presence means the folder is complete)."""
+        return save_model_folder(folder, self.config.to_dict(), self.state_dict(), CONFIG_FILE, WEIGHTS_FILE)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "VisionEncoder":
-        """Load what ``save_pretrained`` wrote; fails with ``RunFolderError`` naming a missing file."""
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (folder / name).is_file():
-                raise RunFolderError(f"{folder}: missing {name} (write it with VisionEncoder.save_pretrained)")
-        config = EncoderConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-        model = cls(config)
-        state = load_file(str(folder / WEIGHTS_FILE), device=str(device))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RunFolderError(
-                f"{folder / WEIGHTS_FILE} does not match its config: missing {missing}, unexpected {unexpected}"
-            )
+        """Load what ``save_pretrained`` wrote; ``RunFolderError`` names a missing file,
+        ``CorruptFileError`` an unreadable one or weights whose sizes do not match the config."""
+        model = load_model_folder(folder, CONFIG_FILE, WEIGHTS_FILE, lambda c: cls(EncoderConfig.from_dict(c)),
+                                  "VisionEncoder.save_pretrained")
         return model.to(device)

@@ -19,8 +19,6 @@ generation stops on the string ``###``, not on a token id.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,8 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_folder
 from ..config import TINY_LLM
-from ..errors import RunFolderError
+from ..errors import CorruptFileError, RunFolderError, one_line
+from ..run_folder import check_shapes, read_header, read_json
 from ..recipe import TinyLLMArch
 from .conversation import END_SYM, IMAGE_END, IMAGE_PLACEHOLDER, IMAGE_START
 
@@ -113,61 +113,86 @@ def load_llm(folder: str | os.PathLike, dtype: torch.dtype | str | None = None, 
 
     Any LLaMA-family checkpoint in Hugging Face layout works (Vicuna-7B: pass
     ``dtype=torch.bfloat16``, ``device="cuda"``). Returns ``(model, tokenizer)``; the model is
-    in eval mode. Raises ``RunFolderError`` naming what is missing.
+    in eval mode. Raises ``RunFolderError`` naming what is missing and ``CorruptFileError`` naming
+    an unreadable file (:func:`check_llm_folder`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
     folder = Path(folder)
+    tokenizer_file = check_llm_folder(folder)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # tokenizers / sentencepiece raise assorted types for a malformed file
+        raise CorruptFileError(tokenizer_file, f"cannot be read as a tokenizer ({one_line(exc)})") from None
+    if tokenizer.pad_token is None:  # LLaMA ships without one; XrayGPT reuses <unk>/eos
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    except (OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise CorruptFileError(folder, f"the model cannot be loaded ({one_line(exc)})") from None
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def check_llm_folder(folder: Path) -> Path:
+    """Check a Hugging Face LLM folder before loading it; returns its tokenizer file.
+
+    Every JSON file must hold an object, every safetensors file must be whole, and together they
+    must hold a tensor of the right size for each weight the config describes (checked on an
+    empty ``meta``-device model, so a 7B model costs nothing). One-line errors name the file.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     if not folder.is_dir():
         raise RunFolderError(f"LLM folder {folder} does not exist")
     if not (folder / "config.json").is_file():
         raise RunFolderError(f"{folder}: missing config.json (a Hugging Face LLaMA/Vicuna checkpoint folder)")
-    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
-    if not weights:
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards and not list(folder.glob("*.bin")):
         raise RunFolderError(f"{folder}: missing model weights (model.safetensors or *.safetensors shards)")
-    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
+    tokenizer_file = next((folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).is_file()), None)
+    if tokenizer_file is None:
         raise RunFolderError(f"{folder}: missing tokenizer.json (or tokenizer.model)")
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    if tokenizer.pad_token is None:  # LLaMA ships without one; XrayGPT reuses <unk>/eos
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tokenizer
+    for path in sorted(folder.glob("*.json")):
+        read_json(path)
+    found = {name: shape for shard in shards for name, shape in read_header(shard)[0].items()}
+    if shards:
+        try:
+            with torch.device("meta"):
+                empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+        except (OSError, TypeError, ValueError, KeyError) as exc:
+            raise CorruptFileError(folder / "config.json", f"does not describe a model ({one_line(exc)})") from None
+        expected = {k: tuple(v.shape) for k, v in empty.state_dict().items()}
+        tied = tuple(getattr(empty, "all_tied_weights_keys", None) or ())
+        check_shapes(shards[0] if len(shards) == 1 else folder, expected, "config.json", found=found,
+                     may_lack=tied, may_add=True)  # extra tensors (old rotary buffers) are ignored on load
+    return tokenizer_file
 
 
 def save_llm(model, tokenizer, folder: str | os.PathLike) -> Path:
     """Write model (safetensors) and tokenizer to ``folder``, replacing it atomically.
 
     Everything is written into a temporary sibling folder first, which then takes the place of
-    ``folder`` with ``os.replace``, so an interrupted save never leaves a half-written model.
-    A ``peft`` model is merged first so that the folder loads with :func:`load_llm`.
+    ``folder`` (``atomic.atomic_folder``: fsynced, with the umask's permissions), so an
+    interrupted save never leaves a half-written model. A ``peft`` model is merged first so that
+    the folder loads with :func:`load_llm`.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar on the CLI's stderr
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return atomic_folder(folder, write)
 
 
 def freeze(module: nn.Module) -> nn.Module:

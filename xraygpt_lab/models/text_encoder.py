@@ -16,7 +16,6 @@ default) averages over real tokens only; set it to ``False`` to reproduce MedCLI
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from ..errors import RunFolderError
-from ..atomic import atomic_write
+from ..errors import CorruptFileError, RunFolderError, one_line
+from ..run_folder import load_model_folder, save_model_folder
 
 CONFIG_FILE = "text_encoder_config.json"
 WEIGHTS_FILE = "text_encoder.safetensors"
@@ -116,6 +115,16 @@ def train_wordpiece_tokenizer(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     return _wrap(tokenizer)
+
+
+def _read_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """The WordPiece tokenizer saved by :meth:`TextEncoder.save_pretrained`; ``CorruptFileError`` if unreadable."""
+    from tokenizers import Tokenizer
+
+    try:
+        return _wrap(Tokenizer.from_file(str(path)))
+    except Exception as exc:  # tokenizers raises its own Exception for a malformed file
+        raise CorruptFileError(path, f"cannot be read as a tokenizer ({one_line(exc)})") from None
 
 
 def _wrap(tokenizer: Any) -> PreTrainedTokenizerFast:
@@ -212,36 +221,19 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write config, weights (safetensors) and tokenizer JSON into ``folder`` atomically."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        if self.tokenizer is not None:
-            raw = self.tokenizer.backend_tokenizer.to_str()
-            atomic_write(folder / TOKENIZER_FILE, lambda tmp: Path(tmp).write_text(raw))
-        text = json.dumps(self.config.to_dict(), indent=2)
-        atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
-        return folder
+        """Write config and tokenizer JSON, then the weights (safetensors, last: they mark the folder
+        complete) into ``folder``, each atomically."""
+        texts = {} if self.tokenizer is None else {TOKENIZER_FILE: self.tokenizer.backend_tokenizer.to_str()}
+        return save_model_folder(folder, self.config.to_dict(), self.state_dict(), CONFIG_FILE, WEIGHTS_FILE, texts)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "TextEncoder":
-        """Load what ``save_pretrained`` wrote."""
-        from safetensors.torch import load_file
-        from tokenizers import Tokenizer
-
+        """Load what ``save_pretrained`` wrote (one-line ``RunFolderError`` naming a missing or bad file)."""
         folder = Path(folder)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (folder / name).is_file():
-                raise RunFolderError(f"{folder}: missing {name} (write it with TextEncoder.save_pretrained)")
-        config = TextEncoderConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-        tokenizer = None
-        if (folder / TOKENIZER_FILE).is_file():
-            tokenizer = _wrap(Tokenizer.from_file(str(folder / TOKENIZER_FILE)))
-        model = cls(config, tokenizer)
-        missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
-        if missing or unexpected:
-            raise RunFolderError(f"{folder / WEIGHTS_FILE}: missing {missing}, unexpected {unexpected}")
+
+        def build(config: dict[str, Any]) -> TextEncoder:
+            tokenizer = _read_tokenizer(folder / TOKENIZER_FILE) if (folder / TOKENIZER_FILE).is_file() else None
+            return cls(TextEncoderConfig.from_dict(config), tokenizer)
+
+        model = load_model_folder(folder, CONFIG_FILE, WEIGHTS_FILE, build, "TextEncoder.save_pretrained")
         return model.to(device)

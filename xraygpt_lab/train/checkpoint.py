@@ -1,7 +1,7 @@
 """Training checkpoints: trainable weights + optimiser + scheduler + RNG in ONE safetensors file.
 
-Everything needed to resume a stage exactly lives in a single file, written atomically (temp file
-in the same folder, then ``os.replace``), so an interrupted save leaves the previous checkpoint
+Everything needed to resume a stage exactly lives in a single file, written atomically and
+fsynced (``run_folder.save_weights``), so an interrupted save leaves the previous checkpoint
 intact. Tensors go into the safetensors body (``model.*``, ``optim.<param>.<key>``,
 ``rng.torch``, ``rng.cuda.<i>``); small structured state (step, scheduler, optimiser groups,
 loss history) goes into the safetensors string metadata as JSON. Nothing is unpickled on load.
@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..atomic import atomic_write  # noqa: F401  (re-exported: train.checkpoint.atomic_write)
-from ..errors import RunFolderError
-
-
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+from ..errors import CorruptFileError, RunFolderError
+from ..run_folder import load_weights, read_header, save_weights
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,27 +36,19 @@ def trained_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Atomic ``safetensors.torch.save_file``."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a safetensors file; ``RunFolderError`` when missing."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise RunFolderError(f"missing {path.name} in {path.parent}")
-    tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
-    return tensors, metadata
+def checkpoint_progress(path: str | os.PathLike) -> tuple[int, float]:
+    """``(step, seconds)`` of a checkpoint (:func:`save_checkpoint` or the encoder's), read from its
+    header only: the step it resumes from and the training time spent to reach it (0 when not
+    recorded). ``CorruptFileError`` when the file is empty, truncated or not a checkpoint."""
+    _, metadata = read_header(path)
+    try:
+        step = int(metadata["step"])
+        seconds = float(metadata.get("seconds", 0.0))
+    except (KeyError, ValueError):
+        raise CorruptFileError(path, "is a safetensors file but not a training checkpoint (no step recorded)") from None
+    if step < 0:
+        raise CorruptFileError(path, f"records step {step}; a checkpoint's step is >= 0")
+    return step, seconds
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
@@ -90,8 +74,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, step: int,
-                    history: list[dict], extra: dict | None = None) -> Path:
-    """Write everything needed to resume training at ``step`` into one safetensors file."""
+                    history: list[dict], extra: dict | None = None, seconds: float = 0.0) -> Path:
+    """Write everything needed to resume training at ``step`` into one safetensors file;
+    ``seconds``: training time spent to reach ``step`` (summed over resumed segments)."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in trainable_state(model).items()}
     tensors.update({f"buffer.{k}": v for k, v in trained_buffers(model).items()})
     optim_tensors, groups = optimizer_state(optimizer)
@@ -106,13 +91,23 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "scheduler": json.dumps(scheduler.state_dict()),
         "history": json.dumps(history),
         "extra": json.dumps(extra or {}),
+        "seconds": f"{seconds:.3f}",
     }
     return save_weights(path, tensors, metadata)
 
 
+class Restored(NamedTuple):
+    """What :func:`load_checkpoint` restored besides the weights."""
+
+    step: int
+    history: list[dict]
+    extra: dict
+    seconds: float  # training time spent to reach ``step``
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[dict], dict]:
-    """Restore a :func:`save_checkpoint` file in place; returns ``(step, history, extra)``."""
+                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> Restored:
+    """Restore a :func:`save_checkpoint` file in place; returns ``(step, history, extra, seconds)``."""
     tensors, metadata = load_weights(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     params = dict(model.named_parameters())
@@ -121,6 +116,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         raise RunFolderError(
             f"{path}: checkpoint holds {sorted(weights)} but the model trains {sorted(expected)}"
         )
+    sized = [n for n, v in weights.items() if v.shape != params[n].shape]
+    if sized:
+        raise CorruptFileError(path, f"checkpoint's {sized[0]} is {list(weights[sized[0]].shape)} but the model's "
+                                     f"is {list(params[sized[0]].shape)} ({len(sized)} tensor(s) of other sizes)")
     buffers = dict(model.named_buffers())
     with torch.no_grad():
         for name, value in weights.items():
@@ -135,4 +134,5 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)
-    return int(metadata["step"]), json.loads(metadata["history"]), json.loads(metadata.get("extra", "{}"))
+    return Restored(int(metadata["step"]), json.loads(metadata["history"]), json.loads(metadata.get("extra", "{}")),
+                    float(metadata.get("seconds", 0.0)))

@@ -180,7 +180,8 @@ def pretrain_encoder(
     image: ±``shift`` px is small beside a token's cell). ``shift`` rolls each batch by up to that many pixels (augmentation; no flips, which would
     swap left and right). Returns a history: ``loss`` (per step, the weighted total),
     ``loss_contrastive`` / ``loss_labels`` (their parts; None on steps without that part), ``step``, ``logit_scale`` (final
-    exp-scale), ``label_head`` (the head or None), ``seconds``, ``images_per_second``, ``bf16``
+    exp-scale), ``label_head`` (the head or None), ``seconds`` (summed over resumed segments),
+    ``resumed_from`` (the checkpoint's step, 0 from the start), ``images_per_second``, ``bf16``
     (whether autocast was on).
 
     ``bf16``: run the encoders' forward passes under bfloat16 autocast (losses, weights and the
@@ -236,7 +237,8 @@ def pretrain_encoder(
         "lr": [r["lr"] for r in rows],
         "logit_scale": model.scale().item(),
         "label_head": head,
-        "seconds": result.seconds,
+        "seconds": result.seconds,  # summed over resumed segments
+        "resumed_from": result.resumed_from,
         "images_per_second": len(rows) * batch_size / max(result.seconds, 1e-9),
         "bf16": use_bf16,
     }

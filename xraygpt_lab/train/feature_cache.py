@@ -8,6 +8,9 @@ under ``<root>/<encoder hash>/<image hash>.safetensors``:
   part of the key), and
 * the encoder hash is SHA-256 of every weight of the encoder (so retraining the encoder never
   serves stale features).
+
+A cached file that cannot be read (empty or cut off by a power cut, not the expected tensor) is
+encoded again and replaced; :attr:`FeatureCache.unreadable` lists what was wrong with each.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_weights, save_weights
+from ..errors import CorruptFileError
+from ..run_folder import load_weights, save_weights
 
 
 def tensor_hash(tensor: torch.Tensor | np.ndarray) -> str:
@@ -51,6 +55,7 @@ class FeatureCache:
         self.folder = Path(root) / self.encoder_hash
         self.hits = 0
         self.misses = 0
+        self.unreadable: list[CorruptFileError] = []  # cached files found unreadable and replaced
 
     def path(self, pixels: torch.Tensor) -> Path:
         """Where the features of one preprocessed image ``[1, S, S]`` live."""
@@ -67,10 +72,13 @@ class FeatureCache:
         for i, px in enumerate(items):
             path = self.path(px)
             if path.is_file():
-                out[i] = load_weights(path)[0]["tokens"]
-                self.hits += 1
-            else:
-                todo.append(i)
+                try:
+                    out[i] = self._read(path)
+                    self.hits += 1
+                    continue
+                except CorruptFileError as exc:
+                    self.unreadable.append(exc)
+            todo.append(i)
         self.encoder.eval()
         device = next(self.encoder.parameters()).device
         for start in range(0, len(todo), self.batch_size):
@@ -82,3 +90,12 @@ class FeatureCache:
                 out[i] = t
                 self.misses += 1
         return torch.stack(out)  # [M, N, d]
+
+    def _read(self, path: Path) -> torch.Tensor:
+        """One cached ``[N, d]`` token tensor; ``CorruptFileError`` when unreadable or not one."""
+        tokens = load_weights(path)[0].get("tokens")
+        shape = (getattr(self.encoder, "num_tokens", None), getattr(self.encoder, "token_dim", None))
+        if tokens is None or tokens.dim() != 2 or not torch.isfinite(tokens).all() \
+                or any(want is not None and got != want for got, want in zip(tokens.shape, shape)):
+            raise CorruptFileError(path, f"does not hold the encoder's finite {list(shape)} token features")
+        return tokens

@@ -33,7 +33,8 @@ class StageResult:
     history: list[dict] = field(default_factory=list)  # one {"step", "loss", "lr"} per step
     steps_done: int = 0
     finished: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time, summed over the segments of a resumed stage
+    resumed_from: int = 0  # the checkpoint's step this call started from (0: from the start)
 
 
 def make_accelerator(device: str | torch.device | None = None):
@@ -87,7 +88,7 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
 
     ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
     exists the stage resumes from it (weights, AdamW moments, schedule position, RNG, loss
-    history) and reaches the same weights as an uninterrupted run. ``stop_after`` ends this call
+    history, training time so far) and reaches the same weights as an uninterrupted run. ``stop_after`` ends this call
     after that many steps (simulating an interruption). Gradient checkpointing of the LLM is
     switched on by default on a GPU for LLMs of ``CHECKPOINTING_MIN_PARAMETERS`` or more (it saves
     the 7B model's activation memory). ``bf16``: bfloat16 autocast of the forward pass (default:
@@ -105,12 +106,13 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
     optimizer = torch.optim.AdamW(parameter_groups(model, stage.weight_decay), lr=stage.init_lr,
                                   betas=(0.9, 0.999))
     scheduler = make_scheduler(optimizer, stage)
-    step, history = 0, []
+    step, history, before = 0, [], 0.0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.is_file():
-        step, history, _ = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        step, history, _, before = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    first = step
     if step >= stage.steps:
-        return StageResult(history=history, steps_done=step, finished=True)
+        return StageResult(history=history, steps_done=step, finished=True, seconds=before, resumed_from=first)
 
     llm = getattr(model, "llm", model)
     if gradient_checkpointing is None:  # on a GPU, for LLMs big enough for activations to matter (7B)
@@ -152,11 +154,11 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(checkpoint, raw, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                                    scheduler, step, history)
+                                    scheduler, step, history, seconds=before + time.perf_counter() - start_time)
     finally:
         bar.close()
         raw.eval()
         if gradient_checkpointing and hasattr(llm, "gradient_checkpointing_disable"):
             llm.gradient_checkpointing_disable()
     return StageResult(history=history, steps_done=step, finished=step >= stage.steps,
-                       seconds=time.perf_counter() - start_time)
+                       seconds=before + time.perf_counter() - start_time, resumed_from=first)

@@ -19,7 +19,6 @@ checkpoint in ``RUN/work/``.
 """
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
@@ -30,26 +29,17 @@ from typing import Any
 
 import torch
 
+from ..atomic import leftovers
 from ..config import get_profile
 from ..device import describe_device, resolve_device
-from ..errors import RecipeError, XrayGPTLabError
+from ..errors import CorruptFileError, RecipeError, XrayGPTLabError, one_line
 from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
 from ..recipe import AlignStage, Recipe, recipe_of_run, run_config_entries
-from .checkpoint import atomic_write_text, load_weights, save_weights
+from ..run_folder import (COMPLETE_MARKER, WORK_FOLDER, load_state, load_weights, read_header, read_json,
+                          save_weights, write_json)
+from .checkpoint import checkpoint_progress
 from .loop import make_accelerator
 from .schedule import stage_config
-
-#: Files of a complete run folder (``runs.load_run`` checks these, ``metrics.json`` marks the end).
-RUN_FILES: tuple[str, ...] = (
-    "config.json",
-    "encoder/encoder_config.json",
-    "encoder/encoder.safetensors",
-    "llm/config.json",
-    "llm/model.safetensors",
-    "llm/tokenizer.json",
-    "projection.safetensors",
-)
-COMPLETE_MARKER = "metrics.json"
 
 Log = Callable[[str], None]
 
@@ -154,20 +144,54 @@ class RunFolder:
     progress: bool
     device: torch.device
     accelerator: Any
+    save_every: int = SAVE_EVERY  # steps between the checkpoints of a stage
     timings: dict[str, float] = field(default_factory=dict)  # work/timings.json
     history: dict[str, Any] = field(default_factory=dict)  # work/history.json, then history.json
+    repaired: list[str] = field(default_factory=list)  # unreadable files discarded in this call
 
     @property
     def work(self) -> Path:
         """``RUN/work/``: checkpoints and intermediate files of unfinished stages."""
-        return self.out / "work"
+        return self.out / WORK_FOLDER
 
     def stage_done(self, name: str, seconds: float, extra: str = "") -> None:
-        """Log a finished stage and write the timings and loss curves so far."""
+        """Log a finished stage and write the timings and loss curves so far. ``seconds`` counts
+        every segment of a resumed stage (:meth:`resume_point` returns the earlier ones')."""
         self.timings[name] = round(seconds, 1)
         self.log(f"[{name}] done in {seconds:.1f} s{extra}")
-        atomic_write_text(self.work / "history.json", json.dumps(self.history))
-        atomic_write_text(self.work / "timings.json", json.dumps(self.timings))
+        self.save_books()
+
+    def save_books(self) -> None:
+        """Write ``work/history.json`` and ``work/timings.json``."""
+        write_json(self.work / "history.json", self.history, indent=None)
+        write_json(self.work / "timings.json", self.timings, indent=None)
+
+    def resume_point(self, stage: str, checkpoint: Path, steps: int) -> float:
+        """Before ``stage`` trains from ``checkpoint``: log ``resuming <stage> from step N`` (and
+        record N in the history's ``resumed``) and return the training seconds the checkpoint
+        records; an unreadable checkpoint is discarded and the stage starts over (0 s)."""
+        if not checkpoint.is_file():
+            return 0.0
+        try:
+            step, seconds = checkpoint_progress(checkpoint)
+        except CorruptFileError as exc:
+            self.discard(stage, exc, f"discarded it, training {stage} from step 0")
+            return 0.0
+        self.log(f"resuming {stage} from step {step} of {steps}")
+        self.history.setdefault("resumed", {}).setdefault(stage, []).append(step)
+        self.save_books()
+        return seconds
+
+    def discard(self, stage: str, error: CorruptFileError, then: str, remove: bool = True) -> None:
+        """Remove a file of this run that cannot be read (``error.path``; ``remove=False``: the
+        caller has replaced it), say which and why, and what happens ``then``."""
+        path = error.path
+        if remove and path.is_dir():
+            shutil.rmtree(path)
+        elif remove:
+            path.unlink(missing_ok=True)
+        self.repaired.append(str(path))
+        self.log(f"[{stage}] {error}; {then}")
 
 
 def walkthrough_recipe(profile: str = "tiny", overrides: Mapping[str, Any] | None = None,
@@ -206,28 +230,42 @@ def run_config(recipe: Recipe, profile: str, seed: int) -> dict[str, Any]:
 
 
 def open_run(out: Path, recipe: Recipe, profile: str, seed: int, log: Log, progress: bool,
-             device: str | torch.device | None) -> RunFolder:
+             device: str | torch.device | None, save_every: int = SAVE_EVERY) -> RunFolder:
     """Resolve the device, then create ``out`` with its ``config.json``, or check that the run
-    already there has the same profile, seed and recipe (an older config.json is migrated)."""
+    already there has the same profile, seed and recipe (an older config.json is migrated).
+    Temp files of interrupted writes are removed; unreadable ``work/`` books (timings, history)
+    are discarded with a message."""
     dev = resolve_device(device)
     accelerator = make_accelerator(device=dev)
-    run = RunFolder(out, seed, log, progress, dev, accelerator)
-    run.work.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out, seed, log, progress, dev, accelerator, save_every=save_every)
     config_path = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise XrayGPTLabError(f"{out} is a file, not a run folder; choose another --out")
+    if not config_path.is_file() and any(p.name != WORK_FOLDER for p in out.glob("*")):
+        raise XrayGPTLabError(f"{out} holds other files and no run (no config.json); choose a new or empty --out")
     if config_path.is_file():
-        old = json.loads(config_path.read_text())
         try:
+            old = read_json(config_path)
             same = (old.get("profile"), old.get("seed"), recipe_of_run(old)) == (profile, seed, recipe)
-        except RecipeError as exc:
+        except (CorruptFileError, RecipeError) as exc:
             raise XrayGPTLabError(f"{out} holds a run whose settings do not read as a recipe ({exc}); "
                                   "choose another --out") from None
         if not same:
             raise XrayGPTLabError(f"{out} holds a run with other settings (profile/seed/steps); choose another --out")
+        for path in leftovers(out):  # temp files of this run's writes that a kill cut off
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     else:
-        atomic_write_text(config_path, json.dumps(run_config(recipe, profile, seed), indent=2))
+        write_json(config_path, run_config(recipe, profile, seed))
+    run.work.mkdir(parents=True, exist_ok=True)
     for name, book in (("timings.json", run.timings), ("history.json", run.history)):
         if (run.work / name).is_file():
-            book.update(json.loads((run.work / name).read_text()))
+            try:
+                book.update(read_json(run.work / name))
+            except CorruptFileError as exc:
+                run.discard("resume", exc, "discarded it (the times or loss curves of stages finished before are lost)")
     return run
 
 
@@ -259,8 +297,9 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
     from .contrastive import pretrain_encoder
 
     t0 = time.perf_counter()
-    if (run.out / "encoder" / "encoder.safetensors").is_file():
-        encoder = VisionEncoder.from_pretrained(run.out / "encoder", device=run.device)
+    folder = run.out / "encoder"
+    encoder = _reuse(run, "encoder", folder / "encoder.safetensors", lambda: _finished_encoder(folder, run.device))
+    if encoder is not None:
         run.log("[encoder] found in run folder, skipped")
         return encoder.freeze()
     e = recipe.encoder
@@ -269,11 +308,13 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
     torch.manual_seed(run.seed)
     encoder = VisionEncoder(encoder_config(recipe)).to(run.device)
     text_encoder = _text_encoder(run, split.summaries).to(run.device)
+    checkpoint = run.work / "encoder.ckpt.safetensors"
+    before = run.resume_point("encoder", checkpoint, e.steps)
     h = pretrain_encoder(encoder, text_encoder, split.pixels, split.summaries, laterality_labels(split.findings),
                          steps=e.steps, batch_size=e.batch, lr=e.lr, seed=run.seed, progress=run.progress,
                          contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
                          contrastive_every=e.contrastive_every, token_labels=split.token_labels,
-                         dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=run.work / "encoder.ckpt.safetensors")
+                         dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=checkpoint, save_every=run.save_every)
     run.history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
     run.history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
     for part in ("loss_contrastive", "loss_labels"):
@@ -281,11 +322,19 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
             row[part] = None if v is None else round(v, 5)
     text_encoder.save_pretrained(run.out / "text_encoder")
     if h.get("label_head") is not None:  # kept for diagnostics (what the tokens carry)
-        (run.out / "encoder").mkdir(exist_ok=True)
-        save_weights(run.out / "encoder" / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
-    encoder.save_pretrained(run.out / "encoder")  # last: its weights file marks the stage done
-    run.stage_done("encoder", time.perf_counter() - t0, " (bf16 autocast)" if h["bf16"] else " (float32)")
+        save_weights(folder / LABEL_HEAD_FILE, dict(h["label_head"].state_dict()))
+    encoder.save_pretrained(folder)  # last: its weights file (written after its config) marks the stage done
+    run.stage_done("encoder", before + time.perf_counter() - t0, " (bf16 autocast)" if h["bf16"] else " (float32)")
     return encoder.freeze()
+
+
+def _finished_encoder(folder: Path, device: torch.device) -> Any:
+    """The encoder stage's output; its label head (kept for the diagnostics) is checked too."""
+    from ..models.encoder import VisionEncoder
+
+    if (folder / LABEL_HEAD_FILE).is_file():
+        read_header(folder / LABEL_HEAD_FILE)
+    return VisionEncoder.from_pretrained(folder, device=device)
 
 
 def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
@@ -293,8 +342,10 @@ def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
     from ..models.text_encoder import TextEncoder
 
     text_init = run.work / "text_encoder_init"
-    if (text_init / "text_encoder.safetensors").is_file():
-        return TextEncoder.from_pretrained(text_init)
+    kept = _reuse(run, "encoder", text_init / "text_encoder.safetensors", lambda: TextEncoder.from_pretrained(text_init),
+                  made_from_it=("encoder.ckpt.safetensors", *ALIGNMENT_FILES))
+    if kept is not None:
+        return kept
     text_encoder = TextEncoder.from_corpus(summaries)
     text_encoder.save_pretrained(text_init)
     return text_encoder
@@ -308,6 +359,8 @@ def encode_features(run: RunFolder, encoder: Any, splits: Splits) -> tuple[torch
     t0 = time.perf_counter()
     cache = FeatureCache(run.work / "features", encoder)
     features = tuple(cache.features(s.pixels) for s in (splits.stage1, splits.stage2, splits.eval))
+    for error in cache.unreadable:  # already replaced by the cache
+        run.discard("features", error, "encoded that image again in its place", remove=False)
     run.stage_done("features", time.perf_counter() - t0, f" ({cache.misses} encoded, {cache.hits} from cache)")
     return features
 
@@ -335,23 +388,24 @@ def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) ->
     from .llm_finetune import domain_finetune
 
     t0 = time.perf_counter()
-    if (run.out / "llm" / "model.safetensors").is_file():
-        llm, tokenizer = load_llm(run.out / "llm", device=run.device)
+    found = _reuse(run, "llm", run.out / "llm" / "model.safetensors", lambda: load_llm(run.out / "llm", device=run.device))
+    if found is not None:
         run.log("[llm] found in run folder, skipped")
-        return llm, tokenizer
+        return found
     examples = llm_training_examples(recipe, split, n_slots, run.seed)
     tokenizer = _tokenizer(recipe, run, examples)
+    checkpoint = run.work / "llm.ckpt.safetensors"
+    before = run.resume_point("llm", checkpoint, recipe.llm.steps)
     llm = tiny_llm(tokenizer, seed=run.seed, arch=recipe.llm_arch).to(run.device)
     run.log(f"[llm] domain fine-tuning on {len(examples)} examples (conversations + grounded slots), "
             f"{recipe.llm.steps} steps")
     # float32 on every device (bf16=False): the recipe's numbers are float32's, and at this size a
     # GPU step is bound by kernel launches, not by arithmetic
-    r = domain_finetune(llm, tokenizer, examples, stage_config(recipe.llm, "llm", run.seed, SAVE_EVERY),
-                        run.work / "llm.ckpt.safetensors", progress=run.progress, accelerator=run.accelerator,
-                        bf16=False)
+    r = domain_finetune(llm, tokenizer, examples, stage_config(recipe.llm, "llm", run.seed, run.save_every),
+                        checkpoint, progress=run.progress, accelerator=run.accelerator, bf16=False)
     run.history["llm"] = r.history
     save_llm(llm, tokenizer, run.out / "llm")
-    run.stage_done("llm", time.perf_counter() - t0)
+    run.stage_done("llm", before + time.perf_counter() - t0)
     return llm, tokenizer
 
 
@@ -361,10 +415,10 @@ def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) 
     from .grounding import CONCEPT_TOKENS
 
     tok_dir = run.work / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast.from_pretrained(tok_dir)
+    kept = _reuse(run, "llm", tok_dir / "tokenizer.json", lambda: _kept_tokenizer(tok_dir),
+                  made_from_it=("llm.ckpt.safetensors", *ALIGNMENT_FILES))
+    if kept is not None:
+        return kept
     corpus = list(dict.fromkeys(p + a for p, a in examples)) + [xraygpt_prompt(q) for q in _instructions()]
     tokenizer = train_tokenizer(corpus, vocab_size=recipe.llm_arch.vocab_size)
     tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
@@ -372,54 +426,95 @@ def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) 
     return tokenizer
 
 
+def _kept_tokenizer(folder: Path) -> Any:
+    """The tokenizer an earlier call trained and kept in ``folder``; ``CorruptFileError`` if unreadable."""
+    from transformers import PreTrainedTokenizerFast
+
+    read_json(folder / "tokenizer.json")
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    except Exception as exc:  # tokenizers raises assorted types for a malformed file
+        raise CorruptFileError(folder / "tokenizer.json", f"cannot be read as a tokenizer ({one_line(exc)})") from None
+
+
+#: Alignment files in ``RUN/work/``: made from the encoder's features and the LLM, so discarded
+#: with an input that has to be remade differently (a tokenizer, the text encoder's start).
+ALIGNMENT_FILES: tuple[str, ...] = ("stage1.ckpt.safetensors", "projection_stage1.safetensors",
+                                    "stage2.ckpt.safetensors", "projection_stage2.safetensors")
+
+
+def _reuse(run: RunFolder, stage: str, marker: Path, load: Callable[[], Any],
+           made_from_it: tuple[str, ...] = ()) -> Any:
+    """What an earlier call left at ``marker`` (a finished stage's output, or an input kept for a
+    resume), loaded; None when there is none. An unreadable one is discarded with a message naming
+    the file, with ``marker`` and the ``RUN/work/`` files ``made_from_it``, and ``stage`` redoes them."""
+    if not marker.is_file():
+        return None
+    try:
+        return load()
+    except CorruptFileError as exc:
+        made = [run.work / name for name in made_from_it if (run.work / name).is_file()]
+        also = f" with {', '.join(p.name for p in made)} (made from it)" if made else ""
+        run.discard(stage, exc, f"discarded it{also}; redoing {stage}")
+        for path in (marker, *made):
+            path.unlink(missing_ok=True)
+        return None
+
+
 def align_stage1(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData) -> None:
     """Stage 5, alignment stage 1 ("MIMIC-like"): only the projection trains; it starts from
     ``recipe.stage1.init`` (the concept fit of ``train.concept_init``, or at random)."""
     from .concept_init import init_projection_from_concepts
 
-    if _skip_alignment(run, model, "stage1"):
-        return
-    t0 = time.perf_counter()
-    if recipe.stage1.init == "concepts" and not (run.work / "stage1.ckpt.safetensors").is_file():
+    def concept_start() -> None:
         r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
                                            model.tokenizer, features, split.token_labels)
         run.log(f"[stage1] start: least-squares fit of the image tokens to the concept tokens (R² {r2:.2f})")
-    _align(recipe.stage1, "stage1", run, model, features, split, t0)
+
+    if not _skip_alignment(run, model, "stage1"):
+        _align(recipe.stage1, "stage1", run, model, features, split,
+               start=concept_start if recipe.stage1.init == "concepts" else None)
 
 
 def align_stage2(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData) -> None:
     """Stage 6, alignment stage 2 ("OpenI-like"): continues from stage 1's projection."""
     if _skip_alignment(run, model, "stage2"):
         return
-    t0 = time.perf_counter()
-    model.projection.load_state_dict(load_weights(run.work / "projection_stage1.safetensors")[0])
-    _align(recipe.stage2, "stage2", run, model, features, split, t0)
+    load_state(model.projection, run.work / "projection_stage1.safetensors", against="the model's projection")
+    _align(recipe.stage2, "stage2", run, model, features, split)
 
 
 def _skip_alignment(run: RunFolder, model: Any, name: str) -> bool:
-    """Load a finished alignment stage's projection; False when the stage has yet to run."""
+    """Load a finished alignment stage's projection; False when the stage has yet to run (or its
+    output was unreadable and is discarded)."""
     done_path = run.work / f"projection_{name}.safetensors"
-    if not done_path.is_file():
+    if _reuse(run, name, done_path, lambda: load_state(model.projection, done_path, "the model's projection")) is None:
         return False
-    model.projection.load_state_dict(load_weights(done_path)[0])
     run.log(f"[{name}] found, skipped")
     return True
 
 
 def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData,
-           t0: float) -> None:
-    """Train the projection for ``stage`` (resuming its checkpoint) and keep the result in ``RUN/work/``."""
+           start: Callable[[], None] | None = None) -> None:
+    """Train the projection for ``stage`` (resuming its checkpoint; else ``start()`` first sets
+    where it begins) and keep the result in ``RUN/work/``."""
     from .align import AlignmentSet, align_stage
 
-    config = stage_config(stage, name, run.seed, SAVE_EVERY)
+    t0 = time.perf_counter()
+    checkpoint = run.work / f"{name}.ckpt.safetensors"
+    before = run.resume_point(name, checkpoint, stage.steps)
+    if start is not None and not checkpoint.is_file():
+        start()
+    config = stage_config(stage, name, run.seed, run.save_every)
     run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {config.steps} steps, "
             f"lr {config.init_lr:g} -> {config.min_lr:g}")
     # float32 like the LLM stage (bf16=False)
-    r = align_stage(model, AlignmentSet(features, split.summaries), config, run.work / f"{name}.ckpt.safetensors",
+    r = align_stage(model, AlignmentSet(features, split.summaries), config, checkpoint,
                     progress=run.progress, accelerator=run.accelerator, bf16=False)
     run.history[name] = r.history
     save_weights(run.work / f"projection_{name}.safetensors", dict(model.projection.state_dict()))
-    run.stage_done(name, time.perf_counter() - t0, f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
+    run.stage_done(name, before + time.perf_counter() - t0,
+                   f" (loss {r.history[0]['loss']:.3f} -> {r.history[-1]['loss']:.3f})")
 
 
 def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor,
@@ -435,9 +530,11 @@ def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Ten
     metrics["diagnostics"] = diagnostics(model, run.out, features, split, run.seed, recipe.max_new_tokens,
                                          spatial=recipe.llm.spatial_slots)
     run.timings["eval"] = round(time.perf_counter() - t0, 1)
-    metrics["timings_s"] = run.timings
+    metrics["timings_s"] = run.timings  # each stage's time, summed over its resumed segments
+    metrics["resumed"] = run.history.get("resumed", {})  # stage -> the steps it resumed from
+    metrics["repaired"] = run.repaired  # unreadable files this call discarded and remade
     metrics["eval_seed"] = eval_seed
-    atomic_write_text(run.out / COMPLETE_MARKER, json.dumps(metrics, indent=2))
+    write_json(run.out / COMPLETE_MARKER, metrics)
     run.log(f"[eval] ROUGE-L {metrics['rougeL']:.3f}  CE macro-F1 {metrics['ce_f1_macro']:.3f}  "
             f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
     return metrics
@@ -446,18 +543,26 @@ def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Ten
 def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
                     overrides: Mapping[str, Any] | None = None, progress: bool = True,
                     keep_work: bool = False, device: str | torch.device | None = None,
-                    recipe: Recipe | None = None) -> dict[str, Any]:
+                    recipe: Recipe | None = None, save_every: int = SAVE_EVERY) -> dict[str, Any]:
     """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content.
 
     ``recipe`` (default: ``profile``'s) with the flat-named ``overrides`` (``walkthrough --set``)
     applied; ``profile`` is also written to ``config.json``. ``device``: where the models train
     (``xraygpt_lab.device.resolve_device``: CUDA when present, else the CPU; ``$XRAYGPT_DEVICE``
-    overrides). The run folder is the same either way.
+    overrides). The run folder is the same either way. ``save_every``: steps between a stage's
+    checkpoints (how much an interruption can lose; the weights do not depend on it).
+
+    A rerun resumes: finished stages are skipped, an interrupted one continues from its checkpoint
+    (``resuming <stage> from step N``), and a file left unreadable (a checkpoint, a cached feature,
+    a stage's output) is named, discarded and remade. Callers that may run concurrently on one
+    folder hold ``run_folder.run_lock`` around this call (the command line and ``runs.ensure_tiny_run`` do).
     """
     from ..models.xraygpt import XrayGPT
 
     recipe = walkthrough_recipe(profile, overrides, recipe)
-    run = open_run(Path(out), recipe, profile, seed, log, progress, device)
+    if save_every < 1:
+        raise XrayGPTLabError(f"save_every takes an integer >= 1, got {save_every!r}")
+    run = open_run(Path(out), recipe, profile, seed, log, progress, device, save_every)
     torch.manual_seed(seed)
     log(f"[device] {describe_device(run.device)}")
     splits = prepare_data(recipe, run)
@@ -469,7 +574,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     align_stage1(recipe, run, model, f1, splits.stage1)
     align_stage2(recipe, run, model, f2, splits.stage2)
     save_weights(run.out / "projection.safetensors", dict(model.projection.state_dict()))
-    atomic_write_text(run.out / "history.json", json.dumps(run.history))
+    write_json(run.out / "history.json", run.history, indent=None)
     metrics = evaluate_run(recipe, run, model, fe, splits.eval)
     if not keep_work:
         shutil.rmtree(run.work / "features", ignore_errors=True)

@@ -14,8 +14,9 @@ Explain and image changes.
 
 Safety: every string shown goes through :func:`xraygpt_lab.widgets.html.escape_text`; bad input
 (empty question, no image, an unreadable file, a question longer than the context) shows an
-inline message in the transcript and the panel keeps working; a run folder missing a file shows
-which (or raises :class:`~xraygpt_lab.errors.RunFolderError` with ``strict=True``).
+inline message in the transcript and the panel keeps working; a run folder missing a file or
+holding an unreadable one shows which and why (or raises
+:class:`~xraygpt_lab.errors.RunFolderError` with ``strict=True``).
 
 Workshop page (``data_root``, :mod:`xraygpt_lab.widgets.app`): the Path tab and the dataset
 browser reach only files inside the data folder the instructor chose when starting the server;
@@ -37,7 +38,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from ..errors import ImageLoadError, PathOutsideError, RunFolderError, XrayGPTLabError
+from ..errors import ImageLoadError, PathOutsideError, RunFolderError, XrayGPTLabError, one_line
 from .browser import DatasetBrowser
 from .explain import PANEL_METHODS, Explanation, explain_answer
 from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_reference, render_status,
@@ -124,10 +125,11 @@ class ChatPanel:
             self.run_dir = Path(run_dir_or_model)
             try:
                 self.model = load_model(self.run_dir)
-            except (RunFolderError, XrayGPTLabError, OSError, ValueError) as exc:
+            except Exception as exc:  # the page stays up and says why (a bad file is a one-line RunFolderError)
                 if strict:
                     raise
-                self.load_error = f"Could not load the run folder {self.run_dir}: {exc}"
+                reason = str(exc) if isinstance(exc, XrayGPTLabError) else one_line(exc)
+                self.load_error = f"Could not load the run folder {self.run_dir}: {reason}"
         else:
             self.model = run_dir_or_model
         if system is None:
