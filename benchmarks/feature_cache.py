@@ -37,9 +37,11 @@ def build_model(image_size: int = 128, llm_sizes: dict | None = None, encoder_si
                 seed: int = 0):
     """A randomly initialised ``XrayGPT`` at the tiny profile's sizes (or ``llm_sizes`` /
     ``encoder_sizes``, keyword arguments of ``LlamaConfig`` / ``EncoderConfig``)."""
+    from dataclasses import asdict
+
     import torch
 
-    from xraygpt_lab.config import TINY
+    from xraygpt_lab.config import TINY_RECIPE
     from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS
     from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
@@ -47,7 +49,7 @@ def build_model(image_size: int = 128, llm_sizes: dict | None = None, encoder_si
     from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
     from xraygpt_lab.models.xraygpt import XrayGPT
 
-    sizes = dict(TINY.llm if llm_sizes is None else llm_sizes)
+    sizes = dict(asdict(TINY_RECIPE.llm_arch) if llm_sizes is None else llm_sizes)
     corpus = [c.summary for c in generate_cases(200, 32, seed=seed + 97)]
     corpus += [xraygpt_prompt(q) for q in ALIGNMENT_INSTRUCTIONS]
     tokenizer = train_tokenizer(corpus, vocab_size=sizes.pop("vocab_size", 1024))
@@ -107,14 +109,14 @@ def _measure(n_images: int, batch_size: int | None, image_size: int, llm_sizes: 
              encoder_sizes: dict | None, repeats: int, seed: int) -> dict:
     import torch
 
-    from xraygpt_lab.config import TINY
+    from xraygpt_lab.config import TINY_RECIPE
     from xraygpt_lab.data.readers.images import preprocess
     from xraygpt_lab.data.text.instructions import ALIGNMENT_INSTRUCTIONS
     from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
     from xraygpt_lab.train.feature_cache import FeatureCache
 
-    batch_size = batch_size or TINY.train["stage1_batch"]
+    batch_size = batch_size or TINY_RECIPE.stage1.batch
     if n_images < 1 or batch_size < 1 or repeats < 1:
         raise ValueError(f"n_images, batch_size and repeats must be >= 1, got {n_images}, {batch_size}, {repeats}")
     cases = list(generate_cases(n_images, image_size, seed=seed + 4242))

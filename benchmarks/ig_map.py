@@ -32,7 +32,7 @@ def tiny_model():
         return load_run(run_dir), f"trained run {run_dir}"
     import torch
 
-    from xraygpt_lab.config import TINY
+    from xraygpt_lab.config import TINY_RECIPE
     from xraygpt_lab.data.synthetic.world import generate_cases
     from xraygpt_lab.models.conversation import xraygpt_prompt
     from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
@@ -40,9 +40,9 @@ def tiny_model():
     from xraygpt_lab.models.xraygpt import XrayGPT
 
     texts = [c.summary for c in generate_cases(60, 64, seed=99)] + [xraygpt_prompt("Describe.")]
-    tokenizer = train_tokenizer(texts, vocab_size=TINY.llm.get("vocab_size", 1024))
+    tokenizer = train_tokenizer(texts, vocab_size=TINY_RECIPE.llm_arch.vocab_size)
     torch.manual_seed(0)
-    llm = tiny_llm(tokenizer, **{k: v for k, v in TINY.llm.items() if k != "vocab_size"})
+    llm = tiny_llm(tokenizer, TINY_RECIPE.llm_arch)
     return XrayGPT(VisionEncoder(EncoderConfig.tiny()), llm, tokenizer).eval(), "random weights, tiny sizes"
 
 

@@ -44,7 +44,7 @@ from xraygpt_lab.models.llm import count_parameters
 
 pd.set_option("display.width", 120)
 print("profile:", FULL.name, "| image size:", FULL.image_size, "| device:", FULL.device)
-print("alignment stage 1:", {k: v for k, v in FULL.train.items() if k.startswith("stage1")})
+print("alignment stage 1:", {k: v for k, v in FULL.recipe.flat().items() if k.startswith("stage1")})
 
 # %% [markdown]
 # ## 1. What the full profile needs, and what this machine has

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import pytest
 import torch
@@ -59,7 +59,8 @@ def test_recipes_hold_the_dict_recipes_numbers():
     _same(TINY_RECIPE.flat(), OLD_TINY_TRAIN)
     _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES})
     _same(FULL_RECIPE.flat(), OLD_FULL_TRAIN)
-    assert TINY_LLM == TINY_RECIPE.llm_arch and TINY.llm == OLD_TINY_LLM and FULL.llm == {}
+    assert TINY_LLM == TINY_RECIPE.llm_arch and asdict(TINY.recipe.llm_arch) == OLD_TINY_LLM
+    assert FULL.recipe.llm_arch is None
     assert (TINY.image_size, FULL.image_size, FULL.device) == (128, 224, "cuda")
     # settings the dict recipe did not state: the values its code used
     for recipe in (TINY_RECIPE, FULL_RECIPE):

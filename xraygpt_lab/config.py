@@ -6,8 +6,7 @@ Nothing else in the code branches on the profile name; modules read the numbers 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from .recipe import AlignStage, AlignStage1, DataSizes, EncoderStage, LLMStage, Recipe, TinyLLMArch
 
@@ -91,17 +90,6 @@ class Profile:
     def image_size(self) -> int:
         """Side of the square radiograph the encoder sees (MedCLIP: 224): ``recipe.image_size``."""
         return self.recipe.image_size
-
-    @property
-    def train(self) -> dict[str, Any]:
-        """The recipe's settings under their flat names (``Recipe.flat``), read-only."""
-        return self.recipe.flat()
-
-    @property
-    def llm(self) -> dict[str, Any]:
-        """The tiny LLM's sizes as keyword arguments (empty for a pretrained LLM)."""
-        arch = self.recipe.llm_arch
-        return {} if arch is None else asdict(arch)
 
 
 TINY = Profile(name="tiny", recipe=TINY_RECIPE)
