@@ -149,12 +149,32 @@ class ChatPanel:
 
     # ------------------------------------------------------------------ layout
     def _build(self, settings: GenerationSettings, dataset: str | os.PathLike | None) -> None:
-        layout = widgets.Layout
-        size = self.session.image_size if self.session is not None else 128
-        context = int(self.model.context_length) if self.model is not None else 2048
+        """Create the panel's widgets (image sources, settings, conversation, explain) and lay them out."""
         self.banner = widgets.HTML(render_banner())
         self.info = widgets.HTML(self._info_text())
-        # image sources
+        self._build_sources(dataset)
+        self._build_settings(settings)
+        self._build_conversation()
+        self._build_explain()
+        layout = widgets.Layout
+        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.reference_box,
+                             self.new_image_button,
+                             self.controls], layout=layout(width="380px", min_width="320px"))
+        right = widgets.VBox([
+            self.transcript,
+            widgets.HBox([self.question, self.send_button, self.stop_button]),
+            widgets.HBox([self.reset_button, self.status]),
+            widgets.HBox([self.phrase, self.method, self.explain_button]),
+            widgets.HBox([self.explanation_image, self.explanation_caption]),
+        ], layout=layout(flex="1 1 auto", min_width="360px"))
+        self.widget = widgets.VBox([self.banner, self.info, widgets.HBox([left, right])])
+        self.widget.add_class("xg-chat-panel")
+
+
+    def _build_sources(self, dataset: str | os.PathLike | None) -> None:
+        """Upload, dataset browser and path box; the thumbnail and the reference report."""
+        layout = widgets.Layout
+        size = self.session.image_size if self.session is not None else 128
         self.upload = widgets.FileUpload(accept="image/*,.dcm,.dicom", multiple=False,
                                          description="Upload", layout=layout(width="200px"))
         self.upload.observe(self._on_upload, names="value")
@@ -182,7 +202,10 @@ class ChatPanel:
         self.new_image_button = widgets.Button(description="New image", icon="file-image-o",
                                                tooltip="forget the image and the conversation")
         self.new_image_button.on_click(lambda _: self._in_background(self.new_image))
-        # generation settings (XrayGPT demo sliders)
+
+    def _build_settings(self, settings: GenerationSettings) -> None:
+        """The generation sliders of XrayGPT's demo."""
+        context = int(self.model.context_length) if self.model is not None else 2048
         style = {"description_width": "110px"}
         self.temperature = widgets.FloatSlider(value=settings.temperature, min=0.0, max=2.0, step=0.05,
                                                description="temperature", style=style,
@@ -201,7 +224,10 @@ class ChatPanel:
             widgets.HTML("<small>temperature 0 = greedy decoding; beams &gt; 1 cannot stream.</small>"),
         ])])
         self.controls.set_title(0, "Generation settings")
-        # conversation
+
+    def _build_conversation(self) -> None:
+        """Transcript, question box and the send / stop / reset buttons."""
+        layout = widgets.Layout
         self.transcript = widgets.HTML(render_transcript(self.entries))
         self.question = widgets.Text(placeholder="Ask about the radiograph\u2026",
                                      layout=layout(flex="1 1 auto", width="auto"))
@@ -218,7 +244,10 @@ class ChatPanel:
         self.reset_button.add_class("xg-reset")
         self.reset_button.on_click(lambda _: self._in_background(self.reset))
         self.status = widgets.HTML()
-        # explain
+
+    def _build_explain(self) -> None:
+        """Phrase box, method menu and the explanation picture."""
+        layout = widgets.Layout
         self.phrase = widgets.Text(placeholder="phrase from the last answer (empty = whole answer)",
                                    layout=layout(flex="1 1 auto", width="auto"))
         self.method = widgets.Dropdown(options=list(PANEL_METHODS), value=PANEL_METHODS[0],
@@ -232,19 +261,6 @@ class ChatPanel:
         self.explanation_image.add_class("xg-explanation")
         set_picture(self.explanation_image, b"")
         self.explanation_caption = widgets.HTML()
-
-        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.reference_box,
-                             self.new_image_button,
-                             self.controls], layout=layout(width="380px", min_width="320px"))
-        right = widgets.VBox([
-            self.transcript,
-            widgets.HBox([self.question, self.send_button, self.stop_button]),
-            widgets.HBox([self.reset_button, self.status]),
-            widgets.HBox([self.phrase, self.method, self.explain_button]),
-            widgets.HBox([self.explanation_image, self.explanation_caption]),
-        ], layout=layout(flex="1 1 auto", min_width="360px"))
-        self.widget = widgets.VBox([self.banner, self.info, widgets.HBox([left, right])])
-        self.widget.add_class("xg-chat-panel")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         """Display as the widget (JupyterLab, Voilà), with a short text form for plain outputs."""
