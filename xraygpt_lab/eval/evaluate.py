@@ -35,6 +35,9 @@ import numpy as np
 import torch
 
 from ..data.findings import RENDERED_OBSERVATIONS
+from ..data.readers.images import preprocess
+from ..data.readers.images import load_image, preprocess
+from ..data.synthetic.world import generate_cases
 from ..data.text.labeler import label_report
 from .baselines import always_normal_reports, nearest_neighbour_reports
 from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
@@ -97,8 +100,6 @@ def synthetic_eval_data(n: int, size: int, seed: int) -> EvalData:
 
     Pick a ``seed`` no training stage used (the walkthrough uses ``S``, ``S+1000``, ``S+2000``).
     """
-    from ..data.readers.images import preprocess
-    from ..data.synthetic.world import generate_cases
 
     cases = list(generate_cases(n, size, seed))
     return EvalData(
@@ -115,7 +116,6 @@ def records_eval_data(records: Sequence[Any], size: int) -> EvalData:
     Records without an image or a summary are left out; ground truth is used only when every
     kept record has labels (``labels.csv`` of a synthetic export, MIMIC's CheXpert CSV).
     """
-    from ..data.readers.images import load_image, preprocess
 
     kept = [r for r in records if r.image_path is not None and r.summary and r.summary.strip()]
     if not kept:
@@ -171,8 +171,6 @@ def retrieval_pool(encoder: torch.nn.Module, pixel_values: torch.Tensor, reports
 def training_pool(model: Any, n: int = 400, batch_size: int = 64) -> RetrievalPool:
     """Retrieval pool of a walkthrough run: ``n`` stage-1 synthetic cases, re-drawn from the seed
     in the run's ``config.json`` (``seeds.stage1``): images the model was aligned on."""
-    from ..data.readers.images import preprocess
-    from ..data.synthetic.world import generate_cases
 
     seeds = getattr(model, "run_config", {}).get("seeds", {})
     if "stage1" not in seeds:

@@ -22,7 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 from ..models.conversation import END_SYM, IMAGE_PLACEHOLDER, MAX_TARGET_TOKENS, xraygpt_prompt
+from ..models.llm import tiny_llm, train_tokenizer
+from ..models.xraygpt import XrayGPT
 from .checking import Case, CheckResult, Mistake, run_check
 
 IGNORE_INDEX = -100  # nn.CrossEntropyLoss's default ignore_index
@@ -38,9 +41,6 @@ class _TokensOnly(nn.Module):
 @lru_cache(maxsize=1)
 def _tiny_model() -> Any:
     """A 1-layer tiny XrayGPT (random weights) whose tokenizer knows the template tokens."""
-    from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
-    from ..models.llm import tiny_llm, train_tokenizer
-    from ..models.xraygpt import XrayGPT
 
     corpus = list(ALIGNMENT_INSTRUCTIONS) + [
         "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..interpret.faithfulness import pointing_hit
+from ..interpret.qformer_attention import StackAttention, cross_attention_maps
 from .checking import CheckResult
 
 
@@ -72,7 +74,6 @@ def _pointing_cases() -> list[tuple[str, np.ndarray, np.ndarray, float, bool, st
 
 def check_pointing_game(fn: Callable[[np.ndarray, np.ndarray, float], bool]) -> CheckResult:
     """Check ``fn(saliency [H, W], mask bool [H, W], tolerance_px) -> bool`` (Zhang et al. 2018)."""
-    from ..interpret.faithfulness import pointing_hit
 
     exercise = "pointing game (notebook 05)"
     cases = _pointing_cases()
@@ -145,7 +146,6 @@ def check_rollout(fn: Callable[[list[torch.Tensor], float], torch.Tensor]) -> Ch
 def reference_query_maps(vision: list[torch.Tensor], cross: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The library's answer (``interpret.qformer_attention.cross_attention_maps``) for one ViT and one
     cross-attention layer given as plain matrices."""
-    from ..interpret.qformer_attention import StackAttention, cross_attention_maps
 
     q = cross.shape[0]
     built = StackAttention(weights={"vision": [a[None] for a in vision], "query": [torch.eye(q)[None]],

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.readers.images import preprocess
+from ..data.synthetic.world import toggle_finding
 from .attribution import AttributionMap, explain
 from .targets import DEFAULT_INSTRUCTION, phrase_target
 
@@ -46,7 +48,6 @@ def format_diff(diff: list[tuple[str, str]]) -> str:
 
 def counterfactual_pair(case, observation: str):
     """``(with_case, without_case)``: the same seed and anatomy, ``observation`` toggled."""
-    from ..data.synthetic.world import toggle_finding
 
     other = toggle_finding(case, observation)
     if observation in case.masks:
@@ -91,7 +92,6 @@ def explain_counterfactual(model, case, observation: str, phrase: str, *, method
     ``answer`` (default: the ground-truth summary of the image with the finding) is the
     teacher-forced text that contains ``phrase``.
     """
-    from ..data.readers.images import preprocess
 
     with_case, without_case = counterfactual_pair(case, observation)
     size = model.encoder.config.image_size

@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 from ..data.findings import LOCALIZED_OBSERVATIONS
+from ..data.readers.images import preprocess
+from ..data.synthetic.world import generate_cases
 from .attribution import RECOMMENDED_IG, explain
+from .counterfactual import counterfactual_pair
 from .faithfulness import default_tolerance, evaluate_maps
 from .targets import DEFAULT_INSTRUCTION, phrase_target
 
@@ -77,7 +80,6 @@ def held_out_positives(n_per_observation: int, size: int, observations: Sequence
                        seed: int = HELD_OUT_SEED, max_cases: int = 20_000) -> list[tuple[object, str]]:
     """``(case, observation)`` pairs: the first ``n_per_observation`` held-out phantoms positive for
     each observation (a phantom with two findings can serve both)."""
-    from ..data.synthetic.world import generate_cases
 
     if n_per_observation < 1:
         raise ValueError(f"n_per_observation must be >= 1, got {n_per_observation}")
@@ -103,8 +105,6 @@ def evaluate_positives(model, pairs: Sequence[tuple[object, str]], methods: dict
     target on the same phantom without the finding. Near zero means the model's words do not
     depend on the lesion at all — then no faithful map can point at it.
     """
-    from ..data.readers.images import preprocess
-    from .counterfactual import counterfactual_pair
 
     methods = DEFAULT_METHODS if methods is None else methods
     size = model.encoder.config.image_size

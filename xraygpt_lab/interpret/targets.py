@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from ..models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
+from ..models.xraygpt import ContextLengthError
+from ..models.zero_shot import DEFAULT_PROMPTS, prompt_embedding
 
 DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
 
@@ -164,7 +166,6 @@ def _check_fits(model: nn.Module, prompt: str, answer: str, span: tuple[int, int
     ``span``: the phrase's characters in ``answer``; every token overlapping them must lie within
     the first ``max_target_tokens`` answer tokens (XrayGPT's ``max_txt_len``, 160).
     """
-    from ..models.xraygpt import ContextLengthError
 
     _, offsets = token_spans(model.tokenizer, answer + model.end_sym)
     cut = model.max_target_tokens
@@ -238,7 +239,6 @@ class ZeroShotTarget(nn.Module):
                  scale: float = 100.0, output: str = "logit",
                  class_embeddings: torch.Tensor | None = None) -> None:
         super().__init__()
-        from ..models.zero_shot import DEFAULT_PROMPTS, prompt_embedding
 
         if output not in ("logit", "probability"):
             raise ValueError(f"output must be 'logit' or 'probability', got {output!r}")

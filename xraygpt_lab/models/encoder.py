@@ -54,6 +54,7 @@ from torch import nn
 from transformers import SwinConfig, SwinModel
 
 from ..atomic import atomic_write
+from ..config import TINY
 from ..data.readers.images import MEDCLIP_SPACE, load_image, preprocess
 from ..errors import RunFolderError
 from ..run_folder import load_model_folder, save_model_folder
@@ -95,7 +96,6 @@ class EncoderConfig:
         token knows whether it lies on the patient's left or right (a shuffled-free 4 × 4 grid
         where a finding's side is part of the label). ``overrides`` replace any field.
         """
-        from ..config import TINY
 
         return cls(**{"image_size": image_size or TINY.image_size, "stem": "conv", "stem_depth": 2,
                       "absolute_position": True, **overrides})

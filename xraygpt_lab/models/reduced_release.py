@@ -21,6 +21,7 @@ import torch
 from ..atomic import atomic_write
 from ..errors import XrayGPTLabError
 from .conversation import xraygpt_prompt
+from .llm import save_llm, tiny_llm, train_tokenizer
 
 #: Texts the reduced LLM's tokenizer is trained on (it generates noise; these make phrases tokenise).
 REDUCED_REPORTS: tuple[str, ...] = ("There is a small left pleural effusion.", "The heart is enlarged.",
@@ -118,7 +119,6 @@ def write_reduced_release(folder: str | os.PathLike, layout: ReducedLayout = Red
     """Write the four released things at ``layout``'s sizes into ``folder``; returns their paths
     (``vit``, ``qformer``, ``checkpoint``, ``llm``). Same ``seed``, same weights. Refuses a folder
     that already holds any of them (nothing is overwritten)."""
-    from .llm import save_llm, tiny_llm, train_tokenizer
 
     folder = Path(folder)
     paths = {"vit": folder / "eva_vit_g.pth", "qformer": folder / "blip2_pretrained_flant5xxl.pth",

@@ -66,7 +66,13 @@ import torch
 from torch import nn
 
 from ..data.readers.images import PixelSpace
+from ..data.readers.images import load_image
+from ..device import resolve_device
 from ..errors import XrayGPTLabError
+from ..errors import ImageLoadError
+from .conversation import XRAYGPT_SYSTEM
+from .llm import load_llm
+from .xraygpt import XrayGPT
 
 #: The manifest ``xraygpt-lab release init`` writes into a run folder.
 MANIFEST = "release.json"
@@ -587,8 +593,6 @@ def blip2_eval_processor(image: Any, size: int = 224) -> torch.Tensor:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..data.readers.images import load_image
-    from ..errors import ImageLoadError
 
     def from_grey(array: np.ndarray) -> "Image.Image":
         return Image.fromarray(np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L").convert("RGB")
@@ -653,10 +657,6 @@ def load_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoint:
     ``image_processor`` is :func:`blip2_eval_processor` at the model's image size. ``log`` receives
     one line per group of unused keys. Raises :class:`ReleasedLoadError` (one line).
     """
-    from ..device import resolve_device
-    from .conversation import XRAYGPT_SYSTEM
-    from .llm import load_llm
-    from .xraygpt import XrayGPT
 
     device = resolve_device(device)
     llm_dir = Path(llm)

@@ -31,6 +31,7 @@ from torch import nn
 from ..errors import XrayGPTLabError
 from .conversation import END_SYM, IMAGE_PLACEHOLDER, MAX_TARGET_TOKENS, Conversation, xraygpt_prompt
 from .llm import freeze
+from .static_decode import decoder_for
 
 IGNORE_INDEX = -100  # label value the cross-entropy skips (PyTorch / Hugging Face convention)
 
@@ -350,7 +351,6 @@ class XrayGPT(nn.Module):
     def _generate_static(self, embeds, max_new_tokens, do_sample, temperature, top_p,
                          repetition_penalty, streamer, stop_string) -> torch.Tensor:
         """Batch-1 decoding with a static KV cache (+ a CUDA graph per step on a GPU)."""
-        from .static_decode import decoder_for
 
         processors = self._logits_processors(do_sample, temperature, top_p, repetition_penalty)
         decoder = decoder_for(self.llm, embeds.shape[1] + max_new_tokens)

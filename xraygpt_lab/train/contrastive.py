@@ -20,12 +20,15 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..data.findings import RENDERED_OBSERVATIONS
+from ..data.synthetic.lesions import ALLOWED_SIDES
 from ..models.encoder import VisionEncoder
 from ..models.medclip import LogitScale
 from ..models.text_encoder import TextEncoder
 from .label_supervision import TokenLabelHead, dense_label_loss, label_loss, positive_weights, random_shift
 from .loop import make_accelerator, train_stage
 from .schedule import StageConfig
+
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``mean_i  −Σ_j targets[i, j] · log_softmax(logits)[i, j]`` for ``[B, B']`` inputs."""
@@ -78,8 +81,6 @@ def label_columns() -> list[str]:
     """Column names of ``observation_targets``: each rendered observation, split by side where
     the synthetic world lateralises it (``Pleural Effusion (left)`` …), so that the semantic-
     matching targets separate a left from a right effusion."""
-    from ..data.findings import RENDERED_OBSERVATIONS
-    from ..data.synthetic.lesions import ALLOWED_SIDES
 
     columns: list[str] = []
     for observation in RENDERED_OBSERVATIONS:

@@ -31,13 +31,38 @@ import torch
 
 from ..atomic import leftovers
 from ..config import get_profile
+from ..data.findings import RENDERED_OBSERVATIONS
+from ..data.readers.images import preprocess
+from ..data.synthetic.world import render_cases
+from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 from ..device import describe_device, resolve_device
 from ..errors import CorruptFileError, RecipeError, XrayGPTLabError, one_line
+from ..eval.metrics import clinical_efficacy
 from ..models.conversation import END_SYM, xraygpt_prompt, xraygpt_text_example
+from ..models.encoder import VisionEncoder
+from ..models.encoder import EncoderConfig
+from ..models.llm import load_llm, save_llm, tiny_llm
+from ..models.llm import train_tokenizer
+from ..models.text_encoder import TextEncoder
+from ..models.xraygpt import XrayGPT
 from ..recipe import AlignStage, Recipe, recipe_of_run, run_config_entries
 from ..run_folder import (COMPLETE_MARKER, WORK_FOLDER, load_state, load_weights, read_header, read_json,
                           save_weights, write_json)
+from .align import AlignmentSet, align_stage
 from .checkpoint import checkpoint_progress
+from .concept_init import init_projection_from_concepts
+from .contrastive import pretrain_encoder
+from .evaluation import evaluate_model
+from .evaluation import score_reports
+from .feature_cache import FeatureCache
+from .grounding import concept_columns
+from .grounding import grounded_conversations, grounded_examples, mix
+from .grounding import CONCEPT_TOKENS
+from .grounding import oracle_prompts
+from .label_supervision import token_targets
+from .label_supervision import finding_columns
+from .label_supervision import TokenLabelHead
+from .llm_finetune import domain_finetune
 from .loop import make_accelerator
 from .schedule import stage_config
 
@@ -66,9 +91,6 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None,
     """Generate ``n`` synthetic cases (``data.synthetic.render_cases``, in ``workers`` processes)
     and preprocess them with the MedCLIP transform; with ``grid`` (the encoder's token grid) also
     the per-token targets of ``label_supervision.token_targets`` from the finding masks."""
-    from ..data.readers.images import preprocess
-    from ..data.synthetic.world import render_cases
-    from .label_supervision import token_targets
 
     cases = render_cases(n, size, seed, workers=workers)
     columns = laterality_columns()
@@ -85,14 +107,12 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None,
 
 def laterality_columns() -> list[tuple[str, str | None]]:
     """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
-    from .grounding import concept_columns
 
     return concept_columns()
 
 
 def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
     """Multi-hot ``[M, L]`` targets for the encoder's losses, with left/right split columns."""
-    from .label_supervision import finding_columns
 
     columns = laterality_columns()
     out = torch.zeros(len(findings), len(columns))
@@ -210,7 +230,6 @@ def walkthrough_recipe(profile: str = "tiny", overrides: Mapping[str, Any] | Non
 def _check_image_size(recipe: Recipe) -> None:
     """Encode one image with the tiny encoder built on the meta device (no memory, no random draws),
     so that an image size the encoder cannot take is refused before anything is written."""
-    from ..models.encoder import VisionEncoder
 
     size = recipe.image_size
     try:
@@ -271,7 +290,6 @@ def open_run(out: Path, recipe: Recipe, profile: str, seed: int, log: Log, progr
 
 def encoder_config(recipe: Recipe) -> Any:
     """The tiny encoder's ``EncoderConfig`` at the recipe's image size."""
-    from ..models.encoder import EncoderConfig
 
     return EncoderConfig.tiny(recipe.image_size)
 
@@ -293,8 +311,6 @@ def prepare_data(recipe: Recipe, run: RunFolder) -> Splits:
 def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
     """Stage 2, encoder: MedCLIP-style pretraining on ``split`` (skipped when the run folder has
     one); returns it frozen."""
-    from ..models.encoder import VisionEncoder
-    from .contrastive import pretrain_encoder
 
     t0 = time.perf_counter()
     folder = run.out / "encoder"
@@ -330,7 +346,6 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
 
 def _finished_encoder(folder: Path, device: torch.device) -> Any:
     """The encoder stage's output; its label head (kept for the diagnostics) is checked too."""
-    from ..models.encoder import VisionEncoder
 
     if (folder / LABEL_HEAD_FILE).is_file():
         read_header(folder / LABEL_HEAD_FILE)
@@ -339,7 +354,6 @@ def _finished_encoder(folder: Path, device: torch.device) -> Any:
 
 def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
     """The MedCLIP text side; BPE training breaks ties in no fixed order, so a resume keeps the first."""
-    from ..models.text_encoder import TextEncoder
 
     text_init = run.work / "text_encoder_init"
     kept = _reuse(run, "encoder", text_init / "text_encoder.safetensors", lambda: TextEncoder.from_pretrained(text_init),
@@ -354,7 +368,6 @@ def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
 def encode_features(run: RunFolder, encoder: Any, splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 3, features: the frozen encoder's tokens of every image of the stage-1, stage-2 and
     evaluation sets, encoded once (``RUN/work/features``)."""
-    from .feature_cache import FeatureCache
 
     t0 = time.perf_counter()
     cache = FeatureCache(run.work / "features", encoder)
@@ -368,7 +381,6 @@ def encode_features(run: RunFolder, encoder: Any, splits: Splits) -> tuple[torch
 def llm_training_examples(recipe: Recipe, split: SplitData, n_slots: int, seed: int) -> list[tuple[str, str]]:
     """The LLM's examples: conversations (RadVicuna-like) mixed with grounded examples that teach
     the image slot (``train.grounding``), from the first ``recipe.llm.cases`` cases of ``split``."""
-    from .grounding import grounded_conversations, grounded_examples, mix
 
     m, k = recipe.llm, recipe.llm.cases  # the LLM needs fewer cases than the encoder
     # spatial slots: slot k holds the concept whose region covers token cell k (grounding.slot_text)
@@ -384,8 +396,6 @@ def llm_training_examples(recipe: Recipe, split: SplitData, n_slots: int, seed: 
 def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) -> tuple[Any, Any]:
     """Stage 4, LLM: tokenizer + domain fine-tuning (skipped when the run folder has the LLM);
     returns ``(llm, tokenizer)``."""
-    from ..models.llm import load_llm, save_llm, tiny_llm
-    from .llm_finetune import domain_finetune
 
     t0 = time.perf_counter()
     found = _reuse(run, "llm", run.out / "llm" / "model.safetensors", lambda: load_llm(run.out / "llm", device=run.device))
@@ -411,8 +421,6 @@ def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) ->
 
 def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) -> Any:
     """The tiny BPE tokenizer (+ the concept tokens), trained once and kept in ``RUN/work/``."""
-    from ..models.llm import train_tokenizer
-    from .grounding import CONCEPT_TOKENS
 
     tok_dir = run.work / "tokenizer"
     kept = _reuse(run, "llm", tok_dir / "tokenizer.json", lambda: _kept_tokenizer(tok_dir),
@@ -464,7 +472,6 @@ def _reuse(run: RunFolder, stage: str, marker: Path, load: Callable[[], Any],
 def align_stage1(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData) -> None:
     """Stage 5, alignment stage 1 ("MIMIC-like"): only the projection trains; it starts from
     ``recipe.stage1.init`` (the concept fit of ``train.concept_init``, or at random)."""
-    from .concept_init import init_projection_from_concepts
 
     def concept_start() -> None:
         r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
@@ -498,7 +505,6 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
            start: Callable[[], None] | None = None) -> None:
     """Train the projection for ``stage`` (resuming its checkpoint; else ``start()`` first sets
     where it begins) and keep the result in ``RUN/work/``."""
-    from .align import AlignmentSet, align_stage
 
     t0 = time.perf_counter()
     checkpoint = run.work / f"{name}.ckpt.safetensors"
@@ -520,7 +526,6 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
 def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Tensor,
                  split: SplitData) -> dict[str, Any]:
     """Stage 7, evaluation on the held-out seed; writes ``metrics.json`` (the run is complete)."""
-    from .evaluation import evaluate_model
 
     t0 = time.perf_counter()
     eval_seed = split_seeds(run.seed)["eval"]
@@ -557,7 +562,6 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     a stage's output) is named, discarded and remade. Callers that may run concurrently on one
     folder hold ``run_folder.run_lock`` around this call (the command line and ``runs.ensure_tiny_run`` do).
     """
-    from ..models.xraygpt import XrayGPT
 
     recipe = walkthrough_recipe(profile, overrides, recipe)
     if save_every < 1:
@@ -593,11 +597,6 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
       (``train.grounding.oracle_prompts``; laid out like the training slots when ``spatial``): what
       a perfect encoder + projection would reach.
     """
-    from ..data.findings import RENDERED_OBSERVATIONS
-    from ..eval.metrics import clinical_efficacy
-    from .evaluation import score_reports
-    from .grounding import oracle_prompts
-    from .label_supervision import TokenLabelHead
 
     result: dict[str, Any] = {}
     head_path = out / "encoder" / LABEL_HEAD_FILE
@@ -628,6 +627,5 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
 
 
 def _instructions() -> tuple[str, ...]:
-    from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 
     return ALIGNMENT_INSTRUCTIONS

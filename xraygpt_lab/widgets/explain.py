@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from ..data.readers.images import MEDCLIP_SPACE, PixelSpace
+from ..interpret.attribution import RECOMMENDED_IG, explain
+from ..interpret.targets import answer_target, phrase_target
 
 #: Methods offered in the panel (a subset of ``interpret.attribution.METHODS`` that run in
 #: seconds on the tiny model); the first is the default.
@@ -74,8 +76,6 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
     ``prompt`` is the full conversation prompt that produced ``answer`` (with the image slot).
     Raises ``ValueError`` when the phrase does not occur in the answer or the answer is empty.
     """
-    from ..interpret.attribution import RECOMMENDED_IG, explain
-    from ..interpret.targets import answer_target, phrase_target
 
     if phrase is not None and phrase.strip():
         target = phrase_target(model, phrase.strip(), answer=answer, prompt=prompt)
