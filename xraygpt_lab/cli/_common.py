@@ -2,39 +2,32 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1, with a one-line error otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def checked(convert: Callable[[str], T], valid: Callable[[T], bool], expected: str) -> Callable[[str], T]:
+    """An argparse type: ``convert(text)`` that also passes ``valid``; otherwise one line saying
+    ``expected <expected>, got <text>`` (NaN fails every comparison, so it is refused too)."""
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a real number >= 0 (not NaN)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+#: argparse type: an integer >= 1.
+positive_int = checked(int, lambda v: v >= 1, "a whole number >= 1")
+#: argparse type: an integer >= 0.
+non_negative_int = checked(int, lambda v: v >= 0, "a whole number >= 0")
+#: argparse type: a real number >= 0 (not NaN).
+non_negative_float = checked(float, lambda v: v >= 0, "a number >= 0")
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

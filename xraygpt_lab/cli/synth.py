@@ -1,36 +1,20 @@
 """``xraygpt-lab synth``: write a synthetic chest-radiograph dataset in XrayGPT's layout."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from xraygpt_lab.cli._common import non_negative_int, positive_int
+from xraygpt_lab.cli._common import checked, non_negative_int, positive_int
 from xraygpt_lab.config import TINY
 
 #: Kept equal to ``synthetic.MIN_SIZE`` / ``export.MAX_SIZE`` (not imported: --help stays fast).
 MIN_SIZE, MAX_SIZE = 32, 2048
 
 
-def image_size(text: str) -> int:
-    """argparse type: an image side in pixels between MIN_SIZE and MAX_SIZE."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if not MIN_SIZE <= value <= MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"image size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return value
+#: argparse type: an image side in pixels between MIN_SIZE and MAX_SIZE.
+image_size = checked(int, lambda v: MIN_SIZE <= v <= MAX_SIZE,
+                     f"an image side in whole pixels between {MIN_SIZE} and {MAX_SIZE}")
+#: argparse type: a number in [0, 1).
+fraction = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def register(subparsers) -> None:
