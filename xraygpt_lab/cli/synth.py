@@ -1,6 +1,7 @@
 """``xraygpt-lab synth``: write a synthetic chest-radiograph dataset in XrayGPT's layout."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from xraygpt_lab.cli._common import checked, non_negative_int, positive_int
