@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, fields
 
 import pytest
@@ -321,6 +322,11 @@ def recorded_walkthrough(monkeypatch, tmp_path):
                                (concept_init, "init_projection_from_concepts", init_projection_from_concepts),
                                (align, "align_stage", align_stage), (evaluation, "evaluate_model", evaluate_model),
                                (feature_cache, "FeatureCache", _FakeCache)):
+        original = getattr(module, name)
+        # every module that imported the name (the walkthrough imports at module level) sees the fake
+        for other in [m for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("xraygpt_lab.")]:
+            if getattr(other, name, None) is original:
+                monkeypatch.setattr(other, name, fake)
         monkeypatch.setattr(module, name, fake)
 
     def run(recipe: Recipe, name: str) -> dict:
