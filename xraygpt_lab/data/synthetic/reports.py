@@ -44,101 +44,153 @@ def _cap(s: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Positive statements: (findings sentence, impression phrase, plain-language gloss)
 # ----------------------------------------------------------------------------------------------
+def _positive_cardiomegaly(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Cardiomegaly: findings sentence and impression phrase."""
+    sev, d = f.severity, f.detail
+    ctr = d.get("ctr")
+    sentence = w.pick(
+        f"The heart is {_ADVERB[sev]} enlarged.",
+        f"There is {sev} cardiomegaly.",
+        f"The cardiac silhouette is {_ADVERB[sev]} enlarged, with a cardiothoracic ratio of {ctr:.2f}.",
+    )
+    return sentence, f"{_cap(sev)} cardiomegaly."
+
+
+def _positive_pleural_effusion(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Pleural Effusion: findings sentence and impression phrase."""
+    side, sev = f.side, f.severity
+    extra = {"small": "blunting the {s} costophrenic angle",
+             "moderate": "with a meniscus, obscuring the {s} hemidiaphragm",
+             "large": "obscuring the {s} hemidiaphragm and the lower {s} hemithorax"}[sev].format(s=side)
+    sentence = w.pick(
+        f"There is a {sev} {side} pleural effusion, {extra}.",
+        f"A {sev} {side} pleural effusion is present.",
+        f"{_cap(sev)} {side}-sided pleural effusion, {extra}.",
+    )
+    return sentence, w.pick(f"{_cap(sev)} {side} pleural effusion.", f"{_cap(sev)} {side}-sided pleural effusion.")
+
+
+def _positive_pneumothorax(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Pneumothorax: findings sentence and impression phrase."""
+    side, sev = f.side, f.severity
+    where = f"{side} apical" if f.zone == "apical" else side
+    sentence = w.pick(
+        f"There is a {sev} {where} pneumothorax.",
+        f"A {sev} {where} pneumothorax is present, with a visible visceral pleural line and absent lung markings beyond it.",
+        f"{_cap(sev)} {where} pneumothorax.",
+    )
+    return sentence, f"{_cap(sev)} {where} pneumothorax."
+
+
+def _positive_consolidation(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Consolidation: findings sentence and impression phrase."""
+    side, d = f.side, f.detail
+    lobe = d["lobe"]
+    sentence = w.pick(
+        f"There is consolidation in the {lobe}.",
+        f"Consolidation is present in the {lobe}, with air bronchograms.",
+        f"Focal consolidation in the {side} {f.zone} lung zone, in the {lobe}.",
+    )
+    return sentence, w.pick(f"Consolidation in the {lobe}.", f"{_cap(side)}-sided consolidation in the {lobe}.")
+
+
+def _positive_lung_lesion(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Lung Lesion: findings sentence and impression phrase."""
+    side, d = f.side, f.detail
+    size_mm, kind = d["size_mm"], d["kind"]
+    size = f"{size_mm} mm" if kind == "nodule" else f"{size_mm / 10:.1f} cm"
+    where = f"{side} {f.zone} lung"
+    sentence = w.pick(
+        f"There is a {size} {kind} in the {where}.",
+        f"A {size} {kind} is seen in the {where}.",
+        f"{_cap(size)} {where} {kind}.",
+    )
+    return sentence, w.pick(f"{_cap(size)} {where} {kind}.", f"{_cap(where)} {kind}, measuring {size}.")
+
+
+def _positive_edema(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Edema: findings sentence and impression phrase."""
+    sev = f.severity
+    sentence = w.pick(
+        f"There is {sev} bilateral pulmonary edema.",
+        f"{_cap(sev)} pulmonary edema with bilateral perihilar haziness.",
+        f"Bilateral perihilar haziness and indistinct vessels from {sev} pulmonary edema.",
+    )
+    return sentence, w.pick(f"{_cap(sev)} pulmonary edema, bilateral and perihilar.",
+                            f"{_cap(sev)} bilateral pulmonary edema.")
+
+
+def _positive_atelectasis(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Atelectasis: findings sentence and impression phrase."""
+    side, sev = f.side, f.severity
+    kind = "plate-like" if sev == "mild" else "basilar"
+    sentence = w.pick(
+        f"{_cap(sev)} {side} basilar atelectasis.",
+        f"There is {kind} atelectasis at the {side} lung base.",
+        f"{_cap(sev)} atelectasis is seen at the {side} base.",
+    )
+    return sentence, f"{_cap(sev)} {side} basilar atelectasis."
+
+
+def _positive_support_devices(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Support Devices: findings sentence and impression phrase."""
+    d = f.detail
+    parts, imp = [], []
+    for dev in d["devices"]:
+        if dev == "endotracheal tube":
+            cm = d["ett_tip_cm"]
+            parts.append(w.pick(f"Endotracheal tube terminates {cm} cm above the carina.",
+                                f"An endotracheal tube is in place with its tip {cm} cm above the carina.",
+                                f"The endotracheal tube tip lies {cm} cm above the carina."))
+            imp.append("endotracheal tube in standard position")
+        elif dev == "central venous catheter":
+            route = d["line_route"]
+            parts.append(w.pick(f"{_cap(route)} central venous catheter terminates in the lower SVC.",
+                                f"A {route} central venous catheter is present with its tip in the lower superior vena cava.",
+                                f"{_cap(route)} central line tip projects over the lower SVC."))
+            imp.append(f"{route} central venous catheter in the lower SVC")
+        elif dev == "pacemaker":
+            parts.append(w.pick("Left chest wall pacemaker with its lead terminating in the right ventricle.",
+                                "A left-sided pacemaker is present with the lead in the right ventricle.",
+                                "Left pectoral pacemaker generator with a single lead in the right ventricle."))
+            imp.append("left-sided pacemaker")
+    joined = "; ".join(imp)
+    return " ".join(parts), _cap(joined) + "."
+
+
+def _positive_fracture(w: _Writer, f: Finding) -> tuple[str, str]:
+    """Fracture: findings sentence and impression phrase."""
+    side, d = f.side, f.detail
+    rib = ORDINALS[d["rib"]]
+    sentence = w.pick(
+        f"There is a displaced fracture of the {side} {rib} posterior rib.",
+        f"Acute fracture of the lateral {side} {rib} rib, with a cortical step.",
+        f"A {side} {rib} rib fracture is seen laterally.",
+    )
+    return sentence, f"{_cap(side)} {rib} rib fracture."
+
+
+#: The wording of each positive observation.
+_POSITIVE = {
+    "Cardiomegaly": _positive_cardiomegaly,
+    "Pleural Effusion": _positive_pleural_effusion,
+    "Pneumothorax": _positive_pneumothorax,
+    "Consolidation": _positive_consolidation,
+    "Lung Lesion": _positive_lung_lesion,
+    "Edema": _positive_edema,
+    "Atelectasis": _positive_atelectasis,
+    "Support Devices": _positive_support_devices,
+    "Fracture": _positive_fracture,
+}
+
+
 def _positive(w: _Writer, f: Finding) -> tuple[str, str]:
     """A findings-section sentence and an impression phrase for one positive finding."""
-    side, sev, d = f.side, f.severity, f.detail
-    obs = f.observation
-    if obs == "Cardiomegaly":
-        ctr = d.get("ctr")
-        sentence = w.pick(
-            f"The heart is {_ADVERB[sev]} enlarged.",
-            f"There is {sev} cardiomegaly.",
-            f"The cardiac silhouette is {_ADVERB[sev]} enlarged, with a cardiothoracic ratio of {ctr:.2f}.",
-        )
-        return sentence, f"{_cap(sev)} cardiomegaly."
-    if obs == "Pleural Effusion":
-        extra = {"small": "blunting the {s} costophrenic angle",
-                 "moderate": "with a meniscus, obscuring the {s} hemidiaphragm",
-                 "large": "obscuring the {s} hemidiaphragm and the lower {s} hemithorax"}[sev].format(s=side)
-        sentence = w.pick(
-            f"There is a {sev} {side} pleural effusion, {extra}.",
-            f"A {sev} {side} pleural effusion is present.",
-            f"{_cap(sev)} {side}-sided pleural effusion, {extra}.",
-        )
-        return sentence, w.pick(f"{_cap(sev)} {side} pleural effusion.", f"{_cap(sev)} {side}-sided pleural effusion.")
-    if obs == "Pneumothorax":
-        where = f"{side} apical" if f.zone == "apical" else side
-        sentence = w.pick(
-            f"There is a {sev} {where} pneumothorax.",
-            f"A {sev} {where} pneumothorax is present, with a visible visceral pleural line and absent lung markings beyond it.",
-            f"{_cap(sev)} {where} pneumothorax.",
-        )
-        return sentence, f"{_cap(sev)} {where} pneumothorax."
-    if obs == "Consolidation":
-        lobe = d["lobe"]
-        sentence = w.pick(
-            f"There is consolidation in the {lobe}.",
-            f"Consolidation is present in the {lobe}, with air bronchograms.",
-            f"Focal consolidation in the {side} {f.zone} lung zone, in the {lobe}.",
-        )
-        return sentence, w.pick(f"Consolidation in the {lobe}.", f"{_cap(side)}-sided consolidation in the {lobe}.")
-    if obs == "Lung Lesion":
-        size_mm, kind = d["size_mm"], d["kind"]
-        size = f"{size_mm} mm" if kind == "nodule" else f"{size_mm / 10:.1f} cm"
-        where = f"{side} {f.zone} lung"
-        sentence = w.pick(
-            f"There is a {size} {kind} in the {where}.",
-            f"A {size} {kind} is seen in the {where}.",
-            f"{_cap(size)} {where} {kind}.",
-        )
-        return sentence, w.pick(f"{_cap(size)} {where} {kind}.", f"{_cap(where)} {kind}, measuring {size}.")
-    if obs == "Edema":
-        sentence = w.pick(
-            f"There is {sev} bilateral pulmonary edema.",
-            f"{_cap(sev)} pulmonary edema with bilateral perihilar haziness.",
-            f"Bilateral perihilar haziness and indistinct vessels from {sev} pulmonary edema.",
-        )
-        return sentence, w.pick(f"{_cap(sev)} pulmonary edema, bilateral and perihilar.",
-                                f"{_cap(sev)} bilateral pulmonary edema.")
-    if obs == "Atelectasis":
-        kind = "plate-like" if sev == "mild" else "basilar"
-        sentence = w.pick(
-            f"{_cap(sev)} {side} basilar atelectasis.",
-            f"There is {kind} atelectasis at the {side} lung base.",
-            f"{_cap(sev)} atelectasis is seen at the {side} base.",
-        )
-        return sentence, f"{_cap(sev)} {side} basilar atelectasis."
-    if obs == "Support Devices":
-        parts, imp = [], []
-        for dev in d["devices"]:
-            if dev == "endotracheal tube":
-                cm = d["ett_tip_cm"]
-                parts.append(w.pick(f"Endotracheal tube terminates {cm} cm above the carina.",
-                                    f"An endotracheal tube is in place with its tip {cm} cm above the carina.",
-                                    f"The endotracheal tube tip lies {cm} cm above the carina."))
-                imp.append("endotracheal tube in standard position")
-            elif dev == "central venous catheter":
-                route = d["line_route"]
-                parts.append(w.pick(f"{_cap(route)} central venous catheter terminates in the lower SVC.",
-                                    f"A {route} central venous catheter is present with its tip in the lower superior vena cava.",
-                                    f"{_cap(route)} central line tip projects over the lower SVC."))
-                imp.append(f"{route} central venous catheter in the lower SVC")
-            elif dev == "pacemaker":
-                parts.append(w.pick("Left chest wall pacemaker with its lead terminating in the right ventricle.",
-                                    "A left-sided pacemaker is present with the lead in the right ventricle.",
-                                    "Left pectoral pacemaker generator with a single lead in the right ventricle."))
-                imp.append("left-sided pacemaker")
-        joined = "; ".join(imp)
-        return " ".join(parts), _cap(joined) + "."
-    if obs == "Fracture":
-        rib = ORDINALS[d["rib"]]
-        sentence = w.pick(
-            f"There is a displaced fracture of the {side} {rib} posterior rib.",
-            f"Acute fracture of the lateral {side} {rib} rib, with a cortical step.",
-            f"A {side} {rib} rib fracture is seen laterally.",
-        )
-        return sentence, f"{_cap(side)} {rib} rib fracture."
-    raise ValueError(f"no report wording for {obs!r}")
+    try:
+        wording = _POSITIVE[f.observation]
+    except KeyError:
+        raise ValueError(f"no report wording for {f.observation!r}") from None
+    return wording(w, f)
 
 
 # Negative statements --------------------------------------------------------------------------
