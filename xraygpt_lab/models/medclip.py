@@ -12,7 +12,7 @@ It was written with transformers 4.x, whose Swin names differ from 5.x (``attent
 → ``attention.q_proj``, ``intermediate.dense`` → ``mlp.fc1`` …) and stored Swin's
 ``relative_position_index`` buffers; we rename the former and check the latter against the
 index our window size implies. Newer BERTs no longer store
-``text_model.model.embeddings.position_ids`` (MedCLIP issue #37): that one key is tolerated.
+``text_model.model.embeddings.position_ids`` (reported to MedCLIP's tracker as #37): that one key is tolerated.
 Anything else missing, unexpected or of the wrong shape raises ``MedCLIPLoadError`` listing the keys
 (nanoGPT's ``from_pretrained`` habit: our module, real weights, loud failure).
 
@@ -60,7 +60,7 @@ VISION_PROJECTION = "vision_model.projection_head.weight"
 TEXT_PREFIX = "text_model.model."
 TEXT_PROJECTION = "text_model.projection_head.weight"
 LOGIT_SCALE = "logit_scale"
-#: The one stray key newer transformers leave over (MedCLIP issue #37).
+#: The one stray key newer transformers leave over (reported to MedCLIP's tracker as #37).
 TOLERATED_KEYS: frozenset[str] = frozenset({"text_model.model.embeddings.position_ids"})
 
 #: transformers 4.x Swin names → 5.x names (order matters: ``attention.output.dense`` before ``output.dense``).

@@ -15,7 +15,7 @@ Each stage is one function taking the :class:`~xraygpt_lab.recipe.Recipe` and th
 :func:`train_llm`, :func:`align_stage1`, :func:`align_stage2`, :func:`evaluate_run`);
 :func:`run_walkthrough` calls them in order. Resuming: every finished stage leaves its output in
 the run folder and is skipped next time; a stage interrupted midway continues from its last
-checkpoint in ``RUN/work/``.
+checkpoint in the run folder's ``work/``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ being the summary. Two flavours:
 
 * **mimic**: ``image/<image_id>.jpg`` (MIMIC-CXR dicom ids).
 * **openi**: ids like ``"1384_1"``, which do not match OpenI's PNG names
-  (``CXR1384_IM-0231-1001.png``; their issue #3). The id is ``<report number>_<k>``: the k-th
+  (``CXR1384_IM-0231-1001.png``; reported to XrayGPT's tracker as #3). The id is ``<report number>_<k>``: the k-th
   image (1-based, natural name order) of report ``CXR<report number>``. We map ids this way when
   ``image/<image_id>.png`` itself is absent. (A maintainer's example in that issue reads the
   first number as the ``IM-`` study number instead; that reading is not one-to-one: 1,638 of
