@@ -140,7 +140,7 @@ def llm_examples(conversations: list[list[dict]], seed: int, chains_per_case: in
     return examples
 
 
-#: Steps between the checkpoints of an interrupted stage (in ``RUN/work/``).
+#: Steps between the checkpoints of an interrupted stage (in the run folder's ``work/``).
 SAVE_EVERY = 50
 LABEL_HEAD_FILE = "label_head.safetensors"
 
@@ -171,7 +171,7 @@ class RunFolder:
 
     @property
     def work(self) -> Path:
-        """``RUN/work/``: checkpoints and intermediate files of unfinished stages."""
+        """the run folder's ``work/``: checkpoints and intermediate files of unfinished stages."""
         return self.out / WORK_FOLDER
 
     def stage_done(self, name: str, seconds: float, extra: str = "") -> None:
@@ -367,7 +367,7 @@ def _text_encoder(run: RunFolder, summaries: list[str]) -> Any:
 
 def encode_features(run: RunFolder, encoder: Any, splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 3, features: the frozen encoder's tokens of every image of the stage-1, stage-2 and
-    evaluation sets, encoded once (``RUN/work/features``)."""
+    evaluation sets, encoded once (the run folder's ``work/features``)."""
 
     t0 = time.perf_counter()
     cache = FeatureCache(run.work / "features", encoder)
@@ -420,7 +420,7 @@ def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) ->
 
 
 def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) -> Any:
-    """The tiny BPE tokenizer (+ the concept tokens), trained once and kept in ``RUN/work/``."""
+    """The tiny BPE tokenizer (+ the concept tokens), trained once and kept in the run folder's ``work/``."""
 
     tok_dir = run.work / "tokenizer"
     kept = _reuse(run, "llm", tok_dir / "tokenizer.json", lambda: _kept_tokenizer(tok_dir),
@@ -445,7 +445,7 @@ def _kept_tokenizer(folder: Path) -> Any:
         raise CorruptFileError(folder / "tokenizer.json", f"cannot be read as a tokenizer ({one_line(exc)})") from None
 
 
-#: Alignment files in ``RUN/work/``: made from the encoder's features and the LLM, so discarded
+#: Alignment files in the run folder's ``work/``: made from the encoder's features and the LLM, so discarded
 #: with an input that has to be remade differently (a tokenizer, the text encoder's start).
 ALIGNMENT_FILES: tuple[str, ...] = ("stage1.ckpt.safetensors", "projection_stage1.safetensors",
                                     "stage2.ckpt.safetensors", "projection_stage2.safetensors")
@@ -455,7 +455,7 @@ def _reuse(run: RunFolder, stage: str, marker: Path, load: Callable[[], Any],
            made_from_it: tuple[str, ...] = ()) -> Any:
     """What an earlier call left at ``marker`` (a finished stage's output, or an input kept for a
     resume), loaded; None when there is none. An unreadable one is discarded with a message naming
-    the file, with ``marker`` and the ``RUN/work/`` files ``made_from_it``, and ``stage`` redoes them."""
+    the file, with ``marker`` and the the run folder's ``work/`` files ``made_from_it``, and ``stage`` redoes them."""
     if not marker.is_file():
         return None
     try:
@@ -504,7 +504,7 @@ def _skip_alignment(run: RunFolder, model: Any, name: str) -> bool:
 def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: torch.Tensor, split: SplitData,
            start: Callable[[], None] | None = None) -> None:
     """Train the projection for ``stage`` (resuming its checkpoint; else ``start()`` first sets
-    where it begins) and keep the result in ``RUN/work/``."""
+    where it begins) and keep the result in the run folder's ``work/``."""
 
     t0 = time.perf_counter()
     checkpoint = run.work / f"{name}.ckpt.safetensors"
