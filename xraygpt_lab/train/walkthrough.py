@@ -171,7 +171,7 @@ class RunFolder:
 
     @property
     def work(self) -> Path:
-        """the run folder's ``work/``: checkpoints and intermediate files of unfinished stages."""
+        """The run folder's ``work/``: checkpoints and intermediate files of unfinished stages."""
         return self.out / WORK_FOLDER
 
     def stage_done(self, name: str, seconds: float, extra: str = "") -> None:
@@ -455,7 +455,7 @@ def _reuse(run: RunFolder, stage: str, marker: Path, load: Callable[[], Any],
            made_from_it: tuple[str, ...] = ()) -> Any:
     """What an earlier call left at ``marker`` (a finished stage's output, or an input kept for a
     resume), loaded; None when there is none. An unreadable one is discarded with a message naming
-    the file, with ``marker`` and the the run folder's ``work/`` files ``made_from_it``, and ``stage`` redoes them."""
+    the file, with ``marker`` and the run folder's ``work/`` files ``made_from_it``, and ``stage`` redoes them."""
     if not marker.is_file():
         return None
     try:
