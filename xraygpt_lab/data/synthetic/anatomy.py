@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from xraygpt_lab.data.synthetic.geometry import (
+    clamp,
     MM_PER_UNIT,
     ellipse_q,
     ellipse_sdf,
@@ -213,7 +214,7 @@ def posterior_rib_course(params: AnatomyParams, u):
     towards the lateral chest wall where it turns forward."""
     un = u / params.thorax_half_width
     c = params.rib_curvature * params.rib_spacing
-    return c * (1.3 * un * un + 0.55 * un + 5.0 * np.clip(un - 0.90, 0.0, None) ** 2)
+    return c * (1.3 * un * un + 0.55 * un + 5.0 * clamp(un - 0.90, 0.0, None) ** 2)
 
 
 def posterior_rib_slope(params: AnatomyParams, u):
@@ -221,7 +222,7 @@ def posterior_rib_slope(params: AnatomyParams, u):
     w = params.thorax_half_width
     un = u / w
     c = params.rib_curvature * params.rib_spacing
-    return c * (2.6 * un + 0.55 + 10.0 * np.clip(un - 0.90, 0.0, None)) / w
+    return c * (2.6 * un + 0.55 + 10.0 * clamp(un - 0.90, 0.0, None)) / w
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,6 +253,35 @@ def phantom_to_pixel(params: AnatomyParams, size: int, x, y):
     return (X + 1.0) * size / 2.0 - 0.5, (Y + 1.0) * size / 2.0 - 0.5
 
 
+def window(params: AnatomyParams, size: int, box: tuple[float, float, float, float],
+           margin: int = 2) -> tuple[slice, slice] | None:
+    """Rows and columns of the pixels that phantom box ``(x0, x1, y0, y1)`` covers (plus
+    ``margin`` pixels), or None when it is off the image."""
+    x0, x1, y0, y1 = box
+    c, r = phantom_to_pixel(params, size, np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
+    c0, c1 = max(0, int(np.floor(c.min())) - margin), min(size, int(np.ceil(c.max())) + margin + 1)
+    r0, r1 = max(0, int(np.floor(r.min())) - margin), min(size, int(np.ceil(r.max())) + margin + 1)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+def in_window(fn, params: AnatomyParams, x: np.ndarray, y: np.ndarray,
+              box: tuple[float, float, float, float], *args, **kwargs):
+    """``fn(params, x, y, *args)`` evaluated only inside ``box``, zero elsewhere: a full-size
+    float32 array, or a tuple of them when ``fn`` returns a tuple."""
+    win = window(params, x.shape[0], box)
+    result = None if win is None else fn(params, x[win], y[win], *args, **kwargs)
+    single = not isinstance(result, tuple)
+    parts = (result,) if single else result
+    n = 1 if result is None else len(parts)
+    outs = tuple(np.zeros(x.shape, np.float32) for _ in range(n))
+    if win is not None:
+        for out, part in zip(outs, parts):
+            out[win] = part
+    return outs[0] if single else outs
+
+
 def pixel_size(params: AnatomyParams, size: int) -> float:
     """Width of one pixel in phantom units."""
     return 2.0 / (size * params.scale)
@@ -273,8 +303,8 @@ def lateral_wall(params: AnatomyParams, y):
     """
     y = np.asarray(y, dtype=np.float32)
     widest = params.costophrenic_y - 0.10
-    above = np.clip(widest - y, 0.0, None)
-    return params.thorax_half_width - params.wall_taper * above**2 + 0.03 * np.clip(y - widest, 0.0, None)
+    above = clamp(widest - y, 0.0, None)
+    return params.thorax_half_width - params.wall_taper * above**2 + 0.03 * clamp(y - widest, 0.0, None)
 
 
 def thoracic_half_widths(params: AnatomyParams) -> tuple[float, float]:
@@ -287,26 +317,43 @@ def _apex_u(params: AnatomyParams) -> float:
     return 0.40 * params.thorax_half_width
 
 
+def _dome(params: AnatomyParams, u, left):
+    """Height and slope of the hemidiaphragm at lateral distance ``u``; ``left`` is a bool or a
+    bool array (the patient's left dome lies ``left_dome_drop`` lower)."""
+    cp = params.costophrenic_y + params.left_dome_drop * np.asarray(left, dtype=np.float32)
+    peak = cp - params.dome_height
+    wall = lateral_wall(params, cp)
+    dome_u = 0.45 * wall
+    t = (u - dome_u) / (wall - dome_u)
+    lateral = u > dome_u
+    height = np.where(lateral, peak + (cp - peak) * t * t, peak + 0.07 * ((dome_u - u) / dome_u) ** 2)
+    slope = np.where(lateral, 2 * (cp - peak) * t / (wall - dome_u), -0.14 * (dome_u - u) / dome_u**2)
+    return height, slope
+
+
 def diaphragm_y(params: AnatomyParams, u, side: str):
     """Height of the hemidiaphragm on ``side`` at lateral distance ``u`` from the midline.
 
-    The dome peaks at ``u = dome_u`` and falls steeply to the costophrenic angle at the chest
-    wall (a sharp, acute angle in health), and gently towards the cardiophrenic angle.
+    The dome peaks at 45 % of the way to the chest wall and falls steeply to the costophrenic
+    angle at the wall (a sharp, acute angle in health), and gently towards the cardiophrenic
+    angle.
     """
-    peak, cp = params.dome_peak(side), params.costophrenic(side)
-    wall = float(lateral_wall(params, cp))
-    dome_u = 0.45 * wall
-    lateral = peak + (cp - peak) * ((u - dome_u) / (wall - dome_u)) ** 2
-    medial = peak + 0.07 * ((dome_u - u) / dome_u) ** 2
-    return np.where(u > dome_u, lateral, medial)
+    side_sign(side)
+    return _dome(params, u, side == "left")[0]
 
 
-def _diaphragm_slope(params: AnatomyParams, u, side: str):
-    peak, cp = params.dome_peak(side), params.costophrenic(side)
-    wall = float(lateral_wall(params, cp))
-    dome_u = 0.45 * wall
-    return np.where(u > dome_u, 2 * (cp - peak) * (u - dome_u) / (wall - dome_u) ** 2,
-                    -0.14 * (dome_u - u) / dome_u**2)
+def envelope_sdf_u(params: AnatomyParams, u, y, left, dome_raise: float = 0.0):
+    """:func:`lung_envelope_sdf` in terms of the lateral distance ``u``; ``left`` may be an array."""
+    ua, k = _apex_u(params), params.apex_curvature
+    cap_y = params.apex_y + k * (u - ua) ** 2
+    phi_cap = (cap_y - y) / np.sqrt(1.0 + (2 * k * (u - ua)) ** 2)
+    widest = params.costophrenic_y - 0.10
+    slope_w = 2 * params.wall_taper * clamp(widest - y, 0.0, None)
+    phi_wall = (u - lateral_wall(params, y)) / np.sqrt(1.0 + slope_w**2)
+    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), 0.025 - u)
+    yd, slope = _dome(params, u, left)
+    phi_d = (y - (yd - dome_raise)) / np.sqrt(1.0 + slope * slope)
+    return np.maximum(phi_lat, phi_d)
 
 
 def lung_envelope_sdf(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
@@ -316,18 +363,7 @@ def lung_envelope_sdf(params: AnatomyParams, x, y, side: str, dome_raise: float 
     hemidiaphragm below (raised by ``dome_raise`` for volume loss) and a medial limit beside the
     spine (the heart, mediastinum and spine take their share of the depth in :func:`lung_chord`).
     """
-    s = side_sign(side)
-    u = s * x  # [H, W] distance towards this lung's lateral wall
-    ua, k = _apex_u(params), params.apex_curvature
-    cap_y = params.apex_y + k * (u - ua) ** 2
-    phi_cap = (cap_y - y) / np.sqrt(1.0 + (2 * k * (u - ua)) ** 2)
-    widest = params.costophrenic_y - 0.10
-    slope_w = 2 * params.wall_taper * np.clip(widest - y, 0.0, None)
-    phi_wall = (u - lateral_wall(params, y)) / np.sqrt(1.0 + slope_w**2)
-    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), 0.025 - u)
-    yd = diaphragm_y(params, u, side) - dome_raise
-    phi_d = (y - yd) / np.sqrt(1.0 + _diaphragm_slope(params, u, side) ** 2)
-    return np.maximum(phi_lat, phi_d)
+    return envelope_sdf_u(params, side_sign(side) * x, y, side == "left", dome_raise)
 
 
 def lung_depth_cm(params: AnatomyParams, y, u=None):
@@ -339,7 +375,7 @@ def lung_depth_cm(params: AnatomyParams, y, u=None):
     if u is None:
         return depth
     un = u / params.thorax_half_width
-    across = 0.55 + 0.45 * np.sqrt(np.clip(1.0 - ((un - 0.55) / 0.62) ** 2, 0.0, 1.0))
+    across = 0.55 + 0.45 * np.sqrt(clamp(1.0 - ((un - 0.55) / 0.62) ** 2, 0.0, 1.0))
     return depth * across
 
 
@@ -413,7 +449,7 @@ def heart_chord(params: AnatomyParams, x, y, ctr: float, edge: float = 0.0):
     q = np.minimum(*(ellipse_q(x, y, cx, cy, a + edge, b + edge, ang) for cx, cy, a, b, _, ang in parts))
     depth = parts[0][4]
     # a broad, rounded muscle mass: the chord rises faster than a sphere's towards the middle
-    return depth * np.clip(1.0 - q, 0.0, None) ** 0.35
+    return depth * clamp(1.0 - q, 0.0, None) ** 0.35
 
 
 def aortic_knob(params: AnatomyParams) -> tuple[float, float, float]:
@@ -440,7 +476,7 @@ def great_vessels_chord(params: AnatomyParams, x, y, edge: float = 0.0):
 
 def mediastinum_sdf(params: AnatomyParams, x, y):
     """Superior mediastinum in projection (a band widening downward) with the aortic knob."""
-    w = params.mediastinum_half_width + 0.03 * np.clip(y + 0.6, 0, None)
+    w = params.mediastinum_half_width + 0.03 * clamp(y + 0.6, 0, None)
     band = np.abs(x - 0.01) - w
     kx, ky, kr = aortic_knob(params)
     knob = ellipse_sdf(x, y, kx, ky, kr, 0.9 * kr)
@@ -451,7 +487,7 @@ def mediastinum_chord(params: AnatomyParams, x, y):
     """Path length (cm) of the central mediastinal soft tissue (trachea walls, oesophagus,
     thymic fat, vessel branches) that the lungs wrap around above the heart."""
     w = params.mediastinum_half_width * (0.80 + 0.25 * smoothstep(-0.9, 0.0, y))
-    t = np.clip(1.0 - (x / w) ** 2, 0.0, None)
+    t = clamp(1.0 - (x / w) ** 2, 0.0, None)
     return 0.50 * params.body_depth_cm * t ** 0.35
 
 
@@ -475,7 +511,7 @@ def body_sdf(params: AnatomyParams, x, y):
     u = np.abs(x)
     half = body_half_width(params, y)
     chest = u - half
-    t = np.clip((u - 0.24) / 0.7, 0.0, 1.0)
+    t = clamp((u - 0.24) / 0.7, 0.0, 1.0)
     shoulder_top = params.clavicle_y - 0.30 + 0.26 * np.sqrt(t)
     top = np.where(u < 0.24, -1.5, shoulder_top)
     return np.maximum(chest, top - y)
@@ -485,7 +521,7 @@ def body_half_width(params: AnatomyParams, y):
     """Half-width of the body (skin) at height ``y``: the chest wall outside the ribs, wider at
     the shoulders."""
     widest = params.costophrenic_y - 0.10
-    half = params.thorax_half_width + params.chest_wall + 0.04 * np.clip(y - widest, 0.0, None)
+    half = params.thorax_half_width + params.chest_wall + 0.04 * clamp(y - widest, 0.0, None)
     return half + 0.10 * smoothstep(params.apex_y + 0.25, params.apex_y - 0.1, y)
 
 
@@ -493,8 +529,8 @@ def body_chord(params: AnatomyParams, x, y, pixel: float):
     """Soft-tissue path length (cm): a rounded-rectangle cross-section (superellipse) for the
     chest and shoulders, a thinner cylinder for the neck, faded over one pixel at the skin."""
     half = body_half_width(params, y)
-    ratio = np.clip(np.abs(x) / half, 0.0, 1.0)
-    profile = (1.0 - ratio**2.6) ** (1.0 / 2.6)
+    r2 = clamp((x / half) ** 2, 0.0, 1.0)
+    profile = np.sqrt(1.0 - r2 * r2)  # a rounded-rectangle cross-section
     neck = smoothstep(params.clavicle_y + 0.02, params.clavicle_y - 0.25, y)
     depth = params.body_depth_cm * (1.0 - 0.45 * neck)
     return depth * profile * soft_inside(body_sdf(params, x, y), pixel)

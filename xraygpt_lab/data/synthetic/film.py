@@ -26,7 +26,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams, lung_depth_cm
-from xraygpt_lab.data.synthetic.geometry import pixel_centres
+from xraygpt_lab.data.synthetic.geometry import clamp, pixel_centres
 
 _KEV = np.array([40.0, 50.0, 60.0, 80.0])
 _MU_WATER = np.array([0.2683, 0.2269, 0.2059, 0.1837])             # 1/cm, XCOM water
@@ -48,7 +48,7 @@ def effective_kev(kvp: float) -> float:
 
 def attenuation(kvp: float) -> dict[str, float]:
     """Linear attenuation coefficients (1/cm) of soft tissue and cortical bone at ``kvp``."""
-    e = np.clip(effective_kev(kvp), _KEV[0], _KEV[-1])
+    e = clamp(effective_kev(kvp), _KEV[0], _KEV[-1])
     le = np.log(e)
     soft = float(np.exp(np.interp(le, np.log(_KEV), np.log(_MU_WATER))))
     bone = float(np.exp(np.interp(le, np.log(_KEV), np.log(_MU_BONE))))
@@ -90,11 +90,11 @@ class Maps:
 
     def aerated(self) -> np.ndarray:
         """Lung chord left after the heart and mediastinum (cm)."""
-        return np.clip(self.lung - self.lung_cut, 0.0, None)
+        return clamp(self.lung - self.lung_cut, 0.0, None)
 
     def air(self) -> np.ndarray:
         """Total air along each ray (cm)."""
-        lung = np.clip(self.aerated() - self.solid - self.fluid, 0.0, None)
+        lung = clamp(self.aerated() - self.solid - self.fluid, 0.0, None)
         return lung * self.air_frac + self.extra_air
 
 
@@ -106,7 +106,7 @@ def line_integral(maps: Maps, params: AnatomyParams) -> np.ndarray:
          + dens * (mu["cortical"] - mu["soft"]) * maps.cortical
          + dens * (mu["medullary"] - mu["soft"]) * maps.medullary
          + (mu["metal"] - mu["soft"]) * maps.metal)
-    return np.clip(P, 0.0, None).astype(np.float32)
+    return clamp(P, 0.0, None).astype(np.float32)
 
 
 def reference_levels(params: AnatomyParams) -> tuple[float, float]:
@@ -155,12 +155,12 @@ def develop(P: np.ndarray, params: AnatomyParams, proc: Processing, size: int,
     lung, _ = reference_levels(params)
     if noise is not None:
         # quantum noise: variance 1/N with N = N0 exp(-P), relative to a lung ray
-        rel = np.exp(np.clip(0.5 * (P - lung), -2.0, 1.6)) / np.sqrt(params.exposure)
+        rel = np.exp(clamp(0.5 * (P - lung), -2.0, 1.6)) / np.sqrt(params.exposure)
         P = P + proc.noise_sd * rel * noise
     eq = proc.background + detail_curve(P - proc.background)
     img = 1.0 / (1.0 + np.exp(-(eq - proc.centre) / proc.width))
     img = 0.01 + 0.98 * img * (1.0 - 0.04 * pixel_centres(size)[1])  # anode heel effect
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
+    return clamp(img, 0.0, 1.0).astype(np.float32)
 
 
 def detail_curve(d: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ along their axis deposit their volume into the four nearest pixels (bilinear wei
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -39,24 +40,34 @@ def pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
+def clamp(a, lo=None, hi=None):
+    """``np.clip`` without its Python overhead (it is called hundreds of times per film)."""
+    if lo is not None:
+        a = np.maximum(a, lo)
+    if hi is not None:
+        a = np.minimum(a, hi)
+    return a
+
+
 def soft_inside(phi: np.ndarray, width: float) -> np.ndarray:
     """Anti-aliased occupancy of ``phi < 0`` with an edge ``width`` wide (one pixel), in [0, 1]."""
-    return np.clip(0.5 - phi / width, 0.0, 1.0)
+    return clamp(0.5 - phi / width, 0.0, 1.0)
 
 
 def smoothstep(edge0: float, edge1, v):
     """Hermite ramp from 0 at ``edge0`` to 1 at ``edge1``."""
-    t = np.clip((v - edge0) / (edge1 - edge0), 0.0, 1.0)
+    t = clamp((v - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
 def ellipse_q(x, y, cx: float, cy: float, a: float, b: float, angle_deg: float = 0.0):
     """Normalised squared radius ``(u/a)^2 + (v/b)^2`` in the ellipse's own (rotated) frame."""
-    t = np.deg2rad(angle_deg)
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)  # Python floats keep float32 arrays float32
     dx, dy = x - cx, y - cy
-    u = np.cos(t) * dx + np.sin(t) * dy
-    v = -np.sin(t) * dx + np.cos(t) * dy
-    return (u / a) ** 2 + (v / b) ** 2
+    u = (c * dx + s * dy) * (1.0 / a)
+    v = (c * dy - s * dx) * (1.0 / b)
+    return u * u + v * v
 
 
 def ellipse_sdf(x, y, cx: float, cy: float, a: float, b: float, angle_deg: float = 0.0):
@@ -72,12 +83,12 @@ def ellipsoid_chord(x, y, cx: float, cy: float, a: float, b: float, depth_cm: fl
     the rim by about a pixel so the silhouette is anti-aliased.
     """
     q = ellipse_q(x, y, cx, cy, a + edge, b + edge, angle_deg)
-    return depth_cm * np.sqrt(np.clip(1.0 - q, 0.0, None))
+    return depth_cm * np.sqrt(clamp(1.0 - q, 0.0, None))
 
 
 def _half_disc_integral(s):
     """``F(s) = integral_0^s sqrt(1 - t^2) dt`` for s in [-1, 1] (odd, F(1) = pi/4)."""
-    s = np.clip(s, -1.0, 1.0)
+    s = clamp(s, -1.0, 1.0)
     return 0.5 * (s * np.sqrt(1.0 - s * s) + np.arcsin(s))
 
 
@@ -89,7 +100,7 @@ def tube_chord(d, half_height: float | np.ndarray, depth_cm: float | np.ndarray,
     width (phantom units). The average of ``depth * sqrt(1 - (s/h)^2)`` over
     ``s in [d - pixel/2, d + pixel/2]`` is ``depth * h * (F(s1) - F(s0)) / pixel``.
     """
-    h = np.maximum(half_height, 1e-6)
+    h = np.maximum(np.asarray(half_height, np.float32), np.float32(1e-6))
     half = 0.5 * pixel
     s0, s1 = (d - half) / h, (d + half) / h
     return depth_cm * h * (_half_disc_integral(s1) - _half_disc_integral(s0)) / pixel
@@ -99,8 +110,9 @@ def shell_chords(d, half_height, depth_cm, cortex: float, pixel: float):
     """(cortical, medullary) pixel-averaged chords of a bone tube with a cortical shell of
     thickness ``cortex`` (phantom units) around a medullary core: outer tube minus inner tube."""
     outer = tube_chord(d, half_height, depth_cm, pixel)
-    inner_h = np.maximum(half_height - cortex, 1e-6)
-    inner_depth = depth_cm * inner_h / np.maximum(half_height, 1e-6)
+    half_height = np.asarray(half_height, np.float32)
+    inner_h = np.maximum(half_height - np.float32(cortex), np.float32(1e-6))
+    inner_depth = depth_cm * inner_h / np.maximum(half_height, np.float32(1e-6))
     inner = tube_chord(d, inner_h, inner_depth, pixel)
     return outer - inner, inner
 
@@ -108,7 +120,7 @@ def shell_chords(d, half_height, depth_cm, cortex: float, pixel: float):
 def rounded_chord(phi, depth_cm, radius: float):
     """Chord (cm) through a slab of depth ``depth_cm`` whose edge is rounded with ``radius``:
     ``depth * sqrt(1 - (1 - t)^2)``, ``t = min(-phi / radius, 1)``; zero outside (phi > 0)."""
-    t = np.clip(-phi / radius, 0.0, 1.0)
+    t = clamp(-phi / radius, 0.0, 1.0)
     return depth_cm * np.sqrt(t * (2.0 - t))
 
 
@@ -118,7 +130,7 @@ def segment_distance(x, y, p0: tuple[float, float], p1: tuple[float, float]):
     bx, by = p1
     vx, vy = bx - ax, by - ay
     denom = vx * vx + vy * vy or 1e-12
-    t = np.clip(((x - ax) * vx + (y - ay) * vy) / denom, 0.0, 1.0)
+    t = clamp(((x - ax) * vx + (y - ay) * vy) / denom, 0.0, 1.0)
     return np.hypot(x - (ax + t * vx), y - (ay + t * vy))
 
 
@@ -135,12 +147,11 @@ def splat(px: np.ndarray, py: np.ndarray, weight: np.ndarray, size: int) -> np.n
     0.0) into a [size, size] float32 map with bilinear weights; points off the image are dropped."""
     x0 = np.floor(px).astype(np.int64)
     y0 = np.floor(py).astype(np.int64)
-    fx = (px - x0).astype(np.float32)
-    fy = (py - y0).astype(np.float32)
-    out = np.zeros(size * size, dtype=np.float64)
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                      (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
-        out += np.bincount(yi[ok] * size + xi[ok], weights=(weight * w)[ok], minlength=size * size)
+    fx = px - x0
+    fy = py - y0
+    xi = np.concatenate([x0, x0 + 1, x0, x0 + 1])
+    yi = np.concatenate([y0, y0, y0 + 1, y0 + 1])
+    w = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]) * np.tile(weight, 4)
+    ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
+    out = np.bincount(yi[ok] * size + xi[ok], weights=w[ok], minlength=size * size)
     return out.reshape(size, size).astype(np.float32)

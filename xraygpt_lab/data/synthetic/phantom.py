@@ -13,6 +13,7 @@ from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
 from xraygpt_lab.data.synthetic.film import Maps, marker_map
 from xraygpt_lab.data.synthetic.geometry import (
+    clamp,
     CM_PER_UNIT,
     ellipsoid_chord,
     segment_distance,
@@ -56,7 +57,7 @@ def breast_chord(params: AnatomyParams, x, y):
 
 def spine_cut(params: AnatomyParams, x, y):
     """Depth (cm) the vertebral bodies and paraspinal muscles occupy where no lung can be."""
-    return 5.0 * np.clip(1.0 - (x / 0.10) ** 2, 0.0, None) ** 0.5
+    return 5.0 * clamp(1.0 - (x / 0.10) ** 2, 0.0, None) ** 0.5
 
 
 def build_maps(params: AnatomyParams, size: int, ctr: float | None = None,
@@ -66,30 +67,55 @@ def build_maps(params: AnatomyParams, size: int, ctr: float | None = None,
     x, y = anat.coordinate_grid(params, size)  # [H, W] phantom coordinates
     px = anat.pixel_size(params, size)
     ctr = params.heart_ctr if ctr is None else ctr
-    body = anat.body_chord(params, x, y, px) + breast_chord(params, x, y)
+    w, mw = params.thorax_half_width, params.mediastinum_half_width
+    top, bottom = params.apex_y - 0.06, params.costophrenic("left") + 0.16
+    body = anat.body_chord(params, x, y, px)
+    for s in (-1.0, 1.0):
+        body += anat.in_window(breast_chord, params, x, y, (s * 0.1 * w, s * (w + 0.4), -0.4, bottom))
     lung = np.zeros_like(x)
     phi = {}
     for side in anat.SIDES:
-        chord, phi[side] = anat.lung_chord(params, x, y, side)
+        s = anat.side_sign(side)
+        box = (min(0.0, s * (w + 0.12)), max(0.0, s * (w + 0.12)), top, bottom)
+        chord, phi[side] = anat.in_window(anat.lung_chord, params, x, y, box, side)
+        phi[side][chord == 0] = np.maximum(phi[side][chord == 0], px)  # outside the window: outside
         lung += chord
-    heart = anat.heart_chord(params, x, y, ctr, edge=0.5 * px)
-    vessels_gv = anat.great_vessels_chord(params, x, y, edge=0.5 * px)
-    cut_other = np.maximum(vessels_gv, anat.mediastinum_chord(params, x, y))
-    spine = spine_cut(params, x, y)
+    heart = heart_map(params, x, y, ctr, px)
+    gv_box = (-mw - 0.12, mw + 0.12, params.clavicle_y - 0.15, params.dome_peak("left") + 0.12)
+    vessels_gv = anat.in_window(anat.great_vessels_chord, params, x, y, gv_box, 0.5 * px)
+    medi = anat.in_window(anat.mediastinum_chord, params, x, y, (-1.1 * mw, 1.1 * mw, -1.5, 1.5))
+    cut_other = np.maximum(vessels_gv, medi)
+    spine = anat.in_window(spine_cut, params, x, y, (-0.1, 0.1, -1.5, 1.5))
     cut = np.maximum(heart, cut_other) + spine
     trees = lung_trees(params)
     solid = vessel_map(params, trees, size, px, gravity(params))
-    extra_air = airway_chord(params, x, y, px) + gastric_bubble_chord(params, x, y, px)
+    cx, cy = anat.carina_point(params)
+    extra_air = anat.in_window(airway_chord, params, x, y, (-0.16, 0.22, -1.5, cy + 0.14), px)
+    r = params.gastric_bubble
+    bubble_box = (0.30 - 1.5 * r, 0.30 + 1.5 * r, params.dome_peak("left"), params.dome_peak("left") + 2.2 * r + 0.06)
+    extra_air += anat.in_window(gastric_bubble_chord, params, x, y, bubble_box, px)
     bone = skeleton(params, x, y, px, fractures)
     maps = Maps(body=body.astype(np.float32), lung=lung.astype(np.float32), lung_cut=cut.astype(np.float32),
                 air_frac=np.full_like(x, params.lung_air), solid=solid, fluid=np.zeros_like(x),
                 extra_air=extra_air.astype(np.float32), cortical=bone.cortical, medullary=bone.medullary,
                 metal=marker_map(params.marker, size), space=np.zeros_like(x))
     aer = maps.aerated()
-    field = {side: soft_inside(phi[side], px) * np.clip(aer / 4.0, 0.0, 1.0) for side in anat.SIDES}
+    field = {side: soft_inside(phi[side], px) * clamp(aer / 4.0, 0.0, 1.0) for side in anat.SIDES}
     maps.extra.update(x=x, y=y, px=px, params=params, size=size, phi=phi, field=field, trees=trees,
                       heart=heart, ctr=ctr, vessels=solid.copy(), cut_other=cut_other, spine_cut=spine)
     return maps
+
+
+def heart_box(params: AnatomyParams, ctr: float) -> tuple[float, float, float, float]:
+    """Phantom box that holds the heart for ``ctr``."""
+    g = anat.heart_geometry(params, ctr)
+    bottom = 2 * g["cy"] - g["top"] + 0.05  # centre + half-height
+    return -g["right"] - 0.04, g["left"] + 0.04, g["top"] - 0.05, bottom
+
+
+def heart_map(params: AnatomyParams, x, y, ctr: float, pixel: float) -> np.ndarray:
+    """Heart chord (cm) for ``ctr`` evaluated in the heart's box."""
+    return anat.in_window(anat.heart_chord, params, x, y, heart_box(params, ctr), ctr, 0.5 * pixel)
 
 
 def lung_field(maps: Maps, side: str) -> np.ndarray:

@@ -31,6 +31,7 @@ from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import side_sign
 from xraygpt_lab.data.synthetic.film import Maps
 from xraygpt_lab.data.synthetic.geometry import (
+    clamp,
     CM_PER_UNIT,
     MM_PER_UNIT,
     rounded_chord,
@@ -39,6 +40,7 @@ from xraygpt_lab.data.synthetic.geometry import (
     tube_chord,
 )
 from xraygpt_lab.data.synthetic.lesions import Finding
+from xraygpt_lab.data.synthetic.phantom import heart_map
 from xraygpt_lab.data.synthetic.skeleton import fracture_region, posterior_ribs
 from xraygpt_lab.data.synthetic.vessels import bronchi_map
 
@@ -108,7 +110,7 @@ def draw_cardiomegaly(M: Maps, f: Finding) -> np.ndarray:
     """A larger heart displaces more lung; the mask is the visible silhouette (above the domes)."""
     p, x, y, px = M.extra["params"], M.extra["x"], M.extra["y"], M.extra["px"]
     ctr = float(f.detail["ctr"])
-    H = np.maximum(anat.heart_chord(p, x, y, ctr, edge=0.5 * px), M.extra["heart"])
+    H = np.maximum(heart_map(p, x, y, ctr, px), M.extra["heart"])
     M.lung_cut = np.maximum(M.lung_cut, np.maximum(H, M.extra["cut_other"]) + M.extra["spine_cut"])
     return cardiac_silhouette(M, ctr)
 
@@ -131,7 +133,7 @@ def draw_effusion(M: Maps, f: Finding) -> np.ndarray:
     lung_height = cp - p.apex_y
     h = {"small": 0.11, "moderate": 0.32, "large": 0.58}[f.severity] * lung_height
     drop = {"small": 0.22, "moderate": 0.26, "large": 0.30}[f.severity]  # meniscus depth medially
-    medial = np.clip(1.0 - u / wall, 0.0, 1.0)
+    medial = clamp(1.0 - u / wall, 0.0, 1.0)
     level = cp - h + drop * medial**2.2  # [H, W] the fluid surface, curving up to the lateral wall
     ramp = 0.012 + 0.05 * medial        # sharp at the wall, hazy medially (a thin posterior layer)
     frac = smoothstep(-ramp, ramp, y - level) * (u > 0.0)
@@ -148,7 +150,7 @@ def draw_pneumothorax(M: Maps, f: Finding) -> np.ndarray:
     hx, hy = anat.hilum_point(p, f.side)
     cx, cy = hx, hy + 0.12
     if f.severity == "small":  # apical: the gap tapers to nothing at hilar level
-        taper = np.clip((cy - y) / (cy - p.apex_y), 0.0, 1.0) ** 0.8
+        taper = clamp((cy - y) / (cy - p.apex_y), 0.0, 1.0) ** 0.8
     else:
         taper = np.ones_like(y)
     kx = 1.0 - (1.0 - k) * taper
@@ -157,7 +159,7 @@ def draw_pneumothorax(M: Maps, f: Finding) -> np.ndarray:
     y2 = cy + (y - cy) / ky
     phi_c = anat.lung_envelope_sdf(p, x2, y2, f.side) * k
     env = _envelope(M, f.side) * (side_sign(f.side) * x > 0)
-    space = env * np.clip(0.5 + phi_c / px, 0.0, 1.0)
+    space = env * clamp(0.5 + phi_c / px, 0.0, 1.0)
     # the line shows only where the lung has left the chest wall (not along the untouched base)
     line = env * np.exp(-(((phi_c + 0.6 * px) / (0.55 * px)) ** 2)) * smoothstep(-0.8 * px, -1.8 * px, M.extra["phi"][f.side])
     M.air_frac = (M.air_frac * (1.0 - space) + space).astype(np.float32)
@@ -249,7 +251,7 @@ def _kerley_lines(M: Maps, side: str, rng: np.random.Generator) -> tuple[np.ndar
     n, gap = 6, 0.05
     lengths = rng.uniform(0.05, 0.10, n)
     first = cp - 0.05
-    j = np.clip(np.rint((first - y) / gap), 0, n - 1).astype(int)  # nearest line index
+    j = clamp(np.rint((first - y) / gap), 0, n - 1).astype(int)  # nearest line index
     yj = first - j * gap
     wall = anat.lateral_wall(p, yj)
     along = smoothstep(wall - lengths[j] - 0.01, wall - lengths[j] + 0.01, u)
@@ -295,9 +297,9 @@ def draw_atelectasis(M: Maps, f: Finding, rng: np.random.Generator) -> np.ndarra
     u0, u1 = 0.32 * wall, 0.86 * wall
     tilt = rng.uniform(-0.10, 0.10)
     above = rng.uniform(0.045, 0.07)
-    centre = anat.diaphragm_y(p, np.clip(u, u0, u1), f.side) - lift - above + tilt * (u - 0.5 * (u0 + u1))
+    centre = anat.diaphragm_y(p, clamp(u, u0, u1), f.side) - lift - above + tilt * (u - 0.5 * (u0 + u1))
     ends = smoothstep(u0, u0 + 0.03, u) * (1.0 - smoothstep(u1 - 0.03, u1, u))
-    band = np.clip(tube_chord(y - centre, 0.014, 1.0, px) / 0.028, 0.0, 1.0) * ends
+    band = clamp(tube_chord(y - centre, 0.014, 1.0, px) / 0.028, 0.0, 1.0) * ends
     occ = band
     if f.severity == "moderate":  # patchy basal opacity between the band and the dome
         patch = smoothstep(centre, centre + 0.03, y) * ends * (1.0 - raised)

@@ -21,6 +21,7 @@ import numpy as np
 from xraygpt_lab.data.synthetic.anatomy import (
     RIB_SPACING_GROWTH,
     AnatomyParams,
+    in_window,
     lateral_wall,
     posterior_rib_course,
     posterior_rib_slope,
@@ -28,6 +29,7 @@ from xraygpt_lab.data.synthetic.anatomy import (
     side_sign,
 )
 from xraygpt_lab.data.synthetic.geometry import (
+    clamp,
     ellipse_q,
     ellipsoid_chord,
     shell_chords,
@@ -65,7 +67,7 @@ def _rib_phase(params: AnatomyParams, y, course):
     ``rib_y(k) + course`` (inverse of the quadratic spacing)."""
     v = (y - params.rib_first_y - course) / params.rib_spacing
     g = RIB_SPACING_GROWTH
-    return (np.sqrt(np.clip(1.0 + 4.0 * g * v, 1e-6, None)) - 1.0) / (2.0 * g) * (v > -0.5) + v * (v <= -0.5)
+    return (np.sqrt(clamp(1.0 + 4.0 * g * v, 1e-6, None)) - 1.0) / (2.0 * g) * (v > -0.5) + v * (v <= -0.5)
 
 
 def fracture_region(params: AnatomyParams, x, y, fracture: dict, margin: float = 0.0):
@@ -98,11 +100,11 @@ def posterior_ribs(params: AnatomyParams, x, y, pixel: float, fractures: list[di
     for fr in fractures or []:
         du = side_sign(fr["side"]) * x - fr["u"]
         near = fracture_region(params, x, y, fr)
-        bump = np.clip(du / 0.006, 0, 1) * np.clip(1 - (du - 0.05) / (FRACTURE_REACH - 0.05), 0, 1)
+        bump = clamp(du / 0.006, 0, 1) * clamp(1 - (du - 0.05) / (FRACTURE_REACH - 0.05), 0, 1)
         delta = np.where(near, fr["step"] * bump, delta)
         gap |= near & (np.abs(du) < fr["gap"] / 2)
     phase = _rib_phase(params, y - delta, course)
-    k = np.clip(np.rint(phase), 0, N_POSTERIOR - 1)
+    k = clamp(np.rint(phase), 0, N_POSTERIOR - 1)
     spacing = params.rib_spacing * (1 + 2 * RIB_SPACING_GROWTH * k)
     slope = posterior_rib_slope(params, u)
     d = (phase - k) * spacing / np.sqrt(1.0 + slope * slope)
@@ -124,7 +126,7 @@ def anterior_rib_course(params: AnatomyParams, u, wall):
     """Course of an anterior rib: from where its posterior part reaches the lateral wall it
     runs down and in towards the sternum."""
     turn = posterior_rib_course(params, 1.04 * wall)
-    t = np.clip(1.04 - u / wall, 0.0, None)
+    t = clamp(1.04 - u / wall, 0.0, None)
     return turn + params.rib_spacing * (0.9 * np.sqrt(t) + 2.3 * t)
 
 
@@ -135,7 +137,7 @@ def anterior_ribs(params: AnatomyParams, x, y, pixel: float):
     wall = lateral_wall(params, y)
     course = anterior_rib_course(params, u, wall)
     phase = _rib_phase(params, y, course)
-    k = np.clip(np.rint(phase), 0, N_ANTERIOR - 1)
+    k = clamp(np.rint(phase), 0, N_ANTERIOR - 1)
     spacing = params.rib_spacing * (1 + 2 * RIB_SPACING_GROWTH * k)
     d = (phase - k) * spacing * 0.88
     half = 0.5 * params.rib_thickness * 1.25
@@ -158,7 +160,7 @@ def clavicles(params: AnatomyParams, x, y, pixel: float):
     rising gently to the acromion; the medial heads move with axial rotation."""
     shift = axial_shift(params)
     u = np.abs(x - shift)
-    t = np.clip((u - 0.06) / 0.80, 0.0, 1.0)
+    t = clamp((u - 0.06) / 0.80, 0.0, 1.0)
     centre = params.clavicle_y - 0.10 * t + 0.030 * np.sin(2 * np.pi * t)
     slope = (-0.10 + 0.030 * 2 * np.pi * np.cos(2 * np.pi * t)) / 0.80
     half = 0.030 + 0.010 * (1.0 - smoothstep(0.0, 0.15, t)) + 0.006 * smoothstep(0.8, 1.0, t)
@@ -170,12 +172,13 @@ def clavicles(params: AnatomyParams, x, y, pixel: float):
 
 def _triangle_phi(u, y, pts: np.ndarray):
     """Approximate signed distance to a triangle (max over its three edge half-planes)."""
-    centroid = pts.mean(axis=0)
+    centroid = pts.mean(axis=0).tolist()
+    corners = pts.tolist()  # Python floats keep the float32 grid float32
     phi = None
     for i in range(3):
-        (ax, ay), (bx, by) = pts[i], pts[(i + 1) % 3]
+        (ax, ay), (bx, by) = corners[i], corners[(i + 1) % 3]
         nx, ny = by - ay, -(bx - ax)
-        norm = np.hypot(nx, ny)
+        norm = float(np.hypot(nx, ny))
         nx, ny = nx / norm, ny / norm
         if (centroid[0] - ax) * nx + (centroid[1] - ay) * ny > 0:
             nx, ny = -nx, -ny
@@ -198,22 +201,21 @@ def scapulae(params: AnatomyParams, x, y, pixel: float):
     u = np.abs(x)
     pts = scapula_points(params)
     phi = _triangle_phi(u, y, pts)
-    plate = 0.55 * np.clip(0.5 - phi / pixel, 0.0, 1.0) * smoothstep(0.0, 0.02, -phi + 0.01)
-    (sx, sy), (ix, iy), (gx, gy) = pts
+    plate = 0.55 * clamp(0.5 - phi / pixel, 0.0, 1.0) * smoothstep(0.0, 0.02, -phi + 0.01)
+    (sx, sy), (ix, iy), (gx, gy) = pts.tolist()
     # thick lateral border from the glenoid to the inferior angle
     vx, vy = ix - gx, iy - gy
-    length = np.hypot(vx, vy)
-    along = np.clip(((u - gx) * vx + (y - gy) * vy) / length**2, 0.0, 1.0)
+    length = float(np.hypot(vx, vy))
+    along = clamp(((u - gx) * vx + (y - gy) * vy) / length**2, 0.0, 1.0)
     d_border = ((u - gx) * vy - (y - gy) * vx) / length
-    b_cort, b_med = shell_chords(d_border, 0.018, 1.3 * (along < 0.97), 0.006, pixel)
+    b_cort, b_med = shell_chords(d_border, 0.018, 1.3 * (along < 0.97).astype(np.float32), 0.006, pixel)
     # the spine of the scapula, from the medial border up and out to the acromion
-    m = pts[0] + 0.3 * (pts[1] - pts[0])
-    acromion = np.array([gx + 0.02, params.clavicle_y - 0.04])
-    wx, wy = acromion - m
-    wl = np.hypot(wx, wy)
+    m = (pts[0] + 0.3 * (pts[1] - pts[0])).tolist()
+    wx, wy = gx + 0.02 - m[0], params.clavicle_y - 0.04 - m[1]  # towards the acromion
+    wl = float(np.hypot(wx, wy))
     s_along = ((u - m[0]) * wx + (y - m[1]) * wy) / wl**2
     d_spine = ((u - m[0]) * wy - (y - m[1]) * wx) / wl
-    s_cort, s_med = shell_chords(d_spine, 0.014, 1.1 * ((s_along > 0) & (s_along < 1)), 0.005, pixel)
+    s_cort, s_med = shell_chords(d_spine, 0.014, 1.1 * ((s_along > 0) & (s_along < 1)).astype(np.float32), 0.005, pixel)
     glenoid = ellipsoid_chord(u, y, gx + 0.01, gy - 0.01, 0.035, 0.07, 2.5)
     head_c, head_r = (gx + 0.12, gy - 0.02), 0.12
     outer = ellipsoid_chord(u, y, head_c[0], head_c[1], head_r, head_r, 4.6, 0.0, 0.5 * pixel)
@@ -229,16 +231,16 @@ def spine(params: AnatomyParams, x, y, pixel: float):
     level = _rib_phase(params, y + 0.25 * params.rib_spacing, 0.0)  # rib k heads sit on body k
     k = np.rint(level)
     frac = level - k  # [-0.5, 0.5] within a level
-    half = 0.070 + 0.0035 * np.clip(k, 0, 14)
+    half = 0.070 + 0.0035 * clamp(k, 0, 14)
     body_on = 1.0 - smoothstep(0.36, 0.44, np.abs(frac))  # discs between the bodies
     endplate = smoothstep(0.28, 0.38, np.abs(frac)) * body_on
     depth = 2.0 * body_on
     cort, med = shell_chords(np.abs(x) * 1.0, half, depth, 0.006, pixel)
-    cort = cort + 0.35 * endplate * np.clip(1.0 - (x / half) ** 2, 0.0, None)
+    cort = cort + 0.35 * endplate * clamp(1.0 - (x / half) ** 2, 0.0, None)
     ped_q = ellipse_q(np.abs(x), frac, 0.62 * half, -0.12, 0.024, 0.22 * 1.0)
-    pedicle = 0.8 * (np.clip(1.0 - ped_q, 0.0, 1.0) ** 0.5 - 0.8 * np.clip(1.0 - ped_q / 0.45, 0.0, 1.0) ** 0.5)
-    spinous = 0.6 * np.clip(1.0 - ellipse_q(x, frac, 0.0, 0.22, 0.012, 0.30), 0.0, None) ** 0.5
-    return cort + np.clip(pedicle, 0.0, None) + 0.5 * spinous, med + 0.5 * spinous
+    pedicle = 0.8 * (clamp(1.0 - ped_q, 0.0, 1.0) ** 0.5 - 0.8 * clamp(1.0 - ped_q / 0.45, 0.0, 1.0) ** 0.5)
+    spinous = 0.6 * clamp(1.0 - ellipse_q(x, frac, 0.0, 0.22, 0.012, 0.30), 0.0, None) ** 0.5
+    return cort + clamp(pedicle, 0.0, None) + 0.5 * spinous, med + 0.5 * spinous
 
 
 def rib_region_phase(params: AnatomyParams, x, y) -> np.ndarray:
@@ -247,13 +249,21 @@ def rib_region_phase(params: AnatomyParams, x, y) -> np.ndarray:
 
 
 def skeleton(params: AnatomyParams, x, y, pixel: float, fractures: list[dict] | None = None) -> Bone:
-    """All bones of the thorax as one :class:`Bone` (cm of cortical and medullary bone)."""
+    """All bones of the thorax as one :class:`Bone` (cm of cortical and medullary bone), each
+    bone evaluated only on the pixels its bounding box covers."""
+    w, cl = params.thorax_half_width, params.clavicle_y
+    last = rib_y(params, N_POSTERIOR - 0.5) + float(posterior_rib_course(params, np.float32(1.1 * w))) + 0.08
+    last_anterior = (rib_y(params, N_ANTERIOR - 0.5) + float(posterior_rib_course(params, np.float32(1.05 * w)))
+                     + 3.4 * params.rib_spacing)
+    top = params.rib_first_y - 0.12
     bone = Bone.zeros(x.shape)
-    for part in (posterior_ribs(params, x, y, pixel, fractures), anterior_ribs(params, x, y, pixel),
-                 clavicles(params, x, y, pixel), scapulae(params, x, y, pixel)):
-        bone.add(*part)
-    cols = np.abs(x) < 0.2
-    bone.add(*(np.where(cols, c, 0.0) for c in spine(params, x, y, pixel)))
+    bone.add(*in_window(posterior_ribs, params, x, y, (-1.5, 1.5, top, last), pixel, fractures))
+    bone.add(*in_window(anterior_ribs, params, x, y, (-1.5, 1.5, top, last_anterior), pixel))
+    bone.add(*in_window(clavicles, params, x, y, (-1.0, 1.0, cl - 0.18, cl + 0.10), pixel))
+    for s in (-1.0, 1.0):
+        box = (min(s * 0.40 * w, s * 1.5), max(s * 0.40 * w, s * 1.5), cl - 0.25, cl + 0.72)
+        bone.add(*in_window(scapulae, params, x, y, box, pixel))
+    bone.add(*in_window(spine, params, x, y, (-0.17, 0.17, -1.5, 1.5), pixel))
     return bone
 
 

@@ -21,12 +21,12 @@ import numpy as np
 
 from xraygpt_lab.data.synthetic.anatomy import (
     AnatomyParams,
+    envelope_sdf_u,
     hilum_point,
-    lung_envelope_sdf,
     phantom_to_pixel,
     side_sign,
 )
-from xraygpt_lab.data.synthetic.geometry import CM_PER_UNIT, splat
+from xraygpt_lab.data.synthetic.geometry import clamp, CM_PER_UNIT, splat
 
 #: Smallest vessel radius drawn (phantom units; 0.003 = 0.6 mm).
 MIN_RADIUS: float = 0.003
@@ -59,37 +59,41 @@ def _trunks(params: AnatomyParams, side: str) -> list[tuple[float, float, float,
     ]
 
 
-def grow_tree(params: AnatomyParams, side: str) -> Tree:
-    """Grow one lung's vessel tree from ``params.marking_seed`` (the same for every finding)."""
-    rng = np.random.default_rng([params.marking_seed, 11, 0 if side == "right" else 1])
-    s = side_sign(side)
-    trunks = np.array(_trunks(params, side), dtype=np.float64)
-    pos = trunks[:, :2].copy()
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.hypot(v[:, 0], v[:, 1])[:, None] + 1e-9)
+
+
+def lung_trees(params: AnatomyParams) -> dict[str, Tree]:
+    """Grow both lungs' vessel trees from ``params.marking_seed`` (the same for every finding),
+    one generation at a time for all branches of both lungs together."""
+    rng = np.random.default_rng([params.marking_seed, 11])
+    rows = []
+    for side in ("right", "left"):
+        rows += [(*t, side_sign(side)) for t in _trunks(params, side)]
+    trunks = np.array(rows, dtype=np.float64)
+    pos, sign = trunks[:, :2].copy(), trunks[:, 4].copy()
     ang = np.deg2rad(trunks[:, 2])
-    direction = np.stack([s * np.cos(ang), np.sin(ang)], axis=1)
+    direction = np.stack([sign * np.cos(ang), np.sin(ang)], axis=1)
     radius = trunks[:, 3] * params.vessel_density ** 0.5
-    hilum = np.array(hilum_point(params, side))
-    starts, ends, radii, levels = [], [], [], []
+    hila = {s: np.array(hilum_point(params, side)) for s, side in ((-1.0, "right"), (1.0, "left"))}
+    out: list[tuple] = []
     for level in range(GENERATIONS):
-        if len(pos) == 0:
+        n = len(radius)
+        if n == 0:
             break
-        length = radius * rng.uniform(5.0, 8.0, len(radius)) + 0.012
+        length = radius * rng.uniform(5.0, 8.0, n) + 0.012
         end = pos + direction * length[:, None]
-        phi_end = lung_envelope_sdf(params, end[:, 0], end[:, 1], side)
-        margin = 0.035 + 0.0 * radius
-        # shorten branches that would leave the lung; drop those that cannot fit
-        inside = phi_end < -margin
         half_end = pos + direction * (0.5 * length)[:, None]
-        half_ok = lung_envelope_sdf(params, half_end[:, 0], half_end[:, 1], side) < -margin
-        end = np.where(inside[:, None], end, half_end)
+        both = np.concatenate([end, half_end])
+        s2 = np.concatenate([sign, sign])
+        phi = envelope_sdf_u(params, s2 * both[:, 0], both[:, 1], s2 > 0)
+        inside, half_ok = phi[:n] < -0.035, phi[n:] < -0.035
+        end = np.where(inside[:, None], end, half_end)  # shorten what would leave the lung
         keep = inside | half_ok
-        pos, end, direction, radius = pos[keep], end[keep], direction[keep], radius[keep]
-        starts.append(pos)
-        ends.append(end)
-        radii.append(radius)
-        levels.append(np.full(len(radius), level))
+        pos, end, direction, radius, sign = pos[keep], end[keep], direction[keep], radius[keep], sign[keep]
+        out.append((pos, end, radius, np.full(len(radius), level), sign))
         grow = radius > MIN_RADIUS * 1.4
-        pos, direction, radius = end[grow], direction[grow], radius[grow]
+        pos, direction, radius, sign = end[grow], direction[grow], radius[grow], sign[grow]
         n = len(radius)
         if n == 0:
             break
@@ -98,26 +102,22 @@ def grow_tree(params: AnatomyParams, side: str) -> Tree:
         minor = asym * major
         turn_major = np.deg2rad(rng.uniform(5.0, 22.0, n)) * rng.choice((-1.0, 1.0), n)
         turn_minor = -np.sign(turn_major) * np.deg2rad(rng.uniform(28.0, 55.0, n))
-        outward = pos - hilum
-        outward /= np.linalg.norm(outward, axis=1, keepdims=True) + 1e-9
-        children = []
-        for r_child, turn in ((major, turn_major), (minor, turn_minor)):
+        hilum = np.where((sign > 0)[:, None], hila[1.0], hila[-1.0])
+        outward = _unit(pos - hilum)
+        dirs = []
+        for turn in (turn_major, turn_minor):
             c, sn = np.cos(turn), np.sin(turn)
             d = np.stack([c * direction[:, 0] - sn * direction[:, 1], sn * direction[:, 0] + c * direction[:, 1]], 1)
-            d = d + 0.35 * outward
-            d /= np.linalg.norm(d, axis=1, keepdims=True)
-            children.append((pos, d, r_child))
-        pos = np.concatenate([c[0] for c in children])
-        direction = np.concatenate([c[1] for c in children])
-        radius = np.concatenate([c[2] for c in children])
+            dirs.append(_unit(d + 0.35 * outward))
+        pos = np.concatenate([pos, pos])
+        direction = np.concatenate(dirs)
+        radius = np.concatenate([major, minor])
+        sign = np.concatenate([sign, sign])
         ok = radius >= MIN_RADIUS
-        pos, direction, radius = pos[ok], direction[ok], radius[ok]
-    return Tree(np.concatenate(starts), np.concatenate(ends), np.concatenate(radii), np.concatenate(levels))
-
-
-def lung_trees(params: AnatomyParams) -> dict[str, Tree]:
-    """The vessel tree of each lung, keyed by the patient's side."""
-    return {side: grow_tree(params, side) for side in ("right", "left")}
+        pos, direction, radius, sign = pos[ok], direction[ok], radius[ok], sign[ok]
+    start, stop, radii, levels, signs = (np.concatenate(parts) for parts in zip(*out))
+    return {side: Tree(start[signs == s], stop[signs == s], radii[signs == s], levels[signs == s])
+            for side, s in (("right", -1.0), ("left", 1.0))}
 
 
 def _samples(tree: Tree, pixel: float, scale_fn=None, radius_scale: float = 1.0,
@@ -125,8 +125,8 @@ def _samples(tree: Tree, pixel: float, scale_fn=None, radius_scale: float = 1.0,
     """Points along every segment (about two per pixel) and the tissue volume (in units of
     pixel-area x cm) each one deposits, spread across the vessel where it is wider than a pixel."""
     vec = tree.end - tree.start
-    length = np.linalg.norm(vec, axis=1)
-    n = np.maximum(1, np.ceil(length / (0.5 * pixel)).astype(int))
+    length = np.hypot(vec[:, 0], vec[:, 1])
+    n = np.maximum(1, np.ceil(length / (0.75 * pixel)).astype(int))
     seg = np.repeat(np.arange(len(length)), n)
     first = np.repeat(np.cumsum(n) - n, n)
     t = (np.arange(len(seg)) - first + 0.5) / n[seg]
@@ -139,7 +139,7 @@ def _samples(tree: Tree, pixel: float, scale_fn=None, radius_scale: float = 1.0,
     if scale_fn is not None:
         weight = weight * scale_fn(pts[:, 0], pts[:, 1])
     # spread wide vessels across their width (odd number of sub-samples, chord profile)
-    width = np.clip(np.ceil(2.0 * r / (0.6 * pixel)).astype(int) // 2 * 2 + 1, 1, 9)
+    width = clamp(np.ceil(2.0 * r / (0.6 * pixel)).astype(int) // 2 * 2 + 1, 1, 9)
     out_p, out_w = [], []
     for m in np.unique(width):
         sel = width == m
@@ -148,7 +148,7 @@ def _samples(tree: Tree, pixel: float, scale_fn=None, radius_scale: float = 1.0,
             out_w.append(weight[sel])
             continue
         offs = np.linspace(-1.0, 1.0, m)
-        prof = np.sqrt(np.clip(1.0 - (0.92 * offs) ** 2, 0.0, None))
+        prof = np.sqrt(clamp(1.0 - (0.92 * offs) ** 2, 0.0, None))
         prof = prof / prof.sum()
         nrm = normal[seg[sel]]
         for o, w in zip(offs, prof):
@@ -163,12 +163,15 @@ def vessel_map(params: AnatomyParams, trees: dict[str, Tree], size: int, pixel: 
 
     ``scale_fn(x, y)`` multiplies each sample's volume (gravity, or upper-lobe diversion).
     """
-    total = np.zeros((size, size), np.float32)
-    for side, tree in trees.items():
-        pts, w = _samples(tree, pixel, scale_fn)
-        c, r = phantom_to_pixel(params, size, pts[:, 0], pts[:, 1])
-        total += splat(c, r, w, size)
-    return total
+    pts, w = _samples(_merge(trees.values()), pixel, scale_fn)
+    c, r = phantom_to_pixel(params, size, pts[:, 0], pts[:, 1])
+    return splat(c, r, w, size)
+
+
+def _merge(trees) -> Tree:
+    """One tree holding the segments of several."""
+    trees = list(trees)
+    return Tree(*(np.concatenate([getattr(t, k) for t in trees]) for k in ("start", "end", "radius", "level")))
 
 
 def gravity(params: AnatomyParams):
@@ -176,7 +179,7 @@ def gravity(params: AnatomyParams):
     top, bottom = params.apex_y, params.costophrenic_y
 
     def scale(x, y):
-        t = np.clip((y - top) / (bottom - top), 0.0, 1.0)
+        t = clamp((y - top) / (bottom - top), 0.0, 1.0)
         return 0.75 + 0.5 * t
 
     return scale
@@ -187,11 +190,9 @@ def bronchi_map(params: AnatomyParams, trees: dict[str, Tree], size: int, pixel:
     """Air path length (cm) inside the bronchi that run beside the arteries (lumen about 0.8 of
     the artery's radius, down to generation ``max_level``): invisible in aerated lung, they show
     as air bronchograms when the alveoli around them fill."""
-    total = np.zeros((size, size), np.float32)
-    for side, tree in trees.items():
-        sel = (tree.level <= max_level) & (tree.level >= 1)
-        sub = Tree(tree.start[sel], tree.end[sel], tree.radius[sel], tree.level[sel])
-        pts, w = _samples(sub, pixel, radius_scale=0.8, offset=1.9)
-        c, r = phantom_to_pixel(params, size, pts[:, 0], pts[:, 1])
-        total += splat(c, r, w, size)
-    return total
+    tree = _merge(trees.values())
+    sel = (tree.level <= max_level) & (tree.level >= 1)
+    sub = Tree(tree.start[sel], tree.end[sel], tree.radius[sel], tree.level[sel])
+    pts, w = _samples(sub, pixel, radius_scale=0.8, offset=1.9)
+    c, r = phantom_to_pixel(params, size, pts[:, 0], pts[:, 1])
+    return splat(c, r, w, size)

@@ -243,6 +243,10 @@ REFERENCE_SIZE: int = 128
 #: at least VISIBLE_DELTA (about three times the quantum noise in the lungs).
 VISIBLE_DELTA: float = 0.04
 VISIBLE_PIXELS: int = 4
+#: Findings whose sign another finding or the heart can hide; the others (an enlarged heart,
+#: pleural fluid or air, bilateral edema, metal) always show, which ``tests/test_synthetic_signs``
+#: checks over thousands of studies.
+OCCLUDABLE: frozenset[str] = frozenset({"Consolidation", "Lung Lesion", "Atelectasis", "Fracture"})
 
 
 def _draw(base: Maps, findings: list[Finding], seed: int) -> tuple[Maps, dict[str, np.ndarray]]:
@@ -261,41 +265,59 @@ def _film(maps: Maps, params: AnatomyParams, proc, size: int, noise: np.ndarray 
 
 @dataclass
 class _Film:
+    """One patient's anatomy maps at one size, its processing and its finding-free film."""
+
     base: Maps
     proc: object
+    P: np.ndarray  # line integral without findings
+
+    def plain(self, params: AnatomyParams) -> np.ndarray:
+        """The noise-free film without findings."""
+        return develop(self.P, params, self.proc, self.P.shape[0], None)
 
 
 def _prepare(params: AnatomyParams, size: int) -> _Film:
     base = build_maps(params, size)
-    return _Film(base, processing_for(params, line_integral(base, params), size))
+    P = line_integral(base, params)
+    return _Film(base, processing_for(params, P, size), P)
 
 
 def visible_findings(params: AnatomyParams, findings: list[Finding], seed: int,
-                     film: _Film | None = None) -> tuple[list[Finding], list[Finding]]:
+                     film: _Film | None = None):
     """Split ``findings`` into (visible, hidden) on the noise-free reference film: a finding is
     hidden when removing it changes fewer than VISIBLE_PIXELS pixels of its mask by
-    VISIBLE_DELTA (e.g. basal atelectasis behind a large heart, or under an effusion)."""
-    if not findings:
-        return [], []
+    VISIBLE_DELTA (e.g. basal atelectasis behind a large heart, or under an effusion).
+    Also returns the maps and masks with every finding drawn."""
     film = film or _prepare(params, REFERENCE_SIZE)
     maps, masks = _draw(film.base, findings, seed)
-    full = _film(maps, params, film.proc, REFERENCE_SIZE, None)
+    if not findings:
+        return [], [], (maps, masks)
+    full = None
     visible, hidden = [], []
     for f in findings:
-        others, _ = _draw(film.base, [g for g in findings if g is not f], seed)
-        diff = np.abs(full - _film(others, params, film.proc, REFERENCE_SIZE, None))
-        seen = int(np.count_nonzero(diff[masks[f.observation]] >= VISIBLE_DELTA))
+        if f.observation not in OCCLUDABLE:
+            visible.append(f)
+            continue
+        full = _film(maps, params, film.proc, REFERENCE_SIZE, None) if full is None else full
+        rest = [g for g in findings if g is not f]
+        without = _film(_draw(film.base, rest, seed)[0], params, film.proc, REFERENCE_SIZE, None) if rest else film.plain(params)
+        seen = int(np.count_nonzero(np.abs(full - without)[masks[f.observation]] >= VISIBLE_DELTA))
         (visible if seen >= VISIBLE_PIXELS else hidden).append(f)
-    return visible, hidden
+    return visible, hidden, (maps, masks)
 
 
 def _render(anatomy: AnatomyParams, findings: list[Finding], size: int, seed: int,
             noise_scale: float) -> tuple[np.ndarray, dict[str, np.ndarray], list[Finding], list[Finding]]:
     """Image [H, W] float32, masks, visible and hidden findings for completed ``findings``."""
     film = _prepare(anatomy, size)
-    reference = film if size == REFERENCE_SIZE else None
-    visible, hidden = visible_findings(anatomy, findings, seed, reference)
-    maps, masks = _draw(film.base, visible, seed)
+    visible, hidden = [], []
+    if findings:
+        reference = film if size == REFERENCE_SIZE else _prepare(anatomy, REFERENCE_SIZE)
+        visible, hidden, drawn = visible_findings(anatomy, findings, seed, reference)
+    if findings and size == REFERENCE_SIZE and not hidden:
+        maps, masks = drawn
+    else:
+        maps, masks = _draw(film.base, visible, seed)
     noise = _rng(seed, 2).standard_normal((size, size), dtype=np.float32) * np.float32(noise_scale)
     image = _film(maps, anatomy, film.proc, size, noise if noise_scale > 0 else None)
     return image, masks, visible, hidden
