@@ -169,7 +169,7 @@ def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
         chest_wall=u(0.08, 0.15),
         breasts=float(u(0.4, 1.0)) if rng.random() < 0.4 else 0.0,
         lung_air=u(0.74, 0.86),
-        heart_ctr=u(0.42, 0.48) if ap else u(0.37, 0.47),
+        heart_ctr=u(0.39, 0.445) if ap else u(0.35, 0.44),
         heart_left_fraction=u(0.60, 0.70),
         heart_tilt_deg=u(22.0, 38.0),
         mediastinum_half_width=u(0.110, 0.140) * (1.08 if ap else 1.0),
@@ -444,12 +444,15 @@ def heart_sdf(params: AnatomyParams, x, y, ctr: float):
 
 
 def heart_chord(params: AnatomyParams, x, y, ctr: float, edge: float = 0.0):
-    """Path length (cm) through the heart: the deeper of its ellipsoids at each pixel."""
+    """Depth (cm) of lung the heart displaces along each ray (see the comment inside)."""
     parts = heart_parts(params, ctr)
     q = np.minimum(*(ellipse_q(x, y, cx, cy, a + edge, b + edge, ang) for cx, cy, a, b, _, ang in parts))
     depth = parts[0][4]
-    # a broad, rounded muscle mass: the chord rises faster than a sphere's towards the middle
-    return depth * clamp(1.0 - q, 0.0, None) ** 0.35
+    # a broad, rounded muscle mass: the chord rises faster than a sphere's towards the middle;
+    # with the pericardium and mediastinal fat it leaves only a thin layer of lung in front of
+    # and behind it, so inside its outline it displaces nearly the whole depth of the chest
+    chord = depth * clamp(1.0 - q, 0.0, None) ** 0.35
+    return np.maximum(chord, 0.88 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
 
 
 def aortic_knob(params: AnatomyParams) -> tuple[float, float, float]:

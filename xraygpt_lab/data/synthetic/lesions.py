@@ -49,7 +49,7 @@ ALLOWED_SIDES: dict[str, tuple[str | None, ...]] = {
 
 #: CTR ranges per cardiomegaly grade (normal hearts are drawn with CTR <= 0.47).
 CTR_RANGES: dict[str, tuple[float, float]] = {
-    "mild": (0.54, 0.58), "moderate": (0.58, 0.63), "severe": (0.63, 0.69),
+    "mild": (0.55, 0.59), "moderate": (0.59, 0.64), "severe": (0.64, 0.70),
 }
 
 DEVICES: tuple[str, ...] = ("endotracheal tube", "central venous catheter", "pacemaker")

@@ -44,6 +44,9 @@ from xraygpt_lab.data.synthetic.phantom import heart_map
 from xraygpt_lab.data.synthetic.skeleton import fracture_region, posterior_ribs
 from xraygpt_lab.data.synthetic.vessels import bronchi_map
 
+#: Air of a bronchus in consolidated lung relative to its lumen volume: a bronchus seen along
+#: its course crosses several pixels' depth of air (a textbook-conspicuous air bronchogram).
+BRONCHOGRAM: float = 4.5
 #: Visceral pleura seen tangentially at the collapsed lung's edge: chord along the beam times
 #: thickness (cm^2), e.g. 5 cm of a 0.5 mm thick (oedematous, stretched) pleura.
 PLEURAL_LINE_CM2: float = 0.25
@@ -134,8 +137,8 @@ def draw_effusion(M: Maps, f: Finding) -> np.ndarray:
     h = {"small": 0.11, "moderate": 0.32, "large": 0.58}[f.severity] * lung_height
     drop = {"small": 0.22, "moderate": 0.26, "large": 0.30}[f.severity]  # meniscus depth medially
     medial = clamp(1.0 - u / wall, 0.0, 1.0)
-    level = cp - h + drop * medial**2.2  # [H, W] the fluid surface, curving up to the lateral wall
-    ramp = 0.012 + 0.05 * medial        # sharp at the wall, hazy medially (a thin posterior layer)
+    level = cp - h + drop * medial**0.6  # [H, W] the fluid surface: concave, climbing the lateral wall
+    ramp = 0.010 + 0.03 * medial        # sharp at the wall, hazier medially (a thin posterior layer)
     frac = smoothstep(-ramp, ramp, y - level) * (u > 0.0)
     M.fluid = np.maximum(M.fluid, (frac * M.aerated()).astype(np.float32))
     return (frac > 0.04) & _lung_mask(M, f.side, 0.3)
@@ -146,7 +149,7 @@ def draw_pneumothorax(M: Maps, f: Finding) -> np.ndarray:
     """The lung retracts towards the hilum: black pleural air without markings, and the thin
     white visceral pleural line at the lung's new edge."""
     p, x, y, px = M.extra["params"], M.extra["x"], M.extra["y"], M.extra["px"]
-    k = {"small": 0.80, "moderate": 0.68, "large": 0.52}[f.severity]
+    k = {"small": 0.78, "moderate": 0.60, "large": 0.45}[f.severity]
     hx, hy = anat.hilum_point(p, f.side)
     cx, cy = hx, hy + 0.12
     if f.severity == "small":  # apical: the gap tapers to nothing at hilar level
@@ -154,7 +157,8 @@ def draw_pneumothorax(M: Maps, f: Finding) -> np.ndarray:
     else:
         taper = np.ones_like(y)
     kx = 1.0 - (1.0 - k) * taper
-    x2 = cx + (x - cx) / kx
+    lateral = side_sign(f.side) * (x - cx) > 0
+    x2 = np.where(lateral, cx + (x - cx) / kx, x)  # the lung leaves the lateral wall, not the mediastinum
     ky = np.where(y < cy, k, 1.0)  # collapse from the apex and the lateral wall; the base stays
     y2 = cy + (y - cy) / ky
     phi_c = anat.lung_envelope_sdf(p, x2, y2, f.side) * k
@@ -186,7 +190,7 @@ def _consolidation_region(M: Maps, f: Finding, rng: np.random.Generator) -> np.n
         cu, a = 0.55 * wall, 0.38 * wall
     elif f.zone == "middle":  # middle lobe / lingula: against the heart border
         cy = g["cy"] + 0.01
-        cu, a, b = border + 0.05, 0.20, 0.17
+        cu, a, b = border + 0.10, 0.17, 0.16  # its medial edge overlaps the heart border
     else:  # lower lobe: on the dome, lateral to the heart border
         wall = float(anat.lateral_wall(p, p.dome_peak(f.side)))
         a, b = 0.28 * wall, 0.15
@@ -215,10 +219,11 @@ def draw_consolidation(M: Maps, f: Finding, rng: np.random.Generator) -> np.ndar
     """Air-space opacity with air bronchograms and a fuzzy edge (sharp along a fissure)."""
     phi = _consolidation_region(M, f, rng)
     occ = smoothstep(0.03, -0.05, phi) * (side_sign(f.side) * M.extra["x"] > 0)
-    mottle = 0.62 + 0.38 * _texture(phi.shape, rng, 18)
-    _reduce_air(M, 0.90 * mottle * occ)
+    mottle = 0.82 + 0.18 * _texture(phi.shape, rng, 18)  # homogeneous, so the bronchi show
+    _reduce_air(M, 0.88 * mottle * occ)
     core = smoothstep(0.3, 0.8, occ)
-    M.extra_air += (0.9 * bronchi(M) * core * (1.0 - M.space)).astype(np.float32)
+    # the bronchi keep their air; seen along their length they are lucent branching lines
+    M.extra_air += (BRONCHOGRAM * bronchi(M) * core * (1.0 - M.space)).astype(np.float32)
     return (phi < 0.03) & _lung_mask(M, f.side)
 
 
@@ -255,7 +260,7 @@ def _kerley_lines(M: Maps, side: str, rng: np.random.Generator) -> tuple[np.ndar
     yj = first - j * gap
     wall = anat.lateral_wall(p, yj)
     along = smoothstep(wall - lengths[j] - 0.01, wall - lengths[j] + 0.01, u)
-    tissue = tube_chord(y - yj, 0.004, 3.0, px) * along * (y < first + gap / 2)
+    tissue = tube_chord(y - yj, 0.005, 4.0, px) * along * (y < first + gap / 2)
     region = (np.abs(y - yj) < 2.5 * px) & (u > wall - lengths[j] - 0.02) & (y < first + gap / 2)
     return tissue, region
 
