@@ -239,10 +239,12 @@ def phantom_coordinates(anatomy: AnatomyParams, size: int) -> tuple[np.ndarray, 
 #: Films are judged for visibility at this size (the tiny profile's 128 px, 3.1 mm pixels), so
 #: the labels of a seed do not depend on the size it is rendered at.
 REFERENCE_SIZE: int = 128
-#: A finding is visible when it changes at least VISIBLE_PIXELS pixels of the reference film by
-#: at least VISIBLE_DELTA (about three times the quantum noise in the lungs).
+#: A finding is visible when it changes at least VISIBLE_PIXELS pixels, and VISIBLE_FRACTION of
+#: its mask, of the reference film by at least VISIBLE_DELTA (about three times the quantum
+#: noise in the lungs).
 VISIBLE_DELTA: float = 0.04
 VISIBLE_PIXELS: int = 4
+VISIBLE_FRACTION: float = 0.05
 #: Findings whose sign another finding or the heart can hide; the others (an enlarged heart,
 #: pleural fluid or air, bilateral edema, metal) always show, which ``tests/test_synthetic_signs``
 #: checks over thousands of studies.
@@ -301,8 +303,10 @@ def visible_findings(params: AnatomyParams, findings: list[Finding], seed: int,
         full = _film(maps, params, film.proc, REFERENCE_SIZE, None) if full is None else full
         rest = [g for g in findings if g is not f]
         without = _film(_draw(film.base, rest, seed)[0], params, film.proc, REFERENCE_SIZE, None) if rest else film.plain(params)
-        seen = int(np.count_nonzero(np.abs(full - without)[masks[f.observation]] >= VISIBLE_DELTA))
-        (visible if seen >= VISIBLE_PIXELS else hidden).append(f)
+        mask = masks[f.observation]
+        seen = int(np.count_nonzero(np.abs(full - without)[mask] >= VISIBLE_DELTA))
+        enough = seen >= max(VISIBLE_PIXELS, VISIBLE_FRACTION * np.count_nonzero(mask))
+        (visible if enough else hidden).append(f)
     return visible, hidden, (maps, masks)
 
 
