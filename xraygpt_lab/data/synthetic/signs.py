@@ -300,16 +300,16 @@ def draw_atelectasis(M: Maps, f: Finding, rng: np.random.Generator) -> np.ndarra
     M.lung_cut = (M.lung_cut + raised * M.lung).astype(np.float32)
     wall = float(anat.lateral_wall(p, p.dome_peak(f.side)))
     u0, u1 = 0.32 * wall, 0.86 * wall
-    tilt = rng.uniform(-0.10, 0.10)
-    above = rng.uniform(0.045, 0.07)
+    tilt = rng.uniform(0.08, 0.25) * rng.choice((-1.0, 1.0))  # plate-like bands lie obliquely
+    above = rng.uniform(0.07, 0.12)
     centre = anat.diaphragm_y(p, clamp(u, u0, u1), f.side) - lift - above + tilt * (u - 0.5 * (u0 + u1))
-    ends = smoothstep(u0, u0 + 0.03, u) * (1.0 - smoothstep(u1 - 0.03, u1, u))
-    band = clamp(tube_chord(y - centre, 0.014, 1.0, px) / 0.028, 0.0, 1.0) * ends
+    ends = smoothstep(u0, u0 + 0.08, u) * (1.0 - smoothstep(u1 - 0.08, u1, u))  # tapered ends
+    band = 0.55 * clamp(tube_chord(y - centre, 0.012, 1.0, px) / 0.024, 0.0, 1.0) * ends  # 5 mm thick
     occ = band
     if f.severity == "moderate":  # patchy basal opacity between the band and the dome
         patch = smoothstep(centre, centre + 0.03, y) * ends * (1.0 - raised)
         occ = np.maximum(band, 0.45 * patch)
-    _reduce_air(M, 0.85 * occ)
+    _reduce_air(M, 0.8 * occ)
     region = (occ > 0.05) | ((raised > 0) & (before > 0.3))
     return region & (before > 0.3) & (u > 0)
 
