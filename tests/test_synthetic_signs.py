@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter, median_filter, uniform_filter
+from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter, median_filter
 
 from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams, phantom_to_pixel, pixel_spacing_mm
@@ -90,35 +90,30 @@ def test_pneumothorax_pleural_line_and_no_markings_beyond(severity, side):
         x, y = phantom_coordinates(p, SIZE)
         lateral = anat.side_sign(side) * x > 0.5 * anat.lateral_wall(p, y)
         space = binary_erosion(mask, iterations=3) & lateral  # the lateral rim, clear of its edges
-        # the collapsed lung just inside the pleural line
-        inner = binary_dilation(mask, iterations=7) & ~binary_dilation(mask, iterations=2) & (diff == 0)
-        inner &= binary_erosion(twin.image < np.percentile(twin.image[mask], 90), iterations=1)
-        # no lung markings beyond the line: thin vessels stand out of a 5 x 5 median; such
-        # pixels are common in the lung inside the line and (nearly) absent in the pleural space
+        # no lung markings beyond the line: thin vessels stand out of a 5 x 5 median; such pixels
+        # were there on the normal film and are (nearly) gone from the pleural space
         def vessel_like(img):  # a vessel is a thin line brighter than its surroundings
             return img - median_filter(img, size=5) > 0.008
-        assert inner.sum() >= 20 and space.sum() >= 10
-        in_space, in_lung = vessel_like(case.image)[space].mean(), vessel_like(case.image)[inner].mean()
-        before = vessel_like(twin.image)[space].mean()  # the same place on the normal film
-        assert in_lung > 0.04 and in_space < 0.4 * in_lung and in_space < 0.5 * before, (seed, in_space, in_lung, before)
+        assert space.sum() >= 10
+        before, after = vessel_like(twin.image)[space].mean(), vessel_like(case.image)[space].mean()
+        assert before > 0.05 and after < 0.3 * before, (seed, before, after)
         assert diff[space].mean() < -0.02  # black pleural air
         # the visceral pleural line: on rows through the space, a thin ridge brighter than the
         # air beside it and the lung inside it
         s = anat.side_sign(side)
         hx, hy = anat.hilum_point(p, side)
         ridges = rows = 0
-        for y in np.linspace(p.apex_y + 0.15, hy, 8):
-            r, _ = pixel(case, 0.0, y)
+        for y in np.linspace(hy - 0.25, hy + 0.15, 10):  # the lateral rim, below the apical cap
+            r, c_mid = pixel(case, s * 0.5 * float(anat.lateral_wall(p, y)), y)
             cols = np.nonzero(mask[r])[0]
-            if cols.size < 4:
+            cols = cols[(cols - c_mid) * s > 0]  # the rim lateral of mid-hemithorax
+            if cols.size < 3:
                 continue
             rows += 1
             prof = case.image[r]
-            edge = cols.min() if s > 0 else cols.max()  # the medial end of the space: the line
-            window = range(edge - 2, edge + 3)
-            peak = max(window, key=lambda k: prof[k])
-            outside = prof[peak + 3 * s] if 0 <= peak + 3 * s < SIZE else 1.0
-            ridges += prof[peak] > outside + 0.02 and prof[peak] > prof[peak - 2 * s] + 0.005
+            edge = cols.min() if s > 0 else cols.max()  # the medial end of the rim: the line
+            peak = max(range(edge - 2, edge + 3), key=lambda k: prof[k])
+            ridges += prof[peak] > prof[peak + 3 * s] + 0.02 and prof[peak] > prof[peak - 2 * s] + 0.005
         assert rows >= 4 and ridges >= 0.6 * rows, (seed, ridges, rows)
 
 
@@ -251,7 +246,7 @@ def test_cardiomegaly_mask_lies_within_the_cardiac_silhouette(severity):
 
 
 # --------------------------------------------------------------------------- nodule / mass
-@pytest.mark.parametrize("kind, size_mm", [("nodule", 12), ("nodule", 20), ("nodule", 30),
+@pytest.mark.parametrize("kind, size_mm", [("nodule", 15), ("nodule", 20), ("nodule", 30),
                                            ("mass", 40), ("mass", 55)])
 def test_nodule_and_mass_are_round_soft_edged_and_of_the_stated_size(kind, size_mm):
     for seed in SEEDS:

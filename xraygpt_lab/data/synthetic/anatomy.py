@@ -171,7 +171,7 @@ def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
         lung_air=u(0.74, 0.86),
         heart_ctr=u(0.39, 0.445) if ap else u(0.35, 0.44),
         heart_left_fraction=u(0.60, 0.70),
-        heart_tilt_deg=u(22.0, 38.0),
+        heart_tilt_deg=u(30.0, 45.0),
         mediastinum_half_width=u(0.110, 0.140) * (1.08 if ap else 1.0),
         rib_first_y=u(-0.74, -0.68),
         rib_spacing=u(0.085, 0.100),
@@ -179,7 +179,7 @@ def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
         rib_thickness=u(0.044, 0.056),
         clavicle_y=0.0,
         bone_density=u(0.80, 1.15),
-        vessel_density=u(0.85, 1.15),
+        vessel_density=u(1.1, 1.5),
         gastric_bubble=float(u(0.03, 0.07)) if rng.random() < 0.8 else 0.0,
         marking_seed=int(rng.integers(0, 2**31 - 1)),
         view="AP" if ap else "PA",
@@ -189,9 +189,9 @@ def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
         rotation_deg=u(-4.0, 4.0),
         axial_rotation_deg=u(-6.0, 6.0),
         inspiration=u(8.5, 10.0) if ap else u(9.5, 11.0),
-        scale=u(0.93, 1.03),
+        scale=u(1.02, 1.12),  # the thorax fills the detector, as on a collimated film
         shift_x=u(-0.04, 0.04),
-        shift_y=u(-0.03, 0.04),
+        shift_y=u(0.02, 0.09),
         marker=str(rng.choice(("", "L", "R"), p=(0.4, 0.4, 0.2))),
     )
     p.clavicle_y = p.apex_y + (u(0.03, 0.09) if ap else u(0.11, 0.19))
@@ -214,7 +214,7 @@ def posterior_rib_course(params: AnatomyParams, u):
     towards the lateral chest wall where it turns forward."""
     un = u / params.thorax_half_width
     c = params.rib_curvature * params.rib_spacing
-    return c * (1.3 * un * un + 0.55 * un + 5.0 * clamp(un - 0.90, 0.0, None) ** 2)
+    return c * (2.2 * un * un + 0.10 * un + 5.0 * clamp(un - 0.90, 0.0, None) ** 2)
 
 
 def posterior_rib_slope(params: AnatomyParams, u):
@@ -222,7 +222,7 @@ def posterior_rib_slope(params: AnatomyParams, u):
     w = params.thorax_half_width
     un = u / w
     c = params.rib_curvature * params.rib_spacing
-    return c * (2.6 * un + 0.55 + 10.0 * clamp(un - 0.90, 0.0, None)) / w
+    return c * (4.4 * un + 0.10 + 10.0 * clamp(un - 0.90, 0.0, None)) / w
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,7 +389,7 @@ def lung_chord(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
     below = y - (diaphragm_y(params, u, side) - dome_raise)
     wall = lateral_wall(params, y)
     recess = (0.22 * depth * (1.0 - smoothstep(0.0, 0.11, below)) * (below > 0)
-              * smoothstep(0.05, 0.2, u) * smoothstep(0.0, 0.06, wall - u))
+              * smoothstep(0.35, 0.55, u / wall) * smoothstep(0.0, 0.06, wall - u))  # behind liver and spleen
     return chord + recess, phi
 
 
@@ -417,14 +417,14 @@ def heart_geometry(params: AnatomyParams, ctr: float) -> dict[str, float]:
     left = params.heart_left_fraction * width      # MLD: midline to the left heart border
     right = width - left                           # MRD: midline to the right heart border
     tilt = np.deg2rad(params.heart_tilt_deg)
-    aspect = 0.74 * min(1.0, (0.46 / max(ctr, 1e-3)) ** 0.6)  # an enlarged heart grows sideways
+    aspect = 0.88 * min(1.0, (0.46 / max(ctr, 1e-3)) ** 0.6)  # an enlarged heart grows sideways
     half_x = 0.5 * 0.86 * width                    # the ventricles span 86 % of the width
     a = half_x / np.sqrt(np.cos(tilt) ** 2 + (aspect * np.sin(tilt)) ** 2)
     b = aspect * a
     half_y = np.sqrt((a * np.sin(tilt)) ** 2 + (b * np.cos(tilt)) ** 2)
     cx = left - half_x
     floor = 0.5 * (params.dome_peak("right") + params.dome_peak("left")) + 0.07
-    cy = floor - 0.80 * half_y                     # the lowest fifth hides below the domes
+    cy = floor - 0.95 * half_y                     # it rests on the domes
     ra_a = 0.45 * right + 0.02
     ra_b = 0.62 * half_y
     ra_cx = -right + ra_a
@@ -452,7 +452,7 @@ def heart_chord(params: AnatomyParams, x, y, ctr: float, edge: float = 0.0):
     # with the pericardium and mediastinal fat it leaves only a thin layer of lung in front of
     # and behind it, so inside its outline it displaces nearly the whole depth of the chest
     chord = depth * clamp(1.0 - q, 0.0, None) ** 0.35
-    return np.maximum(chord, 0.88 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
+    return np.maximum(chord, 0.80 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
 
 
 def aortic_knob(params: AnatomyParams) -> tuple[float, float, float]:
@@ -491,7 +491,7 @@ def mediastinum_chord(params: AnatomyParams, x, y):
     thymic fat, vessel branches) that the lungs wrap around above the heart."""
     w = params.mediastinum_half_width * (0.80 + 0.25 * smoothstep(-0.9, 0.0, y))
     t = clamp(1.0 - (x / w) ** 2, 0.0, None)
-    return 0.50 * params.body_depth_cm * t ** 0.35
+    return 0.52 * params.body_depth_cm * t ** 0.35
 
 
 def hilum_point(params: AnatomyParams, side: str) -> tuple[float, float]:

@@ -36,9 +36,9 @@ MEDULLARY_BONE_FRACTION: float = 0.20
 #: Metal of devices (titanium can, platinum-iridium lead coils, steel wires), 1/cm.
 MU_METAL: float = 3.0
 #: Unsharp-mask settings of the processing: gain of small local details.
-DETAIL_GAIN: float = 2.2
+DETAIL_GAIN: float = 2.0
 #: Size of a "small" detail in line-integral units (a rib is about 0.2, an effusion 2).
-DETAIL_SCALE: float = 0.35
+DETAIL_SCALE: float = 0.25
 
 
 def effective_kev(kvp: float) -> float:
@@ -139,11 +139,11 @@ def processing_for(params: AnatomyParams, anatomy_P: np.ndarray, size: int) -> P
     background = smooth_background(anatomy_P, size)
     lung, medi = reference_levels(params)
     lo, hi = lung, medi
-    # lung -> 0.30, mediastinum -> 0.86 at standard dose; more dose darkens the film a little
-    a, b = np.log(0.30 / 0.70), np.log(0.86 / 0.14)
+    # lung -> 0.36, mediastinum -> 0.84 at standard dose; more dose darkens the film a little
+    a, b = np.log(0.36 / 0.64), np.log(0.84 / 0.16)
     width = (hi - lo) / (b - a)
     centre = lo - a * width + 0.35 * width * np.log(params.exposure)
-    slope = 0.21 / width  # display change per unit of equalised P in the lungs
+    slope = 0.23 / width  # display change per unit of equalised P in the lungs
     noise_sd = params.noise_level / (DETAIL_GAIN * slope)
     return Processing(background, float(centre), float(width), float(noise_sd))
 

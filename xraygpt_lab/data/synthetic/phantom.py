@@ -57,7 +57,7 @@ def breast_chord(params: AnatomyParams, x, y):
 
 def spine_cut(params: AnatomyParams, x, y):
     """Depth (cm) the vertebral bodies and paraspinal muscles occupy where no lung can be."""
-    return 5.0 * clamp(1.0 - (x / 0.10) ** 2, 0.0, None) ** 0.5
+    return 4.0 * clamp(1.0 - (x / 0.10) ** 2, 0.0, None) ** 0.5
 
 
 def build_maps(params: AnatomyParams, size: int, ctr: float | None = None,

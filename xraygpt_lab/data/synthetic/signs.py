@@ -48,8 +48,8 @@ from xraygpt_lab.data.synthetic.vessels import bronchi_map
 #: its course crosses several pixels' depth of air (a textbook-conspicuous air bronchogram).
 BRONCHOGRAM: float = 4.5
 #: Visceral pleura seen tangentially at the collapsed lung's edge: chord along the beam times
-#: thickness (cm^2), e.g. 5 cm of a 0.5 mm thick (oedematous, stretched) pleura.
-PLEURAL_LINE_CM2: float = 0.25
+#: thickness (cm^2), e.g. 8 cm of a 0.5 mm thick pleura seen edge-on.
+PLEURAL_LINE_CM2: float = 0.4
 
 
 _FIELDS = ("lung_cut", "air_frac", "solid", "fluid", "extra_air", "cortical", "medullary", "metal", "space")

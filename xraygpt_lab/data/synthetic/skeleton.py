@@ -234,7 +234,7 @@ def spine(params: AnatomyParams, x, y, pixel: float):
     half = 0.070 + 0.0035 * clamp(k, 0, 14)
     body_on = 1.0 - smoothstep(0.36, 0.44, np.abs(frac))  # discs between the bodies
     endplate = smoothstep(0.28, 0.38, np.abs(frac)) * body_on
-    depth = 2.0 * body_on
+    depth = 1.6 * body_on
     cort, med = shell_chords(np.abs(x) * 1.0, half, depth, 0.006, pixel)
     cort = cort + 0.35 * endplate * clamp(1.0 - (x / half) ** 2, 0.0, None)
     ped_q = ellipse_q(np.abs(x), frac, 0.62 * half, -0.12, 0.024, 0.22 * 1.0)
