@@ -116,15 +116,15 @@ plt.tight_layout()
 from xraygpt_lab.data.synthetic.atlas import sign_examples
 
 examples = sign_examples(seed=2, size=256)
-fig, axes = plt.subplots(4, 6, figsize=(14, 10.5), dpi=100)
+fig, axes = plt.subplots(4, 6, figsize=(15, 10.6), dpi=100)
 for pair, ex in zip(axes.reshape(-1, 2), examples):
     f = ex.case.findings[0]
     rows, cols = np.nonzero(ex.case.masks[f.observation])
     points = np.array([[r, c] for _, r, c in ex.signs] + [[rows.min(), cols.min()], [rows.max(), cols.max()]])
     centre = points.mean(axis=0)
-    half = max(60, 0.5 * np.ptp(points, axis=0).max() + 25)
-    r0, c0 = (np.clip(centre - half, 0, 256 - 2 * half)).astype(int)
-    crop = (slice(r0, r0 + int(2 * half)), slice(c0, c0 + int(2 * half)))
+    half = int(np.clip(0.5 * np.ptp(points, axis=0).max() + 20, 40, 128))  # zoom on small signs
+    r0, c0 = np.clip(centre - half, 0, 256 - 2 * half).astype(int)
+    crop = (slice(r0, r0 + 2 * half), slice(c0, c0 + 2 * half))
     pair[0].imshow(ex.twin.image[crop], cmap="gray", vmin=0, vmax=1)
     pair[0].set_title("normal twin", fontsize=9)
     pair[1].imshow(ex.case.image[crop], cmap="gray", vmin=0, vmax=1)
@@ -137,7 +137,7 @@ for pair, ex in zip(axes.reshape(-1, 2), examples):
                          bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.6, lw=0))
 for ax in axes.ravel():
     ax.axis("off")
-plt.tight_layout()
+plt.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.01, wspace=0.04, hspace=0.16)
 
 # %% [markdown]
 # **What to look for**
@@ -199,7 +199,7 @@ variants = {
     "heart_ctr 0.58": {"heart_ctr": 0.58},
     "AP portable": {"view": "AP", "clavicle_y": p.apex_y + 0.05, "rib_curvature": 0.65, "kvp": 85.0},
     "poor inspiration": {"inspiration": 8.5},
-    "dose x 0.4": {"exposure": 0.4},
+    "dose x 0.15": {"exposure": 0.15},
     "rotated 8°, marker L": {"rotation_deg": 8.0, "axial_rotation_deg": 10.0, "marker": "L"},
 }
 fig, axes = plt.subplots(1, len(variants), figsize=(15, 3.0), dpi=100)

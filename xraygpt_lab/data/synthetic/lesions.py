@@ -146,8 +146,8 @@ def complete_finding(f: Finding, anatomy: AnatomyParams, rng: np.random.Generato
         _, ry = rib_point(anatomy, side, d["rib"], 0.6 * anatomy.thorax_half_width)
         wall = float(lateral_wall(anatomy, ry))
         d.setdefault("u", round(float(rng.uniform(wall - 0.26, wall - 0.16)), 4))
-        d.setdefault("step", round(float(rng.uniform(0.40, 0.50) * anatomy.rib_spacing), 4))
-        d.setdefault("gap", round(float(rng.uniform(0.035, 0.050)), 4))
+        d.setdefault("step", round(float(rng.uniform(0.50, 0.65) * anatomy.rib_spacing), 4))
+        d.setdefault("gap", round(float(rng.uniform(0.045, 0.065)), 4))  # a displaced fracture, 9-13 mm
         _, fy = rib_point(anatomy, side, d["rib"], d["u"])
         zone = zone or _zone_of(anatomy, side, fy)
     return Finding(obs, side, zone, severity, d)
