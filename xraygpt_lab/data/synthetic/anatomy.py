@@ -40,7 +40,7 @@ __all__ = [
     "MM_PER_UNIT", "SIDES", "VIEWS", "AnatomyParams", "sample_anatomy", "side_sign",
     "coordinate_grid", "pixel_size", "pixel_spacing_mm", "soft_inside", "smoothstep",
     "ellipse_sdf", "segment_distance", "polyline_distance", "lateral_wall", "diaphragm_y",
-    "lung_envelope_sdf", "heart_parts", "heart_geometry", "heart_sdf", "heart_chord",
+    "lung_envelope_sdf", "lung_masks", "heart_parts", "heart_geometry", "heart_sdf", "heart_chord",
     "mediastinum_sdf", "hilum_point", "carina_point", "thoracic_half_widths", "rib_y",
 ]
 
@@ -304,7 +304,8 @@ def lateral_wall(params: AnatomyParams, y):
     y = np.asarray(y, dtype=np.float32)
     widest = params.costophrenic_y - 0.10
     above = clamp(widest - y, 0.0, None)
-    return params.thorax_half_width - params.wall_taper * above**2 + 0.03 * clamp(y - widest, 0.0, None)
+    wall = params.thorax_half_width - params.wall_taper * above**2 + 0.03 * clamp(y - widest, 0.0, None)
+    return np.maximum(wall, np.float32(0.1))  # far above the apices (off the film) it stays positive
 
 
 def thoracic_half_widths(params: AnatomyParams) -> tuple[float, float]:
@@ -396,6 +397,19 @@ def lung_chord(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
 # ----------------------------------------------------------------------------------------------
 # Heart and great vessels
 # ----------------------------------------------------------------------------------------------
+def lung_masks(params: AnatomyParams, size: int, ctr: float | None = None) -> dict[str, np.ndarray]:
+    """Bool [size, size] masks of the ``heart`` and of each lung field (``right lung``, ``left
+    lung``, patient's sides) as they project on the film: each lung's outline less the heart
+    and the mediastinum (``ctr`` defaults to the patient's own)."""
+    x, y = coordinate_grid(params, size)  # [H, W] phantom coordinates
+    heart = heart_sdf(params, x, y, params.heart_ctr if ctr is None else ctr) < 0
+    mediastinum = mediastinum_sdf(params, x, y) < 0
+    masks = {"heart": heart}
+    for side in SIDES:
+        masks[f"{side} lung"] = (lung_envelope_sdf(params, x, y, side) < 0) & ~heart & ~mediastinum
+    return masks
+
+
 def heart_parts(params: AnatomyParams, ctr: float) -> list[tuple[float, float, float, float, float, float]]:
     """The cardiac ellipsoids ``(cx, cy, a, b, depth_cm, angle_deg)`` for a given CTR.
 

@@ -13,6 +13,7 @@ stream 2    detector noise (depends on the seed only)
 stream 3    the unspecified details of each finding (location, size ...)
 stream 4    report wording
 stream 5    the texture of each finding
+stream 6    the real lung-field shape (``WorldConfig(lung_shapes="real")``)
 ==========  ============================================================
 
 So ``render_case(seed, findings=[...])`` draws the SAME patient with other findings, and the
@@ -109,7 +110,10 @@ class WorldConfig:
     probability of one observation of a pair when the other was already sampled positive
     (symmetric; a boosted probability stops at 0.95); ``normal_fraction``: if set, exactly this share
     of images (in expectation) is "No Finding" and the rest have at least one finding;
-    ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise.
+    ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise;
+    ``lung_shapes``: ``"builtin"`` parametric lung fields, or ``"real"`` to draw each patient's
+    lung-field shape from the real lung segmentations in the torchxrayvision wheel
+    (``real_shapes``; falls back to built-in, with a warning, when they are not cached).
     """
 
     prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
@@ -117,6 +121,7 @@ class WorldConfig:
     normal_fraction: float | None = None
     max_findings: int = 4
     noise_scale: float = 1.0
+    lung_shapes: str = "builtin"
 
     def __post_init__(self) -> None:
         for obs, p in self.prevalence.items():
@@ -135,6 +140,8 @@ class WorldConfig:
             raise ValueError(f"max_findings must be >= 1, got {self.max_findings}")
         if self.noise_scale < 0:
             raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
+        if self.lung_shapes not in ("builtin", "real"):
+            raise ValueError(f"lung_shapes must be 'builtin' or 'real', got {self.lung_shapes!r}")
 
 
 @dataclass
@@ -344,6 +351,10 @@ def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
         raise ValueError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
     config = config or WorldConfig()
     params = anatomy if anatomy is not None else sample_anatomy(_rng(seed, 0))
+    if anatomy is None and config.lung_shapes == "real":
+        from xraygpt_lab.data.synthetic.real_shapes import apply_real_shape
+
+        apply_real_shape(params, _rng(seed, 6))
     if findings is None:
         findings = sample_findings(_rng(seed, 1), config)
     findings = _complete_all(list(findings), params, seed)
