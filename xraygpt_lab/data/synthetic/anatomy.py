@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from xraygpt_lab.data.synthetic.geometry import (
-    clamp,
     MM_PER_UNIT,
+    clamp,
     ellipse_q,
     ellipse_sdf,
     ellipsoid_chord,

@@ -13,12 +13,11 @@ from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
 from xraygpt_lab.data.synthetic.film import Maps, marker_map
 from xraygpt_lab.data.synthetic.geometry import (
-    clamp,
     CM_PER_UNIT,
+    clamp,
     ellipsoid_chord,
     segment_distance,
     smoothstep,
-    soft_inside,
     tube_chord,
 )
 from xraygpt_lab.data.synthetic.skeleton import skeleton
@@ -99,9 +98,7 @@ def build_maps(params: AnatomyParams, size: int, ctr: float | None = None,
                 air_frac=np.full_like(x, params.lung_air), solid=solid, fluid=np.zeros_like(x),
                 extra_air=extra_air.astype(np.float32), cortical=bone.cortical, medullary=bone.medullary,
                 metal=marker_map(params.marker, size), space=np.zeros_like(x))
-    aer = maps.aerated()
-    field = {side: soft_inside(phi[side], px) * clamp(aer / 4.0, 0.0, 1.0) for side in anat.SIDES}
-    maps.extra.update(x=x, y=y, px=px, params=params, size=size, phi=phi, field=field, trees=trees,
+    maps.extra.update(x=x, y=y, px=px, params=params, size=size, phi=phi, trees=trees,
                       heart=heart, ctr=ctr, vessels=solid.copy(), cut_other=cut_other, spine_cut=spine)
     return maps
 
@@ -116,9 +113,3 @@ def heart_box(params: AnatomyParams, ctr: float) -> tuple[float, float, float, f
 def heart_map(params: AnatomyParams, x, y, ctr: float, pixel: float) -> np.ndarray:
     """Heart chord (cm) for ``ctr`` evaluated in the heart's box."""
     return anat.in_window(anat.heart_chord, params, x, y, heart_box(params, ctr), ctr, 0.5 * pixel)
-
-
-def lung_field(maps: Maps, side: str) -> np.ndarray:
-    """Visible lung on ``side`` in [0, 1]: inside the outline with at least 4 cm of lung left
-    after the heart and mediastinum."""
-    return maps.extra["field"][side]

@@ -31,9 +31,9 @@ from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import side_sign
 from xraygpt_lab.data.synthetic.film import Maps
 from xraygpt_lab.data.synthetic.geometry import (
-    clamp,
     CM_PER_UNIT,
     MM_PER_UNIT,
+    clamp,
     rounded_chord,
     smoothstep,
     soft_inside,

@@ -34,7 +34,6 @@ from xraygpt_lab.data.synthetic.geometry import (
     ellipsoid_chord,
     shell_chords,
     smoothstep,
-    tube_chord,
 )
 
 #: How far (phantom units) lateral to the break the displaced fragment reaches.
@@ -243,11 +242,6 @@ def spine(params: AnatomyParams, x, y, pixel: float):
     return cort + clamp(pedicle, 0.0, None) + 0.5 * spinous, med + 0.5 * spinous
 
 
-def rib_region_phase(params: AnatomyParams, x, y) -> np.ndarray:
-    """Fractional index of the nearest posterior rib at each pixel (for placing findings)."""
-    return _rib_phase(params, y, posterior_rib_course(params, np.abs(x)))
-
-
 def skeleton(params: AnatomyParams, x, y, pixel: float, fractures: list[dict] | None = None) -> Bone:
     """All bones of the thorax as one :class:`Bone` (cm of cortical and medullary bone), each
     bone evaluated only on the pixels its bounding box covers."""
@@ -268,4 +262,4 @@ def skeleton(params: AnatomyParams, x, y, pixel: float, fractures: list[dict] | 
 
 
 __all__ = ["FRACTURE_REACH", "Bone", "skeleton", "posterior_ribs", "anterior_ribs", "clavicles",
-           "scapulae", "spine", "fracture_region", "rib_point", "rib_region_phase", "tube_chord"]
+           "scapulae", "spine", "fracture_region", "rib_point"]

@@ -26,7 +26,7 @@ from xraygpt_lab.data.synthetic.anatomy import (
     phantom_to_pixel,
     side_sign,
 )
-from xraygpt_lab.data.synthetic.geometry import clamp, CM_PER_UNIT, splat
+from xraygpt_lab.data.synthetic.geometry import CM_PER_UNIT, clamp, splat
 
 #: Smallest vessel radius drawn (phantom units; 0.0035 = 0.7 mm: finer ones do not show at 3 mm pixels).
 MIN_RADIUS: float = 0.0035
