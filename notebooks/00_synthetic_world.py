@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
+from xraygpt_lab.data.synthetic.atlas import landmarks
 from xraygpt_lab.data.synthetic.lesions import DRAWABLE, Finding
 from xraygpt_lab.data.synthetic.world import (WorldConfig, render_case, sample_findings, toggle_finding,
                                         phantom_coordinates)
@@ -42,21 +43,22 @@ plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
 # %% [markdown]
 # ## 1. One radiograph, structure by structure
 #
-# The image is an attenuation map: `I = 1 - exp(-exposure * A)`, where `A` sums what the X-rays
-# pass through. Air is black (0), soft tissue grey, bone white (1). The lungs are dark because
-# they are mostly air. Everything else is brighter: the heart and mediastinum, the domes of the
-# diaphragm, ribs, clavicles and spine.
+# The film is formed the way a real one is. The thorax is built from 3-D solids: soft tissue,
+# two air-filled lungs, the heart and great vessels, the domes of the diaphragm, ribs as curved
+# tubes of dense cortex around softer marrow, clavicles, scapulae, spine, a branching tree of
+# pulmonary vessels. Each pixel's ray crosses path lengths `l_m` of these materials, and the
+# detector counts `N = N0 exp(-P)` photons with `P = sum_m mu_m l_m` (Beer-Lambert; `mu` from
+# NIST tables at the beam's energy). The workstation then displays `P` with a detector blur,
+# quantum noise and a tone curve. Air is black, soft tissue grey, bone white: the lungs are dark
+# because the ray through them crosses 10-15 cm of air.
 
 # %%
 normal = render_case(seed=1, size=256, findings=[])
-fig, ax = plt.subplots(figsize=(4.2, 4.2))
+fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
 ax.imshow(normal.image, cmap="gray", vmin=0, vmax=1)
-ax.set_title("seed 1, no finding")
-labels = {"trachea": (0.50, 0.20), "clavicle": (0.70, 0.20), "right lung\n(patient)": (0.28, 0.45),
-          "left lung\n(patient)": (0.75, 0.45), "heart": (0.56, 0.62), "R dome": (0.27, 0.72),
-          "L dome": (0.76, 0.75)}
-for name, (cx, cy) in labels.items():
-    ax.text(cx * 256, cy * 256, name, color="yellow", fontsize=7, ha="center")
+ax.set_title(f"seed 1, no finding ({normal.anatomy.view} film)", fontsize=10)
+for name, (row, col) in landmarks(normal).items():
+    ax.text(col, row, name, color="yellow", fontsize=8, ha="center", va="center")
 ax.axis("off");
 
 # %% [markdown]
@@ -71,77 +73,97 @@ print(f"mean column of the heart mask: {heart_cols.mean():.0f} of 128 (image cen
 assert heart_cols.mean() > 64
 
 # %% [markdown]
-# ## 2. The findings, one at a time, on the same phantom
-#
-# `render_case(seed, findings=[...])` keeps the anatomy, exposure and noise of `seed` and draws
-# only the findings you ask for. Each positive has a ground-truth **mask** (red). Here every
-# finding is drawn on the same patient, with its report's impression above the overlay.
+# **Beside a real film.** On the left a real chest radiograph (a PA computed radiograph from
+# pydicom's public test images, `RG1_UNCI.dcm`, MIT licence), on the right a synthetic PA film,
+# both at 256 px. Compare the grey levels of lungs, heart and abdomen, the posterior ribs
+# running down and out, the fainter anterior ribs, the clavicles crossing the apices, the
+# vessels fanning out of the hila.
 
 # %%
-gallery = [
-    Finding("Cardiomegaly", severity="moderate"),
-    Finding("Pleural Effusion", side="left", severity="moderate"),
-    Finding("Pneumothorax", side="right", severity="moderate"),
-    Finding("Consolidation", side="right", zone="lower"),
-    Finding("Lung Lesion", side="left", zone="upper", detail={"kind": "mass", "size_mm": 45}),
-    Finding("Edema", severity="moderate"),
-    Finding("Atelectasis", side="left", severity="moderate"),
-    Finding("Support Devices", detail={"devices": ["endotracheal tube", "central venous catheter", "pacemaker"]}),
-    Finding("Fracture", side="right"),
-]
+from PIL import Image
+from pydicom.data import get_testdata_file
 
+from xraygpt_lab.data.readers.images import load_image
 
-def overlay(case, alpha=0.35):
-    """RGB image with every mask tinted red."""
-    rgb = np.repeat(case.image[..., None], 3, axis=2)
-    for m in case.masks.values():
-        rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array([1.0, 0.1, 0.1])
-    return rgb
-
-
-fig, axes = plt.subplots(3, 6, figsize=(11, 6.4), dpi=55)
-for i, f in enumerate(gallery):
-    case = render_case(2, 256, findings=[f])
-    r, c = divmod(i, 3)
-    axes[r, 2 * c].imshow(case.image, cmap="gray", vmin=0, vmax=1)
-    axes[r, 2 * c + 1].imshow(overlay(case))
-    first = case.report.split("IMPRESSION: ")[1]
-    axes[r, 2 * c].set_title(f.observation, fontsize=9)
-    axes[r, 2 * c + 1].set_title(first[:46] + ("…" if len(first) > 46 else ""), fontsize=6.5)
-for ax in axes.ravel():
+path = get_testdata_file("RG1_UNCI.dcm")  # None when pydicom's test images are not installed
+synthetic = render_case(seed=5, size=256, findings=[])
+if path is None:
+    print("pydicom's test images are not installed (pip install pydicom-data): showing the synthetic film only")
+    real = None
+else:
+    film = load_image(path)  # [H, W] in [0, 1], bone white
+    side = max(film.shape)
+    square = np.zeros((side, side), np.float32)
+    square[(side - film.shape[0]) // 2:][:film.shape[0], (side - film.shape[1]) // 2:][:, :film.shape[1]] = film
+    real = np.asarray(Image.fromarray(square).resize((256, 256), Image.BILINEAR))
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), dpi=100)
+for ax, img, title in zip(axes, [real, synthetic.image], ["real chest CR (pydicom RG1_UNCI)", "synthetic PA film, seed 5"]):
+    if img is not None:
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
 plt.tight_layout()
 
 # %% [markdown]
-# **What to look for**
-# * *Cardiomegaly*: the heart is wider than half the chest (cardiothoracic ratio > 0.5).
-# * *Pleural effusion*: a dense, dependent opacity with a **meniscus** (higher laterally) that
-#   blunts the costophrenic angle and hides the dome.
-# * *Pneumothorax*: a thin white **visceral pleural line**, with black air and **no lung
-#   markings** between it and the chest wall.
-# * *Consolidation*: airspace opacity in one zone/lobe. *Edema*: bilateral perihilar haze.
-#   *Atelectasis*: a basal plate-like band. *Lesion*: a round nodule (< 3 cm) or a mass.
-# * *Support devices*: bright tubes, lines and a pacemaker box. *Fracture*: a step and gap in one rib.
+# ## 2. The findings, each beside its normal twin
 #
-# The three findings the issue asks you to tell apart at a glance, at 256 px:
+# `render_case(seed, findings=[...])` keeps the patient, exposure and noise of `seed` and draws
+# only the findings you ask for, so each finding can be compared with the same film without
+# it. Each is drawn as the sign a radiology textbook teaches (Felson), and the arrows point at
+# it (films at 256 px, cropped around the finding):
 
 # %%
-trio = [Finding("Cardiomegaly", severity="severe"), Finding("Pleural Effusion", side="right", severity="large"),
-        Finding("Pneumothorax", side="left", severity="large")]
-fig, axes = plt.subplots(1, 4, figsize=(11, 3))
-axes[0].imshow(render_case(5, 256, findings=[]).image, cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("normal")
-for ax, f in zip(axes[1:], trio):
-    ax.imshow(render_case(5, 256, findings=[f]).image, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(f"{f.severity} {f.side or ''} {f.observation}".replace("  ", " "))
-for ax in axes:
+from xraygpt_lab.data.synthetic.atlas import sign_examples
+
+examples = sign_examples(seed=2, size=256)
+fig, axes = plt.subplots(4, 6, figsize=(15, 10.6), dpi=100)
+for pair, ex in zip(axes.reshape(-1, 2), examples):
+    f = ex.case.findings[0]
+    rows, cols = np.nonzero(ex.case.masks[f.observation])
+    points = np.array([[r, c] for _, r, c in ex.signs] + [[rows.min(), cols.min()], [rows.max(), cols.max()]])
+    centre = points.mean(axis=0)
+    half = int(np.clip(0.5 * np.ptp(points, axis=0).max() + 20, 40, 128))  # zoom on small signs
+    r0, c0 = np.clip(centre - half, 0, 256 - 2 * half).astype(int)
+    crop = (slice(r0, r0 + 2 * half), slice(c0, c0 + 2 * half))
+    pair[0].imshow(ex.twin.image[crop], cmap="gray", vmin=0, vmax=1)
+    pair[0].set_title("normal twin", fontsize=9)
+    pair[1].imshow(ex.case.image[crop], cmap="gray", vmin=0, vmax=1)
+    name = " ".join(str(v) for v in (f.severity, f.side, f.zone if f.observation == "Consolidation" else None,
+                                     f.observation) if v)
+    pair[1].set_title(name, fontsize=9)
+    for i, (label, r, c) in enumerate(ex.signs):
+        pair[1].annotate(label, xy=(c - c0, r - r0), xytext=(0.03, 0.04 + 0.11 * i), textcoords="axes fraction",
+                         color="yellow", fontsize=8, arrowprops=dict(arrowstyle="->", color="yellow", lw=1.2),
+                         bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.6, lw=0))
+for ax in axes.ravel():
     ax.axis("off")
+plt.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.01, wspace=0.04, hspace=0.16)
+
+# %% [markdown]
+# **What to look for**
+# * *Pleural effusion*: dependent fluid whose surface (the **meniscus**) climbs the lateral chest
+#   wall, filling the **costophrenic angle**; once above the dome it erases it.
+# * *Pneumothorax*: the lung retracts; a thin white **visceral pleural line** with black air and
+#   **no lung markings** between it and the chest wall.
+# * *Consolidation*: air-space opacity in which the bronchi keep their air (**air
+#   bronchograms**); where it touches the heart or a dome, that border disappears (**silhouette
+#   sign**: a middle-lobe or lingular opacity erases the heart border, a lower-lobe one the dome).
+# * *Atelectasis*: **volume loss**: the hemidiaphragm rises under a plate-like band.
+# * *Edema*: perihilar **bat-wing** opacity sparing the periphery, **Kerley B lines** (short
+#   horizontal septal lines at the lateral bases), distended upper-lobe vessels.
+# * *Cardiomegaly*: heart wider than half the chest, **CTR > 0.5**, read off the film.
+# * *Lesion*: a round, soft-edged **nodule** (<= 30 mm) or **mass** (> 30 mm).
+# * *Fracture*: a **gap and cortical step** in one rib. *Devices*: tube and line **tips** in
+#   their proper places.
+#
+# A finding the film cannot show (basal atelectasis hidden behind a large heart or under an
+# effusion) is neither labelled nor reported: the world keeps it in `case.hidden`.
 
 # %% [markdown]
 # ## 3. Counterfactuals: toggling one finding
 #
-# Noise depends on the seed only, so removing a finding changes **only** the pixels of its own
-# region (plus the 2-pixel reach of the detector blur). Later notebooks use this to ask
+# The noise pattern and the film's processing depend on the patient only, so removing a finding
+# changes **only** the pixels of its own region (plus the 2-pixel reach of the detector blur). Later notebooks use this to ask
 # whether an explanation looks where the finding is.
 
 # %%
@@ -157,36 +179,45 @@ for ax, img, t in zip(axes, [with_ptx.image, without.image, diff], ["with", "wit
     ax.imshow(img, cmap="gray"); ax.set_title(t); ax.axis("off")
 
 # %% [markdown]
-# ## 4. The anatomy parameters you can turn
+# ## 4. The patient and the film: parameters you can turn
 #
-# Each phantom is an `AnatomyParams` dataclass sampled from healthy adult ranges. Change a field
-# and pass `anatomy=` to redraw the same patient. Try the cardiothoracic ratio, the height of the
-# domes, the rib spacing, the exposure.
+# Each film is an `AnatomyParams` dataclass: the patient (thorax shape, heart size, ribs, lung
+# markings) and the acquisition (PA or AP view, tube voltage, dose, noise, rotation, depth of
+# inspiration, a burned-in laterality marker). Real datasets mix all of these, so the world
+# does too, and `labels.csv` records them for every exported image. Change a field and pass
+# `anatomy=` to redraw the same patient.
 
 # %%
 p = normal.anatomy
 pd.DataFrame({"value": p.as_dict()}).T.round(3)
 
 # %%
+from xraygpt_lab.data.synthetic.anatomy import set_inspiration
+
 variants = {
     "as sampled": {},
     "heart_ctr 0.58": {"heart_ctr": 0.58},
-    "domes higher": {"costophrenic_y": p.costophrenic_y - 0.12},
-    "exposure 2.2": {"exposure": 2.2},
-    "rotated 8°": {"rotation_deg": 8.0},
+    "AP portable": {"view": "AP", "clavicle_y": p.apex_y + 0.05, "rib_curvature": 0.65, "kvp": 85.0},
+    "poor inspiration": {"inspiration": 8.5},
+    "dose x 0.15": {"exposure": 0.15},
+    "rotated 8°, marker L": {"rotation_deg": 8.0, "axial_rotation_deg": 10.0, "marker": "L"},
 }
-fig, axes = plt.subplots(1, len(variants), figsize=(12, 2.8))
+fig, axes = plt.subplots(1, len(variants), figsize=(15, 3.0), dpi=100)
 for ax, (name, change) in zip(axes, variants.items()):
     params = AnatomyParams(**{**p.as_dict(), **change})
+    set_inspiration(params, params.inspiration)  # the domes follow the breath
     ax.imshow(render_case(1, 160, findings=[], anatomy=params).image, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(name); ax.axis("off")
+    ax.set_title(name, fontsize=9); ax.axis("off")
 
 # %% [markdown]
-# In JupyterLab you can turn them with sliders (not run in CI):
+# An AP portable film magnifies the heart (a normal heart reads up to about 0.45 here, still
+# below 0.5, because the world labels what the film shows) and puts the scapulae over the upper
+# lungs; a poor inspiration raises the domes to the 8th posterior rib; a lower dose brings more
+# quantum noise. In JupyterLab you can turn them with sliders (not run in CI):
 # ```python
 # from ipywidgets import interact, FloatSlider
 # @interact(ctr=FloatSlider(value=0.44, min=0.35, max=0.7, step=0.01),
-#           exposure=FloatSlider(value=1.45, min=0.8, max=2.5, step=0.05))
+#           exposure=FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1))
 # def show(ctr, exposure):
 #     params = AnatomyParams(**{**p.as_dict(), "heart_ctr": ctr, "exposure": exposure})
 #     plt.imshow(render_case(1, 192, findings=[], anatomy=params).image, cmap="gray"); plt.axis("off")
@@ -244,17 +275,19 @@ plt.tight_layout()
 # ## 7. What synthetic radiographs do not teach
 #
 # Be honest about the gap to real data:
-# * **Anatomy is simple and smooth.** Real chests vary far more: body habitus, breasts, scoliosis,
-#   poor inspiration, AP portable films with a magnified heart, lateral views, children.
-# * **Findings follow textbook signs only.** Real effusions layer, loculate and hide behind
-#   consolidation. Real pneumothoraces can be subtle skin folds, real nodules can be nipple
-#   shadows. Here every positive is drawn clearly, and the hard cases (and their mimics) are missing.
+# * **Anatomy is parametric.** The organs are smooth solids and the vessel tree a random
+#   branching pattern; real chests vary far more (scoliosis, emphysema, children, obesity,
+#   lateral views), and real lungs have texture the phantom lacks.
+# * **Findings follow textbook signs only.** Real effusions loculate and hide behind
+#   consolidation; real pneumothoraces can be skin folds; real nodules can be nipple shadows.
+#   Here every labelled finding shows its sign clearly, and the mimics are missing.
 # * **Labels are certain.** Real CheXpert labels include *uncertain* (-1) and missed findings.
 #   Real reports hedge ("cannot exclude"), compare with priors and contain errors.
 # * **Reports are templated.** Even with several phrasings per statement, the language is far
 #   narrower than a radiologist's, so ROUGE on this world overstates real-world quality.
-# * **Detector physics is a caricature.** There is no scatter, grid lines, burned-in text,
-#   compression or vendor processing.
+# * **Physics is simplified.** There is Beer-Lambert attenuation, quantum noise, detector blur
+#   and an unsharp-mask processing, but no scatter, grid lines, burned-in text beyond the
+#   laterality marker, compression or vendor-specific processing.
 #
 # So use this world to learn the *mechanics*: how the encoder, the linear alignment and the
 # LLM fit together, what attribution maps show, how evaluation works. A model that does well

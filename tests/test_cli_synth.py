@@ -44,6 +44,7 @@ def test_default_size_is_the_tiny_profile(tmp_path, capsys):
     (["--n", "2", "--size", "8"], "--size"),
     (["--n", "2", "--seed", "-1"], "--seed"),
     (["--n", "2", "--normal-fraction", "1.5"], "--normal-fraction"),
+    (["--n", "2", "--lung-shapes", "mine"], "--lung-shapes"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, args, fragment):
     code, _, err = run_cli(["synth", *args, "--out", str(tmp_path / "o")], capsys)

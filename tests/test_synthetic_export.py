@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from xraygpt_lab.data.synthetic import export as export_mod
-from xraygpt_lab.data.synthetic.export import LOCATION_COLUMNS, export_dataset, mask_filename
+from xraygpt_lab.data.synthetic.export import ACQUISITION_COLUMNS, LOCATION_COLUMNS, export_dataset, mask_filename
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 from xraygpt_lab.data.synthetic.world import WorldConfig, render_case
 from xraygpt_lab.errors import XrayGPTLabError
@@ -49,6 +49,7 @@ def test_labels_masks_and_reports_agree(exported):
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[: 1 + len(RENDERED_OBSERVATIONS)] == ["image_id", *RENDERED_OBSERVATIONS]
     assert all(c in rows[0] for c, _, _ in LOCATION_COLUMNS)
+    assert list(rows[0])[-len(ACQUISITION_COLUMNS):] == [c for c, _ in ACQUISITION_COLUMNS]
     records = [json.loads(line) for line in (exported / "reports.jsonl").read_text().splitlines()]
     assert [r["image_id"] for r in records] == [r["image_id"] for r in rows]
     for row, rec in zip(rows, records):
@@ -63,9 +64,16 @@ def test_labels_masks_and_reports_agree(exported):
                 assert set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
         for f in rec["findings"]:
             assert row[f"{f['observation']} side"] == (f["side"] or "")
-    # the exported pixels are the rendered case, quantised to 8 bits
+    # the exported pixels are the rendered case, quantised to 8 bits, and the acquisition
+    # columns say how that film was taken
     rec = records[0]
     case = render_case(rec["seed"], SIZE, WorldConfig(normal_fraction=0.2))
+    assert rows[0]["view"] == case.anatomy.view in ("PA", "AP")
+    assert float(rows[0]["kvp"]) == pytest.approx(case.anatomy.kvp, abs=0.05)
+    assert rows[0]["marker"] == case.anatomy.marker
+    assert float(rows[0]["pixel_mm"]) == pytest.approx(400.0 / SIZE / case.anatomy.scale, abs=1e-3)
+    views = {row["view"] for row in rows} | {render_case(s, 32).anatomy.view for s in range(40)}
+    assert views == {"PA", "AP"}  # both kinds of film occur
     png = np.array(Image.open(exported / rec["image"]), dtype=np.float32) / 255
     assert np.abs(png - case.image).max() <= 0.5 / 255 + 1e-6
 

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all CPUs)")
     p.add_argument("--normal-fraction", type=fraction, default=None,
                    help="share of images with no finding (default: follows the prevalences)")
+    p.add_argument("--lung-shapes", choices=("builtin", "real"), default="builtin",
+                   help="lung-field shapes: built-in, or drawn from the real lung segmentations of the "
+                        "torchxrayvision wheel when they are cached (default: builtin)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from xraygpt_lab.data.synthetic.export import export_dataset
     from xraygpt_lab.data.synthetic.world import WorldConfig
 
-    config = WorldConfig(normal_fraction=args.normal_fraction)
+    config = WorldConfig(normal_fraction=args.normal_fraction, lung_shapes=args.lung_shapes)
     path = export_dataset(args.out, n=args.n, size=args.size, seed=args.seed, config=config,
                           progress=not args.quiet, workers=args.workers,
                           overwrite=args.overwrite)

@@ -33,13 +33,7 @@ def anatomy_masks(anatomy: AnatomyParams, size: int = 128, ctr: float | None = N
     """
     if size < 16:
         raise ValueError(f"size must be >= 16 pixels, got {size}")
-    x, y = anat.coordinate_grid(anatomy, size)  # [H, W] phantom coordinates
-    heart = anat.heart_sdf(anatomy, x, y, anatomy.heart_ctr if ctr is None else ctr) < 0  # [H, W]
-    mediastinum = anat.mediastinum_sdf(anatomy, x, y) < 0
-    masks = {"heart": heart}
-    for side in anat.SIDES:
-        masks[f"{side} lung"] = (anat.lung_envelope_sdf(anatomy, x, y, side) < 0) & ~heart & ~mediastinum
-    return masks
+    return anat.lung_masks(anatomy, size, ctr)  # [H, W] each
 
 
 def _columns(mask: np.ndarray) -> np.ndarray:

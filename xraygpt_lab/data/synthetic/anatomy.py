@@ -1,31 +1,51 @@
-"""Parametric anatomy of a frontal (PA) chest radiograph, drawn as approximate signed distances.
+"""Parametric anatomy of a frontal chest radiograph: the patient's shape and how the film was taken.
 
 Every structure is a function of *phantom coordinates* ``(x, y)``: ``x`` runs from -1 (image
-left) to +1 (image right), ``y`` from -1 (top) to +1 (bottom); one unit is ``MM_PER_UNIT`` mm.
-Radiological convention (PA view, viewed as if facing the patient): the patient's RIGHT is on
-the image's LEFT (``x < 0``) and the patient's LEFT on the image's RIGHT (``x > 0``), so
-``side_sign("left") == +1``.
+left) to +1 (image right), ``y`` from -1 (top) to +1 (bottom); one unit is ``MM_PER_UNIT`` mm
+(see ``geometry``). Radiological convention (viewed as if facing the patient): the patient's
+RIGHT is on the image's LEFT (``x < 0``) and the patient's LEFT on the image's RIGHT (``x > 0``),
+so ``side_sign("left") == +1``.
 
-Pixels are mapped to phantom coordinates through the inverse of a small rotation, scale and
-shift (``coordinate_grid``), so every structure and every finding mask is evaluated on the same
-pixel grid as the image. Shapes return approximate signed distances ``phi`` (negative inside,
-phantom units); :func:`soft_inside` turns them into anti-aliased occupancy in ``[0, 1]``.
+Pixels map to phantom coordinates through the inverse of a small in-plane rotation, scale and
+shift (``coordinate_grid``). Outlines are approximate signed distances ``phi`` (negative
+inside); the 3-D organs built on them (lungs, heart, great vessels, ribs, spine) give path
+lengths along the beam, which ``film`` turns into a radiograph (Beer-Lambert).
 
-Proportions follow standard radiographic anatomy texts (e.g. Goodman, *Felson's Principles of
-Chest Roentgenology*): right hemidiaphragm 1–3 cm above the left, heart two-thirds left of the
-midline, cardiothoracic ratio (CTR) below 0.5 in health, gastric bubble under the left dome.
+Proportions follow standard radiographic anatomy (Goodman, *Felson's Principles of Chest
+Roentgenology*): right hemidiaphragm 1-3 cm above the left, dome at the 9th-11th posterior rib
+on a good inspiration, two thirds of the heart left of the midline, cardiothoracic ratio (CTR)
+below 0.5 in health, left hilum higher than the right, gastric bubble under the left dome.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 
 import numpy as np
 
-#: Millimetres per phantom unit: the image spans 2 units = 400 mm, like a 35 x 43 cm detector.
-MM_PER_UNIT: float = 200.0
+from xraygpt_lab.data.synthetic.geometry import (
+    MM_PER_UNIT,
+    clamp,
+    ellipse_q,
+    ellipse_sdf,
+    ellipsoid_chord,
+    pixel_centres,
+    polyline_distance,
+    rounded_chord,
+    segment_distance,
+    smoothstep,
+    soft_inside,
+)
+
+__all__ = [
+    "MM_PER_UNIT", "SIDES", "VIEWS", "AnatomyParams", "sample_anatomy", "side_sign",
+    "coordinate_grid", "pixel_size", "pixel_spacing_mm", "soft_inside", "smoothstep",
+    "ellipse_sdf", "segment_distance", "polyline_distance", "lateral_wall", "diaphragm_y",
+    "lung_envelope_sdf", "lung_masks", "heart_parts", "heart_geometry", "heart_sdf", "heart_chord",
+    "mediastinum_sdf", "hilum_point", "carina_point", "thoracic_half_widths", "rib_y",
+]
 
 SIDES: tuple[str, str] = ("right", "left")
+VIEWS: tuple[str, str] = ("PA", "AP")
 
 
 def side_sign(side: str) -> int:
@@ -39,38 +59,53 @@ def side_sign(side: str) -> int:
 
 @dataclass
 class AnatomyParams:
-    """The turnable parameters of one phantom (all lengths in phantom units, 1 = 200 mm).
+    """The turnable parameters of one film: the patient (lengths in phantom units, 1 = 200 mm;
+    depths along the beam in cm) and the acquisition.
 
-    Change any field and call ``render_case(..., anatomy=...)`` (see ``synthetic``) to see its
-    effect; ``sample_anatomy`` draws healthy adult ranges.
+    Change any field and call ``render_case(..., anatomy=...)`` to see its effect;
+    ``sample_anatomy`` draws adult ranges and a realistic mix of acquisitions.
     """
 
-    thorax_half_width: float = 0.78     # lateral lung wall distance from the midline
+    # patient: thorax and lungs
+    thorax_half_width: float = 0.78     # inner chest wall (lung edge) distance from the midline
     apex_y: float = -0.68               # top of the lung apices
     costophrenic_y: float = 0.42        # level of the right costophrenic angle
     left_dome_drop: float = 0.04        # left hemidiaphragm sits lower than the right (1-3 cm)
     dome_height: float = 0.19           # dome peak above the costophrenic angle
-    heart_ctr: float = 0.44             # cardiothoracic ratio (normal < 0.5)
+    apex_curvature: float = 2.6         # how pointed the apices are
+    wall_taper: float = 0.30            # how fast the chest narrows above its widest level
+    body_depth_cm: float = 23.0         # antero-posterior diameter of the chest
+    chest_wall: float = 0.11            # soft tissue lateral to the ribs
+    breasts: float = 0.0                # 0 = none, up to 1 = large
+    lung_air: float = 0.80              # aerated fraction of the lungs (inspiration, habitus)
+    # heart and mediastinum
+    heart_ctr: float = 0.44             # cardiothoracic ratio as seen on this film (normal < 0.5)
     heart_left_fraction: float = 0.66   # share of the heart's width left of the midline
-    heart_tilt_deg: float = 28.0        # long axis tilt (apex points down and to the left)
-    mediastinum_half_width: float = 0.085
+    heart_tilt_deg: float = 30.0        # long axis tilt (apex points down and to the left)
+    mediastinum_half_width: float = 0.125
+    # skeleton
     rib_first_y: float = -0.70          # first posterior rib at the spine
-    rib_spacing: float = 0.105          # vertical distance between posterior ribs
-    rib_curvature: float = 0.55         # how fast ribs fall away laterally
-    rib_thickness: float = 0.036
-    clavicle_y: float = -0.66           # medial end of the clavicles
-    soft_tissue: float = 1.0            # body habitus: attenuation of the soft tissue
-    lung_air: float = 0.80              # how dark (aerated) the lungs are
-    bone_density: float = 0.30
-    vessel_density: float = 0.40        # strength of the lung markings
+    rib_spacing: float = 0.105          # vertical distance between the upper posterior ribs
+    rib_curvature: float = 1.0          # how steeply the posterior ribs fall away laterally
+    rib_thickness: float = 0.050        # height of a posterior rib
+    clavicle_y: float = -0.53           # medial end of the clavicles
+    bone_density: float = 1.0           # mineral density relative to a young adult
+    # lungs: markings and the stomach
+    vessel_density: float = 1.0         # calibre of the pulmonary vessels (1 = normal)
     gastric_bubble: float = 0.05        # radius of the stomach air under the left dome (0 = none)
-    exposure: float = 1.45              # beam: higher = whiter (1 - exp(-exposure * attenuation))
-    noise_level: float = 0.018          # quantum noise, standard deviation in intensity
-    rotation_deg: float = 0.0           # patient rotation in the image plane
+    marking_seed: int = 0               # pattern of the vessel tree
+    # acquisition
+    view: str = "PA"                    # "PA" (erect, standard) or "AP" (portable)
+    kvp: float = 120.0                  # tube voltage: higher = less bone contrast
+    exposure: float = 1.0               # dose relative to the standard (brightness, noise)
+    noise_level: float = 0.012          # quantum noise at standard dose (display units, lungs)
+    rotation_deg: float = 0.0           # in-plane tilt of the patient on the detector
+    axial_rotation_deg: float = 0.0     # rotation about the long axis (clavicle heads shift)
+    inspiration: float = 10.0           # posterior rib at the right dome's peak
     scale: float = 1.0                  # magnification
     shift_x: float = 0.0
     shift_y: float = 0.0
-    marking_seed: int = 0               # pattern of the lung markings
+    marker: str = ""                    # burned-in laterality marker: "", "L" or "R"
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -104,59 +139,102 @@ class AnatomyParams:
         }
 
 
+def rib_y(params: AnatomyParams, k: float) -> float:
+    """y at the spine of posterior rib ``k`` (0-based, fractional allowed): the spacing grows by
+    about 3 % a rib down the chest."""
+    return params.rib_first_y + params.rib_spacing * (k + RIB_SPACING_GROWTH * k * k)
+
+
+#: Relative growth of the posterior rib spacing per rib (lower ribs lie further apart).
+RIB_SPACING_GROWTH: float = 0.03
+
+
 def sample_anatomy(rng: np.random.Generator) -> AnatomyParams:
-    """Draw one healthy adult phantom; every field varies so no two images are alike."""
+    """Draw one adult patient and film: every field varies, so no two images are alike.
+
+    A quarter of the films are AP portables: magnified heart (a higher normal CTR on the film,
+    still <= 0.5), scapulae over the lungs, higher clavicles, flatter posterior ribs, a poorer
+    inspiration and a lower tube voltage.
+    """
     u = rng.uniform
-    return AnatomyParams(
-        thorax_half_width=u(0.72, 0.84),
-        apex_y=u(-0.74, -0.62),
-        costophrenic_y=u(0.36, 0.48),
+    ap = rng.random() < 0.25
+    p = AnatomyParams(
+        thorax_half_width=u(0.70, 0.82),
+        apex_y=u(-0.76, -0.64),
         left_dome_drop=u(0.02, 0.07),
-        dome_height=u(0.15, 0.23),
-        heart_ctr=u(0.38, 0.47),
-        heart_left_fraction=u(0.60, 0.72),
-        heart_tilt_deg=u(20.0, 36.0),
-        mediastinum_half_width=u(0.075, 0.10),
-        rib_first_y=u(-0.74, -0.66),
-        rib_spacing=u(0.095, 0.115),
-        rib_curvature=u(0.45, 0.65),
-        rib_thickness=u(0.032, 0.042),
-        clavicle_y=u(-0.70, -0.60),
-        soft_tissue=u(0.90, 1.10),
-        lung_air=u(0.72, 0.86),
-        bone_density=u(0.25, 0.36),
-        vessel_density=u(0.30, 0.50),
-        gastric_bubble=float(u(0.0, 0.07)) if rng.random() < 0.8 else 0.0,
-        exposure=u(1.25, 1.70),
-        noise_level=u(0.010, 0.028),
-        rotation_deg=u(-4.0, 4.0),
-        scale=u(0.93, 1.05),
-        shift_x=u(-0.04, 0.04),
-        shift_y=u(-0.04, 0.04),
+        dome_height=u(0.13, 0.21),
+        apex_curvature=u(2.0, 3.2),
+        wall_taper=u(0.22, 0.38),
+        body_depth_cm=u(19.0, 27.0),
+        chest_wall=u(0.08, 0.15),
+        breasts=float(u(0.4, 1.0)) if rng.random() < 0.4 else 0.0,
+        lung_air=u(0.74, 0.86),
+        heart_ctr=u(0.39, 0.445) if ap else u(0.35, 0.44),
+        heart_left_fraction=u(0.60, 0.70),
+        heart_tilt_deg=u(30.0, 45.0),
+        mediastinum_half_width=u(0.110, 0.140) * (1.08 if ap else 1.0),
+        rib_first_y=u(-0.74, -0.68),
+        rib_spacing=u(0.085, 0.100),
+        rib_curvature=u(0.55, 0.80) if ap else u(0.85, 1.20),
+        rib_thickness=u(0.044, 0.056),
+        clavicle_y=0.0,
+        bone_density=u(0.80, 1.15),
+        vessel_density=u(1.1, 1.5),
+        gastric_bubble=float(u(0.03, 0.07)) if rng.random() < 0.8 else 0.0,
         marking_seed=int(rng.integers(0, 2**31 - 1)),
+        view="AP" if ap else "PA",
+        kvp=u(80.0, 100.0) if ap else u(105.0, 125.0),
+        exposure=float(np.exp(rng.normal(0.0, 0.18))),
+        noise_level=u(0.008, 0.018) * (1.3 if ap else 1.0),
+        rotation_deg=u(-4.0, 4.0),
+        axial_rotation_deg=u(-6.0, 6.0),
+        inspiration=u(8.5, 10.0) if ap else u(9.5, 11.0),
+        scale=u(1.02, 1.12),  # the thorax fills the detector, as on a collimated film
+        shift_x=u(-0.04, 0.04),
+        shift_y=u(0.02, 0.09),
+        marker=str(rng.choice(("", "L", "R"), p=(0.4, 0.4, 0.2))),
     )
+    p.clavicle_y = p.apex_y + (u(0.03, 0.09) if ap else u(0.11, 0.19))
+    set_inspiration(p, p.inspiration)
+    return p
+
+
+def set_inspiration(p: AnatomyParams, ribs: float) -> None:
+    """Put the right dome's peak at posterior rib ``ribs`` (1-based, e.g. 10 = a good breath)
+    half-way out along the hemithorax, and move the costophrenic angles with it."""
+    p.inspiration = float(ribs)
+    u = 0.45 * p.thorax_half_width
+    peak = rib_y(p, ribs - 1) + float(posterior_rib_course(p, np.float32(u)))
+    p.costophrenic_y = float(peak + p.dome_height)
+
+
+def posterior_rib_course(params: AnatomyParams, u):
+    """How far (phantom units) a posterior rib has fallen at lateral distance ``u``: from the
+    spine it rises a little (the neck), then runs obliquely down and out, steepening
+    towards the lateral chest wall where it turns forward."""
+    un = u / params.thorax_half_width
+    c = params.rib_curvature * params.rib_spacing
+    return c * (2.2 * un * un + 0.10 * un + 5.0 * clamp(un - 0.90, 0.0, None) ** 2)
+
+
+def posterior_rib_slope(params: AnatomyParams, u):
+    """d(course)/du of :func:`posterior_rib_course`."""
+    w = params.thorax_half_width
+    un = u / w
+    c = params.rib_curvature * params.rib_spacing
+    return c * (4.4 * un + 0.10 + 10.0 * clamp(un - 0.90, 0.0, None)) / w
 
 
 # ----------------------------------------------------------------------------------------------
-# Coordinates and helpers
+# Coordinates
 # ----------------------------------------------------------------------------------------------
-@lru_cache(maxsize=8)
-def _pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image coordinates of pixel centres in [-1, 1]: (X, Y), each [size, size]."""
-    c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
-    X, Y = np.meshgrid(c, c)  # [H, W]
-    X.setflags(write=False)
-    Y.setflags(write=False)
-    return X, Y
-
-
 def coordinate_grid(params: AnatomyParams, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Phantom coordinates ``(x, y)`` of every pixel, each float32 [size, size].
 
     The phantom is rotated by ``rotation_deg``, scaled by ``scale`` and shifted, so we apply
     the inverse transform to the pixel centres.
     """
-    X, Y = _pixel_centres(size)
+    X, Y = pixel_centres(size)
     t = np.deg2rad(params.rotation_deg)
     c, s = np.cos(t), np.sin(t)
     Xs = (X - params.shift_x) / params.scale
@@ -166,150 +244,275 @@ def coordinate_grid(params: AnatomyParams, size: int) -> tuple[np.ndarray, np.nd
     return x, y
 
 
+def phantom_to_pixel(params: AnatomyParams, size: int, x, y):
+    """Pixel (column, row) of phantom points (inverse of :func:`coordinate_grid`)."""
+    t = np.deg2rad(params.rotation_deg)
+    c, s = np.cos(t), np.sin(t)
+    xs, ys = c * x - s * y, s * x + c * y
+    X, Y = xs * params.scale + params.shift_x, ys * params.scale + params.shift_y
+    return (X + 1.0) * size / 2.0 - 0.5, (Y + 1.0) * size / 2.0 - 0.5
+
+
+def window(params: AnatomyParams, size: int, box: tuple[float, float, float, float],
+           margin: int = 2) -> tuple[slice, slice] | None:
+    """Rows and columns of the pixels that phantom box ``(x0, x1, y0, y1)`` covers (plus
+    ``margin`` pixels), or None when it is off the image."""
+    x0, x1, y0, y1 = box
+    c, r = phantom_to_pixel(params, size, np.array([x0, x1, x0, x1]), np.array([y0, y0, y1, y1]))
+    c0, c1 = max(0, int(np.floor(c.min())) - margin), min(size, int(np.ceil(c.max())) + margin + 1)
+    r0, r1 = max(0, int(np.floor(r.min())) - margin), min(size, int(np.ceil(r.max())) + margin + 1)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+def in_window(fn, params: AnatomyParams, x: np.ndarray, y: np.ndarray,
+              box: tuple[float, float, float, float], *args, **kwargs):
+    """``fn(params, x, y, *args)`` evaluated only inside ``box``, zero elsewhere: a full-size
+    float32 array, or a tuple of them when ``fn`` returns a tuple."""
+    win = window(params, x.shape[0], box)
+    result = None if win is None else fn(params, x[win], y[win], *args, **kwargs)
+    single = not isinstance(result, tuple)
+    parts = (result,) if single else result
+    n = 1 if result is None else len(parts)
+    outs = tuple(np.zeros(x.shape, np.float32) for _ in range(n))
+    if win is not None:
+        for out, part in zip(outs, parts):
+            out[win] = part
+    return outs[0] if single else outs
+
+
 def pixel_size(params: AnatomyParams, size: int) -> float:
     """Width of one pixel in phantom units."""
     return 2.0 / (size * params.scale)
 
 
-def soft_inside(phi: np.ndarray, width: float) -> np.ndarray:
-    """Anti-aliased occupancy of ``phi < 0`` with an edge ``width`` wide (one pixel), in [0, 1]."""
-    return np.clip(0.5 - phi / width, 0.0, 1.0)
-
-
-def smoothstep(edge0: float, edge1: float, v: np.ndarray) -> np.ndarray:
-    """Hermite ramp from 0 at ``edge0`` to 1 at ``edge1``."""
-    t = np.clip((v - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def ellipse_sdf(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float,
-                angle_deg: float = 0.0) -> np.ndarray:
-    """Approximate signed distance to an ellipse (exact for circles)."""
-    t = np.deg2rad(angle_deg)
-    dx, dy = x - cx, y - cy
-    u = np.cos(t) * dx + np.sin(t) * dy
-    v = -np.sin(t) * dx + np.cos(t) * dy
-    return (np.sqrt((u / a) ** 2 + (v / b) ** 2) - 1.0) * min(a, b)
-
-
-def segment_distance(x: np.ndarray, y: np.ndarray, p0: tuple[float, float],
-                     p1: tuple[float, float]) -> np.ndarray:
-    """Distance from every point to the segment p0-p1."""
-    ax, ay = p0
-    bx, by = p1
-    vx, vy = bx - ax, by - ay
-    denom = vx * vx + vy * vy or 1e-12
-    t = np.clip(((x - ax) * vx + (y - ay) * vy) / denom, 0.0, 1.0)
-    return np.hypot(x - (ax + t * vx), y - (ay + t * vy))
-
-
-def polyline_distance(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Distance from every point to a polyline given as ``points`` [n, 2]."""
-    d = segment_distance(x, y, tuple(points[0]), tuple(points[1]))
-    for i in range(1, len(points) - 1):
-        d = np.minimum(d, segment_distance(x, y, tuple(points[i]), tuple(points[i + 1])))
-    return d
+def pixel_spacing_mm(params: AnatomyParams, size: int) -> float:
+    """Width of one pixel in millimetres at the patient."""
+    return pixel_size(params, size) * MM_PER_UNIT
 
 
 # ----------------------------------------------------------------------------------------------
-# Structures
+# Thorax outline and lungs
 # ----------------------------------------------------------------------------------------------
-def lateral_wall(params: AnatomyParams, y: np.ndarray | float) -> np.ndarray | float:
+def lateral_wall(params: AnatomyParams, y):
     """Distance of the inner chest wall from the midline at height ``y``.
 
-    The rib cage is widest at the level of the domes and narrows in a smooth curve towards the
-    apices (``W(y) = W_max - 0.55 (y_widest - y)^2`` above the widest level).
+    The rib cage is widest just above the domes and narrows in a smooth curve towards the
+    apices (``W(y) = W_max - taper (y_widest - y)^2`` above the widest level).
     """
     y = np.asarray(y, dtype=np.float32)
     widest = params.costophrenic_y - 0.10
-    above = np.clip(widest - y, 0.0, None)
-    return params.thorax_half_width - 0.55 * above**2 + 0.03 * np.clip(y - widest, 0.0, None)
+    above = clamp(widest - y, 0.0, None)
+    wall = params.thorax_half_width - params.wall_taper * above**2 + 0.03 * clamp(y - widest, 0.0, None)
+    return np.maximum(wall, np.float32(0.1))  # far above the apices (off the film) it stays positive
+
+
+def thoracic_half_widths(params: AnatomyParams) -> tuple[float, float]:
+    """Widest extent of the right and left lung from the midline (at the costophrenic angles)."""
+    return (float(lateral_wall(params, params.costophrenic("right"))),
+            float(lateral_wall(params, params.costophrenic("left"))))
 
 
 def _apex_u(params: AnatomyParams) -> float:
-    return 0.42 * params.thorax_half_width
+    return 0.40 * params.thorax_half_width
 
 
-def diaphragm_y(params: AnatomyParams, u: np.ndarray, side: str) -> np.ndarray:
+def _dome(params: AnatomyParams, u, left):
+    """Height and slope of the hemidiaphragm at lateral distance ``u``; ``left`` is a bool or a
+    bool array (the patient's left dome lies ``left_dome_drop`` lower)."""
+    cp = params.costophrenic_y + params.left_dome_drop * np.asarray(left, dtype=np.float32)
+    peak = cp - params.dome_height
+    wall = lateral_wall(params, cp)
+    dome_u = 0.45 * wall
+    t = (u - dome_u) / (wall - dome_u)
+    lateral = u > dome_u
+    height = np.where(lateral, peak + (cp - peak) * t * t, peak + 0.07 * ((dome_u - u) / dome_u) ** 2)
+    slope = np.where(lateral, 2 * (cp - peak) * t / (wall - dome_u), -0.14 * (dome_u - u) / dome_u**2)
+    return height, slope
+
+
+def diaphragm_y(params: AnatomyParams, u, side: str):
     """Height of the hemidiaphragm on ``side`` at lateral distance ``u`` from the midline.
 
-    The dome peaks at ``u = dome_u`` and falls steeply to the costophrenic angle at the chest
-    wall (a sharp, acute angle in health), and gently towards the cardiophrenic angle.
+    The dome peaks at 45 % of the way to the chest wall and falls steeply to the costophrenic
+    angle at the wall (a sharp, acute angle in health), and gently towards the cardiophrenic
+    angle.
     """
-    peak, cp = params.dome_peak(side), params.costophrenic(side)
-    wall = float(lateral_wall(params, cp))
-    dome_u = 0.45 * wall
-    lateral = peak + (cp - peak) * ((u - dome_u) / (wall - dome_u)) ** 2
-    medial = peak + 0.07 * ((dome_u - u) / dome_u) ** 2
-    return np.where(u > dome_u, lateral, medial)
+    side_sign(side)
+    return _dome(params, u, side == "left")[0]
 
 
-def lung_envelope_sdf(params: AnatomyParams, x: np.ndarray, y: np.ndarray, side: str) -> np.ndarray:
-    """Signed distance to one lung's outline before the heart and mediastinum are cut out.
-
-    Intersection of: a rounded apical cap (parabola), the curved lateral chest wall, the
-    hemidiaphragm below and a medial limit (the mediastinum is cut out later).
-    """
-    s = side_sign(side)
-    u = s * x  # [H, W] distance towards this lung's lateral wall
-    ua, k = _apex_u(params), 2.6
+def envelope_sdf_u(params: AnatomyParams, u, y, left, dome_raise: float = 0.0):
+    """:func:`lung_envelope_sdf` in terms of the lateral distance ``u``; ``left`` may be an array."""
+    ua, k = _apex_u(params), params.apex_curvature
     cap_y = params.apex_y + k * (u - ua) ** 2
     phi_cap = (cap_y - y) / np.sqrt(1.0 + (2 * k * (u - ua)) ** 2)
     widest = params.costophrenic_y - 0.10
-    slope_w = 1.1 * np.clip(widest - y, 0.0, None)
+    slope_w = 2 * params.wall_taper * clamp(widest - y, 0.0, None)
     phi_wall = (u - lateral_wall(params, y)) / np.sqrt(1.0 + slope_w**2)
-    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), 0.02 - u)
-    # Hemidiaphragm below: vertical distance divided by the slope gives a distance.
-    peak, cp = params.dome_peak(side), params.costophrenic(side)
-    wall = float(lateral_wall(params, cp))
-    dome_u = 0.45 * wall
-    yd = diaphragm_y(params, u, side)
-    slope = np.where(u > dome_u, 2 * (cp - peak) * (u - dome_u) / (wall - dome_u) ** 2, 0.1)
-    phi_d = (y - yd) / np.sqrt(1.0 + slope**2)
+    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), 0.025 - u)
+    yd, slope = _dome(params, u, left)
+    phi_d = (y - (yd - dome_raise)) / np.sqrt(1.0 + slope * slope)
     return np.maximum(phi_lat, phi_d)
 
 
-def heart_geometry(params: AnatomyParams, ctr: float) -> dict[str, float]:
-    """Centre, semi-axes and tilt of the heart ellipse so that its width matches ``ctr``.
+def lung_envelope_sdf(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
+    """Signed distance to one lung's outline in projection (before the heart is subtracted).
 
-    CTR = maximal transverse cardiac diameter / maximal internal thoracic diameter
-    (Danzer 1919), the thoracic diameter taken at the level of the right dome.
+    Intersection of: a rounded apical cap (parabola), the curved lateral chest wall, the
+    hemidiaphragm below (raised by ``dome_raise`` for volume loss) and a medial limit beside the
+    spine (the heart, mediastinum and spine take their share of the depth in :func:`lung_chord`).
     """
-    thoracic_half = float(lateral_wall(params, params.dome_peak("right")))
-    half_width = ctr * thoracic_half  # transverse half-diameter of the heart
-    tilt = np.deg2rad(params.heart_tilt_deg)
-    aspect = 0.74  # short / long axis
-    a = half_width / np.sqrt(np.cos(tilt) ** 2 + (aspect * np.sin(tilt)) ** 2)
-    b = aspect * a
-    f = params.heart_left_fraction
-    cx = half_width * (2 * f - 1)  # heart extends from cx - hw (patient right) to cx + hw
-    half_height = np.sqrt((a * np.sin(tilt)) ** 2 + (b * np.cos(tilt)) ** 2)
-    floor = 0.5 * (params.dome_peak("right") + params.dome_peak("left")) + 0.05
-    cy = floor - 0.42 * half_height  # the lower heart merges into the domes
-    return {"cx": float(cx), "cy": float(cy), "a": float(a), "b": float(b),
-            "tilt_deg": float(params.heart_tilt_deg), "half_width": float(half_width),
-            "thoracic_half_width": thoracic_half}
+    return envelope_sdf_u(params, side_sign(side) * x, y, side == "left", dome_raise)
 
 
-def heart_sdf(params: AnatomyParams, x: np.ndarray, y: np.ndarray, ctr: float) -> np.ndarray:
-    """Signed distance to the cardiac silhouette for a given cardiothoracic ratio."""
+def lung_depth_cm(params: AnatomyParams, y, u=None):
+    """Antero-posterior depth of a lung at height ``y`` (and lateral distance ``u``): shallow
+    apices, deep bases; in cross-section thinner beside the mediastinum and towards the
+    curving lateral chest wall."""
+    t = smoothstep(params.apex_y, params.costophrenic_y, y)
+    depth = params.body_depth_cm * (0.36 + 0.40 * t)
+    if u is None:
+        return depth
+    un = u / params.thorax_half_width
+    across = 0.55 + 0.45 * np.sqrt(clamp(1.0 - ((un - 0.55) / 0.62) ** 2, 0.0, 1.0))
+    return depth * across
+
+
+def lung_chord(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
+    """Path length (cm) through one lung, rounded at its edges, plus the posterior recess that
+    projects below the dome (lung behind the liver and spleen, 2-4 cm deep)."""
+    phi = lung_envelope_sdf(params, x, y, side, dome_raise)
+    u = side_sign(side) * x
+    depth = lung_depth_cm(params, y, u)
+    chord = rounded_chord(phi, depth, 0.09)
+    below = y - (diaphragm_y(params, u, side) - dome_raise)
+    wall = lateral_wall(params, y)
+    recess = (0.22 * depth * (1.0 - smoothstep(0.0, 0.11, below)) * (below > 0)
+              * smoothstep(0.35, 0.55, u / wall) * smoothstep(0.0, 0.06, wall - u))  # behind liver and spleen
+    return chord + recess, phi
+
+
+# ----------------------------------------------------------------------------------------------
+# Heart and great vessels
+# ----------------------------------------------------------------------------------------------
+def lung_masks(params: AnatomyParams, size: int, ctr: float | None = None) -> dict[str, np.ndarray]:
+    """Bool [size, size] masks of the ``heart`` and of each lung field (``right lung``, ``left
+    lung``, patient's sides) as they project on the film: each lung's outline less the heart
+    and the mediastinum (``ctr`` defaults to the patient's own)."""
+    x, y = coordinate_grid(params, size)  # [H, W] phantom coordinates
+    heart = heart_sdf(params, x, y, params.heart_ctr if ctr is None else ctr) < 0
+    mediastinum = mediastinum_sdf(params, x, y) < 0
+    masks = {"heart": heart}
+    for side in SIDES:
+        masks[f"{side} lung"] = (lung_envelope_sdf(params, x, y, side) < 0) & ~heart & ~mediastinum
+    return masks
+
+
+def heart_parts(params: AnatomyParams, ctr: float) -> list[tuple[float, float, float, float, float, float]]:
+    """The cardiac ellipsoids ``(cx, cy, a, b, depth_cm, angle_deg)`` for a given CTR.
+
+    The ventricles (a tilted ellipsoid) form the left heart border and apex, the right atrium
+    the right heart border; together they span ``ctr`` times the internal thoracic diameter,
+    ``heart_left_fraction`` of it left of the midline (CTR = maximal transverse cardiac diameter
+    / maximal internal thoracic diameter, Danzer 1919).
+    """
     g = heart_geometry(params, ctr)
-    # Tilt so the long axis runs from upper right (patient) to the apex at lower left.
-    return ellipse_sdf(x, y, g["cx"], g["cy"], g["a"], g["b"], angle_deg=g["tilt_deg"])
+    return [(g["cx"], g["cy"], g["a"], g["b"], g["depth_cm"], g["tilt_deg"]),
+            (g["ra_cx"], g["ra_cy"], g["ra_a"], g["ra_b"], 0.80 * g["depth_cm"], 0.0)]
 
 
-def mediastinum_sdf(params: AnatomyParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Superior mediastinum (a vertical band widening downward) with the aortic knob on the left."""
-    w = params.mediastinum_half_width + 0.03 * np.clip(y + 0.6, 0, None)
+def heart_geometry(params: AnatomyParams, ctr: float) -> dict[str, float]:
+    """Centres, semi-axes and tilt of the ventricles and right atrium so that the heart's width
+    matches ``ctr``; ``left``/``right`` are the heart's extents from the midline."""
+    right_half, left_half = thoracic_half_widths(params)
+    width = ctr * (right_half + left_half)
+    left = params.heart_left_fraction * width      # MLD: midline to the left heart border
+    right = width - left                           # MRD: midline to the right heart border
+    tilt = np.deg2rad(params.heart_tilt_deg)
+    aspect = 0.88 * min(1.0, (0.46 / max(ctr, 1e-3)) ** 0.6)  # an enlarged heart grows sideways
+    half_x = 0.5 * 0.86 * width                    # the ventricles span 86 % of the width
+    a = half_x / np.sqrt(np.cos(tilt) ** 2 + (aspect * np.sin(tilt)) ** 2)
+    b = aspect * a
+    half_y = np.sqrt((a * np.sin(tilt)) ** 2 + (b * np.cos(tilt)) ** 2)
+    cx = left - half_x
+    floor = 0.5 * (params.dome_peak("right") + params.dome_peak("left")) + 0.07
+    cy = floor - 0.95 * half_y                     # it rests on the domes
+    ra_a = 0.45 * right + 0.02
+    ra_b = 0.62 * half_y
+    ra_cx = -right + ra_a
+    ra_cy = cy + 0.10 * half_y
+    depth = params.body_depth_cm * (0.58 + 0.25 * (ctr - 0.44))
+    return {"cx": float(cx), "cy": float(cy), "a": float(a), "b": float(b),
+            "tilt_deg": float(params.heart_tilt_deg), "half_width": float(0.5 * width),
+            "left": float(left), "right": float(right), "top": float(cy - half_y),
+            "ra_cx": float(ra_cx), "ra_cy": float(ra_cy), "ra_a": float(ra_a), "ra_b": float(ra_b),
+            "depth_cm": float(depth), "thoracic_half_width": float(0.5 * (right_half + left_half))}
+
+
+def heart_sdf(params: AnatomyParams, x, y, ctr: float):
+    """Signed distance to the cardiac silhouette (ventricles and right atrium) for a CTR."""
+    parts = heart_parts(params, ctr)
+    return np.minimum(*(ellipse_sdf(x, y, cx, cy, a, b, ang) for cx, cy, a, b, _, ang in parts))
+
+
+def heart_chord(params: AnatomyParams, x, y, ctr: float, edge: float = 0.0):
+    """Depth (cm) of lung the heart displaces along each ray (see the comment inside)."""
+    parts = heart_parts(params, ctr)
+    q = np.minimum(*(ellipse_q(x, y, cx, cy, a + edge, b + edge, ang) for cx, cy, a, b, _, ang in parts))
+    depth = parts[0][4]
+    # a broad, rounded muscle mass: the chord rises faster than a sphere's towards the middle;
+    # with the pericardium and mediastinal fat it leaves only a thin layer of lung in front of
+    # and behind it, so inside its outline it displaces nearly the whole depth of the chest
+    chord = depth * clamp(1.0 - q, 0.0, None) ** 0.35
+    return np.maximum(chord, 0.80 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
+
+
+def aortic_knob(params: AnatomyParams) -> tuple[float, float, float]:
+    """(x, y, radius) of the aortic arch seen end-on, left of the trachea at about T4."""
+    return params.mediastinum_half_width - 0.01, params.apex_y + 0.33, 0.048
+
+
+def great_vessels_chord(params: AnatomyParams, x, y, edge: float = 0.0):
+    """Path length (cm) through the great vessels: the aortic knob, the descending aorta beside
+    the spine, the superior vena cava / ascending aorta forming the right upper mediastinal
+    border, and the main pulmonary artery below the knob."""
+    kx, ky, kr = aortic_knob(params)
+    mw = params.mediastinum_half_width
+    g = heart_geometry(params, params.heart_ctr)
+    floor = 0.5 * (params.dome_peak("right") + params.dome_peak("left"))
+    knob = ellipsoid_chord(x, y, kx, ky, kr, 0.9 * kr, 7.0, 0.0, edge)
+    desc = ellipsoid_chord(x, y, 0.055, 0.5 * (ky + floor), 0.028, 0.5 * (floor - ky) + 0.02, 2.6, 0.0, edge)
+    svc_top, svc_bot = params.clavicle_y - 0.02, g["ra_cy"]
+    svc = ellipsoid_chord(x, y, -(mw - 0.012), 0.5 * (svc_top + svc_bot), 0.045,
+                          0.5 * (svc_bot - svc_top), 4.5, 0.0, edge)
+    pa = ellipsoid_chord(x, y, mw + 0.005, ky + 0.10, 0.045, 0.055, 5.0, 0.0, edge)
+    return np.maximum(np.maximum(knob, desc), np.maximum(svc, pa))
+
+
+def mediastinum_sdf(params: AnatomyParams, x, y):
+    """Superior mediastinum in projection (a band widening downward) with the aortic knob."""
+    w = params.mediastinum_half_width + 0.03 * clamp(y + 0.6, 0, None)
     band = np.abs(x - 0.01) - w
-    knob_r = 0.055
-    knob = ellipse_sdf(x, y, params.mediastinum_half_width + 0.02, params.apex_y + 0.36, knob_r, knob_r)
-    return np.minimum(band, knob)
+    kx, ky, kr = aortic_knob(params)
+    knob = ellipse_sdf(x, y, kx, ky, kr, 0.9 * kr)
+    return np.maximum(np.minimum(band, knob), y - params.dome_peak("right"))
+
+
+def mediastinum_chord(params: AnatomyParams, x, y):
+    """Path length (cm) of the central mediastinal soft tissue (trachea walls, oesophagus,
+    thymic fat, vessel branches) that the lungs wrap around above the heart."""
+    w = params.mediastinum_half_width * (0.80 + 0.25 * smoothstep(-0.9, 0.0, y))
+    t = clamp(1.0 - (x / w) ** 2, 0.0, None)
+    return 0.52 * params.body_depth_cm * t ** 0.35
 
 
 def hilum_point(params: AnatomyParams, side: str) -> tuple[float, float]:
-    """Centre of the hilum (where vessels and bronchi enter the lung) on ``side``."""
-    return side_sign(side) * (params.mediastinum_half_width + 0.07), params.apex_y + 0.58
+    """Centre of the hilum on ``side``; the left hilum lies higher than the right (the left
+    pulmonary artery arches over the left main bronchus)."""
+    lift = 0.035 if side == "left" else 0.0
+    return side_sign(side) * (params.mediastinum_half_width + 0.10), params.apex_y + 0.53 - lift
 
 
 def carina_point(params: AnatomyParams) -> tuple[float, float]:
@@ -317,149 +520,34 @@ def carina_point(params: AnatomyParams) -> tuple[float, float]:
     return 0.01, params.apex_y + 0.40
 
 
-def body_sdf(params: AnatomyParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+# ----------------------------------------------------------------------------------------------
+# Body
+# ----------------------------------------------------------------------------------------------
+def body_sdf(params: AnatomyParams, x, y):
     """Outline of the body: chest wall, shoulders and neck (air outside)."""
     u = np.abs(x)
-    widest = params.costophrenic_y - 0.10
-    half = params.thorax_half_width + 0.15 + 0.03 * np.clip(y - widest, 0.0, None)
-    half = half - 0.05 * np.clip((params.apex_y + 0.25 - y) / 0.3, 0, 1)  # axillae, shoulders
+    half = body_half_width(params, y)
     chest = u - half
-    # neck, then the trapezius sloping down to the shoulders (air above them)
-    t = np.clip((u - 0.17) / 0.75, 0.0, 1.0)
-    shoulder_top = params.clavicle_y - 0.36 + 0.30 * np.sqrt(t)
-    top = np.where(u < 0.17, -1.5, shoulder_top)
+    t = clamp((u - 0.24) / 0.7, 0.0, 1.0)
+    shoulder_top = params.clavicle_y - 0.30 + 0.26 * np.sqrt(t)
+    top = np.where(u < 0.24, -1.5, shoulder_top)
     return np.maximum(chest, top - y)
 
 
-def body_thickness(params: AnatomyParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Relative soft-tissue path length through the body (thicker centrally), in [0, 1]."""
+def body_half_width(params: AnatomyParams, y):
+    """Half-width of the body (skin) at height ``y``: the chest wall outside the ribs, wider at
+    the shoulders."""
     widest = params.costophrenic_y - 0.10
-    half = params.thorax_half_width + 0.15 + 0.03 * np.clip(y - widest, 0.0, None)
-    t = np.sqrt(np.clip(1.0 - (x / half) ** 2, 0.0, 1.0))
-    neck = np.clip((params.clavicle_y - 0.05 - y) / 0.25, 0.0, 1.0)  # neck / shoulders thinner
-    return t * (1.0 - 0.35 * neck)
+    half = params.thorax_half_width + params.chest_wall + 0.04 * clamp(y - widest, 0.0, None)
+    return half + 0.10 * smoothstep(params.apex_y + 0.25, params.apex_y - 0.1, y)
 
 
-def rib_centre_offset(params: AnatomyParams, u: np.ndarray) -> np.ndarray:
-    """Vertical course of a posterior rib at lateral distance ``u``: from the spine it climbs
-    laterally, arches, then turns down steeply along the lateral chest wall."""
-    c = params.rib_curvature
-    return -0.75 * c * u + 0.8 * c * u**2 + 3.0 * c * np.clip(u - 0.55, 0.0, None) ** 2
-
-
-def _rib_slope(params: AnatomyParams, u: np.ndarray) -> np.ndarray:
-    c = params.rib_curvature
-    return -0.75 * c + 1.6 * c * u + 6.0 * c * np.clip(u - 0.55, 0.0, None)
-
-
-#: How far (phantom units) lateral to the break the displaced fragment reaches.
-FRACTURE_REACH: float = 0.10
-
-
-def fracture_region(params: AnatomyParams, x: np.ndarray, y: np.ndarray, fracture: dict,
-                    margin: float = 0.0) -> np.ndarray:
-    """Pixels a rib fracture may change: a band following rib ``fracture["rib"]`` from just
-    medial of the break to FRACTURE_REACH lateral of it, on the fracture's side."""
-    s = side_sign(fracture["side"])
-    u = s * x
-    du = u - fracture["u"]
-    phase = (y - rib_centre_offset(params, np.abs(x)) - params.rib_first_y) / params.rib_spacing
-    k = fracture["rib"] - 1
-    along = (du > -fracture["gap"] / 2 - margin) & (du < FRACTURE_REACH + margin)
-    return (u > 0) & along & (np.abs(phase - k) < 0.75 + margin / params.rib_spacing)
-
-
-def rib_field(params: AnatomyParams, x: np.ndarray, y: np.ndarray, px: float,
-              fractures: list[dict] | None = None, n_ribs: int = 10) -> np.ndarray:
-    """Bone occupancy [H, W] of the posterior ribs 1..n_ribs on both sides.
-
-    Vectorised: a pixel's "rib phase" ``(y - course(u) - first) / spacing`` tells which rib
-    is nearest. ``fractures`` (dicts with ``side``, ``rib`` 1-based, ``u``, ``step``, ``gap``)
-    add a local step and a gap that stay inside ``fracture_sdf``'s disk.
-    """
-    u = np.abs(x)
-    course = rib_centre_offset(params, u)
-    phase = (y - course - params.rib_first_y) / params.rib_spacing
-    delta = np.zeros_like(x)
-    gap = np.zeros_like(x, dtype=bool)
-    for fr in fractures or []:
-        du = side_sign(fr["side"]) * x - fr["u"]
-        near_rib = fracture_region(params, x, y, fr, margin=0.0)
-        # the lateral fragment is displaced by ``step`` just past the break and rejoins the
-        # rib course within FRACTURE_REACH units, so every change stays near the break
-        bump = np.clip(du / 0.006, 0, 1) * np.clip(1 - (du - 0.05) / (FRACTURE_REACH - 0.05), 0, 1)
-        delta = np.where(near_rib, fr["step"] * bump, delta)
-        gap |= near_rib & (np.abs(du) < fr["gap"] / 2)
-    phase = phase - delta / params.rib_spacing
-    k = np.rint(phase)
-    thickness = params.rib_thickness * (1.0 + 0.025 * k)
-    slope = _rib_slope(params, u)
-    d = np.abs(phase - k) * params.rib_spacing / np.sqrt(1.0 + slope**2)
-    inside = soft_inside(d - thickness / 2, px)
-    # cortical rim slightly denser than the medulla
-    profile = 0.75 + 0.25 * np.clip(2 * d / thickness, 0, 1)
-    valid = (k >= 0) & (k < n_ribs) & (u > 0.05)
-    lateral_end = lateral_wall(params, y) + 0.05
-    fade = smoothstep(0.0, 0.04, lateral_end - u)
-    bone = np.where(valid, inside * profile * fade, 0.0)
-    return np.where(gap, 0.0, bone).astype(np.float32)
-
-
-def rib_point(params: AnatomyParams, side: str, rib: int, u: float) -> tuple[float, float]:
-    """Phantom (x, y) of the centre of posterior rib ``rib`` (1-based) at lateral distance u."""
-    y = params.rib_first_y + (rib - 1) * params.rib_spacing + rib_centre_offset(params, np.float32(u))
-    return side_sign(side) * u, float(y)
-
-
-def clavicle_field(params: AnatomyParams, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:
-    """Both clavicles: gently S-shaped bars from the sternum rising to the shoulders."""
-    u = np.abs(x)
-    t = np.clip((u - 0.06) / 0.56, 0.0, 1.0)
-    centre = params.clavicle_y - 0.09 * t + 0.025 * np.sin(2 * np.pi * t)
-    half = 0.022 + 0.006 * np.cos(np.pi * t)
-    d = np.abs(y - centre) - half
-    ends = np.maximum(0.06 - u, u - 0.62)
-    return soft_inside(np.maximum(d, ends), px).astype(np.float32)
-
-
-def spine_field(params: AnatomyParams, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:
-    """Thoracic spine: vertebral bodies and paired pedicles, denser than the discs between."""
-    half = 0.045 + 0.010 * np.clip(y + 0.5, 0, 1.5)
-    column = soft_inside(np.abs(x) - half, px)
-    level = (y - params.rib_first_y) / params.rib_spacing
-    disc = 0.55 + 0.45 * smoothstep(0.08, 0.22, np.abs(level - np.rint(level)))
-    pedicle_d = np.hypot((np.abs(x) - 0.65 * half) / 0.6, (level - np.rint(level)) * params.rib_spacing)
-    pedicles = soft_inside(pedicle_d - 0.016, px)
-    return (column * disc * 0.8 + 0.4 * pedicles * column).astype(np.float32)
-
-
-def airway_field(params: AnatomyParams, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:
-    """Trachea and main bronchi (air, so they darken the mediastinum)."""
-    cx, cy = carina_point(params)
-    trachea = segment_distance(x, y, (cx, -1.2), (cx, cy))
-    right = segment_distance(x, y, (cx, cy), (cx - 0.11, cy + 0.11))   # steeper, patient right
-    left = segment_distance(x, y, (cx, cy), (cx + 0.14, cy + 0.09))
-    return soft_inside(np.minimum(trachea - 0.026, np.minimum(right, left) - 0.018), px).astype(np.float32)
-
-
-def lung_markings(params: AnatomyParams, x: np.ndarray, y: np.ndarray, side: str) -> np.ndarray:
-    """Vascular markings radiating from the hilum and fading towards the periphery, in [0, 1].
-
-    A random spiky function of the angle around the hilum (wiggled with distance) gives
-    branching, tapering streaks; amplitude decays so the outer third is nearly clear.
-    """
-    hx, hy = hilum_point(params, side)
-    rng = np.random.default_rng([params.marking_seed, 0 if side == "right" else 1])
-    dx, dy = x - hx, y - hy
-    r = np.hypot(dx, dy)
-    theta = np.arctan2(dy, dx)
-    knots = 56
-    values = rng.random(knots + 1)
-    values[-1] = values[0]
-    grid = np.linspace(-np.pi, np.pi, knots + 1)
-    wiggle = 0.10 * np.sin(9.0 * r + rng.uniform(0, 2 * np.pi)) + 0.05 * np.sin(23.0 * r)
-    g = np.interp(theta + wiggle, grid, values, period=2 * np.pi)
-    fine = np.interp(theta * 2.0 - wiggle, grid, rng.random(knots + 1), period=2 * np.pi)
-    streaks = np.clip((g - 0.55) / 0.45, 0, 1) ** 1.5 + 0.6 * np.clip((fine - 0.7) / 0.3, 0, 1) ** 2 * (r > 0.2)
-    fade = np.exp(-r / 0.42) * smoothstep(0.0, 0.05, r)
-    return (np.clip(streaks, 0, 1) * fade).astype(np.float32)
+def body_chord(params: AnatomyParams, x, y, pixel: float):
+    """Soft-tissue path length (cm): a rounded-rectangle cross-section (superellipse) for the
+    chest and shoulders, a thinner cylinder for the neck, faded over one pixel at the skin."""
+    half = body_half_width(params, y)
+    r2 = clamp((x / half) ** 2, 0.0, 1.0)
+    profile = np.sqrt(1.0 - r2 * r2)  # a rounded-rectangle cross-section
+    neck = smoothstep(params.clavicle_y + 0.02, params.clavicle_y - 0.25, y)
+    depth = params.body_depth_cm * (1.0 - 0.45 * neck)
+    return depth * profile * soft_inside(body_sdf(params, x, y), pixel)

@@ -5,7 +5,8 @@ Layout (XrayGPT ``README-DATASET``: ``image/`` + ``filter_cap.json``)::
     DIR/image/<id>.png                 8-bit grayscale radiograph
     DIR/filter_cap.json                {"annotations": [{"image_id": id, "caption": summary}]}
     DIR/labels.csv                     image_id, one 0/1 column per RENDERED_OBSERVATION,
-                                       then "<Observation> side|zone|severity" columns
+                                       then "<Observation> side|zone|severity" columns,
+                                       then how the film was taken (ACQUISITION_COLUMNS)
     DIR/reports.jsonl                  one JSON object per image: report, summary, conversation,
                                        findings, labels
     DIR/masks/<id>_<Observation>.png   0/255 mask per positive (spaces in the name become "_",
@@ -35,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
+from xraygpt_lab.data.synthetic.anatomy import pixel_spacing_mm
 from xraygpt_lab.data.synthetic.lesions import DRAWABLE
 from xraygpt_lab.data.synthetic.world import (
     MIN_SIZE,
@@ -53,6 +55,20 @@ LOCATION_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
     (f"{obs} {attr}", obs, attr)
     for obs in DRAWABLE
     for attr in ("side", "zone", "severity")
+)
+
+
+#: Acquisition columns of labels.csv: (column name, how to read it off a case).
+ACQUISITION_COLUMNS: tuple[tuple[str, object], ...] = (
+    ("view", lambda c: c.anatomy.view),                            # PA or AP
+    ("kvp", lambda c: round(c.anatomy.kvp, 1)),                    # tube voltage
+    ("exposure", lambda c: round(c.anatomy.exposure, 3)),          # dose relative to standard
+    ("noise", lambda c: round(c.anatomy.noise_level, 4)),          # quantum noise, display units
+    ("rotation_deg", lambda c: round(c.anatomy.rotation_deg, 2)),  # in-plane tilt
+    ("axial_rotation_deg", lambda c: round(c.anatomy.axial_rotation_deg, 2)),
+    ("inspiration_ribs", lambda c: round(c.anatomy.inspiration, 1)),  # posterior rib at the dome
+    ("marker", lambda c: c.anatomy.marker),                        # burned-in "L", "R" or ""
+    ("pixel_mm", lambda c: round(pixel_spacing_mm(c.anatomy, c.image.shape[0]), 3)),
 )
 
 
@@ -99,6 +115,8 @@ def _export_one(job: tuple[str, int, int, int, WorldConfig]) -> dict:
     for column, obs, attr in LOCATION_COLUMNS:
         value = getattr(by_obs[obs], attr) if obs in by_obs else None
         row[column] = "" if value is None else value
+    for column, read in ACQUISITION_COLUMNS:
+        row[column] = read(case)
     record = {
         "image_id": image_id,
         "image": f"image/{image_id}.png",
@@ -186,7 +204,8 @@ def export_dataset(out: Path, n: int, size: int = 128, seed: int = 0, config: Wo
     finally:
         bar.close()
 
-    header = ["image_id", *RENDERED_OBSERVATIONS, *(c for c, _, _ in LOCATION_COLUMNS)]
+    header = ["image_id", *RENDERED_OBSERVATIONS, *(c for c, _, _ in LOCATION_COLUMNS),
+              *(c for c, _ in ACQUISITION_COLUMNS)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     writer.writeheader()

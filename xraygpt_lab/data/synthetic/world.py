@@ -1,23 +1,26 @@
-"""The synthetic chest-radiograph world: seeded phantoms with findings, masks and reports.
+"""The synthetic chest-radiograph world: seeded films with findings, masks and reports.
 
-``render_case(seed)`` draws one frontal (PA) radiograph from a parametric anatomy
-(``anatomy.py``), adds the findings (``lesions.py``) and writes its reports
-(``synthetic_reports.py``). Everything comes from ``seed`` through independent random streams:
+``render_case(seed)`` draws one frontal radiograph (PA, or AP portable) of a parametric
+patient (``anatomy``, ``skeleton``, ``vessels``, assembled by ``phantom``), adds the findings
+as the signs a textbook teaches (``signs``, ``devices``), forms the image physically (``film``:
+Beer-Lambert line integrals, detector blur, quantum noise, processing) and writes its reports
+(``reports``). Everything comes from ``seed`` through independent random streams:
 
 ==========  ============================================================
-stream 0    anatomy (shape, exposure, rotation, scale, noise level)
+stream 0    patient and acquisition (shape, view, kVp, dose, rotation ...)
 stream 1    which findings are present (``WorldConfig`` prevalence)
 stream 2    detector noise (depends on the seed only)
-stream 3+i  the unspecified details of finding i (location, size ...)
+stream 3    the unspecified details of each finding (location, size ...)
 stream 4    report wording
+stream 5    the texture of each finding
+stream 6    the real lung-field shape (``WorldConfig(lung_shapes="real")``)
 ==========  ============================================================
 
-So ``render_case(seed, findings=[...])`` draws the SAME phantom with other findings, and the
-pixels outside the changed findings' masks stay bit-identical (the blur is local and the
-noise does not depend on the findings): counterfactuals for the interpretability notebooks.
-
-Image intensity follows Beer-Lambert: ``I = 1 - exp(-exposure * A)`` where ``A`` is the summed
-attenuation along the ray (0 = air = black, bone = white), then blur and quantum noise.
+So ``render_case(seed, findings=[...])`` draws the SAME patient with other findings, and the
+pixels outside the changed findings' masks stay bit-identical (the blur is local, the noise
+and the processing depend on the patient only): counterfactuals for the interpretability
+notebooks. A finding that the film does not show (e.g. basal atelectasis behind a large heart)
+is neither labelled nor reported: it goes to ``SyntheticCase.hidden``.
 """
 from __future__ import annotations
 
@@ -25,28 +28,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from xraygpt_lab.data.synthetic import anatomy as anat
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams, sample_anatomy
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
+from xraygpt_lab.data.synthetic.devices import draw_support_devices
+from xraygpt_lab.data.synthetic.film import Maps, develop, line_integral, processing_for
 from xraygpt_lab.data.synthetic.lesions import (
     DRAWABLE,
     Finding,
-    Layers,
-    cardiomegaly_mask,
     complete_finding,
+    validate_finding,
+)
+from xraygpt_lab.data.synthetic.phantom import build_maps
+from xraygpt_lab.data.synthetic.signs import (
     draw_atelectasis,
+    draw_cardiomegaly,
     draw_consolidation,
     draw_edema,
     draw_effusion,
+    draw_fracture,
     draw_lesion,
     draw_pneumothorax,
-    draw_support_devices,
-    fracture_mask,
-    fracture_spec,
-    validate_finding,
 )
+
+#: How each observation is drawn: ``fn(maps, finding, rng) -> mask``.
+DRAWERS = {
+    "Cardiomegaly": lambda m, f, rng: draw_cardiomegaly(m, f),
+    "Pleural Effusion": lambda m, f, rng: draw_effusion(m, f),
+    "Pneumothorax": lambda m, f, rng: draw_pneumothorax(m, f),
+    "Consolidation": draw_consolidation,
+    "Lung Lesion": draw_lesion,
+    "Edema": draw_edema,
+    "Atelectasis": draw_atelectasis,
+    "Support Devices": lambda m, f, rng: draw_support_devices(m, f),
+    "Fracture": lambda m, f, rng: draw_fracture(m, f),
+}
 
 __all__ = [
     "AnatomyParams", "Finding", "SyntheticCase", "WorldConfig", "DEFAULT_PREVALENCE",
@@ -93,7 +110,10 @@ class WorldConfig:
     probability of one observation of a pair when the other was already sampled positive
     (symmetric; a boosted probability stops at 0.95); ``normal_fraction``: if set, exactly this share
     of images (in expectation) is "No Finding" and the rest have at least one finding;
-    ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise.
+    ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise;
+    ``lung_shapes``: ``"builtin"`` parametric lung fields, or ``"real"`` to draw each patient's
+    lung-field shape from the real lung segmentations in the torchxrayvision wheel
+    (``real_shapes``; falls back to built-in, with a warning, when they are not cached).
     """
 
     prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
@@ -101,6 +121,7 @@ class WorldConfig:
     normal_fraction: float | None = None
     max_findings: int = 4
     noise_scale: float = 1.0
+    lung_shapes: str = "builtin"
 
     def __post_init__(self) -> None:
         for obs, p in self.prevalence.items():
@@ -119,6 +140,8 @@ class WorldConfig:
             raise ValueError(f"max_findings must be >= 1, got {self.max_findings}")
         if self.noise_scale < 0:
             raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
+        if self.lung_shapes not in ("builtin", "real"):
+            raise ValueError(f"lung_shapes must be 'builtin' or 'real', got {self.lung_shapes!r}")
 
 
 @dataclass
@@ -135,6 +158,7 @@ class SyntheticCase:
     summary: str                      # XrayGPT-style summary (the training caption)
     conversation: list[dict]          # [{"question": ..., "answer": ...}, ...]
     seed: int = 0                     # render_case(seed, findings=...) redraws this phantom
+    hidden: list[Finding] = field(default_factory=list)  # drawn by the sampler, not visible: unlabelled
 
     def finding(self, observation: str) -> Finding | None:
         """The finding for ``observation``, or None when it is negative."""
@@ -219,88 +243,95 @@ def phantom_coordinates(anatomy: AnatomyParams, size: int) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------
-def _render(anatomy: AnatomyParams, findings: list[Finding], size: int, seed: int,
-            noise_scale: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Image [H, W] float32 and masks for completed ``findings``."""
-    p = anatomy
-    x, y = anat.coordinate_grid(p, size)  # [H, W] each
-    px = anat.pixel_size(p, size)
-    by_obs = {f.observation: f for f in findings}
+#: Films are judged for visibility at this size (the tiny profile's 128 px, 3.1 mm pixels), so
+#: the labels of a seed do not depend on the size it is rendered at.
+REFERENCE_SIZE: int = 128
+#: A finding is visible when it changes at least VISIBLE_PIXELS pixels, and VISIBLE_FRACTION of
+#: its mask, of the reference film by at least VISIBLE_DELTA (about three times the quantum
+#: noise in the lungs).
+VISIBLE_DELTA: float = 0.04
+VISIBLE_PIXELS: int = 4
+VISIBLE_FRACTION: float = 0.05
+#: Findings whose sign another finding or the heart can hide; the others (an enlarged heart,
+#: pleural fluid or air, bilateral edema, metal) always show, which ``tests/test_synthetic_signs``
+#: checks over thousands of studies.
+OCCLUDABLE: frozenset[str] = frozenset({"Consolidation", "Lung Lesion", "Atelectasis", "Fracture"})
+
+
+def _draw(base: Maps, findings: list[Finding], seed: int) -> tuple[Maps, dict[str, np.ndarray]]:
+    """A copy of ``base`` with ``findings`` drawn (each from its own random stream) and masks."""
+    maps = base.copy()
     masks: dict[str, np.ndarray] = {}
-
-    cardio = by_obs.get("Cardiomegaly")
-    ctr = float(cardio.detail["ctr"]) if cardio else p.heart_ctr
-    body = anat.soft_inside(anat.body_sdf(p, x, y), px)
-    thick = anat.body_thickness(p, x, y) * body  # [H, W] soft-tissue path length
-    heart = anat.soft_inside(anat.heart_sdf(p, x, y, ctr), px)
-    medi = anat.soft_inside(anat.mediastinum_sdf(p, x, y), px)
-    lung_sdf, lung = {}, {}
-    air = np.zeros_like(x)
-    markings = np.zeros_like(x)
-    for side in anat.SIDES:
-        phi = anat.lung_envelope_sdf(p, x, y, side)
-        occ = anat.soft_inside(phi, px) * (1.0 - heart) * (1.0 - medi)
-        lung_sdf[side], lung[side] = phi, occ
-        depth = 0.62 + 0.38 * anat.smoothstep(0.0, 0.14, -phi)
-        air += occ * depth
-        markings += occ * anat.lung_markings(p, x, y, side)
-    L = Layers(x=x, y=y, px=px, params=p, heart=heart, lung=lung, lung_sdf=lung_sdf,
-               lung_air=air, markings=markings, bone_extra=np.zeros_like(x), extra=np.zeros_like(x))
-
-    if cardio:
-        masks["Cardiomegaly"] = cardiomegaly_mask(L)
-    for f in findings:
+    for f in sorted(findings, key=lambda g: DRAWABLE.index(g.observation)):
         rng = _rng(seed, 5, DRAWABLE.index(f.observation))
-        obs = f.observation
-        if obs == "Pneumothorax":
-            masks[obs] = draw_pneumothorax(L, f)
-        elif obs == "Pleural Effusion":
-            masks[obs] = draw_effusion(L, f)
-        elif obs == "Consolidation":
-            masks[obs] = draw_consolidation(L, f, rng)
-        elif obs == "Atelectasis":
-            masks[obs] = draw_atelectasis(L, f, rng)
-        elif obs == "Edema":
-            masks[obs] = draw_edema(L, f)
-        elif obs == "Lung Lesion":
-            masks[obs] = draw_lesion(L, f, rng)
-        elif obs == "Support Devices":
-            masks[obs] = draw_support_devices(L, f)
-        elif obs == "Fracture":
-            masks[obs] = fracture_mask(L, f)
+        masks[f.observation] = DRAWERS[f.observation](maps, f, rng).astype(bool)
+    return maps, masks
 
-    # Keep one dtype whatever was drawn, so pixels outside a finding are bit-identical.
-    L.lung_air = L.lung_air.astype(np.float32)
-    L.markings = L.markings.astype(np.float32)
-    L.extra = L.extra.astype(np.float32)
-    fractures = [fracture_spec(by_obs["Fracture"])] if "Fracture" in by_obs else None
-    ribs = anat.rib_field(p, x, y, px, fractures=fractures)
-    bone = (0.9 * ribs * (0.55 + 0.45 * (1.0 - medi))
-            + 1.15 * anat.clavicle_field(p, x, y, px)
-            + 0.40 * anat.spine_field(p, x, y, px))
-    hila = sum(anat.soft_inside(anat.ellipse_sdf(x, y, *anat.hilum_point(p, s), 0.055, 0.09), 0.04)
-               for s in anat.SIDES)
-    bubble = 0.0
-    if p.gastric_bubble > 0:
-        gy = p.dome_peak("left") + p.gastric_bubble + 0.03
-        bubble = anat.soft_inside(anat.ellipse_sdf(x, y, 0.30, gy, 1.4 * p.gastric_bubble,
-                                                   p.gastric_bubble), px) * (1.0 - heart)
-    airway = anat.airway_field(p, x, y, px)
 
-    A = (thick * (p.soft_tissue - p.lung_air * L.lung_air)      # soft tissue minus aerated lung
-         + p.vessel_density * L.markings * thick
-         + 0.10 * hila * thick
-         + p.bone_density * bone
-         - 0.30 * airway * medi * thick - 0.45 * bubble * thick
-         + L.extra)
-    A = gaussian_filter(A.astype(np.float32), sigma=0.5 * size / 128, truncate=3.0)
-    image = 1.0 - np.exp(-p.exposure * np.clip(A, 0.0, None))
-    # Detector: a faint background, heel effect and quantum noise, all from the seed alone.
-    noise_rng = _rng(seed, 2)
-    noise = noise_rng.standard_normal((size, size), dtype=np.float32)
-    image = 0.02 + 0.97 * image * (1.0 - 0.05 * anat._pixel_centres(size)[1])
-    image = image + p.noise_level * noise_scale * noise
-    return np.clip(image, 0.0, 1.0).astype(np.float32), masks
+def _film(maps: Maps, params: AnatomyParams, proc, size: int, noise: np.ndarray | None) -> np.ndarray:
+    return develop(line_integral(maps, params), params, proc, size, noise)
+
+
+@dataclass
+class _Film:
+    """One patient's anatomy maps at one size, its processing and its finding-free film."""
+
+    base: Maps
+    proc: object
+    P: np.ndarray  # line integral without findings
+
+    def plain(self, params: AnatomyParams) -> np.ndarray:
+        """The noise-free film without findings."""
+        return develop(self.P, params, self.proc, self.P.shape[0], None)
+
+
+def _prepare(params: AnatomyParams, size: int) -> _Film:
+    base = build_maps(params, size)
+    P = line_integral(base, params)
+    return _Film(base, processing_for(params, P, size), P)
+
+
+def visible_findings(params: AnatomyParams, findings: list[Finding], seed: int,
+                     film: _Film | None = None):
+    """Split ``findings`` into (visible, hidden) on the noise-free reference film: a finding is
+    hidden when removing it changes fewer than VISIBLE_PIXELS pixels of its mask by
+    VISIBLE_DELTA (e.g. basal atelectasis behind a large heart, or under an effusion).
+    Also returns the maps and masks with every finding drawn."""
+    film = film or _prepare(params, REFERENCE_SIZE)
+    maps, masks = _draw(film.base, findings, seed)
+    if not findings:
+        return [], [], (maps, masks)
+    full = None
+    visible, hidden = [], []
+    for f in findings:
+        if f.observation not in OCCLUDABLE:
+            visible.append(f)
+            continue
+        full = _film(maps, params, film.proc, REFERENCE_SIZE, None) if full is None else full
+        rest = [g for g in findings if g is not f]
+        without = _film(_draw(film.base, rest, seed)[0], params, film.proc, REFERENCE_SIZE, None) if rest else film.plain(params)
+        mask = masks[f.observation]
+        seen = int(np.count_nonzero(np.abs(full - without)[mask] >= VISIBLE_DELTA))
+        enough = seen >= max(VISIBLE_PIXELS, VISIBLE_FRACTION * np.count_nonzero(mask))
+        (visible if enough else hidden).append(f)
+    return visible, hidden, (maps, masks)
+
+
+def _render(anatomy: AnatomyParams, findings: list[Finding], size: int, seed: int,
+            noise_scale: float) -> tuple[np.ndarray, dict[str, np.ndarray], list[Finding], list[Finding]]:
+    """Image [H, W] float32, masks, visible and hidden findings for completed ``findings``."""
+    film = _prepare(anatomy, size)
+    visible, hidden = [], []
+    if findings:
+        reference = film if size == REFERENCE_SIZE else _prepare(anatomy, REFERENCE_SIZE)
+        visible, hidden, drawn = visible_findings(anatomy, findings, seed, reference)
+    if findings and size == REFERENCE_SIZE and not hidden:
+        maps, masks = drawn
+    else:
+        maps, masks = _draw(film.base, visible, seed)
+    noise = _rng(seed, 2).standard_normal((size, size), dtype=np.float32) * np.float32(noise_scale)
+    image = _film(maps, anatomy, film.proc, size, noise if noise_scale > 0 else None)
+    return image, masks, visible, hidden
 
 
 def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
@@ -320,10 +351,14 @@ def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
         raise ValueError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
     config = config or WorldConfig()
     params = anatomy if anatomy is not None else sample_anatomy(_rng(seed, 0))
+    if anatomy is None and config.lung_shapes == "real":
+        from xraygpt_lab.data.synthetic.real_shapes import apply_real_shape
+
+        apply_real_shape(params, _rng(seed, 6))
     if findings is None:
         findings = sample_findings(_rng(seed, 1), config)
     findings = _complete_all(list(findings), params, seed)
-    image, masks = _render(params, findings, int(size), seed, config.noise_scale)
+    image, masks, findings, hidden = _render(params, findings, int(size), seed, config.noise_scale)
     labels = {obs: 0 for obs in RENDERED_OBSERVATIONS}
     for f in findings:
         labels[f.observation] = 1
@@ -332,7 +367,7 @@ def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
     return SyntheticCase(
         image_id=image_id or f"syn-{seed}",
         image=image, labels=labels, findings=findings, masks=masks, anatomy=params,
-        report=report, summary=summary, conversation=conversation, seed=seed,
+        report=report, summary=summary, conversation=conversation, seed=seed, hidden=hidden,
     )
 
 

@@ -15,23 +15,20 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
-import zipfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from xraygpt_lab.data.wheel import cache_root, fetch_wheel_member
 from xraygpt_lab.errors import XrayGPTLabError
 
 #: The reports archive's name in OpenI and inside the torchxrayvision wheel.
 REPORTS_TGZ = "NLMCXR_reports.tgz"
 WHEEL_MEMBER = "torchxrayvision/data/NLMCXR_reports.tgz"
-CACHE_ENV = "XRAYGPT_LAB_CACHE"
 
 
 class OpenIError(XrayGPTLabError):
@@ -150,9 +147,7 @@ def _natural_key(text: str) -> list:
 
 def cache_dir() -> Path:
     """``$XRAYGPT_LAB_CACHE/openi``, else ``~/.cache/xraygpt-lab/openi``."""
-    base = os.environ.get(CACHE_ENV)
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "xraygpt-lab"
-    return root / "openi"
+    return cache_root() / "openi"
 
 
 def _check_tgz(path: Path) -> int:
@@ -179,26 +174,8 @@ def download_reports_tgz(target: Path, timeout: float = 120.0) -> Path:
     """Fetch the torchxrayvision wheel with ``pip download --no-deps`` and copy its
     ``NLMCXR_reports.tgz`` to ``target`` (atomically). Needs a package index; raises
     :class:`OpenIError` on failure or timeout."""
-    with tempfile.TemporaryDirectory(prefix="xraygpt-lab-openi-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", "--timeout", "15", "--retries", "1",
-                   "--dest", tmp, "torchxrayvision"]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise OpenIError(f"pip download of torchxrayvision timed out after {timeout:.0f} s; "
-                             f"pass --tgz PATH to a local {REPORTS_TGZ}") from exc
-        wheels = sorted(Path(tmp).glob("torchxrayvision-*.whl"))
-        if result.returncode != 0 or not wheels:
-            last = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
-            raise OpenIError(f"pip download of torchxrayvision failed ({last}); "
-                             f"pass --tgz PATH to a local {REPORTS_TGZ}")
-        try:
-            with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(WHEEL_MEMBER) as member:
-                _atomic_copy(lambda out: shutil.copyfileobj(member, out), target)
-        except (KeyError, zipfile.BadZipFile) as exc:
-            raise OpenIError(f"{wheels[-1].name} does not contain {WHEEL_MEMBER}") from exc
-    return target
+    return fetch_wheel_member(WHEEL_MEMBER, target, OpenIError, f"; pass --tgz PATH to a local {REPORTS_TGZ}",
+                              timeout)
 
 
 def obtain_openi_reports(tgz: str | os.PathLike | None = None, allow_download: bool = True,

@@ -1,0 +1,54 @@
+"""Files from the ``torchxrayvision`` wheel, fetched with ``pip download --no-deps`` (no install).
+
+The wheel (Apache-2.0) ships tables the toolkit reads at run time, never stores in the
+repository: the OpenI reports, real lung segmentations, finding boxes. Each source keeps its
+own licence (OpenI: CC BY-NC-ND 4.0; see torchxrayvision's documentation for the others).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from xraygpt_lab.errors import XrayGPTLabError
+
+CACHE_ENV = "XRAYGPT_LAB_CACHE"
+
+
+def cache_root() -> Path:
+    """``$XRAYGPT_LAB_CACHE``, else ``~/.cache/xraygpt-lab``."""
+    base = os.environ.get(CACHE_ENV)
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "xraygpt-lab"
+
+
+def fetch_wheel_member(member: str, target: Path, error: type[XrayGPTLabError] = XrayGPTLabError,
+                       hint: str = "", timeout: float = 120.0) -> Path:
+    """Download the torchxrayvision wheel into a temporary folder and copy ``member`` (a path
+    inside it) to ``target`` atomically. Raises ``error`` with ``hint`` appended on failure."""
+    with tempfile.TemporaryDirectory(prefix="xraygpt-lab-wheel-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", "--timeout", "15", "--retries", "1",
+                   "--dest", tmp, "torchxrayvision"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise error(f"pip download of torchxrayvision timed out after {timeout:.0f} s{hint}") from exc
+        wheels = sorted(Path(tmp).glob("torchxrayvision-*.whl"))
+        if result.returncode != 0 or not wheels:
+            last = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
+            raise error(f"pip download of torchxrayvision failed ({last}){hint}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(member) as src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.replace(part, target)
+        except (KeyError, zipfile.BadZipFile) as exc:
+            raise error(f"{wheels[-1].name} does not contain {member}") from exc
+        finally:
+            Path(part).unlink(missing_ok=True)
+    return target
