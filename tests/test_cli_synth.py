@@ -45,6 +45,7 @@ def test_default_size_is_the_tiny_profile(tmp_path, capsys):
     (["--n", "2", "--seed", "-1"], "--seed"),
     (["--n", "2", "--normal-fraction", "1.5"], "--normal-fraction"),
     (["--n", "2", "--lung-shapes", "mine"], "--lung-shapes"),
+    (["--n", "2", "--finding-geometry", "mine"], "--finding-geometry"),
 ])
 def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, args, fragment):
     code, _, err = run_cli(["synth", *args, "--out", str(tmp_path / "o")], capsys)
@@ -66,3 +67,22 @@ def test_unwritable_out_gives_one_line_and_nonzero_exit(tmp_path, capsys):
 def test_missing_out_is_an_error(capsys):
     code, _, err = run_cli(["synth", "--n", "2"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_real_finding_geometry_without_the_tables_still_exports_with_built_in_geometry(tmp_path, capsys, monkeypatch):
+    from xraygpt_lab.data.synthetic import real_findings
+
+    monkeypatch.setenv("XRAYGPT_LAB_CACHE", str(tmp_path / "cache"))
+    real_findings.finding_boxes.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="finding geometry: built-in"):
+            code, _, _ = run_cli(["synth", "--n", "6", "--size", "64", "--finding-geometry", "real",
+                                  "--out", str(tmp_path / "real"), "--quiet", "--workers", "1"], capsys)
+        assert code == 0
+        code, _, _ = run_cli(["synth", "--n", "6", "--size", "64", "--out", str(tmp_path / "builtin"),
+                              "--quiet", "--workers", "1"], capsys)
+        assert code == 0
+        for name in ("labels.csv", "filter_cap.json"):
+            assert (tmp_path / "real" / name).read_bytes() == (tmp_path / "builtin" / name).read_bytes()
+    finally:
+        real_findings.finding_boxes.cache_clear()

@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--lung-shapes", choices=("builtin", "real"), default="builtin",
                    help="lung-field shapes: built-in, or drawn from the real lung segmentations of the "
                         "torchxrayvision wheel when they are cached (default: builtin)")
+    p.add_argument("--finding-geometry", choices=("builtin", "real"), default="builtin",
+                   help="where findings sit and how big they are: built-in, or drawn from the NIH, RSNA "
+                        "and SIIM annotations of the torchxrayvision wheel when they are cached "
+                        "(default: builtin)")
+    p.add_argument("--fetch-tables", action="store_true",
+                   help="first download the torchxrayvision wheel (pip, no install) and keep its lung "
+                        "masks and finding tables in the cache, for --lung-shapes / --finding-geometry real")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -47,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from xraygpt_lab.data.synthetic.export import export_dataset
     from xraygpt_lab.data.synthetic.world import WorldConfig
 
-    config = WorldConfig(normal_fraction=args.normal_fraction, lung_shapes=args.lung_shapes)
+    if args.fetch_tables:
+        from xraygpt_lab.data.synthetic.real_findings import obtain_finding_tables
+        from xraygpt_lab.data.synthetic.real_shapes import obtain_lung_masks
+
+        obtain_lung_masks(allow_download=True)
+        obtain_finding_tables(allow_download=True)
+    config = WorldConfig(normal_fraction=args.normal_fraction, lung_shapes=args.lung_shapes,
+                         finding_geometry=args.finding_geometry)
     path = export_dataset(args.out, n=args.n, size=args.size, seed=args.seed, config=config,
                           progress=not args.quiet, workers=args.workers,
                           overwrite=args.overwrite)

@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from xraygpt_lab.atomic import file_mode
 from xraygpt_lab.errors import XrayGPTLabError
 
 CACHE_ENV = "XRAYGPT_LAB_CACHE"
@@ -29,6 +30,13 @@ def fetch_wheel_member(member: str, target: Path, error: type[XrayGPTLabError] =
                        hint: str = "", timeout: float = 120.0) -> Path:
     """Download the torchxrayvision wheel into a temporary folder and copy ``member`` (a path
     inside it) to ``target`` atomically. Raises ``error`` with ``hint`` appended on failure."""
+    fetch_wheel_members({member: target}, error, hint, timeout)
+    return target
+
+
+def fetch_wheel_members(members: dict[str, Path], error: type[XrayGPTLabError] = XrayGPTLabError,
+                        hint: str = "", timeout: float = 120.0) -> dict[str, Path]:
+    """Like :func:`fetch_wheel_member` for several members (member -> target), downloading once."""
     with tempfile.TemporaryDirectory(prefix="xraygpt-lab-wheel-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "--quiet", "--timeout", "15", "--retries", "1",
@@ -41,14 +49,24 @@ def fetch_wheel_member(member: str, target: Path, error: type[XrayGPTLabError] =
         if result.returncode != 0 or not wheels:
             last = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
             raise error(f"pip download of torchxrayvision failed ({last}){hint}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(member) as src, os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(src, out)
-            os.replace(part, target)
-        except (KeyError, zipfile.BadZipFile) as exc:
-            raise error(f"{wheels[-1].name} does not contain {member}") from exc
-        finally:
-            Path(part).unlink(missing_ok=True)
-    return target
+        with zipfile.ZipFile(wheels[-1]) as wheel:
+            for member, target in members.items():
+                _copy_member(wheel, member, Path(target), error)
+    return dict(members)
+
+
+def _copy_member(wheel: zipfile.ZipFile, member: str, target: Path, error: type[XrayGPTLabError]) -> None:
+    """Copy one member of the open wheel to ``target`` atomically (fsynced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with wheel.open(member) as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(part, file_mode())
+        os.replace(part, target)
+    except KeyError as exc:
+        raise error(f"{Path(wheel.filename or 'the wheel').name} does not contain {member}") from exc
+    finally:
+        Path(part).unlink(missing_ok=True)

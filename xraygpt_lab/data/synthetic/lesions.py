@@ -149,7 +149,7 @@ def complete_finding(f: Finding, anatomy: AnatomyParams, rng: np.random.Generato
         d.setdefault("step", round(float(rng.uniform(0.50, 0.65) * anatomy.rib_spacing), 4))
         d.setdefault("gap", round(float(rng.uniform(0.045, 0.065)), 4))  # a displaced fracture, 9-13 mm
         _, fy = rib_point(anatomy, side, d["rib"], d["u"])
-        zone = zone or _zone_of(anatomy, side, fy)
+        zone = zone or zone_of(anatomy, side, fy)
     return Finding(obs, side, zone, severity, d)
 
 
@@ -172,7 +172,8 @@ def _lesion_centre(anatomy: AnatomyParams, side: str, zone: str, r: float,
     return [round(float(cx[i]), 4), round(float(cy[i]), 4)]
 
 
-def _zone_of(anatomy: AnatomyParams, side: str, y: float) -> str:
+def zone_of(anatomy: AnatomyParams, side: str, y: float) -> str:
+    """The lung zone (upper, middle or lower third) at height ``y`` on ``side``."""
     bounds = anatomy.zone_bounds(side)
     for z in ("upper", "middle", "lower"):
         if bounds[z][0] <= y < bounds[z][1]:

@@ -14,6 +14,7 @@ stream 3    the unspecified details of each finding (location, size ...)
 stream 4    report wording
 stream 5    the texture of each finding
 stream 6    the real lung-field shape (``WorldConfig(lung_shapes="real")``)
+stream 7    real finding geometry (``WorldConfig(finding_geometry="real")``), per observation
 ==========  ============================================================
 
 So ``render_case(seed, findings=[...])`` draws the SAME patient with other findings, and the
@@ -41,6 +42,7 @@ from xraygpt_lab.data.synthetic.lesions import (
     validate_finding,
 )
 from xraygpt_lab.data.synthetic.phantom import build_maps
+from xraygpt_lab.data.synthetic.real_findings import finding_boxes, real_finding
 from xraygpt_lab.data.synthetic.signs import (
     draw_atelectasis,
     draw_cardiomegaly,
@@ -113,7 +115,11 @@ class WorldConfig:
     ``max_findings`` caps the findings per image; ``noise_scale`` multiplies detector noise;
     ``lung_shapes``: ``"builtin"`` parametric lung fields, or ``"real"`` to draw each patient's
     lung-field shape from the real lung segmentations in the torchxrayvision wheel
-    (``real_shapes``; falls back to built-in, with a warning, when they are not cached).
+    (``real_shapes``; falls back to built-in, with a warning, when they are not cached);
+    ``finding_geometry``: ``"builtin"``, or ``"real"`` to take the sides, zones, sizes and
+    severities of effusions, pneumothoraces, consolidations, atelectasis, nodules and masses from
+    real annotations (``real_findings``: NIH, RSNA and SIIM tables of the same wheel; built-in,
+    with a warning, when they are not cached).
     """
 
     prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
@@ -122,6 +128,7 @@ class WorldConfig:
     max_findings: int = 4
     noise_scale: float = 1.0
     lung_shapes: str = "builtin"
+    finding_geometry: str = "builtin"
 
     def __post_init__(self) -> None:
         for obs, p in self.prevalence.items():
@@ -142,6 +149,8 @@ class WorldConfig:
             raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
         if self.lung_shapes not in ("builtin", "real"):
             raise ValueError(f"lung_shapes must be 'builtin' or 'real', got {self.lung_shapes!r}")
+        if self.finding_geometry not in ("builtin", "real"):
+            raise ValueError(f"finding_geometry must be 'builtin' or 'real', got {self.finding_geometry!r}")
 
 
 @dataclass
@@ -210,8 +219,10 @@ def sample_findings(rng: np.random.Generator, config: WorldConfig) -> list[Findi
     return [Finding(obs) for obs in present]
 
 
-def _complete_all(findings: list[Finding], anatomy: AnatomyParams, seed: int) -> list[Finding]:
-    """Validate, complete and order findings; keep an effusion and a pneumothorax apart."""
+def _complete_all(findings: list[Finding], anatomy: AnatomyParams, seed: int,
+                  real_geometry: bool = False) -> list[Finding]:
+    """Validate, complete and order findings (from real annotations first when
+    ``real_geometry``); keep an effusion and a pneumothorax apart."""
     seen: set[str] = set()
     for f in findings:
         if not isinstance(f, Finding):
@@ -221,9 +232,14 @@ def _complete_all(findings: list[Finding], anatomy: AnatomyParams, seed: int) ->
             raise ValueError(f"observation {f.observation!r} given twice; give one Finding per observation")
         seen.add(f.observation)
     ordered = sorted(findings, key=lambda f: DRAWABLE.index(f.observation))
+    if real_geometry:
+        finding_boxes()  # read once; warns when the tables are missing, even for a normal film
     done: list[Finding] = []
     for f in ordered:
-        g = complete_finding(f, anatomy, _rng(seed, 3, DRAWABLE.index(f.observation)))
+        k = DRAWABLE.index(f.observation)
+        if real_geometry:
+            f = real_finding(f, anatomy, _rng(seed, 7, k))
+        g = complete_finding(f, anatomy, _rng(seed, 3, k))
         done.append(g)
     by_obs = {f.observation: f for f in done}
     eff, ptx = by_obs.get("Pleural Effusion"), by_obs.get("Pneumothorax")
@@ -357,7 +373,7 @@ def render_case(seed: int, size: int = 128, config: WorldConfig | None = None,
         apply_real_shape(params, _rng(seed, 6))
     if findings is None:
         findings = sample_findings(_rng(seed, 1), config)
-    findings = _complete_all(list(findings), params, seed)
+    findings = _complete_all(list(findings), params, seed, config.finding_geometry == "real")
     image, masks, findings, hidden = _render(params, findings, int(size), seed, config.noise_scale)
     labels = {obs: 0 for obs in RENDERED_OBSERVATIONS}
     for f in findings:
