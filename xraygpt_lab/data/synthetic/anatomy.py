@@ -431,7 +431,7 @@ def heart_geometry(params: AnatomyParams, ctr: float) -> dict[str, float]:
     left = params.heart_left_fraction * width      # MLD: midline to the left heart border
     right = width - left                           # MRD: midline to the right heart border
     tilt = np.deg2rad(params.heart_tilt_deg)
-    aspect = 0.88 * min(1.0, (0.46 / max(ctr, 1e-3)) ** 0.6)  # an enlarged heart grows sideways
+    aspect = 0.72 * min(1.0, (0.46 / max(ctr, 1e-3)) ** 0.6)  # an enlarged heart grows sideways
     half_x = 0.5 * 0.86 * width                    # the ventricles span 86 % of the width
     a = half_x / np.sqrt(np.cos(tilt) ** 2 + (aspect * np.sin(tilt)) ** 2)
     b = aspect * a
@@ -466,7 +466,7 @@ def heart_chord(params: AnatomyParams, x, y, ctr: float, edge: float = 0.0):
     # with the pericardium and mediastinal fat it leaves only a thin layer of lung in front of
     # and behind it, so inside its outline it displaces nearly the whole depth of the chest
     chord = depth * clamp(1.0 - q, 0.0, None) ** 0.35
-    return np.maximum(chord, 0.80 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
+    return np.maximum(chord, 0.66 * params.body_depth_cm * smoothstep(1.0, 0.90, q))
 
 
 def aortic_knob(params: AnatomyParams) -> tuple[float, float, float]:
@@ -491,10 +491,26 @@ def great_vessels_chord(params: AnatomyParams, x, y, edge: float = 0.0):
     return np.maximum(np.maximum(knob, desc), np.maximum(svc, pa))
 
 
-def mediastinum_sdf(params: AnatomyParams, x, y):
-    """Superior mediastinum in projection (a band widening downward) with the aortic knob."""
+def mediastinal_half_widths(params: AnatomyParams, y):
+    """Half-widths ``(right, left)`` of the mediastinal shadow at height ``y``: a band widening
+    downward that, below the aortic knob, fans out into the base of the heart (the pulmonary
+    trunk and left atrial appendage on the left), so the silhouette runs on without a waist; on
+    the right the superior vena cava ends in the right atrium, whose convex border then forms
+    the silhouette down to the dome (Felson, ch. 1)."""
     w = params.mediastinum_half_width + 0.03 * clamp(y + 0.6, 0, None)
-    band = np.abs(x - 0.01) - w
+    g = heart_geometry(params, params.heart_ctr)
+    _, ky, _ = aortic_knob(params)
+    t = smoothstep(ky + 0.06, g["top"] + 0.45 * (g["cy"] - g["top"]), y)
+    right = (w + t * max(0.0, 0.55 * g["right"] - params.mediastinum_half_width)) \
+        * (1.0 - 0.6 * smoothstep(g["ra_cy"] - 0.04, g["ra_cy"] + 0.04, y))
+    left = w + t * max(0.0, 0.45 * g["left"] - params.mediastinum_half_width)
+    return right, left
+
+
+def mediastinum_sdf(params: AnatomyParams, x, y):
+    """Superior mediastinum in projection (``mediastinal_half_widths``) with the aortic knob."""
+    right, left = mediastinal_half_widths(params, y)
+    band = np.maximum(-(x - 0.01) - right, (x - 0.01) - left)
     kx, ky, kr = aortic_knob(params)
     knob = ellipse_sdf(x, y, kx, ky, kr, 0.9 * kr)
     return np.maximum(np.minimum(band, knob), y - params.dome_peak("right"))
@@ -503,9 +519,10 @@ def mediastinum_sdf(params: AnatomyParams, x, y):
 def mediastinum_chord(params: AnatomyParams, x, y):
     """Path length (cm) of the central mediastinal soft tissue (trachea walls, oesophagus,
     thymic fat, vessel branches) that the lungs wrap around above the heart."""
-    w = params.mediastinum_half_width * (0.80 + 0.25 * smoothstep(-0.9, 0.0, y))
+    right, left = mediastinal_half_widths(params, y)
+    w = np.where(x < 0, right, left) * (0.80 + 0.25 * smoothstep(-0.9, 0.0, y))
     t = clamp(1.0 - (x / w) ** 2, 0.0, None)
-    return 0.52 * params.body_depth_cm * t ** 0.35
+    return 0.66 * params.body_depth_cm * t ** 0.35
 
 
 def hilum_point(params: AnatomyParams, side: str) -> tuple[float, float]:

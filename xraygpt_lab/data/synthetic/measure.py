@@ -51,7 +51,9 @@ def cardiothoracic_ratio(image: np.ndarray) -> CTRMeasurement:
     Reading outwards from the midline, each column's lung base is the heart's upper contour
     until the heart's lateral wall, where it drops to the dome (the cardiophrenic angle): the
     outermost drop of 3 or more pixels over two columns (steeper than any dome) that starts
-    well above the costophrenic recess is the heart border. The midline lies half-way between the outer lung edges; the
+    well above the costophrenic recess and lands on the dome (not down into the recess) is the
+    heart border; without one, the heart border runs straight down and the lung's inner edge
+    low in the chest gives it. The midline lies half-way between the outer lung edges; the
     thoracic diameter is their widest distance above the costophrenic angles.
     """
     lungs = lung_pixels(image)
@@ -68,11 +70,12 @@ def cardiothoracic_ratio(image: np.ndarray) -> CTRMeasurement:
         angle = base[int(0.85 * len(base)):].max()  # the costophrenic recess: the lowest base
         border = 0.0
         for k in range(len(base) - 2):
-            if (base[k] >= 0 and base[k + 2] - base[k] >= 3 and base[k + 1] > base[k]
+            landed = k + 4 < len(base) and base[k + 4] - base[k + 2] <= 2  # on the dome, not down the recess
+            if (base[k] >= 0 and base[k + 2] - base[k] >= 3 and base[k + 1] > base[k] and landed
                     and base[k] < angle - 0.1 * lungs.shape[0]):
                 border = abs(columns[k] - midline) + 0.5  # the base drops off the heart
-        if border < 0.2 * reach:
-            border = 0.8 * reach  # no wall found: the heart reaches further out
+        if border < 0.2 * reach:  # no drop: the heart border runs straight down to the dome
+            border = _medial_edge(lungs, midline, sign)
         borders.append(border)
         span = range(min(outer, int(midline)), max(outer, int(midline)) + 1)
         lowest.append(max(_base_row(lungs[:, c]) for c in span))
@@ -83,6 +86,17 @@ def cardiothoracic_ratio(image: np.ndarray) -> CTRMeasurement:
             thoracic = max(thoracic, c.max() - c.min() + 1)
     mrd, mld = borders
     return CTRMeasurement(float((mrd + mld) / thoracic), float(mrd), float(mld), float(thoracic), float(midline))
+
+
+def _medial_edge(lungs: np.ndarray, midline: float, sign: int) -> float:
+    """Distance from the midline to the lung's inner edge on one side (``sign`` -1: image left),
+    the median over the lower third of that lung, where the heart forms the edge."""
+    half = lungs[:, int(np.ceil(midline)):] if sign > 0 else lungs[:, :int(np.floor(midline)) + 1][:, ::-1]
+    rows = np.nonzero(half.any(axis=1))[0]
+    lower = rows[rows >= rows.min() + 0.6 * (rows.max() - rows.min())]
+    lower = lower[lower <= rows.min() + 0.92 * (rows.max() - rows.min())]
+    edges = [np.argmax(half[r]) for r in lower]
+    return float(np.median(edges)) + 0.5 if edges else 0.0
 
 
 def _base_row(column: np.ndarray) -> int:
