@@ -243,8 +243,9 @@ def test_ensure_tiny_run_sets_aside_a_run_of_an_older_recipe(tmp_path, monkeypat
 
 
 def test_stale_reads_both_config_formats(tmp_path):
-    """A config.json of the older flat format with today's tiny numbers is current (the default
-    run need not retrain); other numbers, another seed or an unreadable entry are stale."""
+    """A config.json of the older flat format reads as a recipe, but its run was trained on the
+    first synthetic world (no ``world`` entry), so it is stale, as are other numbers, another
+    seed, an older world or an unreadable entry; today's config is current."""
     from xraygpt_lab.config import TINY_RECIPE
     from xraygpt_lab.runs import _stale
     from xraygpt_lab.train.walkthrough import run_config
@@ -252,7 +253,10 @@ def test_stale_reads_both_config_formats(tmp_path):
     from test_recipe import legacy_config
 
     path = tmp_path / "config.json"
-    cases = [(legacy_config(), 0, False), (legacy_config(), 1, True),
+    current = run_config(TINY_RECIPE, "tiny", 0)
+    older_world = {k: v for k, v in current.items() if k != "world"}
+    cases = [(legacy_config(), 0, True), ({**legacy_config(), "world": current["world"]}, 0, False),
+             (legacy_config(), 1, True), (older_world, 0, True),
              (legacy_config(encoder_steps=1), 0, True), (legacy_config(encoder_lora_r=8), 0, True),
              (run_config(TINY_RECIPE, "tiny", 0), 0, False),
              (run_config(TINY_RECIPE.override({"stage1_init": "random"}), "tiny", 0), 0, True),
@@ -273,15 +277,20 @@ def test_a_run_of_the_older_format_resumes_and_other_settings_are_refused(tmp_pa
 
     from test_recipe import legacy_config
 
+    from xraygpt_lab.data.synthetic.world import WORLD_VERSION
+
     out = tmp_path / "run"
     out.mkdir()
-    text = json.dumps(legacy_config())
+    (out / "config.json").write_text(json.dumps(legacy_config()))
+    with pytest.raises(XrayGPTLabError, match="older synthetic world"):  # no "world": the first world
+        open_run(out, TINY_RECIPE, "tiny", 0, print, False, "cpu")
+    text = json.dumps({**legacy_config(), "world": WORLD_VERSION})
     (out / "config.json").write_text(text)
     open_run(out, TINY_RECIPE, "tiny", 0, print, False, "cpu")
     assert (out / "config.json").read_text() == text
     for recipe, seed in ((TINY_RECIPE.override({"llm_steps": 5}), 0), (TINY_RECIPE, 1)):
         with pytest.raises(XrayGPTLabError, match="other settings"):
             open_run(out, recipe, "tiny", seed, print, False, "cpu")
-    (out / "config.json").write_text(json.dumps(legacy_config(llm_lora_r=8)))
+    (out / "config.json").write_text(json.dumps({**legacy_config(llm_lora_r=8), "world": WORLD_VERSION}))
     with pytest.raises(XrayGPTLabError, match="do not read as a recipe.*llm_lora_r"):
         open_run(out, TINY_RECIPE, "tiny", 0, print, False, "cpu")

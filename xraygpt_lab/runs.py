@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import RunFolderError
+from .data.synthetic.world import WORLD_VERSION
 from .run_folder import RUN_FILES, load_state, missing_files, read_json, run_lock
 
 ENV_VAR = "XRAYGPT_LAB_RUN"
@@ -44,7 +45,8 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
     concurrent callers (two notebooks, parallel tests) wait for one training instead of training twice. An interrupted training
     resumes where it stopped. ``retrain_stale`` (default: only for the default folder) moves a run
     trained with other settings than today's tiny profile to ``<name>.previous`` and trains anew,
-    so notebooks never silently reuse a run of an older recipe; an explicit folder is used as is.
+    so notebooks never silently reuse a run of an older recipe or synthetic world; an explicit folder
+    is used as is.
     """
     if retrain_stale is None:
         retrain_stale = run_dir is None
@@ -52,13 +54,13 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
     if not missing_files(run_dir) and not (retrain_stale and _stale(run_dir, seed)):
         return run_dir
     with run_lock(run_dir):
-        if retrain_stale and _stale(run_dir, seed):  # trained by an older recipe: keep it aside, train anew
+        if retrain_stale and _stale(run_dir, seed):  # an older recipe or world: keep it aside, train anew
             import shutil
 
             previous = run_dir.with_name(run_dir.name + ".previous")
             shutil.rmtree(previous, ignore_errors=True)
             run_dir.rename(previous)
-            log(f"{run_dir} was trained with other settings (an older recipe); moved it to {previous}")
+            log(f"{run_dir} was trained with other settings (an older recipe or synthetic world); moved it to {previous}")
         if missing_files(run_dir):  # someone else may have finished while we waited
             from .train.walkthrough import run_walkthrough
 
@@ -68,9 +70,10 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
 
 
 def _stale(run_dir: Path, seed: int) -> bool:
-    """True when ``run_dir`` holds a run whose seed or recipe differs from today's tiny profile
-    (so notebooks never silently reuse a run of an older recipe). An older config.json is read
-    through ``recipe.recipe_of_run``; one that does not map onto a recipe is stale."""
+    """True when ``run_dir`` holds a run whose seed, recipe or synthetic world differs from today's
+    tiny profile (so notebooks never silently reuse a run of an older recipe or world). An older
+    config.json is read through ``recipe.recipe_of_run``; one that does not map onto a recipe is
+    stale."""
     import json
 
     from .config import get_profile
@@ -81,7 +84,8 @@ def _stale(run_dir: Path, seed: int) -> bool:
         return False
     try:
         config = json.loads(path.read_text())
-        return config.get("seed") != seed or recipe_of_run(config) != get_profile("tiny").recipe
+        return (config.get("seed") != seed or config.get("world", 1) != WORLD_VERSION
+                or recipe_of_run(config) != get_profile("tiny").recipe)
     except (OSError, ValueError, AttributeError):  # unreadable, not an object, or no recipe (RecipeError)
         return True
 

@@ -33,7 +33,7 @@ from ..atomic import leftovers
 from ..config import get_profile
 from ..data.findings import RENDERED_OBSERVATIONS
 from ..data.readers.images import preprocess
-from ..data.synthetic.world import render_cases
+from ..data.synthetic.world import WORLD_VERSION, render_cases
 from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 from ..device import describe_device, resolve_device
 from ..errors import CorruptFileError, RecipeError, XrayGPTLabError, one_line
@@ -242,7 +242,8 @@ def _check_image_size(recipe: Recipe) -> None:
 
 def run_config(recipe: Recipe, profile: str, seed: int) -> dict[str, Any]:
     """The content of a run's ``config.json``."""
-    return {"profile": profile, "seed": seed, **run_config_entries(recipe), "seeds": split_seeds(seed),
+    return {"profile": profile, "seed": seed, "world": WORLD_VERSION, **run_config_entries(recipe),
+            "seeds": split_seeds(seed),
             "template": xraygpt_prompt("{instruction}"), "end_sym": END_SYM,
             # the tiny LLM's conversations carry no system prompt, so its chat uses none
             "chat_system": "", "image_blind": "projection output replaced by zeros"}
@@ -266,6 +267,9 @@ def open_run(out: Path, recipe: Recipe, profile: str, seed: int, log: Log, progr
         try:
             old = read_json(config_path)
             same = (old.get("profile"), old.get("seed"), recipe_of_run(old)) == (profile, seed, recipe)
+            if same and old.get("world", 1) != WORLD_VERSION:
+                raise XrayGPTLabError(f"{out} holds a run trained on an older synthetic world "
+                                      f"(version {old.get('world', 1)}, now {WORLD_VERSION}); choose another --out")
         except (CorruptFileError, RecipeError) as exc:
             raise XrayGPTLabError(f"{out} holds a run whose settings do not read as a recipe ({exc}); "
                                   "choose another --out") from None

@@ -75,6 +75,10 @@ __all__ = [
 
 #: Smallest image side we render (below this the ribs and lesions vanish).
 MIN_SIZE: int = 32
+#: Version of the world: raised whenever a seed's films or texts change, so a model trained on an
+#: older world is not taken for one of this world (``config.json``'s ``world``; runs from before
+#: the physically formed films have none and count as version 1).
+WORLD_VERSION: int = 2
 
 #: Default prevalence of each drawn observation (before co-occurrence), roughly the order of
 #: frequency in MIMIC-CXR's CheXpert labels but flattened so rare findings are learnable.
