@@ -74,6 +74,12 @@ class AnatomyParams:
     dome_height: float = 0.19           # dome peak above the costophrenic angle
     apex_curvature: float = 2.6         # how pointed the apices are
     wall_taper: float = 0.30            # how fast the chest narrows above its widest level
+    wall_power: float = 2.0             # shape of that narrowing (2: parabolic; higher: fuller, then sharper)
+    dome_peak_at: float = 0.45          # where the dome peaks, as a fraction of the way to the chest wall
+    dome_power: float = 2.0             # how the dome falls laterally (higher: flatter, deeper angle)
+    medial_half_width: float = 0.025    # the lungs' medial borders (behind the mediastinum and heart) at the apex
+    medial_widening: float = 0.0        # how fast they move apart downward (per unit of y)
+    medial_shift: float = 0.0           # the gap between them lies this far right of the midline (image)
     body_depth_cm: float = 23.0         # antero-posterior diameter of the chest
     chest_wall: float = 0.11            # soft tissue lateral to the ribs
     breasts: float = 0.0                # 0 = none, up to 1 = large
@@ -203,7 +209,7 @@ def set_inspiration(p: AnatomyParams, ribs: float) -> None:
     """Put the right dome's peak at posterior rib ``ribs`` (1-based, e.g. 10 = a good breath)
     half-way out along the hemithorax, and move the costophrenic angles with it."""
     p.inspiration = float(ribs)
-    u = 0.45 * p.thorax_half_width
+    u = p.dome_peak_at * p.thorax_half_width
     peak = rib_y(p, ribs - 1) + float(posterior_rib_course(p, np.float32(u)))
     p.costophrenic_y = float(peak + p.dome_height)
 
@@ -299,12 +305,12 @@ def lateral_wall(params: AnatomyParams, y):
     """Distance of the inner chest wall from the midline at height ``y``.
 
     The rib cage is widest just above the domes and narrows in a smooth curve towards the
-    apices (``W(y) = W_max - taper (y_widest - y)^2`` above the widest level).
+    apices (``W(y) = W_max - taper (y_widest - y)^k`` above the widest level, ``k = wall_power``).
     """
     y = np.asarray(y, dtype=np.float32)
     widest = params.costophrenic_y - 0.10
     above = clamp(widest - y, 0.0, None)
-    wall = params.thorax_half_width - params.wall_taper * above**2 + 0.03 * clamp(y - widest, 0.0, None)
+    wall = params.thorax_half_width - params.wall_taper * above**params.wall_power + 0.03 * clamp(y - widest, 0.0, None)
     return np.maximum(wall, np.float32(0.1))  # far above the apices (off the film) it stays positive
 
 
@@ -324,18 +330,20 @@ def _dome(params: AnatomyParams, u, left):
     cp = params.costophrenic_y + params.left_dome_drop * np.asarray(left, dtype=np.float32)
     peak = cp - params.dome_height
     wall = lateral_wall(params, cp)
-    dome_u = 0.45 * wall
-    t = (u - dome_u) / (wall - dome_u)
+    dome_u = params.dome_peak_at * wall
+    k = params.dome_power
+    t = clamp((u - dome_u) / (wall - dome_u), 0.0, None)
     lateral = u > dome_u
-    height = np.where(lateral, peak + (cp - peak) * t * t, peak + 0.07 * ((dome_u - u) / dome_u) ** 2)
-    slope = np.where(lateral, 2 * (cp - peak) * t / (wall - dome_u), -0.14 * (dome_u - u) / dome_u**2)
+    height = np.where(lateral, peak + (cp - peak) * t**k, peak + 0.07 * ((dome_u - u) / dome_u) ** 2)
+    slope = np.where(lateral, k * (cp - peak) * t ** (k - 1) / (wall - dome_u), -0.14 * (dome_u - u) / dome_u**2)
     return height, slope
 
 
 def diaphragm_y(params: AnatomyParams, u, side: str):
     """Height of the hemidiaphragm on ``side`` at lateral distance ``u`` from the midline.
 
-    The dome peaks at 45 % of the way to the chest wall and falls steeply to the costophrenic
+    The dome peaks ``dome_peak_at`` (45 %) of the way to the chest wall and falls steeply (as
+    the ``dome_power`` of the distance from the peak) to the costophrenic
     angle at the wall (a sharp, acute angle in health), and gently towards the cardiophrenic
     angle.
     """
@@ -349,9 +357,11 @@ def envelope_sdf_u(params: AnatomyParams, u, y, left, dome_raise: float = 0.0):
     cap_y = params.apex_y + k * (u - ua) ** 2
     phi_cap = (cap_y - y) / np.sqrt(1.0 + (2 * k * (u - ua)) ** 2)
     widest = params.costophrenic_y - 0.10
-    slope_w = 2 * params.wall_taper * clamp(widest - y, 0.0, None)
+    slope_w = params.wall_power * params.wall_taper * clamp(widest - y, 0.0, None) ** (params.wall_power - 1)
     phi_wall = (u - lateral_wall(params, y)) / np.sqrt(1.0 + slope_w**2)
-    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), 0.025 - u)
+    medial = params.medial_half_width + params.medial_widening * clamp(y - params.apex_y, 0.0, None)
+    medial = medial + params.medial_shift * (2.0 * np.asarray(left, dtype=np.float32) - 1.0)
+    phi_lat = np.maximum(np.maximum(phi_cap, phi_wall), np.maximum(medial, 0.0) - u)
     yd, slope = _dome(params, u, left)
     phi_d = (y - (yd - dome_raise)) / np.sqrt(1.0 + slope * slope)
     return np.maximum(phi_lat, phi_d)
@@ -361,8 +371,8 @@ def lung_envelope_sdf(params: AnatomyParams, x, y, side: str, dome_raise: float 
     """Signed distance to one lung's outline in projection (before the heart is subtracted).
 
     Intersection of: a rounded apical cap (parabola), the curved lateral chest wall, the
-    hemidiaphragm below (raised by ``dome_raise`` for volume loss) and a medial limit beside the
-    spine (the heart, mediastinum and spine take their share of the depth in :func:`lung_chord`).
+    hemidiaphragm below (raised by ``dome_raise`` for volume loss) and the lung's medial border
+    behind the mediastinum (the heart, mediastinum and spine take their share of the depth in :func:`lung_chord`).
     """
     return envelope_sdf_u(params, side_sign(side) * x, y, side == "left", dome_raise)
 
@@ -397,16 +407,20 @@ def lung_chord(params: AnatomyParams, x, y, side: str, dome_raise: float = 0.0):
 # ----------------------------------------------------------------------------------------------
 # Heart and great vessels
 # ----------------------------------------------------------------------------------------------
-def lung_masks(params: AnatomyParams, size: int, ctr: float | None = None) -> dict[str, np.ndarray]:
+def lung_masks(params: AnatomyParams, size: int, ctr: float | None = None,
+               behind_heart: bool = False) -> dict[str, np.ndarray]:
     """Bool [size, size] masks of the ``heart`` and of each lung field (``right lung``, ``left
     lung``, patient's sides) as they project on the film: each lung's outline less the heart
-    and the mediastinum (``ctr`` defaults to the patient's own)."""
+    and the mediastinum (``ctr`` defaults to the patient's own). ``behind_heart``: the whole
+    projection of each lung, the lung in front of and behind the heart included (only the
+    lungs' own medial borders, ``medial_half_width`` from the midline, limit it), as many lung
+    annotations draw it."""
     x, y = coordinate_grid(params, size)  # [H, W] phantom coordinates
     heart = heart_sdf(params, x, y, params.heart_ctr if ctr is None else ctr) < 0
-    mediastinum = mediastinum_sdf(params, x, y) < 0
+    cut = np.zeros_like(heart) if behind_heart else heart | (mediastinum_sdf(params, x, y) < 0)
     masks = {"heart": heart}
     for side in SIDES:
-        masks[f"{side} lung"] = (lung_envelope_sdf(params, x, y, side) < 0) & ~heart & ~mediastinum
+        masks[f"{side} lung"] = (lung_envelope_sdf(params, x, y, side) < 0) & ~cut
     return masks
 
 

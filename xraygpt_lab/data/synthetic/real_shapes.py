@@ -7,15 +7,21 @@ cache, or ``pip download`` of the wheel), never stored in the repository.
 
 Shapes are compared as radiologists compare silhouettes: each lung field is cropped to the
 box around both lungs and resized to ``SHAPE_SIZE`` pixels, so position and scale drop out.
-:func:`fit_bank` renders a bank of parametric lung fields (the world's anatomy with its shape
-parameters drawn wide) and keeps, for each real mask, the parametric shape with the highest
-IoU; ``WorldConfig(lung_shapes="real")`` then draws each patient's lung shape from these fits,
-so the world's lung fields follow the real ones. Without the wheel's tables the world keeps
-its built-in shapes and says so.
+These annotations draw each lung's whole projection, the lung behind the heart included, so
+the synthetic lung fields are compared the same way (``lung_masks(..., behind_heart=True)``).
+:func:`fit_shapes` fits the world's lung-field parameters (:data:`SHAPE_RANGES`: dome height,
+position and fall, left dome drop, apex curvature, chest-wall taper, the lungs' medial borders)
+to each real mask: the best of a bank of random shapes, then a Nelder-Mead search on a soft
+IoU, in a fixed frame (:data:`FRAME`). ``WorldConfig(lung_shapes="real")`` then gives each
+patient one of these shapes, stretched onto its own chest width, apex and dome peak
+(:func:`shape_onto`), so the lung fields follow real ones while size, inspiration, heart and
+labels stay the patient's. The fit (about one and a half minutes on one core) is cached beside
+the table. Without the wheel's tables the world keeps its built-in shapes and says so.
 """
 from __future__ import annotations
 
 import io
+import json
 import warnings
 import zipfile
 from functools import lru_cache
@@ -23,16 +29,23 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import label
+from scipy.optimize import minimize
+from tqdm.auto import tqdm
 
-from xraygpt_lab.data.synthetic.anatomy import AnatomyParams, lung_masks, sample_anatomy
+from xraygpt_lab.atomic import atomic_write
+from xraygpt_lab.data.synthetic.anatomy import (
+    AnatomyParams,
+    lateral_wall,
+    lung_envelope_sdf,
+    lung_masks,
+    set_inspiration,
+)
 from xraygpt_lab.data.wheel import cache_root, fetch_wheel_member
 
 MEMBER = "torchxrayvision/data/semantic_masks_v7labs_lungs.zip"
 #: Side of the normalised shape masks (pixels).
 SHAPE_SIZE: int = 48
-#: Lung-field parameters taken from a fitted real shape.
-SHAPE_FIELDS: tuple[str, ...] = ("thorax_half_width", "apex_y", "left_dome_drop", "dome_height",
-                                 "apex_curvature", "wall_taper", "mediastinum_half_width", "inspiration")
 
 
 def masks_path() -> Path:
@@ -64,8 +77,6 @@ def normalise(mask: np.ndarray, size: int = SHAPE_SIZE) -> np.ndarray | None:
 def read_real_masks(path: Path, size: int = SHAPE_SIZE) -> np.ndarray:
     """The real lung masks of the table, normalised: bool [n, size, size]. Masks that are
     empty or do not hold two lung fields of similar size are left out."""
-    from scipy.ndimage import label
-
     out = []
     with zipfile.ZipFile(path) as archive:
         for name in sorted(n for n in archive.namelist() if not n.endswith("/")):
@@ -86,9 +97,10 @@ def read_real_masks(path: Path, size: int = SHAPE_SIZE) -> np.ndarray:
 
 
 def synthetic_mask(params: AnatomyParams, size: int = SHAPE_SIZE) -> np.ndarray:
-    """One patient's lung fields (both lungs), normalised like the real masks."""
+    """One patient's lung fields (both lungs, the lung behind the heart included, as the real
+    masks draw it), normalised like the real masks."""
     flat = AnatomyParams(**{**params.as_dict(), "rotation_deg": 0.0, "scale": 1.0, "shift_x": 0.0, "shift_y": 0.0})
-    m = lung_masks(flat, 160)
+    m = lung_masks(flat, 160, behind_heart=True)
     return normalise(m["right lung"] | m["left lung"], size)
 
 
@@ -105,67 +117,133 @@ def nearest_iou(a: np.ndarray, b: np.ndarray, same: bool = False) -> np.ndarray:
     return iou.max(axis=1)
 
 
-def wide_shape(rng: np.random.Generator) -> AnatomyParams:
-    """A patient whose lung-field parameters are drawn wider than the healthy ranges."""
-    p = sample_anatomy(rng)
-    u = rng.uniform
-    p.thorax_half_width, p.apex_y, p.left_dome_drop = u(0.60, 0.90), u(-0.85, -0.55), u(-0.02, 0.10)
-    p.dome_height, p.apex_curvature, p.wall_taper = u(0.08, 0.28), u(1.2, 4.5), u(0.05, 0.55)
-    p.mediastinum_half_width, p.heart_ctr = u(0.08, 0.18), u(0.35, 0.55)
-    from xraygpt_lab.data.synthetic.anatomy import set_inspiration
+#: The frame shapes are fitted in: inner half-width of the chest, apex and right costophrenic
+#: angle (phantom units). The crop to the lungs' box removes size and aspect, so a fixed frame
+#: loses nothing; :func:`apply_real_shape` stretches a fitted shape onto each patient.
+FRAME: dict[str, float] = {"thorax_half_width": 0.76, "apex_y": -0.70, "costophrenic_y": 0.42}
+#: Fitted lung-field parameters and the range each may take (in the frame above): wide enough for
+#: real lungs, narrow enough that the world still renders a healthy chest.
+SHAPE_RANGES: dict[str, tuple[float, float]] = {
+    "left_dome_drop": (-0.03, 0.12), "dome_height": (0.06, 0.30), "apex_curvature": (1.0, 5.0),
+    "wall_taper": (0.0, 0.6), "wall_power": (1.5, 3.5), "dome_peak_at": (0.25, 0.65),
+    "dome_power": (1.5, 4.0), "medial_half_width": (0.0, 0.16), "medial_widening": (-0.05, 0.15),
+    "medial_shift": (-0.05, 0.05),
+}
+SHAPE_FIELDS: tuple[str, ...] = tuple(SHAPE_RANGES)
+_LO = np.array([lo for lo, _ in SHAPE_RANGES.values()])
+_HI = np.array([hi for _, hi in SHAPE_RANGES.values()])
+#: Version of the fit (part of the cache file's name: a new version refits).
+FIT_VERSION: int = 2
 
-    set_inspiration(p, u(8.0, 11.5))
-    return p
+
+def framed(values: np.ndarray) -> AnatomyParams:
+    """An untilted patient in :data:`FRAME` with the lung-field parameters ``values`` (in
+    :data:`SHAPE_FIELDS` order)."""
+    return AnatomyParams(**FRAME, **dict(zip(SHAPE_FIELDS, map(float, values))))
 
 
-def fit_bank(real: np.ndarray, n: int = 600, seed: int = 0) -> list[dict]:
-    """For each real mask, the shape parameters of the best-matching of ``n`` wide parametric
-    shapes (by IoU)."""
+def field_sdf(p: AnatomyParams, size: int = SHAPE_SIZE) -> np.ndarray | None:
+    """Signed distance (pixels, negative inside) to both lung fields of ``p``, sampled at the
+    pixel centres of the lungs' box on a [size, size] grid: :func:`synthetic_mask` without the
+    render and the resize. None when the apices are malformed (chest wall inside the apex)."""
+    cr, cl = p.costophrenic("right"), p.costophrenic("left")
+    if float(lateral_wall(p, p.apex_y)) < 0.5 * p.thorax_half_width:
+        return None
+    x0, x1 = -float(lateral_wall(p, cr)), float(lateral_wall(p, cl))
+    y0, y1 = p.apex_y, max(cr, cl)
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    x, y = np.meshgrid(x0 + t * (x1 - x0), y0 + t * (y1 - y0))  # [size, size] each
+    phi = np.minimum(lung_envelope_sdf(p, x, y, "right"), lung_envelope_sdf(p, x, y, "left"))
+    return phi / (min(x1 - x0, y1 - y0) / size)
+
+
+def _soft_iou(z: np.ndarray, target: np.ndarray) -> float:
+    """IoU of a soft (half-pixel sigmoid) lung field for unit-range parameters ``z`` with the
+    mask ``target`` (float [S, S]); 0 for malformed shapes."""
+    phi = field_sdf(framed(_LO + np.clip(z, 0.0, 1.0) * (_HI - _LO)))
+    if phi is None:
+        return 0.0
+    s = 0.5 - 0.5 * np.tanh(phi)  # = sigmoid(-2 phi)
+    inter = float((s * target).sum())
+    return inter / (float(s.sum()) + float(target.sum()) - inter)
+
+
+def _iou_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    return inter / np.maximum(fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter, 1.0)
+
+
+def fit_shapes(real: np.ndarray, bank: int = 2000, evals: int = 300, seed: int = 0,
+               progress: bool = True) -> list[dict]:
+    """For each real mask [n, S, S], the lung-field parameters (in :data:`FRAME`) whose shape
+    has the highest IoU with it: the best of ``bank`` random shapes, then a Nelder-Mead search
+    (Nelder & Mead 1965; ``evals`` evaluations) on a soft IoU."""
+    if real.ndim != 3 or real.shape[1] != real.shape[2]:
+        raise ValueError(f"real masks must be [n, S, S], got shape {real.shape}")
+    size = real.shape[1]
     rng = np.random.default_rng(seed)
-    bank = [wide_shape(rng) for _ in range(n)]
-    shapes = np.array([synthetic_mask(p) for p in bank])
-    fr = real.reshape(len(real), -1).astype(np.float32)
-    fs = shapes.reshape(len(shapes), -1).astype(np.float32)
-    inter = fr @ fs.T
-    iou = inter / np.maximum(fr.sum(1)[:, None] + fs.sum(1)[None, :] - inter, 1.0)
-    best = iou.argmax(axis=1)
-    return [{k: getattr(bank[i], k) for k in SHAPE_FIELDS} for i in best]
+    z_bank, shapes = [], []
+    while len(z_bank) < bank:
+        z = rng.random(len(SHAPE_FIELDS))
+        phi = field_sdf(framed(_LO + z * (_HI - _LO)), size)
+        if phi is not None:
+            z_bank.append(z)
+            shapes.append(phi < 0)
+    best = _iou_table(real, np.array(shapes)).argmax(axis=1)
+    out = []
+    for mask, b in zip(tqdm(real, desc="fitting real lung shapes", disable=not progress), best):
+        target = mask.astype(np.float32)
+        res = minimize(lambda z: -_soft_iou(z, target), z_bank[b], method="Nelder-Mead",
+                       options={"maxfev": evals, "xatol": 1e-3, "fatol": 1e-4, "initial_simplex":
+                                np.vstack([z_bank[b], z_bank[b] + 0.08 * np.eye(len(SHAPE_FIELDS))])})
+        z = np.clip(res.x, 0.0, 1.0) if -res.fun > _soft_iou(z_bank[b], target) else z_bank[b]
+        out.append({k: float(v) for k, v in zip(SHAPE_FIELDS, _LO + z * (_HI - _LO))})
+    return out
 
 
 @lru_cache(maxsize=1)
 def fitted_shapes() -> tuple[dict, ...] | None:
     """The fitted real lung shapes, or None when the table is not in the cache. The fit is
-    computed once (about half a minute) and kept beside the table as JSON."""
-    import json
-
-    from xraygpt_lab.atomic import atomic_write
-
+    computed once (about a minute and a half on one core) and kept beside the table as JSON."""
     path = obtain_lung_masks(allow_download=False)
     if path is None:
         warnings.warn(f"lung shapes: built-in, because {masks_path()} is missing "
                       "(real_shapes.obtain_lung_masks(allow_download=True) fetches it)", stacklevel=2)
         return None
-    fit_path = path.with_name("lung_shapes_fit.json")
+    fit_path = path.with_name(f"lung_shapes_fit_v{FIT_VERSION}.json")
     if fit_path.is_file():
         return tuple(json.loads(fit_path.read_text()))
-    shapes = fit_bank(read_real_masks(path))
+    shapes = fit_shapes(read_real_masks(path))
     atomic_write(fit_path, lambda tmp: Path(tmp).write_text(json.dumps(shapes)))
     return tuple(shapes)
 
 
+def shape_onto(params: AnatomyParams, shape: dict) -> None:
+    """Give ``params`` a fitted lung-field ``shape`` (in :data:`FRAME`), stretched so the
+    patient keeps its own chest width, apex and dome peak (its inspiration)."""
+    sx = params.thorax_half_width / FRAME["thorax_half_width"]
+    for k in ("wall_power", "dome_peak_at", "dome_power"):  # unitless
+        setattr(params, k, float(shape[k]))
+    set_inspiration(params, params.inspiration)
+    peak = params.dome_peak("right")  # the patient's own, at the fitted peak position
+    sy = (peak - params.apex_y) / (FRAME["costophrenic_y"] - float(shape["dome_height"]) - FRAME["apex_y"])
+    params.dome_height = float(shape["dome_height"]) * sy
+    params.left_dome_drop = float(shape["left_dome_drop"]) * sy
+    params.apex_curvature = float(shape["apex_curvature"]) * sy / sx**2  # cap: y = k u^2
+    params.wall_taper = float(shape["wall_taper"]) * sx / sy ** params.wall_power  # u = taper y^p
+    params.medial_half_width = float(shape["medial_half_width"]) * sx
+    params.medial_widening = float(shape["medial_widening"]) * sx / sy
+    params.medial_shift = float(shape["medial_shift"]) * sx
+    set_inspiration(params, params.inspiration)
+
+
 def apply_real_shape(params: AnatomyParams, rng: np.random.Generator) -> str:
     """Give ``params`` the lung-field shape of a randomly chosen fitted real lung (keeping its
-    heart size, so the labels stay the same); returns "real" or "built-in"."""
+    size, inspiration and heart, so the labels stay the same); returns "real" or "built-in"."""
     shapes = fitted_shapes()
     if not shapes:
         return "built-in"
-    from xraygpt_lab.data.synthetic.anatomy import set_inspiration
-
-    chosen = shapes[int(rng.integers(len(shapes)))]
-    lift = float(chosen["apex_y"]) - params.apex_y  # the clavicles and first ribs move with the apex
-    for k, v in chosen.items():
-        setattr(params, k, float(v))
-    params.clavicle_y += lift
-    params.rib_first_y += lift
-    set_inspiration(params, params.inspiration)
+    shape_onto(params, shapes[int(rng.integers(len(shapes)))])
     return "real"
