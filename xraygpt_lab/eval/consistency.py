@@ -27,6 +27,10 @@ ROUGE, BLEU and CE compare a report with a reference; these two read the report 
 
 ``repetition_rate`` and ``contradiction_rate`` (:func:`consistency_rates`) are the shares of
 reports with at least one repeat / contradiction.
+
+Limits: the checks inherit the labeler's reading, so a real report that compares with a prior
+study ("No new pneumothorax. Small left apical pneumothorax, unchanged.") counts as a
+contradiction; a summary that names a finding the body never mentions is not one.
 """
 from __future__ import annotations
 
