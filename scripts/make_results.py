@@ -158,7 +158,10 @@ def section_quality(root: Path, states: list[tuple[str, str]]) -> list[str]:
            "observations). The image-blind baseline zeroes the projection's output: a model that reads",
            "the image must beat it by far. The two upper bounds are diagnostics, not goals: the",
            "encoder's own label head on the frozen tokens, and the frozen LLM given the true concept",
-           "tokens in its image slot.", ""]
+           "tokens in its image slot. The two consistency rows read each generated report alone",
+           "(`xraygpt_lab/eval/consistency.py`): the share that repeat a sentence or a clause, and the",
+           "share where the labeler finds one observation both asserted and denied, or the summary puts",
+           "a finding on the side opposite to the body's.", ""]
     if not any(run[3] for run in runs):
         return out + [f"Not measured yet: no run folder has a `metrics.json`. Train one with "
                       f"`{RUNS[0][2]}` (about 6 minutes on 2 cores), then `make results`.", ""]
@@ -191,6 +194,10 @@ def section_quality(root: Path, states: list[tuple[str, str]]) -> list[str]:
         ("ROUGE-L", lambda m: m["rougeL"], lambda v: v >= ROUGE_GOAL, lambda m: m["ci"]["rougeL"],
          f"≥ {ROUGE_GOAL:.2f}"),
         ("BLEU-4", lambda m: m["bleu4"], None, None, "—"),
+        ("reports repeating a sentence or clause", lambda m: m["repetition_rate"], None,
+         lambda m: m["ci"]["repetition_rate"], "—"),
+        ("reports contradicting themselves", lambda m: m["contradiction_rate"], None,
+         lambda m: m["ci"]["contradiction_rate"], "—"),
         ("image-blind CE macro-F1", lambda m: m["baselines"]["image_blind"]["ce_f1_macro"],
          lambda v: v <= BLIND_GOAL, None, f"≤ {BLIND_GOAL}"),
         ("upper bound: encoder's label head", lambda m: m["diagnostics"]["encoder_label_head"]["ce_f1_macro"],

@@ -62,9 +62,12 @@ def test_evaluate_writes_metrics_json(run_dir, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert main(["evaluate", "--run", str(run_dir), "--data", str(data), "--out", str(out), "--max-new-tokens", "4"]) == 0
     m = json.loads(out.read_text())
-    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation"):
+    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation",
+                "repetition_rate", "contradiction_rate"):
         assert key in m and key in m["baselines"]["image_blind"]
     assert m["n"] == 4 and "vs_ground_truth" in m and "zeros" in m["baselines"]["image_blind"]["how"]
+    assert 0.0 <= m["contradiction_rate"] <= 1.0 and "repetition rate" in capsys.readouterr().err
+    assert set(m["consistency_metrics"]) == {"repetition_rate", "contradiction_rate"}
 
 
 def test_missing_run_file_is_a_one_line_error(run_dir, images, tmp_path, capsys):

@@ -9,6 +9,7 @@ import torch
 
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 from xraygpt_lab.eval.baselines import NORMAL_REPORT
+from xraygpt_lab.eval.consistency import consistency_rates
 from xraygpt_lab.eval.evaluate import (SYSTEMS, EvalData, RetrievalPool, encode, evaluate_systems,
                                        generate_reports, retrieval_pool, score_reports, score_system,
                                        synthetic_eval_data, training_pool)
@@ -95,7 +96,9 @@ def test_every_system_has_a_report_per_image_and_intervals_contain_the_value(eva
         m = evaluation.metrics[system]
         assert len(evaluation.reports[system]) == 8
         intervals = list(m["ci"].values()) + list(m["vs_ground_truth"]["ci"].values())
-        assert len(intervals) == 6
+        assert len(intervals) == 8
+        assert m["repetition_rate"] == consistency_rates(evaluation.reports[system])["repetition_rate"]
+        assert m["contradiction_rate"] == consistency_rates(evaluation.reports[system])["contradiction_rate"]
         assert all(0.0 <= low <= high <= 1.0 for low, high in intervals)
     assert evaluation.reports["always_normal"] == [NORMAL_REPORT] * 8
 
@@ -105,6 +108,7 @@ def test_nearest_neighbour_on_its_own_pool_retrieves_the_reference(evaluation, d
     assert evaluation.reports["nearest_neighbour"] == data.references
     assert nn["rougeL"] == pytest.approx(1.0)
     assert nn["ce_f1_macro"] == pytest.approx(1.0)  # same text → same labeler output
+    assert nn["repetition_rate"] == nn["contradiction_rate"] == 0.0  # the synthetic reports are consistent
     # vs ground truth it can only be as good as the labeler reading the reference
     assert nn["vs_ground_truth"]["ce_f1_macro"] == pytest.approx(evaluation.labeler_ceiling["ce_f1_macro"])
 
@@ -124,7 +128,8 @@ def test_tables_have_one_row_per_system_and_observation(evaluation):
     table = evaluation.metrics_table()
     assert list(table.index) == list(SYSTEMS)
     assert table.loc["nearest_neighbour", "rougeL"] > table.loc["always_normal", "rougeL"]
-    assert {"rougeL_low", "rougeL_high", "truth_f1_macro_low"} <= set(table.columns)
+    assert {"rougeL_low", "rougeL_high", "truth_f1_macro_low", "repetition_rate", "contradiction_rate",
+            "contradiction_rate_high"} <= set(table.columns)
     per = evaluation.per_observation_table("truth")
     assert len(per) == len(SYSTEMS) * len(RENDERED_OBSERVATIONS)
     assert set(per.columns) >= {"system", "observation", "precision", "recall", "f1", "support"}
@@ -153,6 +158,8 @@ def test_json_has_the_metrics_json_shape(evaluation):
         evaluation.labeler_ceiling["ce_f1_macro"])
     assert len(out["examples"]) == 2 and "always_normal" in out["examples"][0]
     assert isinstance(out["ci"]["rougeL"], list)
+    assert set(out["consistency_metrics"]) == {"repetition_rate", "contradiction_rate"}
+    assert out["contradiction_rate"] == evaluation.metrics["xraygpt"]["contradiction_rate"]
 
 
 def test_training_pool_redraws_the_stage1_cases(model):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from xraygpt_lab.eval.consistency import consistency_rates
 from xraygpt_lab.eval.metrics import (bleu, bleu_from_statistics, bleu_statistics, bootstrap_ci,
                                      bootstrap_intervals, clinical_efficacy, report_metrics, rouge, tokenize)
 
@@ -82,7 +83,8 @@ def test_report_metrics_intervals_are_bootstrap_intervals():
     labels = [{"Pleural Effusion": 1}, {"Cardiomegaly": 1}, {}, {"Cardiomegaly": 0}, {"Pneumothorax": 1}]
     out = report_metrics(PREDS, REFS, labels, labels[::-1], OBS, n_boot=40, seed=7)
     assert out["ci"] == bootstrap_intervals(PREDS, REFS, labels, labels[::-1], OBS, 40, seed=7)
-    assert set(out["ci"]) == {"rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro"}
+    assert set(out["ci"]) == {"rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "repetition_rate",
+                              "contradiction_rate"}
     assert "ci" not in report_metrics(PREDS, REFS, labels, labels, OBS, n_boot=0)
 
 
@@ -121,7 +123,19 @@ def test_report_metrics_has_the_evaluate_keys():
     labels_pred = [{"Pleural Effusion": 1}, {"Cardiomegaly": 0}]
     labels_ref = [{"Pleural Effusion": 1}, {"Cardiomegaly": 1}]
     out = report_metrics(preds, refs, labels_pred, labels_ref, OBS, n_boot=50)
-    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation", "ci"):
+    for key in ("rouge1", "rouge2", "rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "per_observation", "ci",
+                "repetition_rate", "contradiction_rate"):
         assert key in out
     low, high = out["ci"]["rougeL"]
     assert low <= out["rougeL"] <= high
+
+
+def test_report_metrics_rates_are_the_consistency_rates():
+    preds = ["There is a small left pleural effusion. No pleural effusion.",
+             "The heart is normal in size. The heart is normal in size.", "Clear lungs.", "No pneumothorax."]
+    labels = [{}] * 4
+    out = report_metrics(preds, preds, labels, labels, OBS, n_boot=30)
+    assert out["repetition_rate"] == 0.25 and out["contradiction_rate"] == 0.25
+    assert out["repetition_rate"] == consistency_rates(preds)["repetition_rate"]
+    low, high = out["ci"]["contradiction_rate"]
+    assert 0.0 <= low <= 0.25 <= high <= 1.0

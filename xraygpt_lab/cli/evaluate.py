@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 from xraygpt_lab.cli._common import add_device_argument, positive_int
+from xraygpt_lab.eval.consistency import CONSISTENCY_METRICS
 
 
 def register(subparsers) -> None:
@@ -13,9 +14,11 @@ def register(subparsers) -> None:
         "evaluate", help="score a trained run on a dataset folder (JSON)",
         description="Generate a report for every image of DIR (any layout open_dataset reads, e.g. a "
                     "`xraygpt-lab synth` folder with an unseen seed) and print JSON with rouge1/2/L, "
-                    "bleu1..4, ce_f1_macro/micro, per_observation, vs_ground_truth (when DIR has "
-                    "labels.csv), baselines.image_blind (projection output replaced by zeros) and skipped "
-                    "(records left out, by reason: missing image, malformed labels, unreadable file …).")
+                    "bleu1..4, ce_f1_macro/micro, per_observation, repetition_rate, contradiction_rate, "
+                    "vs_ground_truth (when DIR has labels.csv), baselines.image_blind (projection output "
+                    "replaced by zeros) and skipped (records left out, by reason: missing image, malformed "
+                    "labels, unreadable file …). "
+                    + " ".join(f"{name}: {what}." for name, what in CONSISTENCY_METRICS.items()))
     p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with images and reference reports")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
@@ -96,7 +99,9 @@ def run(args) -> int:
     if args.out is not None:
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
         say(f"wrote {args.out}: ROUGE-L {metrics['rougeL']:.3f}, CE macro-F1 {metrics['ce_f1_macro']:.3f}, "
-            f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}")
+            f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}, "
+            f"repetition rate {metrics['repetition_rate']:.3f}, contradiction rate "
+            f"{metrics['contradiction_rate']:.3f}")
     else:
         print(text)
     return 0

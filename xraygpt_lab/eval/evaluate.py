@@ -9,8 +9,8 @@ Systems (XrayGPT, arXiv 2306.07971, Table 1 compares against MiniGPT-4 only):
   images) under the vision encoder's L2-normalised embedding (``eval.baselines``);
 * ``always_normal`` — one normal report for every image (``eval.baselines.NORMAL_REPORT``).
 
-Every system gets ROUGE-1/2/L, BLEU-1..4 and clinical efficacy (CE) from
-``eval.metrics.report_metrics``. CE labels of the generated text come from our rule-based
+Every system gets ROUGE-1/2/L, BLEU-1..4, clinical efficacy (CE) and the repetition and
+contradiction rates (``eval.consistency``) from ``eval.metrics.report_metrics``. CE labels of the generated text come from our rule-based
 labeler (``data.labeler``) and are scored against two references:
 
 * ``labeler`` — the labeler applied to the reference report (the usual CE protocol, R2Gen);
@@ -40,6 +40,7 @@ from ..data.readers.images import load_image, preprocess
 from ..data.synthetic.world import generate_cases
 from ..data.text.labeler import label_report
 from .baselines import always_normal_reports, nearest_neighbour_reports
+from .consistency import CONSISTENCY_METRICS
 from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
 
 #: The question asked about every evaluation image (XrayGPT's own description prompt).
@@ -56,8 +57,9 @@ SYSTEM_DESCRIPTIONS: dict[str, str] = {
     "always_normal": "the same normal report for every image",
 }
 
-#: Headline metrics with a bootstrap interval (``report_metrics`` computes these four).
-CI_METRICS: tuple[str, ...] = ("rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro")
+#: Headline metrics with a bootstrap interval (``report_metrics`` computes these six).
+CI_METRICS: tuple[str, ...] = ("rougeL", "bleu4", "ce_f1_macro", "ce_f1_micro", "repetition_rate",
+                               "contradiction_rate")
 
 Labels = Mapping[str, int | None]
 
@@ -296,13 +298,15 @@ class Evaluation:
             raise ValueError(f"unknown system {system!r}; evaluated: {', '.join(self.metrics)}")
 
     def metrics_table(self):
-        """One row per system: ROUGE, BLEU, CE (both references) and the 95% intervals."""
+        """One row per system: ROUGE, BLEU, CE (both references), repetition and contradiction
+        rates, and the 95% intervals."""
         import pandas as pd
 
         rows = []
         for system, m in self.metrics.items():
             row = {"system": system, **{k: m[k] for k in ("rouge1", "rouge2", "rougeL", "bleu1", "bleu4",
-                                                          "ce_f1_macro", "ce_f1_micro")}}
+                                                          "ce_f1_macro", "ce_f1_micro", "repetition_rate",
+                                                          "contradiction_rate")}}
             for key, (low, high) in m.get("ci", {}).items():
                 row[f"{key}_low"], row[f"{key}_high"] = low, high
             truth = m.get("vs_ground_truth")
@@ -388,6 +392,7 @@ class Evaluation:
             "n": len(self.data), "observations": list(self.observations), "n_boot": self.n_boot,
             "ce_labels": "rule-based labeler (data.labeler) on generated text, vs the labeler on the "
                          "reference text and vs ground truth (vs_ground_truth) when known",
+            "consistency_metrics": dict(CONSISTENCY_METRICS),
             "baselines": {s: {"how": SYSTEM_DESCRIPTIONS.get(s, s), **m}
                           for s, m in self.metrics.items() if s != primary},
             "examples": [{"image_id": self.data.image_ids[i], "reference": self.data.references[i],

@@ -14,6 +14,11 @@
   generated report against labels of the reference (Chen et al. 2020, "R2Gen", Sec. 4.2). A label
   counts as positive only when it is 1; 0, -1 (uncertain) and None (not mentioned) are not
   positive, unless ``uncertain_as_positive=True``.
+- Consistency of each report with itself (``eval.consistency``): ``repetition_rate``, the share of
+  reports that repeat a sentence or a clause of >= 3 words (body and summary each on their own),
+  and ``contradiction_rate``, the share where the labeler, run per sentence, finds one
+  observation both asserted and denied, or the summary puts a finding on the side opposite to
+  the body's. Neither needs a reference.
 - Bootstrap 95% intervals: percentile bootstrap over reports (Efron & Tibshirani 1993, ch. 13),
   :func:`bootstrap_ci`; :func:`bootstrap_intervals` gives the headline metrics' intervals used by
   :func:`report_metrics` and ``eval.evaluate``.
@@ -28,6 +33,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+
+from .consistency import consistency_flags
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
@@ -215,23 +222,28 @@ def ce_intervals(pred_labels: Sequence[Mapping[str, int | None]],
 def bootstrap_intervals(preds: Sequence[str], refs: Sequence[str],
                         pred_labels: Sequence[Mapping[str, int | None]],
                         ref_labels: Sequence[Mapping[str, int | None]], observations: Sequence[str],
-                        n_boot: int, seed: int = 0, *,
-                        rouge_l: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
-    """Bootstrap 95% intervals of ROUGE-L, BLEU-4 and CE macro/micro F1 (the ``ci`` of
-    :func:`report_metrics`), every metric on the same resamples (:func:`bootstrap_ci`, ``seed``).
+                        n_boot: int, seed: int = 0, *, rouge_l: np.ndarray | None = None,
+                        consistency: Mapping[str, np.ndarray] | None = None) -> dict[str, tuple[float, float]]:
+    """Bootstrap 95% intervals of ROUGE-L, BLEU-4, CE macro/micro F1 and the repetition and
+    contradiction rates (the ``ci`` of :func:`report_metrics`), every metric on the same
+    resamples (:func:`bootstrap_ci`, ``seed``).
 
     ROUGE-L is averaged from per-report scores and BLEU-4 summed from per-report counts
     (:func:`bleu_statistics`), so no resample re-tokenises a report. ``rouge_l``: the per-report
-    ROUGE-L when the caller already has it.
+    ROUGE-L, ``consistency``: ``eval.consistency.consistency_flags`` of ``preds``, when the caller
+    already has them.
     """
     _check_pairs(preds, refs)
     n = len(preds)
     rouge_l = rouge_per_report(preds, refs)["rougeL"] if rouge_l is None else rouge_l  # [n]
     stats = bleu_statistics(preds, refs)  # [n, 10]
+    flags = consistency_flags(preds) if consistency is None else consistency  # name -> bool [n]
     return {
         "rougeL": bootstrap_ci(lambda idx: float(rouge_l[idx].mean()), n, n_boot, seed=seed),
         "bleu4": bootstrap_ci(lambda idx: bleu_from_statistics(stats[idx]), n, n_boot, seed=seed),
         **ce_intervals(pred_labels, ref_labels, observations, n_boot, seed),
+        **{name: bootstrap_ci(lambda idx, f=f: float(f[idx].mean()), n, n_boot, seed=seed)
+           for name, f in flags.items()},
     }
 
 
@@ -241,9 +253,9 @@ def report_metrics(preds: Sequence[str], refs: Sequence[str],
                    observations: Sequence[str], n_boot: int = 200, seed: int = 0) -> dict:
     """All metrics of one system with bootstrap 95% intervals: the shape `evaluate` prints.
 
-    Returns ``rouge1/rouge2/rougeL/bleu1..4/ce_f1_macro/ce_f1_micro/per_observation`` and, when
-    ``n_boot > 0``, ``ci`` with ``[low, high]`` for ROUGE-L, BLEU-4 and both CE F1s
-    (:func:`bootstrap_intervals`).
+    Returns ``rouge1/rouge2/rougeL/bleu1..4/ce_f1_macro/ce_f1_micro/per_observation``,
+    ``repetition_rate/contradiction_rate`` (``eval.consistency``) and, when ``n_boot > 0``, ``ci``
+    with ``[low, high]`` for ROUGE-L, BLEU-4, both CE F1s and both rates (:func:`bootstrap_intervals`).
     """
     per_report = rouge_per_report(preds, refs)
     out: dict = {key: float(v.mean()) for key, v in per_report.items()}
@@ -252,7 +264,9 @@ def report_metrics(preds: Sequence[str], refs: Sequence[str],
     out["ce_f1_macro"] = ce["macro_f1"]
     out["ce_f1_micro"] = ce["micro_f1"]
     out["per_observation"] = ce["per_observation"]
+    flags = consistency_flags(preds)  # name -> bool [n]
+    out.update({name: float(f.mean()) for name, f in flags.items()})
     if n_boot > 0:
         out["ci"] = bootstrap_intervals(preds, refs, pred_labels, ref_labels, observations, n_boot, seed,
-                                        rouge_l=per_report["rougeL"])
+                                        rouge_l=per_report["rougeL"], consistency=flags)
     return out

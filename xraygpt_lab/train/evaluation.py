@@ -4,8 +4,9 @@ Generating and scoring live in ``eval.evaluate`` (:func:`~xraygpt_lab.eval.evalu
 :func:`~xraygpt_lab.eval.evaluate.score_reports`); this module only imports them (``train`` →
 ``eval``, never back) and re-exports them for older imports.
 
-Metrics (``eval.metrics.report_metrics``): ROUGE-1/2/L (XrayGPT's Table 1 metric), BLEU-1..4
-and clinical efficacy (CE) over the observations the synthetic world renders
+Metrics (``eval.metrics.report_metrics``): ROUGE-1/2/L (XrayGPT's Table 1 metric), BLEU-1..4,
+the repetition and contradiction rates of the generated text (``eval.consistency``) and
+clinical efficacy (CE) over the observations the synthetic world renders
 (``RENDERED_OBSERVATIONS``). CE labels come from our rule-based labeler (``data.labeler``)
 applied to the generated text, scored
 
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from ..data.findings import RENDERED_OBSERVATIONS
+from ..eval.consistency import CONSISTENCY_METRICS
 from ..eval.evaluate import DEFAULT_INSTRUCTION, generate_reports, score_reports
 from ..models.xraygpt import XrayGPT
 
@@ -52,6 +54,7 @@ def evaluate_model(model: XrayGPT, refs: Sequence[str], pixel_values: torch.Tens
     out["n"] = len(refs)
     out["observations"] = list(RENDERED_OBSERVATIONS)
     out["ce_labels"] = "rule-based labeler (data.labeler) on generated vs reference text"
+    out["consistency_metrics"] = dict(CONSISTENCY_METRICS)
     out["baselines"] = {"image_blind": {
         "how": "projection output replaced by zeros; <Img></Img> slot kept",
         **score_reports(blind, refs, ground_truth, n_boot=0),

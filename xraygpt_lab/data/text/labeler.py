@@ -219,12 +219,16 @@ _CLAUSE_BREAK = re.compile(
 
 @dataclass(frozen=True)
 class Mention:
-    """One matched phrase: the observation, its value and where it was found (for teaching)."""
+    """One matched phrase: the observation, its value and where it was found (for teaching).
+
+    ``clause`` is the lower-case clause the cues were read in (stage 2's clause bounds).
+    """
 
     observation: str
     value: int
     sentence: str
     phrase: str
+    clause: str = ""
 
 
 def _compile(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
@@ -262,6 +266,12 @@ def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
     return left, right
 
 
+def _clause(sentence: str, start: int, end: int) -> str:
+    """The clause text around ``sentence[start:end]`` (see :func:`_clause_bounds`)."""
+    left, right = _clause_bounds(sentence, start, end)
+    return sentence[left:right].strip()
+
+
 def classify_mention(sentence: str, start: int, end: int) -> int:
     """Value of the mention ``sentence[start:end]`` (lower-case sentence): 1, 0 or -1."""
     left, right = _clause_bounds(sentence, start, end)
@@ -289,7 +299,8 @@ def find_mentions(report: str) -> list[Mention]:
             if normal is not None:
                 for match in normal.finditer(text):
                     normal_spans.append(match.span())
-                    mentions.append(Mention(observation, NEGATIVE, sentence, match.group(0)))
+                    mentions.append(Mention(observation, NEGATIVE, sentence, match.group(0),
+                                            _clause(text, *match.span())))
             pattern = _MENTION_RE.get(observation)
             if pattern is None:
                 continue
@@ -297,7 +308,8 @@ def find_mentions(report: str) -> list[Mention]:
                 if any(a <= match.start() < b for a, b in normal_spans):
                     continue  # "heart size is normal, not enlarged": already read as normal
                 value = classify_mention(text, match.start(), match.end())
-                mentions.append(Mention(observation, value, sentence, match.group(0)))
+                mentions.append(Mention(observation, value, sentence, match.group(0),
+                                        _clause(text, *match.span())))
     return mentions
 
 
