@@ -14,9 +14,11 @@ attacks", NeurIPS 2018. Each covariance is shrunk towards a scaled identity by L
 Anal. 88, 2004), since a few hundred films estimate a 128-wide covariance poorly.
 
 **Calibration** (:func:`calibrate`): the Gaussians are fitted on ``N_FIT`` synthetic films of one
-seed the run never trained on; the threshold is the ``PERCENTILE``-th percentile of the scores of
-``N_THRESHOLD`` films of a second such seed (scoring the fitting films themselves would set it too
-low). It is the score the model sees: the images go through the model's own transform.
+seed the run never trained on; the threshold is the ``PERCENTILE``-th percentile of a log-normal
+fitted to the scores of ``N_THRESHOLD`` films of a second such seed (scoring the fitting films
+themselves would set it too low, and a tail percentile read straight off 200 scores moves by about
+15 % from one set of films to the next; the fitted one moves less). It is the score the model
+sees: the images go through the model's own transform.
 
 **Input checks** (:func:`input_problems`): the transform pads every image to a square and resizes
 it, which can hide what is wrong with it (a 1×1 image becomes a uniform square). An image smaller
@@ -29,6 +31,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -48,7 +51,7 @@ MAX_ASPECT = 2.5
 #: Calibration: films to fit the Gaussians, films to set the threshold, and its percentile.
 N_FIT = 300
 N_THRESHOLD = 200
-PERCENTILE = 99.0
+PERCENTILE = 99.5
 #: The JSON fields for a model without the check (the released XrayGPT).
 UNCHECKED: dict[str, Any] = {"in_distribution": None, "ood_score": None, "ood_threshold": None, "ood_reasons": []}
 #: Offsets from the run's seed of the two calibration sets (the walkthrough uses +0, +1000, +2000).
@@ -211,7 +214,8 @@ def synthetic_features(encoder: Any, n: int, seed: int, bar: Any = None, batch: 
 def calibrate(encoder: Any, fit_seed: int, threshold_seed: int, n_fit: int = N_FIT,
               n_threshold: int = N_THRESHOLD, percentile: float = PERCENTILE, progress: bool = False) -> OODDetector:
     """Fit the Gaussians on ``n_fit`` synthetic films of ``fit_seed`` and set the threshold at the
-    ``percentile``-th percentile of the scores of ``n_threshold`` films of ``threshold_seed``."""
+    ``percentile``-th percentile of a log-normal fitted to the scores of ``n_threshold`` films of
+    ``threshold_seed`` (:func:`lognormal_percentile`)."""
     if fit_seed == threshold_seed:
         raise ValueError("the fitting and threshold films need two different seeds")
     with tqdm(total=n_fit + n_threshold, desc="ood calibration", unit="film", disable=not progress) as bar:
@@ -228,8 +232,19 @@ def calibrate(encoder: Any, fit_seed: int, threshold_seed: int, n_fit: int = N_F
             "shrinkage": ",".join(shrinkages), "image_size": str(int(encoder.image_size))}
     detector = OODDetector(means, precisions, 0.0, torch.empty(0, dtype=torch.float64), info)
     detector.held_out = detector.score_features(held)  # [n_threshold]
-    detector.threshold = float(torch.quantile(detector.held_out, percentile / 100.0))
+    detector.threshold = lognormal_percentile(detector.held_out, percentile)
     return detector
+
+
+def lognormal_percentile(scores: torch.Tensor, percentile: float) -> float:
+    """The ``percentile``-th percentile of a log-normal fitted to positive ``scores`` ``[n]``:
+    ``exp(m + z s)`` with the mean ``m`` and standard deviation ``s`` of ``log(scores)`` and the
+    standard normal quantile ``z``."""
+    if scores.numel() < 2 or not bool((scores > 0).all()):
+        raise ValueError("a log-normal needs at least two positive scores")
+    logs = scores.double().log()
+    z = NormalDist().inv_cdf(percentile / 100.0)
+    return float(torch.exp(logs.mean() + z * logs.std()))
 
 
 def calibration_seeds(config: dict[str, Any]) -> tuple[int, int]:
