@@ -45,9 +45,10 @@ def run(args) -> int:
     model = load_run(args.run or default_run_dir(), device=args.device)
     # the model's own transform: MedCLIP's grey [B, 1, S, S], or BLIP-2's RGB [B, 3, S, S] for the release
     pixels = torch.cat([model.image_processor(path) for path in args.images])
+    reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
+    # checked after the reports, so that a refused request (too many tokens) stays a one-line error
     detector = ood_detector(model, progress=True, log=lambda m: print(m, file=sys.stderr, flush=True))
     verdicts = detector.check(model.encoder, pixels, shapes) if detector is not None else [None] * len(shapes)
-    reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
     for path, report, verdict in zip(args.images, reports, verdicts):
         if args.json:
             checked = verdict.as_json() if verdict is not None else dict(UNCHECKED)

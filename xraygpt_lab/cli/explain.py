@@ -168,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_run(args.run, device=args.device)
     size, fit = model.encoder.image_size, model.pixel_space.fit
     pixels = model.image_processor(args.image)  # [1, C, S, S]: the model's own transform
-    checked = _ood_fields(model, pixels, image.shape, args.image)
     instruction = args.prompt or DEFAULT_INSTRUCTION
     if args.answer is not None:
         answer = args.answer
@@ -181,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     restored = map_to_image(result.map, image.shape, fit)  # [H, W]
     r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
     _save_overlay(args.out, image, restored, f"{args.method}: {args.phrase!r}", result.baseline)
+    checked = _ood_fields(model, pixels, image.shape, args.image)  # after the work: an error stays one line
     mr, mc = result.peak
     print(json.dumps({
         "method": args.method, "phrase": args.phrase, "peak": [r, c],
