@@ -160,7 +160,7 @@ def run(run_dir: str | None = None, n: int = 300) -> dict:
         kinds = {f"synthetic held-out ({size} px)": [(str(i), f) for i, f in enumerate(films)],
                  "synthetic held-out, 8-bit PNG": [(str(i), _through_file(f, folder, f"syn{i}", ".png"))
                                                    for i, f in enumerate(films[:100])],
-                 f"synthetic held-out ({2 * size} px)": [(str(i), f) for i, f in enumerate(synthetic(100, 2 * size, seed + 1))],
+                 f"synthetic held-out ({2 * size} px)": [(str(i), f) for i, f in enumerate(synthetic(min(n, 100), 2 * size, seed + 1))],
                  "real chest CR (DICOM, PNG, JPEG)": real_chest_variants(folder)}
         kinds.update({k: _dicom(v) for k, v in DICOM.items() if k != "real chest CR"})
         kinds["photographs and drawings"] = pictures(folder)

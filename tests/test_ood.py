@@ -239,3 +239,19 @@ def test_the_panel_escapes_the_warning(tiny, files, monkeypatch):
         assert "img" not in parsed.tags and "onerror" not in parsed.attributes
         assert hostile in "".join(parsed.text)
     assert render_familiarity(None, True) == ""
+
+
+def test_the_benchmark_measures_every_kind(tiny):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ood_rates.py"
+    spec = importlib.util.spec_from_file_location("bench_ood_rates", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(str(tiny[0].run_dir), n=12)
+    kinds = result["kinds"]
+    assert {"blank", "noise", "1x1 and tiny", "extreme aspect", "CT slices"} <= set(kinds)
+    assert kinds["synthetic held-out (128 px)"]["n"] == 12 and kinds["CT slices"]["n"] >= 5
+    for kind in ("blank", "noise", "CT slices", "extreme aspect"):
+        assert kinds[kind]["flagged"] == 1.0 and kinds[kind]["meets_goal"], kind
+    assert "all goals met" in bench.table(result)
