@@ -20,6 +20,7 @@ from xraygpt_lab.errors import RunFolderError
 from xraygpt_lab.models.conversation import IMAGE_SLOT
 from xraygpt_lab.models.encoder import EncoderConfig, VisionEncoder
 from xraygpt_lab.models.llm import tiny_llm, train_tokenizer
+from xraygpt_lab.models.ood import FILE_NAME, calibrate
 from xraygpt_lab.models.xraygpt import XrayGPT
 from xraygpt_lab.widgets import ChatInputError, ChatPanel, GenerationSettings
 from xraygpt_lab.widgets.html import DOCTOR, Entry, escape_text, render_entry
@@ -61,6 +62,7 @@ def write_small_run(folder: Path, tokenizer, context: int = 256) -> Path:
     save_llm(model.llm, tokenizer, folder / "llm")
     save_weights(folder / "projection.safetensors", dict(model.projection.state_dict()))
     (folder / "config.json").write_text(json.dumps({"profile": "tiny", "image_size": 32, "chat_system": ""}))
+    calibrate(model.encoder, 3000, 4000, n_fit=30, n_threshold=20).save(folder / FILE_NAME)  # small, not lazily
     return folder
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from test_attribution import ANSWER, small_model
 from xraygpt_lab.cli import main
+from xraygpt_lab.models.ood import FILE_NAME, calibrate
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def run_dir(tmp_path_factory) -> Path:
     save_llm(model.llm, model.tokenizer, run / "llm")
     save_weights(run / "projection.safetensors", dict(model.projection.state_dict()))
     (run / "config.json").write_text(json.dumps({"profile": "tiny", "image_size": 32, "end_sym": "###"}))
+    calibrate(model.encoder, 3000, 4000, n_fit=30, n_threshold=20).save(run / FILE_NAME)  # small, not lazily
     return run
 
 
@@ -56,6 +58,7 @@ def test_explain_writes_overlay_and_json_in_input_coordinates(run_dir, image_pat
     row, col = result["peak"]
     assert 0 <= row < 60 and 0 <= col < 100  # never in the padding
     assert result["baseline"] and out.is_file() and out.stat().st_size > 1000
+    assert isinstance(result["in_distribution"], bool) and result["ood_score"] >= 0 and "ood_reasons" in result
     assert Image.open(out).format == "PNG"
     assert not list(out.parent.glob(".*.tmp*"))  # atomic write left nothing behind
 

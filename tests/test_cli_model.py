@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from xraygpt_lab.cli import main
+from xraygpt_lab.models.encoder import VisionEncoder
+from xraygpt_lab.models.ood import FILE_NAME, calibrate
 from xraygpt_lab.train.walkthrough import run_walkthrough
 
 TOY = {
@@ -26,6 +28,8 @@ TOY = {
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     run_walkthrough(out, "tiny", seed=1, overrides=TOY, log=lambda m: None, progress=False)
+    encoder = VisionEncoder.from_pretrained(out / "encoder")  # a small out-of-distribution calibration, made
+    calibrate(encoder, 3001, 4001, n_fit=30, n_threshold=20).save(out / FILE_NAME)  # here instead of lazily
     return out
 
 
@@ -45,6 +49,15 @@ def test_describe_prints_one_report_per_image(run_dir, images, capsys):
     assert main(["describe", "--run", str(run_dir), "--max-new-tokens", "4", *map(str, images)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(images[0])) and lines[1].startswith(str(images[1]))
+
+
+def test_describe_json_prints_one_object_per_image_with_the_check(run_dir, images, capsys):
+    assert main(["describe", "--run", str(run_dir), "--json", "--max-new-tokens", "4", *map(str, images)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["image"] for r in rows] == list(map(str, images))
+    for row in rows:
+        assert isinstance(row["report"], str) and isinstance(row["in_distribution"], bool)
+        assert row["in_distribution"] == (row["ood_score"] <= row["ood_threshold"] and not row["ood_reasons"])
 
 
 def test_chat_reads_piped_stdin(run_dir, images, capsys, monkeypatch):

@@ -24,6 +24,7 @@ SOLUTIONS = {
     "s06_attention": [("rollout", "check_rollout")],
     "s07_evaluation": [("ce_scores", "check_ce_scores")],
     "s09_released": [("query_maps", "check_query_maps")],
+    "s10_out_of_distribution": [("feature_score", "check_feature_score")],
 }
 PAIRS = [(module, fn, checker) for module, items in SOLUTIONS.items() for fn, checker in items]
 

@@ -6,9 +6,10 @@ Notebooks 03–07, tests and the chat panel call :func:`ensure_tiny_run` then :f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import RunFolderError
 from .data.synthetic.world import WORLD_VERSION
@@ -124,4 +125,38 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     model.run_config = config
     model.chat_system = str(config.get("chat_system", "") or "")
     model.image_size = int(encoder.config.image_size)  # the recipe's image_size, via the encoder
+    model.run_dir = run_dir  # where ood_detector keeps the out-of-distribution calibration
     return model.eval()
+
+
+def ood_detector(model: Any, progress: bool = False, log: Callable[[str], None] | None = None) -> Any:
+    """The out-of-distribution check (``models.ood.OODDetector``) of a model from :func:`load_run`,
+    or None for a model without a run folder or whose encoder has no pooled stages (the released one).
+
+    Read from ``<run>/ood.safetensors`` when it was made for this encoder; otherwise calibrated on
+    held-out synthetic films (about 10 s on a CPU core for the tiny run, ``progress`` shows a bar),
+    kept on the model and written to the run folder under its lock, atomically. A run folder that
+    cannot be written to keeps the calibration in memory only.
+    """
+    from .models.ood import FILE_NAME, load_or_calibrate
+
+    cached = getattr(model, "ood", None)
+    run_dir = getattr(model, "run_dir", None)
+    if cached is not None or run_dir is None or not hasattr(model.encoder, "pooled_stages"):
+        return cached
+    path = Path(run_dir) / FILE_NAME
+    with contextlib.ExitStack() as stack:
+        try:  # a second process waits, then reads the first one's calibration
+            stack.enter_context(run_lock(run_dir))
+        except OSError:  # the lock's folder cannot be written to: work without it
+            pass
+        detector, new = load_or_calibrate(path, model.encoder, getattr(model, "run_config", {}), progress, log)
+        if new:
+            try:
+                detector.save(path)
+            except OSError as exc:  # a read-only run folder: keep the calibration in memory
+                if log is not None:
+                    log(f"could not store the out-of-distribution calibration in {run_dir} ({exc}); "
+                        "it is kept in memory")
+    model.ood = detector
+    return detector

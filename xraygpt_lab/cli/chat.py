@@ -2,6 +2,8 @@
 
 The conversation is :class:`xraygpt_lab.models.xraygpt.ChatSession`, the same session the notebook
 chat panel wraps: same prompts, same trimming of old turns, same answers.
+
+An image unlike the run's training films (``models.ood``) gets a warning on stderr before the chat.
 """
 from __future__ import annotations
 
@@ -30,11 +32,16 @@ def run(args) -> int:
 
     from xraygpt_lab.data.readers.images import load_image
     from xraygpt_lab.models.xraygpt import ChatInputError, ChatSession
-    from xraygpt_lab.runs import default_run_dir, load_run
+    from xraygpt_lab.runs import default_run_dir, load_run, ood_detector
 
-    load_image(args.image)  # fail on a bad file before loading the model
+    shape = load_image(args.image).shape  # fail on a bad file before loading the model
     model = load_run(args.run or default_run_dir(), device=args.device)
     pixels = model.image_processor(args.image)  # [1, C, S, S]: MedCLIP's grey, or BLIP-2's RGB for the release
+    detector = ood_detector(model, progress=True, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if detector is not None:
+        warning = detector.check(model.encoder, pixels, [shape])[0].warning()
+        if warning:
+            print(f"warning: {args.image}: {warning}", file=sys.stderr, flush=True)
     session = ChatSession(model, pixels, max_new_tokens=args.max_new_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

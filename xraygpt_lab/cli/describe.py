@@ -1,4 +1,10 @@
-"""``xraygpt-lab describe``: one generated report per image."""
+"""``xraygpt-lab describe``: one generated report per image, and whether the image is like the training films.
+
+Each image is also checked against the run's training world (``models.ood``: a feature score of the
+frozen encoder and input checks); one that is not gets a warning on stderr. ``--json`` prints one
+JSON object per line and image instead: ``image``, ``report``, ``in_distribution``, ``ood_score``,
+``ood_threshold`` and ``ood_reasons`` (``null`` scores for a model without the check, the released one).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,22 +24,37 @@ def register(subparsers) -> None:
     p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="the question asked about each image")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest report in tokens (160)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line and image: image, report, in_distribution, ood_score, "
+                        "ood_threshold, ood_reasons")
     add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import json
+    import sys
+
     import torch
 
     from xraygpt_lab.data.readers.images import load_image
-    from xraygpt_lab.runs import default_run_dir, load_run
+    from xraygpt_lab.models.ood import UNCHECKED
+    from xraygpt_lab.runs import default_run_dir, load_run, ood_detector
 
-    for path in args.images:  # fail on a bad file before loading the model
-        load_image(path)
+    shapes = [load_image(path).shape for path in args.images]  # fail on a bad file before loading the model
     model = load_run(args.run or default_run_dir(), device=args.device)
     # the model's own transform: MedCLIP's grey [B, 1, S, S], or BLIP-2's RGB [B, 3, S, S] for the release
     pixels = torch.cat([model.image_processor(path) for path in args.images])
     reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)
-    for path, report in zip(args.images, reports):
-        print(f"{path}: {report}" if len(args.images) > 1 else report)
+    # checked after the reports, so that a refused request (too many tokens) stays a one-line error
+    detector = ood_detector(model, progress=True, log=lambda m: print(m, file=sys.stderr, flush=True))
+    verdicts = detector.check(model.encoder, pixels, shapes) if detector is not None else [None] * len(shapes)
+    for path, report, verdict in zip(args.images, reports, verdicts):
+        if args.json:
+            checked = verdict.as_json() if verdict is not None else dict(UNCHECKED)
+            print(json.dumps({"image": str(path), "report": report, **checked}), flush=True)
+            continue
+        if verdict is not None and not verdict.in_distribution:
+            print(f"warning: {path}: {verdict.warning()}", file=sys.stderr, flush=True)
+        print(f"{path}: {report}" if len(args.images) > 1 else report, flush=True)
     return 0

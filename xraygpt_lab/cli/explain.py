@@ -13,6 +13,10 @@ phrase occurs in it, the phrase is explained in that context, otherwise as the w
 A run folder of the released XrayGPT (``xraygpt-lab release init``) works the same: its images
 go through BLIP-2's processor (resized without padding, so maps come back by a plain resize),
 and ``cross_attention`` (the Q-Former's queries, rolled out to the patches) is its own kind.
+
+The JSON also says whether the image is like the run's training films (``models.ood``):
+``in_distribution``, ``ood_score``, ``ood_threshold``, ``ood_reasons`` (``null`` for the released
+model, which has no such check); a flagged image also gets a warning on stderr.
 """
 from __future__ import annotations
 
@@ -122,6 +126,22 @@ def _save_overlay(path: Path, image, restored, title: str, baseline: str) -> Non
         plt.close(fig)
 
 
+def _ood_fields(model, pixels, shape: tuple[int, int], image: Path) -> dict:
+    """The out-of-distribution fields of the JSON (``runs.ood_detector``); a warning on stderr when flagged."""
+    import sys
+
+    from xraygpt_lab.models.ood import UNCHECKED
+    from xraygpt_lab.runs import ood_detector
+
+    detector = ood_detector(model, progress=True, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if detector is None:
+        return dict(UNCHECKED)
+    verdict = detector.check(model.encoder, pixels, [shape])[0]
+    if not verdict.in_distribution:
+        print(f"warning: {image}: {verdict.warning()}", file=sys.stderr, flush=True)
+    return verdict.as_json()
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, generate, attribute, map back, draw, print."""
     from xraygpt_lab.paths import check_output_file
@@ -160,12 +180,13 @@ def run(args: argparse.Namespace) -> int:
     restored = map_to_image(result.map, image.shape, fit)  # [H, W]
     r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
     _save_overlay(args.out, image, restored, f"{args.method}: {args.phrase!r}", result.baseline)
+    checked = _ood_fields(model, pixels, image.shape, args.image)  # after the work: an error stays one line
     mr, mc = result.peak
     print(json.dumps({
         "method": args.method, "phrase": args.phrase, "peak": [r, c],
         "peak_model": [mr, mc], "peak_model_in_image": [round(v, 1) for v in model_to_image(mr, mc, size, image.shape, fit)],
         "image_shape": list(image.shape), "model_size": size, "baseline": result.baseline,
         "target": result.target, "score": result.score, "resolution": result.resolution,
-        "answer": answer, "phrase_in_answer": in_answer, "out": str(args.out),
+        "answer": answer, "phrase_in_answer": in_answer, "out": str(args.out), **checked,
     }))
     return 0

@@ -22,6 +22,7 @@ notebook   exercise (function the student writes)               checker
 05, 06     interpretability exercises                           ``exercises.interpret``
 07         ``ce_scores(pred_labels, ref_labels, observations)``  ``check_ce_scores``
 09         ``query_maps(vision, cross, grid)``                   ``check_query_maps``
+10         ``feature_score(levels, means, precisions)``          ``check_feature_score``
 =========  ===================================================  ===========================
 
 Checkers are imported lazily (only the topic module you use is loaded, so ``import
@@ -50,6 +51,7 @@ CHECKERS: dict[str, str] = {
     "check_pointing_game": "interpret",
     "check_rollout": "interpret",
     "check_query_maps": "interpret",
+    "check_feature_score": "ood",
 }
 
 

@@ -286,6 +286,17 @@ class VisionEncoder(nn.Module):
             attentions=tuple(out.attentions) if output_attentions and out.attentions else None,
         )
 
+    def pooled_stages(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Mean-pooled features of each level of the backbone, for ``pixel_values`` ``[B, 1, S, S]``:
+        the patch embedding's output, then each Swin stage's output (after its patch merging), the
+        last one after the final LayerNorm (the tokens the projection reads). A list of ``[B, d_l]``."""
+        pixel_values = self._check_pixels(pixel_values)
+        param = next(self.backbone.parameters())
+        out = self.backbone(pixel_values=pixel_values.to(device=param.device, dtype=param.dtype),
+                            output_hidden_states=True)
+        levels = [*out.hidden_states[:-1], out.last_hidden_state]  # each [B, N_l, d_l]
+        return [level.mean(dim=1) for level in levels]  # each [B, d_l]
+
     def encode_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Patch tokens only: ``[B, N, d]``."""
         return self.forward(pixel_values).tokens

@@ -5,7 +5,9 @@ with ipywidgets: choose an image (upload, dataset browser, path, or a synthetic 
 multi-turn conversation in the ``###Patient: … ###Doctor: …`` template, the answer streamed word
 by word, with the demo's sliders (temperature, top-p, max new tokens, beams, repetition penalty),
 "New image" and "Reset", and an "Explain" action that draws which pixels raised the last answer
-or a phrase from it (:mod:`xraygpt_lab.widgets.explain`).
+or a phrase from it (:mod:`xraygpt_lab.widgets.explain`). Each image is checked against the run's
+training films (:mod:`xraygpt_lab.models.ood`); one unlike them gets a red warning under its
+thumbnail and a note in the transcript (:attr:`familiarity` holds the verdict).
 
 Threads: a button click only starts a worker thread and returns, so the kernel keeps serving the
 page while the model generates; inside :meth:`ChatPanel.send` a second thread runs ``generate``
@@ -41,8 +43,8 @@ import numpy as np
 from ..errors import ImageLoadError, PathOutsideError, RunFolderError, XrayGPTLabError, one_line
 from .browser import DatasetBrowser
 from .explain import PANEL_METHODS, Explanation, explain_answer
-from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_reference, render_status,
-                   render_transcript)
+from .html import (DOCTOR, ERROR, NOTICE, PATIENT, Entry, render_banner, render_familiarity, render_reference,
+                   render_status, render_transcript)
 from .offered import OfferedFiles
 from .pictures import overlay_png, set_picture, thumbnail_png
 from .session import ChatInputError, ChatSession, GenerationSettings
@@ -137,6 +139,7 @@ class ChatPanel:
         self.session = ChatSession(self.model, system=system) if self.model is not None else None
         self.entries: list[Entry] = []
         self.reference: str | None = None  # the dataset's report for the current image, if known
+        self.familiarity: Any = None  # models.ood.Verdict of the current image (None: no image, or no check)
         self.last_explanation: Explanation | None = None
         self._lock = threading.RLock()  # one generation / explanation / image change at a time
         self._stop = threading.Event()
@@ -157,7 +160,7 @@ class ChatPanel:
         self._build_conversation()
         self._build_explain()
         layout = widgets.Layout
-        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.reference_box,
+        left = widgets.VBox([self.sources, self.thumbnail, self.image_caption, self.ood_box, self.reference_box,
                              self.new_image_button,
                              self.controls], layout=layout(width="380px", min_width="320px"))
         right = widgets.VBox([
@@ -198,6 +201,7 @@ class ChatPanel:
         self.thumbnail.add_class("xg-thumbnail")
         set_picture(self.thumbnail, b"")
         self.image_caption = widgets.HTML("<small>No image yet.</small>")
+        self.ood_box = widgets.HTML()  # is the image like the training films (models.ood)
         self.reference_box = widgets.HTML()  # the dataset's own report, to compare with the answers
         self.new_image_button = widgets.Button(description="New image", icon="file-image-o",
                                                tooltip="forget the image and the conversation")
@@ -375,8 +379,30 @@ class ChatPanel:
             height, width = array.shape
             self.image_caption.value = render_status(f"{name} ({width}\u00d7{height} px)")
             self.reference_box.value = render_reference(reference)
+            self._check_familiarity(array)
             self._say(f"New image: {name}. Ask a question about it.")
+            if self.familiarity is not None and not self.familiarity.in_distribution:
+                self._add(Entry(NOTICE, f"Warning: this image is {self.familiarity.warning()}."))
             return True
+
+    def _check_familiarity(self, array: np.ndarray) -> None:
+        """Check the current image against the run's training films (``runs.ood_detector``; the first
+        image of a run without a calibration calibrates it, about 20 s) and show the verdict."""
+        from ..runs import ood_detector
+
+        self.familiarity, self.ood_box.value = None, ""
+        try:
+            if getattr(self.model, "ood", None) is None and getattr(self.model, "run_dir", None) is not None:
+                self._say("Checking the image against the training films (the first image of a run may "
+                          "calibrate the check, about 20 s)\u2026", in_transcript=False)
+            detector = ood_detector(self.model)
+            if detector is None:  # an in-memory model, or the released one: no check
+                return
+            self.familiarity = detector.check(self.model.encoder, self.session.pixel_values, [array.shape])[0]
+        except (XrayGPTLabError, OSError) as exc:
+            self._say(f"Could not check whether the image is like the training films: {one_line(exc)}", ERROR)
+            return
+        self.ood_box.value = render_familiarity(self.familiarity.summary(), not self.familiarity.in_distribution)
 
     def _on_upload(self, change: dict) -> None:
         files = change["new"]
@@ -401,6 +427,7 @@ class ChatPanel:
             set_picture(self.explanation_image, b"")
             self.explanation_caption.value = ""
             self.image_caption.value = "<small>No image yet.</small>"
+            self.ood_box.value, self.familiarity = "", None
             self.reference_box.value = ""
             self._say("Choose a new image (upload, dataset or path).")
 

@@ -106,6 +106,18 @@ def render_status(text: str, kind: str = NOTICE) -> str:
     return f'<span class="xg-status" style="color:{colour};font-size:13px;">{escape_text(text)}</span>'
 
 
+def render_familiarity(text: str | None, flagged: bool) -> str:
+    """Whether the image is like the training films (``models.ood``), escaped: a red warning box
+    (class ``xg-ood-flagged``) when it is not, a quiet line (``xg-ood-ok``) when it is, nothing unchecked."""
+    if not text:
+        return ""
+    if flagged:
+        return ('<div class="xg-ood xg-ood-flagged" style="background:#fdecea;border:1px solid #d32f2f;'
+                'padding:4px 8px;border-radius:4px;font-size:12px;color:#8a1c1c;">'
+                f"\u26a0\ufe0f <b>{escape_text(text)}</b></div>")
+    return f'<div class="xg-ood xg-ood-ok" style="font-size:12px;color:#2e7d32;">{escape_text(text)}</div>'
+
+
 def render_reference(text: str | None) -> str:
     """The dataset's report for the current image (escaped, scrollable), or nothing when unknown."""
     if not text:
