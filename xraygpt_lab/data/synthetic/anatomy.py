@@ -517,7 +517,7 @@ def mediastinal_half_widths(params: AnatomyParams, y):
     t = smoothstep(ky + 0.06, g["top"] + 0.45 * (g["cy"] - g["top"]), y)
     right = (w + t * max(0.0, 0.55 * g["right"] - params.mediastinum_half_width)) \
         * (1.0 - 0.6 * smoothstep(g["ra_cy"] - 0.04, g["ra_cy"] + 0.04, y))
-    left = w + t * max(0.0, 0.45 * g["left"] - params.mediastinum_half_width)
+    left = w + t * max(0.0, 0.70 * g["left"] - params.mediastinum_half_width)
     return right, left
 
 
