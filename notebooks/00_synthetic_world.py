@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -77,7 +79,9 @@ assert heart_cols.mean() > 64
 # pydicom's public test images, `RG1_UNCI.dcm`, MIT licence), on the right a synthetic PA film,
 # both at 256 px. Compare the grey levels of lungs, heart and abdomen, the posterior ribs
 # running down and out, the fainter anterior ribs, the clavicles crossing the apices, the
-# vessels fanning out of the hila.
+# vessels fanning out of the hila. What still gives the synthetic film away: smooth organs and
+# no lung texture, ribs that read as bands rather than thin arcs, a simpler heart and mediastinum
+# outline, and black air around the body where the real film is collimated to the chest.
 
 # %%
 from PIL import Image
