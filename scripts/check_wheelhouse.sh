@@ -14,12 +14,19 @@ step() { echo "[wheelhouse check] $1: $((SECONDS - step_start)) s"; step_start=$
 bash "$ROOT/scripts/make_wheelhouse.sh" "$PY" "$TMP/wheelhouse"
 step "build"
 
+# Runs "$@" in a new network namespace with only the loopback interface (Jupyter's kernels talk
+# over it) where unshare and ip allow it, else as is.
+if unshare -n sh -c 'ip link set lo up' 2>/dev/null; then
+  offline() { unshare -n sh -c 'ip link set lo up && exec "$0" "$@"' "$@"; }
+else
+  echo "no network namespace here: offline by --no-index only"
+  offline() { "$@"; }
+fi
+
 "$PY" -m venv "$TMP/venv"
-# No index, no pip configuration (a configured find-links would otherwise still be read), and
-# no network where the kernel lets us drop it: only the wheelhouse can serve the install.
-OFFLINE=()
-if unshare -n true 2>/dev/null; then OFFLINE=(unshare -n); else OFFLINE=(); echo "unshare -n unavailable: offline by --no-index only"; fi
-PIP_CONFIG_FILE=/dev/null "${OFFLINE[@]}" env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL \
+# No index and no pip configuration (a configured find-links would otherwise still be read):
+# only the wheelhouse can serve the install.
+offline env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
   "$TMP/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index \
   --find-links "$TMP/wheelhouse" xraygpt-lab
 step "offline install"
@@ -31,13 +38,13 @@ import torch, xraygpt_lab
 assert xraygpt_lab.__file__.startswith('$TMP/venv'), xraygpt_lab.__file__
 assert torch.version.cuda is None, f'a CUDA build of torch: {torch.__version__}'
 print('import ok: xraygpt_lab', xraygpt_lab.__version__, '| torch', torch.__version__)"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "${OFFLINE[@]}" "$TMP/venv/bin/xraygpt-lab" synth --n 4 \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} offline "$TMP/venv/bin/xraygpt-lab" synth --n 4 \
   --workers 1 --out "$TMP/synth" --quiet
 test "$(ls "$TMP/synth/image" | wc -l)" -eq 4
 echo "synth ok: 4 images"
 # Notebook 00 top to bottom with the venv's own Jupyter, as a laptop would open it.
 cp "$ROOT/notebooks/00_synthetic_world.ipynb" "$TMP/"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg "${OFFLINE[@]}" "$TMP/venv/bin/jupyter" nbconvert \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MPLBACKEND=Agg offline "$TMP/venv/bin/jupyter" nbconvert \
   --to notebook --execute --log-level WARN --output "$TMP/00_executed.ipynb" "$TMP/00_synthetic_world.ipynb"
 echo "notebook 00 ok"
 step "smoke check"
