@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
+WHEELHOUSE ?= wheelhouse
 
-.PHONY: lab test install bench results chat-app clean-venv
+.PHONY: lab test install bench results chat-app wheelhouse slides clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -29,6 +30,12 @@ test: install  ## unit tests + notebooks (nbval, tiny profile)
 
 chat-app: install  ## the chat panel as a stand-alone web page (Voila, headless; prints the URL; PORT= to change)
 	VENV=$(VENV) PORT=$(PORT) bash scripts/serve_chat.sh
+
+wheelhouse: | $(PY)  ## every wheel the toolkit needs (CPU torch) for this platform and Python, in WHEELHOUSE= (default wheelhouse/)
+	bash scripts/make_wheelhouse.sh $(PY) $(WHEELHOUSE)
+
+slides: install  ## notebooks/slides_xraygpt_in_one_picture.ipynb as reveal.js slides in slides/ (works offline)
+	VENV=$(VENV) bash scripts/make_slides.sh
 
 bench: install  ## benchmarks: prints one table, writes bench.json
 	$(PY) benchmarks/run_all.py --out bench.json

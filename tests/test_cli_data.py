@@ -87,3 +87,50 @@ def test_label_bad_input_is_one_line_error(tmp_path, capsys):
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert main(["label"]) == 2
     assert "give either TEXT or --in" in capsys.readouterr().err
+
+
+def test_openi_download_with_a_silent_network_fails_fast(tmp_path, monkeypatch):
+    """An index that accepts connections and never answers (a network that swallows packets):
+    the download gives up within seconds with one line, instead of pip's minutes of retries."""
+    import socket
+    import threading
+    import time
+
+    from xraygpt_lab.data.text.openi_reports import OpenIError, obtain_openi_reports
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    monkeypatch.setenv("XRAYGPT_LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no configured find-links or extra index
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.getsockname()[1]}/simple")
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(OpenIError) as info:
+            obtain_openi_reports(timeout=60)
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+    assert time.perf_counter() - start < 20
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message  # one plain line
+    assert "offline" in message and "--tgz" in message
+    assert held, "pip never reached the silent index: the test did not test the stall"
