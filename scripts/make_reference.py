@@ -48,8 +48,8 @@ from xraygpt_lab.config import TINY_LONG, TINY_RECIPE  # noqa: E402
 from xraygpt_lab.data.synthetic.world import WORLD_VERSION  # noqa: E402
 from xraygpt_lab.errors import RecipeError, XrayGPTLabError  # noqa: E402
 from xraygpt_lab.models.ood import OODDetector, load_or_calibrate  # noqa: E402
-from xraygpt_lab.run_folder import (COMPLETE_MARKER, OOD_FILE, load_weights, missing_files, read_json,  # noqa: E402
-                                    save_weights)
+from xraygpt_lab.run_folder import (COMPLETE_MARKER, OOD_FILE, check_shapes, load_weights,  # noqa: E402
+                                    missing_files, read_header, read_json, save_weights)
 from xraygpt_lab.recipe import recipe_of_run  # noqa: E402
 from xraygpt_lab.runs import load_run, packaged_reference_dir  # noqa: E402
 
@@ -206,9 +206,17 @@ def _check_size(tmp: Path, max_bytes: int) -> None:
 
 
 def verify(folder: Path) -> None:
-    """Load the built folder strictly (``runs.load_run`` checks every weight file's keys) and check that
-    its calibration belongs to its encoder."""
+    """Load the built folder, check that every weight file holds exactly its model's tensors (none
+    missing, none unexpected; the LLM's tied output layer may be left out) and that the calibration
+    belongs to the encoder."""
     model = load_run(folder, device="cpu")
+    for name, module in zip(WEIGHT_FILES, (model.encoder, model.llm, model.projection)):
+        state = module.state_dict()
+        found = read_header(folder / name)[0]
+        stored = {state[k].data_ptr() for k in found if k in state}
+        tied = [k for k in state if k not in found and state[k].data_ptr() in stored]
+        check_shapes(folder / name, {k: tuple(v.shape) for k, v in state.items()}, "the loaded model",
+                     found=found, may_lack=tied)
     if not OODDetector.load(folder / OOD_FILE).matches(model.encoder):
         raise BuildError(f"{folder / OOD_FILE} was not made for the encoder stored beside it")
 

@@ -7,11 +7,14 @@ limit) and refuses what it cannot use without deleting anything.
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
 import shutil
 import stat
+import subprocess
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +84,21 @@ def test_reference_holds_every_file_the_loader_needs_and_no_checkpoints(referenc
     size = sum(p.stat().st_size for p in reference.rglob("*") if p.is_file())
     assert size <= MAX_BYTES, f"{size:,} bytes"
     assert "xraygpt-lab walkthrough" in (reference / "REPRODUCE.md").read_text()
+
+
+def test_package_data_ships_every_file_of_the_reference_and_git_does_not_hide_them(reference):
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["xraygpt_lab"]
+
+    def shipped(relative: str) -> bool:  # setuptools' glob: one path part per pattern part
+        parts = relative.split("/")
+        return any(len(p.split("/")) == len(parts) and all(map(fnmatch.fnmatchcase, parts, p.split("/")))
+                   for p in patterns)
+
+    files = [p.relative_to(reference.parent).as_posix() for p in reference.rglob("*") if p.is_file()]
+    assert files and [f for f in files if not shipped(f)] == []
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files],
+                             cwd=reference.parent, capture_output=True, text=True).stdout.split()
+    assert ignored == [], f".gitignore hides {ignored}"
 
 
 def test_reference_loads_with_strict_keys_in_float32(reference, model):

@@ -22,8 +22,7 @@ from typing import Any, Callable
 
 from .errors import RunFolderError
 from .data.synthetic.world import WORLD_VERSION
-from .run_folder import (COMPLETE_MARKER, OOD_FILE, RUN_FILES, check_shapes, load_state, missing_files, read_header,
-                         read_json, run_lock)
+from .run_folder import COMPLETE_MARKER, OOD_FILE, RUN_FILES, load_state, missing_files, read_json, run_lock
 
 ENV_VAR = "XRAYGPT_LAB_RUN"
 #: The name of the packaged reference run, wherever a run folder is named.
@@ -173,9 +172,10 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     ``run_dir``: a folder, ``"reference"`` or None (:func:`resolve_run`). ``device``:
     ``xraygpt_lab.device.resolve_device`` (CUDA when present, else the CPU).
 
-    ``metrics.json`` is not needed to load; the model files are. Every weight file must hold
-    exactly the model's tensors (a missing or an unexpected one is a one-line ``CorruptFileError``);
-    weights stored as bfloat16 (a reference run built over its size limit) are upcast to float32.
+    ``metrics.json`` is not needed to load; the model files are. A weight file that lacks one of the
+    model's tensors is a one-line ``CorruptFileError`` (the LLM's file may add old rotary buffers,
+    which are ignored); weights stored as bfloat16 (a reference run built over its size limit) are
+    upcast to float32.
     The returned model carries ``run_config`` (``config.json``) and ``image_size``. A folder with
     ``release.json`` (``xraygpt-lab release init``) loads the released XrayGPT instead (``models.released``).
     """
@@ -199,8 +199,7 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     config = read_json(run_dir / "config.json")  # one-line CorruptFileError naming a bad file, here and below
     device = resolve_device(device)  # CUDA when present, else the CPU; $XRAYGPT_DEVICE overrides
     encoder = VisionEncoder.from_pretrained(run_dir / "encoder", device=device)  # float32 module: bf16 upcast
-    llm, tokenizer = load_llm(run_dir / "llm", dtype=torch.float32, device=device)
-    check_llm_keys(llm, run_dir / "llm" / "model.safetensors")
+    llm, tokenizer = load_llm(run_dir / "llm", dtype=torch.float32, device=device)  # bf16 upcast
     model = XrayGPT(encoder, llm, tokenizer, end_sym=str(config.get("end_sym", "###"))).to(device)
     load_state(model.projection, run_dir / "projection.safetensors",
                against="the encoder and LLM sizes (encoder/encoder_config.json, llm/config.json)")
@@ -209,18 +208,6 @@ def load_run(run_dir: str | os.PathLike | None = None, device: "str | torch.devi
     model.image_size = int(encoder.config.image_size)  # the recipe's image_size, via the encoder
     model.run_dir = run_dir  # where ood_detector keeps the out-of-distribution calibration
     return model.eval()
-
-
-def check_llm_keys(llm: Any, path: str | os.PathLike) -> None:
-    """Refuse an LLM weights file whose tensors are not exactly ``llm``'s state dict (one line naming
-    the missing and unexpected ones). Hugging Face would fill a missing tensor with random numbers
-    and only warn; a tied copy (``lm_head`` sharing the embedding) may be left out of the file."""
-    state = llm.state_dict()
-    found = read_header(path)[0]
-    stored = {state[k].data_ptr() for k in found if k in state}
-    tied = [k for k in state if k not in found and state[k].data_ptr() in stored]
-    check_shapes(path, {k: tuple(v.shape) for k, v in state.items()}, against="llm/config.json",
-                 found=found, may_lack=tied)
 
 
 def ood_detector(model: Any, progress: bool = False, log: Callable[[str], None] | None = None) -> Any:
