@@ -30,6 +30,7 @@ from xraygpt_lab.eval.evaluate import synthetic_eval_data
 from xraygpt_lab.models.ood import OODDetector
 from xraygpt_lab.run_folder import OOD_FILE, read_header
 from xraygpt_lab.train.evaluation import evaluate_model
+from xraygpt_lab.widgets import app
 
 #: CE macro-F1 against the true labels that the reference must reach on a fresh synthetic seed.
 REFERENCE_CE_BAR = 0.85
@@ -136,6 +137,12 @@ def test_the_name_reference_resolves_in_one_place(reference, monkeypatch, tmp_pa
     assert runs.reference_or_tiny_run() == reference
     monkeypatch.delenv(runs.ENV_VAR)
     assert runs.reference_or_tiny_run() == reference
+    monkeypatch.delenv(app.RUN_ENV, raising=False)
+    assert app.chat_run() == reference  # the chat page's default
+    monkeypatch.setenv(app.RUN_ENV, "reference")
+    assert app.chat_run() == reference
+    monkeypatch.setenv(app.RUN_ENV, str(tmp_path))
+    assert app.chat_run() == tmp_path
 
 
 def test_describe_json_with_run_reference(reference, image, capsys):
