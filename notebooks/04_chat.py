@@ -5,6 +5,7 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,8 +17,9 @@
 #
 # XrayGPT (arXiv 2306.07971) ends in a chat demo: upload a chest radiograph, ask questions, read
 # answers in the `###Patient: … ###Doctor: …` template. This notebook rebuilds that demo as an
-# ipywidgets panel (`xraygpt_lab.widgets.ChatPanel`) on the **tiny** run, then drives it from code
-# so that every step is visible.
+# ipywidgets panel (`xraygpt_lab.widgets.ChatPanel`) on the **reference run** shipped with the
+# toolkit (the tiny recipe trained longer, `walkthrough --long`; nothing to train, it opens in
+# seconds), then drives it from code so that every step is visible.
 #
 # **Learning goals**
 # 1. See how a multi-turn conversation becomes one prompt: where the image goes, how earlier turns
@@ -27,7 +29,7 @@
 # 4. Ask *why* an answer was given: an attribution map for a phrase, checked against the
 #    ground-truth mask of the synthetic world.
 #
-# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in minutes on
+# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in half an hour on
 # > synthetic phantoms. Even the full XrayGPT was a research prototype; none of this may guide care.
 
 # %%
@@ -40,14 +42,14 @@ from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.interpret.localization import observation_phrase
 from xraygpt_lab.models.conversation import IMAGE_SLOT, Conversation
-from xraygpt_lab.runs import ensure_tiny_run, load_run
+from xraygpt_lab.runs import load_run, reference_or_tiny_run
 from xraygpt_lab.widgets import ChatPanel, GenerationSettings
 from xraygpt_lab.widgets.session import ChatSession
 
 plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
 device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
 print("Running on:", describe_device(device))
-run_dir = ensure_tiny_run()  # trains the tiny run once (a few minutes) when it is absent
+run_dir = reference_or_tiny_run()  # the reference run; without it, the tiny run (trained once, minutes)
 model = load_run(run_dir, device=device)
 print(f"run: {run_dir.name} · context {model.context_length} tokens · {model.num_image_tokens} image tokens")
 
@@ -93,8 +95,8 @@ for question in questions:
 # Every turn is generated from the **whole conversation so far**, rendered as one string. The image
 # slot `<Img><ImageHere></Img>` sits in the first question; `prompt_wrap` replaces
 # `<ImageHere>` by the image tokens (the projected encoder output). Generation stops at `###`.
-# The tiny run uses no system prompt (its training prompts had none); XrayGPT's demo puts a short
-# one in front.
+# The walkthrough's runs use no system prompt (their training prompts had none); XrayGPT's demo
+# puts a short one in front.
 
 # %%
 prompt = panel.session.last_prompt

@@ -29,7 +29,8 @@
 # 3. Know why **attention is not explanation** (Jain & Wallace 2019; Wiegreffe & Pinter 2019):
 #    check attention maps against ground-truth masks and against a sanity test.
 #
-# Everything runs on the trained tiny run (`xraygpt-lab walkthrough`; trained once if missing).
+# Everything runs on the reference run shipped with the toolkit (the tiny recipe trained longer,
+# `walkthrough --long`; `reference_or_tiny_run()` falls back to the tiny run, trained once).
 
 # %%
 import warnings
@@ -49,14 +50,14 @@ from xraygpt_lab.interpret.faithfulness import default_tolerance, pointing_hit, 
 from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives, observation_phrase
 from xraygpt_lab.interpret.plots import DPI, overlay, token_attention_figure
 from xraygpt_lab.interpret.targets import phrase_target
-from xraygpt_lab.runs import ensure_tiny_run, load_run
+from xraygpt_lab.runs import load_run, reference_or_tiny_run
 
 warnings.filterwarnings("ignore", category=UserWarning)
 set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
 device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
 print("Running on:", describe_device(device))
-run_dir = ensure_tiny_run(progress=False)
+run_dir = reference_or_tiny_run()
 model = load_run(run_dir, device=device)
 size = model.encoder.config.image_size
 rows, cols = model.encoder.grid

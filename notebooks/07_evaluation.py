@@ -5,6 +5,7 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,7 +52,7 @@ from xraygpt_lab.eval.baselines import NORMAL_REPORT
 from xraygpt_lab.eval.evaluate import SYSTEM_DESCRIPTIONS, EvalData, evaluate_systems, retrieval_pool
 from xraygpt_lab.eval.metrics import clinical_efficacy, rouge_per_report
 from xraygpt_lab.recipe import recipe_of_run
-from xraygpt_lab.runs import ensure_tiny_run, load_run
+from xraygpt_lab.runs import load_run, reference_or_tiny_run
 
 plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
 pd.set_option("display.precision", 3)
@@ -67,14 +68,15 @@ START = time.perf_counter()
 # %% [markdown]
 # ## 0. The trained run and a test set it has never seen
 #
-# `ensure_tiny_run()` trains the tiny run once (`xraygpt-lab walkthrough`) and then reuses it.
-# The walkthrough trained on synthetic seeds `S` (stage 1) and `S + 1000` (stage 2) and checked
-# itself on `S + 2000`. We draw a **fresh** test set from another seed, so no image or report here
-# was seen in training. Sizes are small so the notebook runs in about a minute on two cores: 80 test
-# images and 200 bootstrap resamples (for a paper: the whole test set and 1000 or more resamples).
+# `reference_or_tiny_run()` opens the reference run shipped with the toolkit (`walkthrough --long`;
+# without it, the tiny run, trained once). The walkthrough trained on synthetic seeds `S` (stage 1)
+# and `S + 1000` (stage 2) and checked itself on `S + 2000`. We draw a **fresh** test set from
+# another seed, so no image or report here was seen in training. Sizes are small so the notebook
+# runs in about a minute on two cores: 80 test images and 200 bootstrap resamples (for a paper:
+# the whole test set and 1000 or more resamples).
 
 # %%
-model = load_run(ensure_tiny_run(), device=device)
+model = load_run(reference_or_tiny_run(), device=device)
 config = model.run_config
 EVAL_SEED = config["seed"] + 7000
 assert EVAL_SEED not in config["seeds"].values(), "the test seed must differ from every training seed"
@@ -227,9 +229,9 @@ for _, row in comparisons[comparisons["metric"] == "ce_f1_macro"].iterrows():
 # %% [markdown]
 # If the model is *not* better than the image-blind baseline on CE, its findings do not depend on
 # the image: the projection has not (yet) learnt to carry them to the language model, however
-# good its ROUGE looks. The tiny run trains for minutes on a small synthetic set; notebook 03
-# shows its loss curves and stage settings. Only this kind of paired comparison, not a ROUGE
-# number, tells you whether a change to training helped.
+# good its ROUGE looks. The reference run trained for about half an hour on a small synthetic
+# set; notebook 03 shows the loss curves and stage settings of the recipe. Only this kind of
+# paired comparison, not a ROUGE number, tells you whether a change to training helped.
 #
 # ## 5. The paper's numbers beside ours — and why they are not comparable
 #

@@ -2,7 +2,7 @@
 # Serve the chat panel (xraygpt_lab.widgets.ChatPanel) as a standalone web page with Voilà, for
 # workshops: no code cells, no browser opened here; prints the URL.
 #
-#   bash scripts/serve_chat.sh                      # the tiny run, http://127.0.0.1:8866/
+#   bash scripts/serve_chat.sh                      # the reference run, http://127.0.0.1:8866/
 #   PORT=9000 bash scripts/serve_chat.sh            # another port
 #   XRAYGPT_CHAT_RUN=runs/full bash scripts/serve_chat.sh        # another run folder
 #   XRAYGPT_CHAT_DATASET=data/room bash scripts/serve_chat.sh    # the images the page offers
@@ -11,8 +11,9 @@
 # The page opens only files inside XRAYGPT_CHAT_DATASET (default: a held-out synthetic set written
 # once to data/workshop), uploads and synthetic cases; any other server path is refused.
 # Bound to anything but localhost, the server requires a token: XRAYGPT_CHAT_TOKEN, or a random
-# one printed in the URL to share. Without XRAYGPT_CHAT_RUN the tiny run is trained first when it
-# is absent (a few minutes, once), so that the page itself loads in seconds.
+# one printed in the URL to share. Without XRAYGPT_CHAT_RUN the page opens the reference run shipped
+# with the toolkit; an install without it trains the tiny run first (a few minutes, once), so that
+# the page itself loads in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -20,11 +21,11 @@ PORT=${PORT:-8866}
 IP=${IP:-127.0.0.1}
 PY="$VENV/bin/python"
 
-if [ -z "${XRAYGPT_CHAT_RUN:-}" ]; then
-    XRAYGPT_CHAT_RUN=$("$PY" -c 'import sys
-from xraygpt_lab.runs import ensure_tiny_run
-print(ensure_tiny_run(log=lambda message: print(message, file=sys.stderr)))')
-fi
+# the run: XRAYGPT_CHAT_RUN (a folder, or "reference"), else the reference run shipped with the
+# toolkit, else the tiny run (trained once); resolved here so that the page loads in seconds
+XRAYGPT_CHAT_RUN=$("$PY" -c 'import sys
+from xraygpt_lab.widgets.app import chat_run
+print(chat_run(log=lambda message: print(message, file=sys.stderr)))')
 # the page's kernel runs in the app's folder: hand it absolute paths (relative = to the repository)
 XRAYGPT_CHAT_RUN=$(realpath -m "$XRAYGPT_CHAT_RUN")
 XRAYGPT_CHAT_DATASET=$("$PY" -c 'from xraygpt_lab.widgets.app import workshop_data

@@ -40,6 +40,8 @@ RUN_FILES: tuple[str, ...] = (
     "projection.safetensors",
 )
 COMPLETE_MARKER = "metrics.json"
+#: The out-of-distribution calibration (``models.ood``), written beside the weights on first use.
+OOD_FILE = "ood.safetensors"
 #: Checkpoints and intermediate files of unfinished stages.
 WORK_FOLDER = "work"
 

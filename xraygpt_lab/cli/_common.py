@@ -34,3 +34,11 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: where the model runs (``xraygpt_lab.device``: CUDA when present, else the CPU)."""
     parser.add_argument("--device", default=None, metavar="DEVICE",
                         help="cpu, cuda or cuda:N (default: $XRAYGPT_DEVICE, else cuda when present, else cpu)")
+
+
+def add_run_argument(parser: argparse.ArgumentParser, required: bool = False, what: str = "run folder") -> None:
+    """``--run``: a run folder, or ``reference`` for the run shipped with the toolkit (read by
+    ``runs.resolve_run``, the one place that knows the name; ``./reference`` is a folder of that name)."""
+    default = "" if required else " (default: $XRAYGPT_LAB_RUN, else runs/tiny)"
+    parser.add_argument("--run", default=None, required=required, metavar="RUN",
+                        help=f"{what}, or 'reference' for the reference run shipped with the toolkit{default}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import add_device_argument, positive_int
+from xraygpt_lab.cli._common import add_device_argument, add_run_argument, positive_int
 
 HELP = "Type a question. /reset starts over, /quit ends."
 
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
         "chat", help="chat about one image with a trained run",
         description=f"Multi-turn chat about IMAGE in XrayGPT's ###Patient/###Doctor template. {HELP} "
                     "Questions are read line by line from stdin, so it also works in a pipe.")
-    p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
+    add_run_argument(p)
     p.add_argument("--image", type=Path, required=True, help="radiograph file")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest answer in tokens (160)")
     add_device_argument(p)
@@ -32,10 +32,10 @@ def run(args) -> int:
 
     from xraygpt_lab.data.readers.images import load_image
     from xraygpt_lab.models.xraygpt import ChatInputError, ChatSession
-    from xraygpt_lab.runs import default_run_dir, load_run, ood_detector
+    from xraygpt_lab.runs import load_run, ood_detector
 
     shape = load_image(args.image).shape  # fail on a bad file before loading the model
-    model = load_run(args.run or default_run_dir(), device=args.device)
+    model = load_run(args.run, device=args.device)
     pixels = model.image_processor(args.image)  # [1, C, S, S]: MedCLIP's grey, or BLIP-2's RGB for the release
     detector = ood_detector(model, progress=True, log=lambda m: print(m, file=sys.stderr, flush=True))
     if detector is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xraygpt_lab.cli._common import add_device_argument, positive_int
+from xraygpt_lab.cli._common import add_device_argument, add_run_argument, positive_int
 
 DEFAULT_INSTRUCTION = "Describe the given chest x-ray image in detail."
 
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         description="Load the run folder and print one generated report per image (PNG, JPEG, DICOM … "
                     "any size load_image reads).")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="radiograph files")
-    p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
+    add_run_argument(p)
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION, help="the question asked about each image")
     p.add_argument("--max-new-tokens", type=positive_int, default=160, help="longest report in tokens (160)")
     p.add_argument("--json", action="store_true",
@@ -39,10 +39,10 @@ def run(args) -> int:
 
     from xraygpt_lab.data.readers.images import load_image
     from xraygpt_lab.models.ood import UNCHECKED
-    from xraygpt_lab.runs import default_run_dir, load_run, ood_detector
+    from xraygpt_lab.runs import load_run, ood_detector
 
     shapes = [load_image(path).shape for path in args.images]  # fail on a bad file before loading the model
-    model = load_run(args.run or default_run_dir(), device=args.device)
+    model = load_run(args.run, device=args.device)
     # the model's own transform: MedCLIP's grey [B, 1, S, S], or BLIP-2's RGB [B, 3, S, S] for the release
     pixels = torch.cat([model.image_processor(path) for path in args.images])
     reports = model.describe(pixel_values=pixels, instruction=args.instruction, max_new_tokens=args.max_new_tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from xraygpt_lab.cli._common import add_device_argument, positive_int
+from xraygpt_lab.cli._common import add_device_argument, add_run_argument, positive_int
 from xraygpt_lab.eval.consistency import CONSISTENCY_METRICS
 
 
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                     "replaced by zeros) and skipped (records left out, by reason: missing image, malformed "
                     "labels, unreadable file …). "
                     + " ".join(f"{name}: {what}." for name, what in CONSISTENCY_METRICS.items()))
-    p.add_argument("--run", type=Path, default=None, help="run folder (default: $XRAYGPT_LAB_RUN or runs/tiny)")
+    add_run_argument(p)
     p.add_argument("--data", type=Path, required=True, help="dataset folder with images and reference reports")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
     p.add_argument("--limit", type=positive_int, default=None, help="use only the first N records")
@@ -60,7 +60,7 @@ def run(args) -> int:
     from xraygpt_lab.data.readers.headers import check_records
     from xraygpt_lab.errors import ImageLoadError, XrayGPTLabError
     from xraygpt_lab.paths import check_output_file
-    from xraygpt_lab.runs import default_run_dir, load_run
+    from xraygpt_lab.runs import load_run
     from xraygpt_lab.train.evaluation import evaluate_model
 
     def say(message: str) -> None:
@@ -74,7 +74,7 @@ def run(args) -> int:
     if args.limit:
         records = records[: args.limit]
     unreadable = list(dataset.details.get("unreadable", []))
-    model = load_run(args.run or default_run_dir(), device=args.device) if records else None
+    model = load_run(args.run, device=args.device) if records else None
     pixels, kept = [], []
     for record in records:
         try:

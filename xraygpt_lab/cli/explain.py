@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from xraygpt_lab.cli._common import add_device_argument, non_negative_float, positive_int
+from xraygpt_lab.cli._common import add_device_argument, add_run_argument, non_negative_float, positive_int
 
 #: Kept equal to ``interpret.attribution.MAP_KINDS`` (not imported: --help stays fast).
 METHODS = ("ig", "smoothgrad", "occlusion", "gradcam", "attention", "saliency", "gradientshap", "layer_ig",
@@ -57,8 +57,8 @@ def register(subparsers) -> None:
         description="Explain which pixels of IMAGE support PHRASE in the model's answer; write an overlay "
                     "PNG and print JSON with the peak in the input image's pixel coordinates.")
     p.add_argument("image", type=Path, help="radiograph (PNG, JPEG or DICOM), any size")
-    p.add_argument("--run", type=Path, required=True,
-                   help="run folder (xraygpt-lab walkthrough, or xraygpt-lab release init for the released model)")
+    add_run_argument(p, required=True, what="run folder (xraygpt-lab walkthrough, or xraygpt-lab release init for "
+                                            "the released model)")
     p.add_argument("--phrase", type=_phrase, required=True,
                    help='text to explain, e.g. "large left pleural effusion"; keep the size or severity '
                         "words: the answer's words before the phrase are given to the model")

@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 from xraygpt_lab.data.readers.images import preprocess
 from xraygpt_lab.data.synthetic.world import generate_cases
 from xraygpt_lab.errors import CorruptFileError
-from xraygpt_lab.run_folder import load_weights, save_weights
+from xraygpt_lab.run_folder import OOD_FILE, load_weights, save_weights
 
 #: The calibration's file in a run folder.
-FILE_NAME = "ood.safetensors"
+FILE_NAME = OOD_FILE
 FORMAT = "xraygpt-lab-ood-1"
 #: Input checks: smallest side in pixels, largest ratio of the long side to the short one.
 MIN_SIDE = 32

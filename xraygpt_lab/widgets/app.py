@@ -4,12 +4,14 @@ A participant reaches only what the instructor offered: the data folder chosen w
 starts (``XRAYGPT_CHAT_DATASET``; default: a synthetic set written once by :func:`workshop_data`),
 uploads, and synthetic cases drawn on the fly. Every path typed into the page is resolved inside
 that folder and refused outside it (:class:`~xraygpt_lab.widgets.offered.OfferedFiles`).
-``XRAYGPT_CHAT_RUN`` names the run folder (default: the tiny run, trained once if absent).
+``XRAYGPT_CHAT_RUN`` names the run folder, or ``reference`` (default: the reference run shipped with
+the toolkit, so the page opens in seconds; the tiny run, trained once, if this install lacks it).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from .chat import ChatPanel
 
@@ -44,12 +46,20 @@ def workshop_data(folder: str | os.PathLike | None = None) -> Path:
     return path.resolve()
 
 
+def chat_run(run: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Path:
+    """The page's run folder: ``run``, else ``$XRAYGPT_CHAT_RUN`` (either may be ``reference``), else
+    the reference run shipped with the toolkit (``runs.reference_or_tiny_run``: the tiny run, with a
+    note, when this install lacks it)."""
+    from ..runs import reference_or_tiny_run, resolve_run
+
+    chosen = run or os.environ.get(RUN_ENV)
+    return resolve_run(chosen) if chosen else reference_or_tiny_run(log=log)
+
+
 def workshop_panel(run: str | os.PathLike | None = None, data: str | os.PathLike | None = None) -> ChatPanel:
     """The chat panel restricted to the offered data, its browser already open on it."""
-    from ..runs import ensure_tiny_run
-
-    run = run or os.environ.get(RUN_ENV) or ensure_tiny_run(log=lambda message: None)
     root = workshop_data(data)
+    run = chat_run(run)
     panel = ChatPanel(run, dataset=root, data_root=root)
     if panel.browser.open_folder(""):
         panel.sources.selected_index = 1  # the Dataset tab

@@ -54,10 +54,10 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 def load_model(run_dir: str | os.PathLike) -> Any:
-    """An ``XrayGPT`` from a trained run folder (``xraygpt_lab.runs.load_run``)."""
+    """An ``XrayGPT`` from a trained run folder or ``"reference"`` (``xraygpt_lab.runs.load_run``)."""
     from ..runs import load_run
 
-    return load_run(Path(run_dir))
+    return load_run(run_dir)
 
 
 def image_from_array(array: Any) -> np.ndarray:
@@ -104,7 +104,7 @@ def image_from_bytes(content: bytes, name: str) -> np.ndarray:
 
 
 class ChatPanel:
-    """The chat widget. ``ChatPanel(run_dir)`` or ``ChatPanel(model)`` (an ``XrayGPT``).
+    """The chat widget. ``ChatPanel(run_dir)``, ``ChatPanel("reference")`` or ``ChatPanel(model)`` (an ``XrayGPT``).
 
     ``system``: text in front of the first ``###`` (see :class:`~.session.ChatSession`; default:
     the run's ``chat_system``, ``""`` = the training template);
@@ -126,7 +126,8 @@ class ChatPanel:
         if isinstance(run_dir_or_model, (str, os.PathLike)):
             self.run_dir = Path(run_dir_or_model)
             try:
-                self.model = load_model(self.run_dir)
+                self.model = load_model(run_dir_or_model)  # a folder, or "reference"
+                self.run_dir = Path(getattr(self.model, "run_dir", None) or self.run_dir)
             except Exception as exc:  # the page stays up and says why (a bad file is a one-line RunFolderError)
                 if strict:
                     raise
