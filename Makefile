@@ -8,7 +8,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 WHEELHOUSE ?= wheelhouse
 
-.PHONY: lab test install bench results chat-app wheelhouse slides clean-venv
+.PHONY: lab test install bench results figures notebooks chat-app wheelhouse slides clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -36,6 +36,12 @@ wheelhouse: | $(PY)  ## every wheel the toolkit needs (CPU torch) for this platf
 
 slides: install  ## notebooks/slides_xraygpt_in_one_picture.ipynb as reveal.js slides in slides/ (works offline)
 	VENV=$(VENV) bash scripts/make_slides.sh
+
+notebooks: install  ## re-execute the notebooks in place from their .py sources (NB="05_attribution 07_evaluation" for some)
+	bash scripts/execute_notebooks.sh $(VENV) $(NB)
+
+figures: install  ## docs/images/*.png, the README's pictures, drawn by the toolkit from the reference run
+	$(PY) scripts/make_figures.py
 
 bench: install  ## benchmarks: prints one table, writes bench.json
 	$(PY) benchmarks/run_all.py --out bench.json

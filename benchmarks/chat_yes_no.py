@@ -53,10 +53,10 @@ def run(n: int = 30, run_dir: str | None = None, log=print) -> dict:
     from xraygpt_lab.data.text.instructions import finding_question
     from xraygpt_lab.data.synthetic.lesions import DRAWABLE
     from xraygpt_lab.data.synthetic.world import render_cases
-    from xraygpt_lab.runs import ensure_tiny_run, load_run
+    from xraygpt_lab.runs import ensure_tiny_run, load_run, resolve_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    path = Path(run_dir) if run_dir else ensure_tiny_run()
+    path = resolve_run(run_dir) if run_dir else ensure_tiny_run()
     model = load_run(path)
     size = model.encoder.config.image_size
     cases = render_cases(n, size, HELD_OUT_SEED)

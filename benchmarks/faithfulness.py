@@ -37,8 +37,11 @@ GOAL = 0.80
 
 
 def result_path(run_dir: Path) -> Path:
-    """Where the tables of ``run_dir`` are saved (beside the run, in the git-ignored ``runs/``)."""
-    return run_dir.parent / f"faithfulness_{run_dir.name}.json"
+    """Where the tables of ``run_dir`` are saved (``runs.results_file``: beside the run, in the
+    git-ignored ``runs/``; for the packaged reference, in ``runs/`` too)."""
+    from xraygpt_lab.runs import results_file
+
+    return results_file(run_dir, "faithfulness")
 
 
 #: The fast methods (≈ 2 s per positive on one core); ``--all-methods`` adds occlusion, GradientShap
@@ -70,10 +73,10 @@ def run(n_per_observation: int = N_PER_OBSERVATION, curves: bool = False, run_di
                                                     reliance_table, summary_table)
     from xraygpt_lab.interpret.localization import (DEFAULT_METHODS, HELD_OUT_SEED, PHRASE_PATTERNS, best_method,
                                                     evaluate_positives, held_out_positives, mask_area)
-    from xraygpt_lab.runs import ensure_tiny_run, load_run
+    from xraygpt_lab.runs import ensure_tiny_run, load_run, resolve_run
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    path = Path(run_dir) if run_dir else ensure_tiny_run()
+    path = resolve_run(run_dir) if run_dir else ensure_tiny_run()
     model = load_run(path)
     size = model.encoder.config.image_size
     seed = HELD_OUT_SEED if seed is None else seed
@@ -109,6 +112,7 @@ def run(n_per_observation: int = N_PER_OBSERVATION, curves: bool = False, run_di
     result["passed"] = result["best_pointing"] >= GOAL
     if save:
         target = result_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             json.dump(result, handle, indent=2)

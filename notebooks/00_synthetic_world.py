@@ -32,6 +32,7 @@
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 import seaborn as sns
 
 from xraygpt_lab.data.synthetic.anatomy import AnatomyParams
@@ -40,7 +41,8 @@ from xraygpt_lab.data.synthetic.lesions import DRAWABLE, Finding
 from xraygpt_lab.data.synthetic.world import (WorldConfig, render_case, sample_findings, toggle_finding,
                                         phantom_coordinates)
 
-plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+plt.rcParams.update({"figure.dpi": 100, "font.size": 9})
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 
 # %% [markdown]
 # ## 1. One radiograph, structure by structure
@@ -217,15 +219,17 @@ for ax, (name, change) in zip(axes, variants.items()):
 # An AP portable film magnifies the heart (a normal heart reads up to about 0.45 here, still
 # below 0.5, because the world labels what the film shows) and puts the scapulae over the upper
 # lungs; a poor inspiration raises the domes to the 8th posterior rib; a lower dose brings more
-# quantum noise. In JupyterLab you can turn them with sliders (not run in CI):
-# ```python
-# from ipywidgets import interact, FloatSlider
-# @interact(ctr=FloatSlider(value=0.44, min=0.35, max=0.7, step=0.01),
-#           exposure=FloatSlider(value=1.0, min=0.3, max=3.0, step=0.1))
-# def show(ctr, exposure):
-#     params = AnatomyParams(**{**p.as_dict(), "heart_ctr": ctr, "exposure": exposure})
-#     plt.imshow(render_case(1, 192, findings=[], anatomy=params).image, cmap="gray"); plt.axis("off")
-# ```
+# quantum noise.
+#
+# **Turn the knobs.** Pick a patient (the seed fixes anatomy and acquisition), one finding with
+# its side and severity, the breath, the dose and the view; the film redraws when you release a
+# slider, the finding outlined in cyan and its report's summary above it. Try a small pneumothorax
+# at a low dose, or a moderate effusion on an AP film.
+
+# %%
+from xraygpt_lab.widgets.knobs import world_knobs
+
+world_knobs(seed=1)
 
 # %% [markdown]
 # ## 5. Reports, summaries and conversations

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -50,7 +51,8 @@ from xraygpt_lab.data.readers import open_dataset
 
 START = time.perf_counter()
 WORK = Path(tempfile.mkdtemp(prefix="xraygpt-00b-"))
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 
 # %% [markdown]
 # ## 1 · Images: one convention for every file format

@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,6 +36,7 @@
 # %%
 import math
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import torch
@@ -125,17 +128,17 @@ print({k: tuple(v[2][0].shape if isinstance(v[2], tuple) else v[2].shape) for k,
 # %% [markdown]
 # ### 2a · RMSNorm
 # LLaMA normalises by the root-mean-square only (no mean subtraction, no bias; Zhang & Sennrich
-# 2019): `y = x / sqrt(mean(x²) + ε) · g`.
+# 2019): `y = x / sqrt(mean(x²) + ε) · g`. You write it yourself in **Exercise 1** at the end;
+# here we use the layer's own module and check the property that makes it a *norm*: whatever the
+# input's scale, every output vector has a root-mean-square of about 1 before the gain `g`.
 
 # %%
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [B, T, h]
-
-
 x_in = captured["norm"][0][0]  # [1, T, h]
-ours = rms_norm(x_in, layer.input_layernorm.weight, config.rms_norm_eps)
-assert torch.allclose(ours, captured["norm"][2], atol=1e-6)
-print("RMSNorm matches LlamaRMSNorm ✓")
+out = layer.input_layernorm(x_in * 10.0) / layer.input_layernorm.weight  # [1, T, h], gain divided out
+rms = out.pow(2).mean(-1).sqrt()  # [1, T]
+assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)
+assert torch.allclose(layer.input_layernorm(x_in), captured["norm"][2])
+print(f"RMS of each normalised vector: {rms.min():.4f}–{rms.max():.4f} (input scaled by 10)")
 
 # %% [markdown]
 # ### 2b · Rotary position embeddings (RoPE)
@@ -220,9 +223,9 @@ print("SwiGLU matches LlamaMLP ✓")
 with torch.no_grad():
     hidden = model.model.embed_tokens(ids)  # [1, T, h]
     for block in model.model.layers:
-        hidden = hidden + causal_attention(rms_norm(hidden, block.input_layernorm.weight, config.rms_norm_eps), block.self_attn)
-        hidden = hidden + swiglu(rms_norm(hidden, block.post_attention_layernorm.weight, config.rms_norm_eps), block.mlp)
-    ours = model.lm_head(rms_norm(hidden, model.model.norm.weight, config.rms_norm_eps))  # [1, T, vocab]
+        hidden = hidden + causal_attention(block.input_layernorm(hidden), block.self_attn)
+        hidden = hidden + swiglu(block.post_attention_layernorm(hidden), block.mlp)
+    ours = model.lm_head(model.model.norm(hidden))  # [1, T, vocab]
 assert torch.allclose(ours, logits, atol=1e-4)
 print("hand-built forward == LlamaForCausalLM ✓ (max |Δ| = %.1e)" % (ours - logits).abs().max())
 
@@ -231,7 +234,8 @@ print("hand-built forward == LlamaForCausalLM ✓ (max |Δ| = %.1e)" % (ours - l
 #
 # XrayGPT's "MedVicuna"/"RadVicuna" steps fine-tune Vicuna on medical text. Our model starts from
 # random weights, so this is pre-training and fine-tuning at once: next-token cross-entropy on the
-# reports. Watch the loss and the greedy continuation.
+# reports. Watch the loss fall while it trains (the plot redraws every 10 steps) and the greedy
+# continuation change.
 
 # %%
 def batches(texts, size, generator):
@@ -253,6 +257,8 @@ def greedy(prompt: str, steps: int = 14) -> str:
     return bpe.decode(out[0, 1:].tolist())
 
 
+from xraygpt_lab.widgets.live import LiveCurves
+
 prompt = "The heart"
 model.to(device)  # the same weights, now on the training device
 print("before:", greedy(prompt))
@@ -260,6 +266,7 @@ model.train()
 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 stream = batches(corpus[:200], 12, torch.Generator().manual_seed(0))
 losses, start = [], time.perf_counter()
+live = LiveCurves(every=10, window=8, width=6, titles={"lm": "tiny LLaMA on synthetic reports"})
 for step in range(80):
     ids_b, labels_b = (t.to(device) for t in next(stream))  # batches are built on the CPU
     loss = model(ids_b, labels=labels_b).loss
@@ -267,6 +274,8 @@ for step in range(80):
     loss.backward()
     optimizer.step()
     losses.append(loss.item())
+    live("lm", {"loss": losses[-1]})
+live.close()
 model.eval()
 print(f"{len(losses)} steps in {time.perf_counter() - start:.0f} s; loss {losses[0]:.2f} → {losses[-1]:.2f}")
 print("after: ", greedy(prompt))
@@ -278,10 +287,6 @@ with torch.no_grad():
     nll = [model(torch.tensor([r], device=device), labels=torch.tensor([r], device=device)).loss.item()
            for r in held_out]
 print(f"held-out perplexity {math.exp(sum(nll) / len(nll)):.1f} (vocabulary {config.vocab_size}: uniform guessing = {config.vocab_size})")
-fig, ax = plt.subplots(figsize=(5, 2.5), dpi=70)
-ax.plot(losses)
-ax.set(xlabel="step", ylabel="cross-entropy", title="tiny LLaMA on synthetic reports")
-plt.show()
 
 # %% [markdown]
 # **Caveat.** A low perplexity here means the model learned the synthetic world's phrasing,
@@ -296,6 +301,8 @@ plt.show()
 
 # %%
 from peft import LoraConfig, get_peft_model
+
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # a library's own deprecation notice
 
 lora = get_peft_model(
     LlamaForCausalLM(config),
@@ -386,3 +393,13 @@ check_rope(apply_rope)
 # Question: why does the dot product of a rotated query and a rotated key depend only on the
 # *difference* of their positions? (Hint: a rotation by α followed by the transpose of a rotation
 # by β is a rotation by α − β.)
+#
+# <details><summary>Answer (click)</summary>
+#
+# RoPE multiplies each channel pair of the query at position m by a rotation `R(mθ)` and of the key
+# at position n by `R(nθ)`. Their dot product is `(R(mθ) q)ᵀ (R(nθ) k) = qᵀ R(mθ)ᵀ R(nθ) k =
+# qᵀ R((n − m)θ) k`, because rotations compose by adding angles and `R(α)ᵀ = R(−α)`. Only `n − m`
+# is left: attention sees how far apart two tokens are, not where they are (the cell of §2b printed
+# the same score for positions (10, 7) and (20, 17)).
+#
+# </details>

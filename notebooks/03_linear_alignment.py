@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,17 +35,21 @@
 import json
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from xraygpt_lab.device import default_device, describe_device
 from xraygpt_lab.models.conversation import IMAGE_PLACEHOLDER, xraygpt_prompt
 from xraygpt_lab.models.xraygpt import IGNORE_INDEX
 from xraygpt_lab.recipe import recipe_of_run
 from xraygpt_lab.runs import ensure_tiny_run, load_run
+from xraygpt_lab.widgets.live import LiveCurves
 
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
 print("Running on:", describe_device(device))
-run_dir = ensure_tiny_run()
+run_dir = ensure_tiny_run(on_step=LiveCurves(every=25))  # curves redraw while it trains, if it must
 model = load_run(run_dir, device=device)
 config = json.loads((run_dir / "config.json").read_text())
 print("run:", run_dir.name, "| profile:", config["profile"], "| seed:", config["seed"])
@@ -64,6 +69,15 @@ print(f"image tokens: N = {model.num_image_tokens}, d_vision = {model.projection
 for name, part in [("encoder", model.encoder), ("projection", model.projection), ("LLM", model.llm)]:
     print(f"{name:>10}: {n_params(part):>9,} parameters, trainable {n_params(part, True):,}")
 assert [n for n, p in model.named_parameters() if p.requires_grad] == ["projection.weight", "projection.bias"]
+
+# %% [markdown]
+# The whole model in one picture, drawn from this run (its sizes and parameter counts are read off
+# the loaded model; `ArchitectureSizes.full()` gives the paper's MedCLIP + Vicuna-7B numbers).
+
+# %%
+from xraygpt_lab.models.diagram import ArchitectureSizes, architecture_figure, splice_figure
+
+architecture_figure(ArchitectureSizes.from_model(model));
 
 # %% [markdown]
 # ## 2. The splice
@@ -103,17 +117,15 @@ print("sequence length:", by_hand.shape[0], "=", len(before), "+", image.shape[0
 # Labels are `-100` (ignored by the cross-entropy) on BOS, the prompt and the image: the model
 # is never asked to *predict* the image or the question, only the doctor's answer and the end
 # symbol `###`, which teaches it where to stop. Targets are cut at 160 tokens (`max_txt_len`).
+# The picture below is the sequence `prompt_wrap` builds for the first sentence of the answer:
+# one cell per position, coloured by its part; a green bar marks the positions that carry the loss.
 
 # %%
-labels = wrapped.labels[0].cpu()  # [T] (on the CPU for plotting)
+labels = wrapped.labels[0].cpu()  # [T]
 first = int((labels != IGNORE_INDEX).nonzero()[0])
 print(f"{first} positions masked, {int((labels != IGNORE_INDEX).sum())} carry the loss")
-fig, ax = plt.subplots(figsize=(8, 0.9), dpi=72)
-ax.imshow((labels != IGNORE_INDEX)[None].float(), aspect="auto", cmap="Greens", vmin=0, vmax=1)
-ax.axvspan(len(before) - 0.5, len(before) + image.shape[0] - 0.5, color="tab:orange", alpha=0.4, label="image")
-ax.set_yticks([]); ax.set_xlabel("position"); ax.legend(loc="upper right", fontsize=7)
-ax.set_title("green = token contributes to the loss", fontsize=9)
-plt.show()
+short = target.split(". ")[0] + "."  # the first sentence keeps the picture small
+splice_figure(model, "Describe the given chest x-ray image in detail.", short);
 assert (labels[:first] == IGNORE_INDEX).all()
 assert tok.decode(labels[labels != IGNORE_INDEX]).endswith("###")
 
@@ -139,44 +151,78 @@ assert tok.decode(labels[labels != IGNORE_INDEX]).endswith("###")
 from xraygpt_lab.train.schedule import XRAYGPT_STAGE1, XRAYGPT_STAGE2, warmup_cosine_lr
 
 history = json.loads((run_dir / "history.json").read_text())
-fig, axes = plt.subplots(1, 3, figsize=(11, 3), dpi=72)
-for key, color in [("llm", "tab:gray"), ("stage1", "tab:blue"), ("stage2", "tab:green")]:
-    if key in history:
-        steps = [h["step"] for h in history[key]]
-        axes[0 if key == "llm" else 1].plot(steps, [h["loss"] for h in history[key]], color=color, label=key)
-axes[0].set_title("LLM domain fine-tuning"); axes[1].set_title("alignment (projection only)")
+recipe = recipe_of_run(config)  # the typed recipe the run was trained with (xraygpt_lab.recipe)
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=100)
+axes[0].plot([h["step"] for h in history["llm"]], [h["loss"] for h in history["llm"]], color="tab:gray", lw=0.8)
+axes[0].set_title("LLM domain fine-tuning", fontsize=9)
+n1 = len(history["stage1"])
+for key, offset, color in [("stage1", 0, "tab:blue"), ("stage2", n1, "tab:green")]:
+    axes[1].plot([offset + h["step"] for h in history[key]], [h["loss"] for h in history[key]], color=color,
+                 lw=0.8, label=f"{key} ({len(history[key])} steps)")
+axes[1].axvline(n1 + 0.5, color="grey", ls=":", lw=1)
+axes[1].set_title(f"alignment, projection only (stage 1 from the {recipe.stage1.init} start)", fontsize=9)
+axes[1].legend(fontsize=8)
 for ax in axes[:2]:
-    ax.set_xlabel("step"); ax.set_ylabel("cross-entropy"); ax.legend()
+    ax.set_xlabel("step", fontsize=8); ax.set_ylabel("cross-entropy (nats per token)", fontsize=8)
 for stage, color in [(XRAYGPT_STAGE1, "tab:blue"), (XRAYGPT_STAGE2, "tab:green")]:
     xs = range(0, stage.steps, max(1, stage.steps // 200))
     axes[2].plot(list(xs), [warmup_cosine_lr(s, stage) for s in xs], color=color, label=f"XrayGPT {stage.name}")
-axes[2].set_title("XrayGPT schedules (full profile)"); axes[2].set_xlabel("step"); axes[2].legend(fontsize=7)
+axes[2].set_title("XrayGPT's schedules (full profile)", fontsize=9)
+axes[2].set_xlabel("step", fontsize=8); axes[2].set_ylabel("learning rate", fontsize=8); axes[2].legend(fontsize=8)
 plt.tight_layout(); plt.show()
-recipe = recipe_of_run(config)  # the typed recipe the run was trained with (xraygpt_lab.recipe)
 print("tiny stage 1:", recipe.stage1)
 print("tiny stage 2:", recipe.stage2)
 
 # %% [markdown]
-# ### A few demo steps
-# To see the mechanics (not to retrain), we take a *fresh* random projection and run 5 steps
-# of stage 1 on four images. Only the projection's weights change.
+# Stage 1's curve (blue) is flat from its first step: it starts from the concept fit, which
+# already puts it close to where alignment ends, so there is little left to fall. Stage 2 (green,
+# drawn after stage 1) continues from stage 1's layer on the second set. To **see alignment
+# happen**, the next cell trains the layer twice on the same 192 films for 100 steps — once from
+# XrayGPT's random start, once from the concept fit — with the run's stage-1 settings. Only the
+# projection's weights change; the encoder and the LLM stay frozen (asserted).
 
 # %%
 import copy
 
 from xraygpt_lab.train.align import AlignmentSet, align_stage
+from xraygpt_lab.train.concept_init import init_projection_from_concepts
 from xraygpt_lab.train.schedule import StageConfig
+from xraygpt_lab.train.walkthrough import make_split
 
-demo = copy.deepcopy(model)
-torch.nn.init.normal_(demo.projection.weight, std=0.02); torch.nn.init.zeros_(demo.projection.bias)
-frozen_before = demo.llm.lm_head.weight.clone()
-features = demo.encode_image(pixels)  # [4, N, d_vision]
-result = align_stage(demo, AlignmentSet(features, [c.summary for c in cases]),
-                     StageConfig(name="demo", steps=5, batch_size=4, init_lr=3e-3, min_lr=1e-3,
-                                 warmup_lr=1e-3, warmup_steps=1), progress=False)
-print("demo losses:", [h["loss"] for h in result.history])
-assert torch.equal(demo.llm.lm_head.weight, frozen_before)  # the LLM did not move
-del demo
+split = make_split(192, model.image_size, seed=515_151, grid=model.encoder.grid)  # a seed no stage used
+with torch.no_grad():
+    features = model.encode_image(split.pixels.to(device))  # [192, N, d_vision]
+demo_stage = StageConfig(name="demo", steps=100, batch_size=recipe.stage1.batch, init_lr=recipe.stage1.lr,
+                         min_lr=recipe.stage1.min_lr, warmup_lr=recipe.stage1.warmup_lr,
+                         warmup_steps=recipe.stage1.warmup, save_every=10_000)
+curves = {}
+live = LiveCurves(every=10, window=10, width=6.5, height=3.2, together=True,
+                  title="stage 1 from two starts: same films, same settings",
+                  titles={"random": "random start (XrayGPT)", "concepts": "concept-fit start"})
+for start in ("random", "concepts"):
+    demo = copy.deepcopy(model)
+    frozen_before = demo.llm.lm_head.weight.clone()
+    torch.manual_seed(0)
+    demo.projection.reset_parameters()  # XrayGPT's start: nn.Linear's random initialisation
+    if start == "concepts":
+        init_projection_from_concepts(demo.projection, demo.llm.get_input_embeddings().weight, demo.tokenizer,
+                                      features.cpu(), split.token_labels)
+    result = align_stage(demo, AlignmentSet(features, split.summaries), demo_stage.scaled(name=start),
+                         progress=False, on_step=live)
+    curves[start] = [h["loss"] for h in result.history]
+    assert torch.equal(demo.llm.lm_head.weight, frozen_before)  # the LLM did not move
+    del demo
+live.close()
+for start, losses in curves.items():
+    print(f"{start:>8} start: loss of the first 5 steps {np.mean(losses[:5]):.2f}, last 10 {np.mean(losses[-10:]):.2f}")
+assert np.mean(curves["random"][-10:]) < np.mean(curves["random"][:5])  # alignment happened
+
+# %% [markdown]
+# From XrayGPT's random start the loss falls until it meets the concept start's curve: that fall is
+# the alignment, the linear layer learning to say in the LLM's own embedding space what the
+# encoder saw. The two curves differ by a tenth of a nat per token at most, because most answer
+# tokens ("The heart is normal in size") follow from the words before them; the image decides the
+# few words that name findings, sides and sizes — which is where the concept start helps.
 
 # %% [markdown]
 # ## 5. Generated reports beside the truth
@@ -184,12 +230,31 @@ del demo
 # (projection output replaced by zeros): what the frozen LLM writes from the prompt alone.
 
 # %%
+from xraygpt_lab.data.text.labeler import label_report
+from xraygpt_lab.eval.consistency import contradictions
+
 reports = model.describe(pixel_values=pixels[:3], max_new_tokens=140)
 blind = model.describe(pixel_values=pixels[:1], max_new_tokens=140, withhold_image=True)
 for c, r in zip(cases[:3], reports):
     truth = [o for o, v in c.labels.items() if v]
-    print(f"truth labels: {truth}\n  generated: {r[:300]}\n  reference: {c.summary[:300]}\n")
+    written = [o for o, v in label_report(r).items() if v == 1]
+    print(f"truth labels: {truth}\n  generated: {r[:300]}\n  reference: {c.summary[:300]}")
+    print(f"  the labeler reads the generated report as: {written}")
+    for clash in contradictions(r):
+        print(f"  contradicts itself ({clash.kind}): {clash.asserted!r} vs {clash.other!r}")
+    print()
 print("image withheld:", blind[0][:200])
+
+# %% [markdown]
+# **Read the reports as a radiologist would.** Compare what the labeler reads in each generated
+# report with the true labels: a finding the film does not have is *invented*, a true one left out
+# is *missed*. The 6-minute model's typical mistakes are exactly these — a nodule on a film without
+# one, the right finding on the wrong side — and a summary that disagrees with its own first
+# sentence (printed above when it happens: `eval.consistency.contradictions`). The summary is not
+# copied from the body: the model writes it token by token, reading the image again, so an
+# uncertain encoder gets a second chance to disagree with itself. Nodules and rib fractures are the
+# hardest findings here (§7 gives their F1); `metrics.json` counts self-contradicting reports
+# (`contradiction_rate`), and the reference run of §8 makes far fewer of every kind of mistake.
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
@@ -234,15 +299,16 @@ if diag:
           f"{diag['oracle_concepts']['vs_ground_truth']:.2f} (ROUGE-L {diag['oracle_concepts']['rougeL']:.2f})")
 
 # %% [markdown]
-# **Reading it** (tiny run, seed 0, 100 held-out images, measured 2026-11-28; yours will differ by
-# a few points): model 0.70 · encoder head 0.82 · oracle 0.87. The gap to 0.90 has three parts:
-# 1. **The encoder** (0.82): rib fractures (a 2–3 px step, F1 ≈ 0.3) and small nodules (≈ 0.4)
-#    are barely in the tokens after the walkthrough's 1,200 steps. Nothing downstream can add
-#    them.
-# 2. **The projection** (0.82 → 0.70): consolidation and atelectasis are in the tokens (≈ 0.8)
-#    but the linear map into the frozen LLM passes them on less reliably (≈ 0.6). This is the
-#    part an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.87 even with the true concepts): it sometimes leaves out one finding of
+# **Reading it** (the committed outputs: the tiny run of seed 0 on the current films; yours will
+# differ by a few points): model 0.63 · encoder head 0.72 · oracle concepts 0.92. The gap to 0.90
+# has three parts:
+# 1. **The encoder** (0.72): rib fractures (a 2–3 px step, head F1 ≈ 0.1) and small nodules
+#    (≈ 0) are barely in the tokens after the walkthrough's 1,200 steps. Nothing downstream can
+#    add them.
+# 2. **The projection** (0.72 → 0.63): edema and devices are in the tokens (head 1.00 and 0.64)
+#    but the linear map into the frozen LLM passes them on less reliably (0.55 and 0.53). This is
+#    the part an MLP projector or LoRA on the LLM could recover.
+# 3. **The LLM** (0.92 even with the true concepts): it sometimes leaves out one finding of
 #    several that its slot names.
 #
 # ## 8. What 36 more minutes of training buy: your run beside the reference

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,17 +37,19 @@
 import time
 
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 import torch
 
 from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.device import default_device, describe_device
-from xraygpt_lab.interpret.localization import observation_phrase
+from xraygpt_lab.interpret.plots import DPI, overlay
 from xraygpt_lab.models.conversation import IMAGE_SLOT, Conversation
 from xraygpt_lab.runs import load_run, reference_or_tiny_run
 from xraygpt_lab.widgets import ChatPanel, GenerationSettings
 from xraygpt_lab.widgets.session import ChatSession
 
-plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+plt.rcParams.update({"figure.dpi": 100, "font.size": 9})
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
 print("Running on:", describe_device(device))
 run_dir = reference_or_tiny_run()  # the reference run; without it, the tiny run (trained once, minutes)
@@ -166,6 +169,16 @@ for name, setting in settings.items():
     print(f"{name:>18}: {session.answer('What are the key findings in this chest x-ray image?', setting).text}")
 
 # %% [markdown]
+# **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
+# next-token distribution (top-p keeps the smallest set of tokens holding that share of the
+# probability). Watch where a higher temperature starts to invent findings the image does not show.
+
+# %%
+from xraygpt_lab.widgets.knobs import generation_knobs
+
+generation_knobs(model, session.pixel_values)
+
+# %% [markdown]
 # ## 6. Explain: which pixels made it say "effusion"?
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
@@ -182,27 +195,22 @@ for name, setting in settings.items():
 # %%
 panel.reset()
 answer = panel.send("What are the key findings in this chest x-ray image?")
-try:  # the whole noun phrase, size and side included (notebook 05, section 1)
-    phrase = observation_phrase(answer, "Pleural Effusion")
-except ValueError:  # the answer names no effusion: explain the whole answer
-    phrase = None
-explanation = panel.explain(phrase)
+explanation = panel.explain("pleural effusion")  # expanded to the words the answer has for it
 mask = case.masks["Pleural Effusion"]
 heat = explanation.heatmap
 share = float(heat[mask].sum() / heat.sum())
-print(f"answer: {answer}\nexplained: {phrase or 'the whole answer'} ({explanation.method})")
+print(f"answer: {answer}\nexplained: {explanation.phrase!r} ({explanation.method})")
 print(f"share of the map inside the effusion mask: {share:.2f} (the mask covers {mask.mean():.2f} of the image)")
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-axes[0].imshow(explanation.model_view, cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("model input")
-axes[1].imshow(explanation.model_view, cmap="gray", vmin=0, vmax=1)
-axes[1].imshow(heat, cmap="inferno", alpha=0.6)
-axes[1].set_title(f"IG for \u201c{phrase or 'answer'}\u201d")
-axes[2].imshow(mask, cmap="Blues")
-axes[2].set_title("ground-truth mask")
-for ax in axes:
-    ax.axis("off")
+fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=DPI)
+overlay(ax, explanation.model_view, heat, title=f"IG for \u201c{explanation.phrase}\u201d", mask=mask)
 plt.tight_layout()
+
+# %% [markdown]
+# We asked for "pleural effusion"; Explain found the whole noun phrase the model wrote and explained
+# that. Cyan outlines the true effusion, the green cross marks the map's peak. Had the model not
+# written an effusion at all, there would be no words of its own to explain: `xraygpt-lab explain`
+# then asks the model the yes/no question ("Is there a pleural effusion?") and explains its answer,
+# and its JSON says so (`phrase_in_answer`, `phrase_source`).
 
 # %% [markdown]
 # ## 7. Robustness: bad input never breaks the panel

@@ -60,10 +60,10 @@ from xraygpt_lab.interpret.localization import evaluate_positives, held_out_posi
 from xraygpt_lab.interpret.plots import (DPI, compare_methods, counterfactual_figure, curves_plot, overlay,
                                          table_heatmap)
 from xraygpt_lab.interpret.targets import phrase_target
-from xraygpt_lab.runs import load_run, reference_or_tiny_run
+from xraygpt_lab.runs import load_run, reference_or_tiny_run, results_file
 
 warnings.filterwarnings("ignore", category=UserWarning)
-set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
+set_matplotlib_formats("jpeg", pil_kwargs={"quality": 65})  # radiograph noise makes PNG figures large
 torch.set_num_threads(2)
 device = default_device()  # CUDA when present, else the CPU; XRAYGPT_DEVICE=cpu forces the CPU
 print("Running on:", describe_device(device))
@@ -134,17 +134,42 @@ print(f"baseline: {baseline_name}; sum of attributions {ig_by_hand.sum():.3f} vs
 
 # %% [markdown]
 # ### Pitfall 1: saturation
-# The plain gradient at the image (*Saliency*) only sees the last, flat stretch of the path when
-# the model is already sure. IG integrates the whole path.
+# The plain gradient at the image (*Saliency*) sees only the end of the path. When the model is
+# already sure long before the image — the curve flat near α = 1 — that end says little. The left
+# panel follows the target from three baselines to the image; the printout says how much of the
+# rise happens in the last quarter of the path, the only part a gradient at the image can see.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), dpi=DPI)
-axes[0].plot(alphas.cpu(), scores.detach().cpu(), marker=".")
-axes[0].set_xlabel("α (0 = baseline, 1 = image)"), axes[0].set_ylabel("log P(phrase)")
-axes[0].set_title("target along the IG path", fontsize=9)
+paths = {}
+with torch.no_grad():
+    for b in ("mean", "black", "blur"):
+        base_b, _ = make_baseline(pixels, b)
+        paths[b] = target(base_b + alphas.view(-1, 1, 1, 1) * (pixels - base_b)).cpu().numpy()  # [32]
+for b, curve in paths.items():
+    rise = curve[-1] - curve[0]
+    late = curve[-1] - curve[int(0.75 * steps)]
+    print(f"{b:5s} baseline: log P from {curve[0]:6.2f} to {curve[-1]:5.2f}; "
+          f"last quarter of the path: {late:+.2f} of {rise:+.2f} nats")
+ig_mean = explain(target, pixels, "ig", baseline="mean", n_steps=steps)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=DPI)
+for b, curve in paths.items():
+    axes[0].plot(alphas.cpu(), curve, marker=".", label=f"{b} baseline")
+axes[0].set_xlabel("α (0 = baseline, 1 = image)", fontsize=8), axes[0].set_ylabel("log P(phrase)", fontsize=8)
+axes[0].legend(fontsize=8), axes[0].set_title("target along the IG path", fontsize=9)
 overlay(axes[1], case.image, explain(target, pixels, "saliency"), title="saliency |∂f/∂x| at the image", mask=mask)
-overlay(axes[2], case.image, library, title="integrated gradients", mask=mask)
+overlay(axes[2], case.image, ig_mean, title="integrated gradients, mean-grey baseline", mask=mask)
 fig.tight_layout()
+
+# %% [markdown]
+# From the mean-grey image the target climbs within the first fifth of the path and then stays
+# within about half a nat of its final value: the model is sure of the phrase long before the full
+# image. That is saturation, and it is why the gradient at the image (middle) says little — here
+# it peaks on the wrong lung. IG sums the gradients along the steep part instead, but from mean
+# grey the steep part is where a flat grey square turns into a chest film at all, so it credits
+# the film's bright edges (right), not the effusion. The blurred copy scores almost as high as the
+# image itself (its curve is flat from the start: blurring keeps a large smooth opacity), so IG
+# from it has almost nothing to distribute. What IG explains is the difference between the image
+# and its baseline: the next pitfall.
 
 # %% [markdown]
 # ### Pitfall 2: the baseline is part of the question
@@ -159,20 +184,45 @@ maps["IG, blur + black, σ 2 px"] = explain(target, pixels, "ig", baseline=["blu
 compare_methods(case.image, maps, mask=mask, columns=4);
 
 # %% [markdown]
-# ## 3. Eight methods side by side
-# Cyan: the true effusion mask. Green cross: each map's maximum. Token-level methods (Grad-CAM on
-# the last Swin stage, layer IG on the projection output) live on the 4 × 4 token grid the LLM sees;
-# **feature IG** integrates gradients at the encoder's first stride-4 feature map (the conv stem's
-# second scale here, Swin's patch embedding in MedCLIP; `VisionEncoder.feature_layer`) and sums
-# over channels: 32 × 32 cells of 4 px, baseline = the features of a black image.
+# ## 3. Nine maps side by side
+# Cyan: the true effusion mask. Green cross: each map's maximum. Every panel draws the map's
+# positive evidence, its colour scale clipped at the 99th percentile. The first panel is the
+# **recommended** map (IG over two baselines, gated by feature IG; §4 builds it by hand), the rest
+# are the methods with their library defaults. Token-level methods (Grad-CAM on the last Swin
+# stage, layer IG on the projection output) live on the 4 × 4 token grid the LLM sees; **feature
+# IG** integrates gradients at the encoder's first stride-4 feature map (the conv stem's second
+# scale here, Swin's patch embedding in MedCLIP; `VisionEncoder.feature_layer`) and sums over
+# channels: 32 × 32 cells of 4 px, baseline = the features of a black image.
 
 # %%
 torch.manual_seed(0)
 methods = ["ig", "smoothgrad", "occlusion", "saliency", "gradientshap", "gradcam", "layer_ig", "feature_ig"]
-results = {m: explain(target, pixels, m) for m in methods}
-compare_methods(case.image, results, mask=mask, columns=4);
+results = {"recommended (gated IG)": explain(target, pixels, "ig", **RECOMMENDED_IG, n_steps=16)}
+results |= {m: explain(target, pixels, m) for m in methods}
+compare_methods(case.image, results, mask=mask, columns=3);
+hits = {m: pointing_hit(r.map, mask, tolerance) for m, r in results.items()}
 for m, r in results.items():
-    print(f"{m:13s} peak {r.peak}  hit={pointing_hit(r.map, mask, tolerance)}  resolution: {r.resolution}")
+    print(f"{m:23s} peak {r.peak}  hit={hits[m]}  resolution: {r.resolution}")
+print(f"{sum(hits.values())} of {len(hits)} maps peak on the effusion")
+
+# %% [markdown]
+# On this film the recommended map, occlusion, GradientShap and feature IG peak on the effusion
+# (the printout above). The misses each have a reason seen before: plain IG from the blurred copy
+# has almost nothing to distribute (§2: the blurred image scores within 0.13 nats of the image);
+# saliency and SmoothGrad are gradients at the image, where the target is saturated; Grad-CAM and
+# layer IG see a 4 × 4 grid of 32-px tokens and peak on the token that moves the phrase most,
+# which need not be the one holding the effusion. One film proves nothing either way: §4 scores
+# every method on held-out positives.
+
+# %% [markdown]
+# **Turn the knobs.** The same phrase on the same film, with the method, the number of integration
+# steps and the baseline of your choice; the title says whether the peak lands on the effusion.
+# Try IG with the blurred baseline alone, then with black, then both (the default, gated).
+
+# %%
+from xraygpt_lab.widgets.knobs import attribution_knobs
+
+attribution_knobs(model, case, phrase, case.summary, observation="Pleural Effusion")
 
 # %% [markdown]
 # ## 4. Is it right? Faithfulness against ground truth
@@ -187,14 +237,30 @@ for m, r in results.items():
 # Every number sits next to a **random map**: its pointing rate is the (dilated) mask's area.
 
 # %%
-curves = {m: perturbation_curve(target, pixels, results[m].map, "deletion") for m in ("ig", "gradcam", "occlusion")}
-curves["random"] = perturbation_curve(target, pixels, random_map((size, size)), "deletion")
-fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
-curves_plot(curves, ax=axes[0], title="deletion (lower is better)")
-ins = {m: perturbation_curve(target, pixels, results[m].map, "insertion") for m in ("ig", "gradcam", "occlusion")}
-ins["random"] = perturbation_curve(target, pixels, random_map((size, size)), "insertion")
-curves_plot(ins, ax=axes[1], title="insertion (higher is better)")
+shown = ("recommended (gated IG)", "occlusion", "gradcam")
+maps_for_curves = {m: results[m].map for m in shown} | {"random": random_map((size, size))}
+blurred = perturbation_curve(target, pixels, maps_for_curves["occlusion"], "deletion", baseline="blur")
+print(f"blurred copy: gap {blurred.gap:.2f} nats, too small to delete anything; black: ", end="")
+curves = {m: perturbation_curve(target, pixels, v, "deletion", baseline="black") for m, v in maps_for_curves.items()}
+ins = {m: perturbation_curve(target, pixels, v, "insertion", baseline="black") for m, v in maps_for_curves.items()}
+print(f"gap {curves['random'].gap:.2f} nats")
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), dpi=DPI)
+curves_plot(curves, ax=axes[0], title="deletion into black (lower area is better)")
+curves_plot(ins, ax=axes[1], title="insertion into black (higher area is better)")
 fig.tight_layout()
+
+# %% [markdown]
+# The curves replace pixels by **black**, not by the blurred copy: the blurred image scores
+# almost as high as the image (the gap printed above), so deleting pixels into it removes no
+# evidence (the library returns no curve when the gap is below half a nat).
+#
+# **Here the curves cannot rank the maps, and the random map shows why.** Deleting the first
+# 6 % of pixels — *any* 6 %, scattered at random — already drops the target to the black image's
+# level: a film peppered with black pixels is nothing the model has seen, and it stops reading it
+# as a film. Insertion fails the same way, and Grad-CAM "wins" it because its coarse map inserts
+# whole 32-px blocks of intact film. Deletion and insertion measure the map *together with* the
+# out-of-distribution images they create (Hooker et al. 2019 retrain the model to avoid this,
+# ROAR). With ground-truth masks, the pointing game below asks the question directly.
 
 # %% [markdown]
 # ### The method × observation table
@@ -212,7 +278,6 @@ live_methods = {"ig_gated": {"method": "ig", **RECOMMENDED_IG, "n_steps": 16},
                 "gradcam": {}, "attention": {}}
 rows = evaluate_positives(model, pairs, live_methods)
 live = faithfulness_table(rows, "pointing")
-table_heatmap(live, title=f"pointing game, {len(pairs)} held-out positives (live)");
 gain = pd.DataFrame(rows).query("method == 'random'").groupby("observation")["score_change"].mean()
 print("log P(phrase) gained by adding the finding (same phantom without it as reference):")
 print(gain.round(3).to_string())
@@ -221,7 +286,7 @@ print(reliance_table(rows).round(2).to_string())
 live.round(2)
 
 # %%
-saved = run_dir.parent / f"faithfulness_{run_dir.name}.json"
+saved = results_file(run_dir, "faithfulness")  # written by benchmarks/faithfulness.py
 if saved.is_file():
     full = json.loads(saved.read_text())
     table = pd.DataFrame(full["pointing"]).T
@@ -230,7 +295,8 @@ if saved.is_file():
     table_heatmap(table, title=f"pointing game, {full['n_positives']} held-out positives (benchmarks/faithfulness.py)")
     display(pd.DataFrame(full["summary"]).T.round(3))  # noqa: F821 (IPython)
 else:
-    print(f"{saved} not found: run `python benchmarks/faithfulness.py` for the full 300-positive table")
+    print(f"{saved.name} not found: run `python benchmarks/faithfulness.py --run {run_dir.name}` for the full "
+          "300-positive table")
 
 # %% [markdown]
 # **Reading the table.** First look at the random row and at the *gain* printed above: if adding
@@ -248,7 +314,7 @@ else:
 # blurring removes but a black image does not. **Averaging IG over both baselines** (a two-point
 # expected gradients, Erion et al. 2021) credits both kinds of finding, and smoothing the map by
 # σ = 2 px (half the pointing tolerance) stops a single noisy pixel from being the maximum:
-# `ig_blur_black` in the tables (0.72 vs 0.55 for the blurred baseline alone on 60 positives).
+# `ig_blur_black` in the tables (reference run: 0.68 vs 0.59 for the blurred baseline alone, 300 positives).
 # Try it: rerun the live cell with one baseline at a time.
 #
 # ### Gating: a fine map times coarser ones
@@ -259,7 +325,7 @@ else:
 # the same at two scales: **IG over blur + black × the positive part of feature IG at stride 4 ×
 # that at stride 8**, smoothed by 1 px (`RECOMMENDED_IG`, the `explain` CLI's and the chat panel's
 # default). A pixel survives only where every scale supports the phrase; the stride-8 factor
-# mostly removes stride-4 peaks on the wrong side of the chest (effusion 0.80 → 0.95 over 400
+# mostly removes stride-4 peaks on the wrong side of the chest (6-minute recipe: effusion 0.80 → 0.95 over 400
 # positives). The cell below builds it by hand from its three parts and checks it against the
 # library.
 
@@ -279,56 +345,39 @@ for name, r in parts.items():
     print(f"{name:26s} peak {r.peak}  hit={pointing_hit(r.map, mask, tolerance)}")
 
 # %% [markdown]
-# **Measured** (`benchmarks/faithfulness.py`: 60 held-out positives per observation, pointing
-# game with 4 px tolerance; random map 0.05; docs/design-notes.md has the per-observation
-# tables). The recipe explains the finding's whole noun phrase ("moderate right basilar
-# atelectasis", see §1) and starts stage 1 from the concept fit (notebook 03 §4); the columns show
-# what each change did on the same trainings (one row per training of the tiny recipe, 100
-# positives each unless stated):
+# **Measured** on the reference run (`benchmarks/faithfulness.py --run reference`: 60 held-out
+# positives per observation of seed 3000, pointing game with 4 px tolerance; the table above when
+# its file is present): the recommended map points at the finding in **0.86** of 300 positives,
+# a random map in 0.08. Per observation: atelectasis 0.98, consolidation 0.97, effusion 0.98,
+# pneumothorax 0.92, lung lesion 0.43. The other methods: feature IG 0.73, gradient rollout 0.69,
+# IG over blur + black 0.68, plain IG from the blurred copy 0.59, saliency 0.39, Grad-CAM 0.13.
+# The recipe explains the finding's whole noun phrase ("moderate right basilar atelectasis", see
+# §1); the two gates lift IG over two baselines by 0.18.
 #
-# | training · positives | old phrase, random start | whole phrase, random start | whole phrase, concept start |
-# |---|---|---|---|
-# | A · seed 3000, 300 | | | **0.81** |
-# | A · seeds 5000 / 13000 | | | 0.81 / 0.83 |
-# | B · seed 3000, 300 | 0.82 | 0.84 | |
-# | B · seed 13000 | 0.78 | 0.80 | 0.82 |
-# | C · seed 3000 | 0.74 | 0.78 | 0.82 |
-# | D · seed 3000 | 0.78 | 0.77 | 0.78 |
-# | E (float32) · seed 5000 | 0.81 | 0.85 | 0.84 |
-# | F · seeds 3000 / 5000 | 0.81 / 0.82 | | 0.84 / 0.85 |
-#
-# Per observation on the saved 300: atelectasis 0.88, consolidation 0.92, lung lesion 0.50,
-# effusion 0.93, pneumothorax 0.83. Other methods: IG blur + black 0.75, feature IG 0.67, IG 0.57.
-#
-# **Where the model uses the finding, the map finds it.** For the 257 of 300 positives whose
-# phrase gains more than 0.5 nats from the finding, the map points at it in **0.89** of cases; for
-# the 43 the model hardly uses (most of them small nodules), 0.35. `reliance_table` gives this
-# split; the benchmark saves it as `pointing_by_reliance`. With the old phrase only 194 of 300
-# counted as used: it had left out the words that carry the evidence.
-#
-# The stride-8 factor mostly fixes effusions (0.80 → 0.95 over 400 positives), whose
-# stride-4 maps often peaked on the wrong side. The two gates lift the map from IG over two
-# baselines (0.63–0.75) to 0.81–0.84.
+# **Where the model uses the finding, the map finds it.** For the 265 of 300 positives whose
+# phrase gains more than 0.5 nats from the finding, the map points at it in **0.96** of cases; for
+# the 35 the model hardly uses (most of them small nodules), 0.09. `reliance_table` gives this
+# split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
-# - 100 positives give ± 0.04, and one training differs from the next: six trainings of the
-#   recipe give 0.78–0.85 (mean 0.82). Quote the pointing game over several hundred
-#   positives and more than one training.
-# - Nodules stay at about 0.5. A small nodule changes this run's log P("15 mm nodule in the …")
-#   by about 0.7–1.2 nats on average (much less for the smallest), so the model barely
-#   uses it; a map that ignores the nodule is then the faithful answer.
-# - A pointing game can count a *faithful* map as a miss when the model reads the other side. The
-#   `--long` run's effusion maps often peak on the *opposite*, clear costophrenic angle: evidence
-#   for "left" rather than "right". This is why the two-scale gate does not help that run (0.74).
+# - 100 positives give ± 0.04, and one training differs from the next: seven trainings of the
+#   6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
+#   several hundred positives and more than one training.
+# - Nodules stay below 0.5. A nodule changes the reference's log P("15 mm nodule in the …") by
+#   about 1.2 nats on average (much less for the smallest), so the model barely uses many of
+#   them; a map that ignores such a nodule is then the faithful answer.
+# - A pointing game can count a *faithful* map as a miss when the model reads the other side: an
+#   effusion map may peak on the clear, opposite costophrenic angle — evidence for "left" rather
+#   than "right".
 # - Pointing games score agreement with the radiologist's mask, not faithfulness to the model.
 
-# %% [markdown]
 # ## 5. Counterfactual: the same phantom without the effusion
 # The synthetic world redraws the *same* seed with one finding removed: only the effusion's pixels
 # change. We generate both reports, diff them, and attribute the SAME phrase on both images.
 
 # %%
-cf = explain_counterfactual(model, case, "Pleural Effusion", phrase, method="ig", max_new_tokens=48)
+cf = explain_counterfactual(model, case, "Pleural Effusion", phrase, method="ig", max_new_tokens=48,
+                            **RECOMMENDED_IG, n_steps=16)  # the recommended map, as everywhere else
 print("report diff (without → with):", format_diff(cf.report_diff)[:300])
 print(f"log P({phrase!r}): with {cf.map_with.score:.2f}, without {cf.map_without.score:.2f}")
 counterfactual_figure(cf);

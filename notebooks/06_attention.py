@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -111,16 +112,28 @@ print("share of each token's attention that goes to the image (layer-mean):",
 
 # %%
 grid = attention.weights.mean(dim=2).reshape(*attention.weights.shape[:2], rows, cols)  # [L, H, r, c]
-fig, axes = plt.subplots(grid.shape[0], grid.shape[1], figsize=(1.8 * grid.shape[1], 1.8 * grid.shape[0]), dpi=DPI,
+mask_full = case.masks["Pleural Effusion"]  # [S, S]
+fig, axes = plt.subplots(grid.shape[0], grid.shape[1], figsize=(2.6 * grid.shape[1], 2.4 * grid.shape[0]), dpi=DPI,
                          squeeze=False)
+top = float(grid.max())  # one colour scale for every head, so heads can be compared
 for layer in range(grid.shape[0]):
     for head in range(grid.shape[1]):
         ax = axes[layer, head]
-        ax.imshow(grid[layer, head], cmap="magma")
+        ax.imshow(case.image, cmap="gray", vmin=0, vmax=1, extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
+        heat = ax.imshow(grid[layer, head], cmap="magma", vmin=0, vmax=top, alpha=0.65)
+        ax.contour(np.linspace(-0.5, cols - 0.5, mask_full.shape[1]), np.linspace(-0.5, rows - 0.5, mask_full.shape[0]),
+                   mask_full.astype(float), levels=[0.5], colors="cyan", linewidths=1.0)
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(f"L{layer} H{head}", fontsize=7)
-fig.suptitle("phrase → image attention per layer/head (patient's left = image right)", fontsize=8)
-fig.tight_layout()
+        ax.set_title(f"layer {layer}, head {head}", fontsize=8)
+fig.colorbar(heat, ax=axes, fraction=0.025, pad=0.02, label="attention weight (mean over the phrase's tokens)")
+fig.suptitle("phrase → image attention per layer and head over the film (cyan: the effusion; patient's left = "
+             "image right)", fontsize=9)
+
+# %% [markdown]
+# One colour scale for all heads, so they can be compared. In the first layer some heads look at
+# the tokens over the effusion (the lower tokens on the image's right); in the last layer the
+# phrase hardly looks at the image at all: what the image had to say was moved into the text
+# positions earlier. A head's weight says where it reads, not what it takes from there.
 
 # %%
 mask = case.masks["Pleural Effusion"]

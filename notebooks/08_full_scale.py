@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -349,10 +351,43 @@ else:
 #   sequence packing; run `benchmarks/gpu_scale.py --shape 7b` on your GPU for measured numbers.
 # * **Credentialed data stays where its licence allows**: MIMIC-CXR must not be copied to shared
 #   machines or uploaded to online services (PhysioNet data-use agreement).
-#
-# Exercise: change `PEAK` to your GPU's bf16 peak and `stage1_samples` to one epoch of MIMIC-CXR
-# (114,690 summaries); how long would stage 1 take on one GPU? On four with `accelerate launch`?
 
 # %%
 assert tokens.shape[1:] == (49, 768) and image_embeds.shape[-1] == d_llm
 assert 6.5e9 < N_LLM < 7.0e9 or FOLDERS["llm"]  # LLaMA-7B: 6.74 B
+
+# %% [markdown]
+# ## Exercise: what a frozen 7 B model costs to train through
+#
+# Section 6 counted `6·N` FLOPs per token for the alignment. Make that count yours. Write
+# `step_flops(frozen_params, trainable_params, tokens, backward_through_frozen)`: the FLOPs of one
+# training step **without** activation checkpointing. Per token, a weight costs 2 FLOPs forward;
+# backward, a *trainable* weight costs 2 for the activation gradient and 2 for its own gradient; a
+# *frozen* weight gets no gradient of its own, but still costs 2 for the activation gradient when
+# something trainable sits below it (`backward_through_frozen`) — XrayGPT's projection sits under the
+# whole LLM. `check_step_flops` tries XrayGPT's stage 1, full fine-tuning, a frozen encoder and LoRA.
+
+# %%
+from xraygpt_lab.exercises import check_step_flops  # noqa: E402
+
+
+def step_flops(frozen_params, trainable_params, tokens, backward_through_frozen):
+    raise NotImplementedError("your turn")
+
+
+check_step_flops(step_flops)
+
+# %% [markdown]
+# Then use it: with `PEAK` set to your GPU's bf16 peak, how many GPU-hours does one epoch of
+# MIMIC-CXR (114,690 summaries of about 242 tokens) take in stage 1, with and without activation
+# checkpointing (which adds one more forward of the LLM)? Solution: `tutorials/solutions/s08_full_scale.py`.
+#
+# <details><summary>Answer (click)</summary>
+#
+# Per token: 4 · 6.74 B (frozen LLM, gradients pass through) + 6 · 4.2 M (projection) ≈ 27 GFLOPs,
+# so 114,690 × 242 tokens ≈ 7.5 × 10¹⁷ FLOPs: at 312 TFLOP/s and 40 % MFU (A100) about 1.7
+# GPU-hours; with checkpointing (6·N per token) about 2.5. The projection's own cost is
+# negligible: almost all the compute goes into carrying gradients *through* a model that does not
+# learn.
+#
+# </details>

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 import numpy as np
 import torch
 import transformers
@@ -48,7 +51,8 @@ from xraygpt_lab.device import describe_device
 from xraygpt_lab.models.ood import calibration_seeds, input_problems, ledoit_wolf
 from xraygpt_lab.runs import ensure_tiny_run, load_run, ood_detector
 
-plt.rcParams.update({"figure.dpi": 60, "font.size": 9})
+plt.rcParams.update({"figure.dpi": 100, "font.size": 9})
+set_matplotlib_formats("jpeg")  # radiograph noise makes PNG figures large
 transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the outputs
 torch.set_num_threads(1)  # the tiny model's kernels are too small to split across threads
 device = torch.device("cpu")

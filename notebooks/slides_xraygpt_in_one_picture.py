@@ -6,6 +6,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,42 +25,19 @@
 # is drawn, and the parameter counts and the prompt are computed, by the toolkit's own code.
 
 # %% slideshow={"slide_type": "skip"} tags=["remove_input"]
-import textwrap
-
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from xraygpt_lab.data.synthetic.world import render_case
 from xraygpt_lab.models.conversation import END_SYM, IMAGE_SLOT, xraygpt_prompt
+from xraygpt_lab.models.diagram import ArchitectureSizes, architecture_figure
 
-ENCODER_WIDTH, LLM_WIDTH, TOKENS = 768, 4096, 7 * 7  # MedCLIP Swin-tiny features, Vicuna-7B, 7x7 grid
-VICUNA_7B_PARAMETERS = 6_738_415_616  # LLaMA-7B's count (benchmarks/results/gpu-h200-2026-12-04.json)
-FROZEN, TRAINED, TEXT = "#dbe4f0", "#f6c85f", "#222222"
+FULL = ArchitectureSizes.full()  # MedCLIP's Swin-tiny (7 x 7 tokens of 768) and Vicuna-7B (4096 wide)
+ENCODER_WIDTH, LLM_WIDTH, TOKENS = FULL.d_vision, FULL.d_llm, FULL.tokens
+VICUNA_7B_PARAMETERS = FULL.llm_params  # LLaMA-7B's count (benchmarks/results/gpu-h200-2026-12-04.json)
 set_matplotlib_formats("png")  # figures shown as PNG whatever the backend (slides are built with Agg)
-
-
-def box(ax, x, y, w, h, title, lines, colour):
-    """A rounded box at (x, y) (lower left) with a bold title and smaller lines under it."""
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor=colour, edgecolor="#555555", linewidth=1.2))
-    ax.text(x + w / 2, y + h - 0.15, title, ha="center", va="top", fontsize=13, weight="bold",
-            color=TEXT)
-    ax.text(x + w / 2, y + h - 0.6, "\n".join(lines), ha="center", va="top", fontsize=10.5,
-            color=TEXT, linespacing=1.4)
-
-
-def arrow(ax, start, end, label="", side="above"):
-    """An arrow from ``start`` to ``end``, its label above, left of or right of its middle."""
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=16, linewidth=1.5,
-                                 color="#444444"))
-    x, y = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
-    place = {"above": (x, max(start[1], end[1]) + 0.1, "center", "bottom"),
-             "left": (x - 0.12, y, "right", "center"), "right": (x + 0.12, y, "left", "center")}
-    px, py, ha, va = place[side]
-    ax.text(px, py, label, ha=ha, va=va, fontsize=9.5, color="#444444")
 
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -68,33 +47,7 @@ def arrow(ax, start, end, label="", side="above"):
 case = render_case(seed=106, size=128)  # a synthetic PA film, drawn by code: a left effusion
 film = case.image  # [128, 128]
 answer = next(s for s in case.report.split(". ") if "effusion" in s)  # its report's sentence
-fig, ax = plt.subplots(figsize=(12, 5))
-ax.set_xlim(0, 12.4)
-ax.set_ylim(-1.0, 4.1)
-ax.axis("off")
-ax.imshow(film, cmap="gray", extent=(0.1, 1.7, 0.95, 2.55))
-ax.text(0.9, 0.8, "chest radiograph", ha="center", va="top", fontsize=10)
-box(ax, 2.1, 0.8, 2.3, 1.9, "Vision encoder", ["MedCLIP, Swin-tiny", "frozen",
-                                                  f"{TOKENS} tokens x {ENCODER_WIDTH}"], FROZEN)
-box(ax, 4.95, 1.05, 1.5, 1.4, "Linear", [f"{ENCODER_WIDTH} -> {LLM_WIDTH}", "trained"], TRAINED)
-box(ax, 7.2, 0.8, 2.3, 1.9, "Language model", ["Vicuna-7B (LLaMA)", "frozen", "writes the answer"],
-    FROZEN)
-arrow(ax, (1.75, 1.75), (2.05, 1.75))
-arrow(ax, (4.45, 1.75), (4.9, 1.75))
-prompt = xraygpt_prompt("Describe the given chest x-ray image in detail.")
-ax.text(6.3, 3.75, prompt, ha="center", va="center", fontsize=10.5, family="monospace",
-        bbox={"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "#999999"})
-arrow(ax, (5.6, 2.5), (4.4, 3.45), f"{TOKENS} embeddings\nreplace <ImageHere>", side="right")
-arrow(ax, (8.35, 3.45), (8.35, 2.75), "the whole prompt", side="right")
-arrow(ax, (9.55, 1.75), (9.95, 1.75))
-ax.text(10.05, 1.75, textwrap.fill(answer, 22) + "." + END_SYM, ha="left", va="center",
-        fontsize=10, style="italic")
-ax.text(0.1, -0.25, "Stage 1: MIMIC-CXR summaries", fontsize=12, weight="bold", va="center")
-arrow(ax, (3.85, -0.25), (4.45, -0.25))
-ax.text(4.6, -0.25, "Stage 2: OpenI summaries", fontsize=12, weight="bold", va="center")
-ax.text(0.1, -0.8, "In both stages only the yellow box learns; the blue boxes never change.",
-        fontsize=11, va="center")
-fig.tight_layout()
+fig = architecture_figure(FULL, film, answer + ".")
 display(fig)
 plt.close(fig)
 

@@ -95,3 +95,14 @@ def test_chat_yes_no_reads_answers_and_scores_both_classes():
     assert bench.rates(rows) == {"n_pos": 2, "n_neg": 1, "sensitivity": 0.5, "specificity": 1.0,
                                  "balanced_accuracy": 0.75}
     assert bench.rates(rows[:2])["specificity"] is None  # no negatives: no rate, not NaN
+
+
+def test_explain_pointing_names_each_finding_as_a_user_would():
+    from types import SimpleNamespace
+
+    bench = load("explain_pointing")
+    nodule = SimpleNamespace(findings=[SimpleNamespace(observation="Lung Lesion", detail={"kind": "mass"})])
+    assert bench.plain_name(nodule, "Lung Lesion") == "mass"
+    assert bench.plain_name(nodule, "Pleural Effusion") == "pleural effusion"
+    rows = [{"hit": True, "written": True, "random": 0.1}, {"hit": False, "written": False, "random": 0.1}]
+    assert bench._rates(rows) == {"n": 2, "pointing": 0.5, "written": 0.5, "pointing_when_written": 1.0, "random": 0.1}

@@ -182,3 +182,27 @@ def test_ig_defaults_to_two_baselines_and_a_smoothed_map_and_rejects_bad_setting
         with pytest.raises(SystemExit) as exc:
             main(base + [flag, value])
         _one_line_error(exc.value.code, capsys.readouterr().err, needle)
+
+
+@pytest.mark.slow
+def test_explain_expands_a_finding_name_to_the_reference_models_words(tmp_path, capsys) -> None:
+    """`explain --run reference IMAGE --phrase "pleural effusion"`: the model's own noun phrase is
+    explained (side and severity included), the JSON says so, and the peak lands on the effusion."""
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.data.synthetic.world import render_case
+    from xraygpt_lab.interpret.faithfulness import pointing_hit
+
+    case = render_case(12, 128, findings=[Finding("Pleural Effusion", side="left", severity="large")])
+    path = tmp_path / "effusion.png"
+    Image.fromarray((case.image * 255).round().astype(np.uint8)).save(path)
+    status, stdout, stderr = run_cli(["explain", "--run", "reference", str(path), "--phrase", "pleural effusion",
+                                      "--out", str(tmp_path / "o.png")], capsys)
+    assert status == 0, stderr
+    result = json.loads(stdout)
+    assert result["phrase"] == "pleural effusion" and result["phrase_in_answer"] is True
+    assert result["explained_phrase"].lower() in result["explained_answer"].lower()
+    assert result["explained_phrase"].lower().startswith("large left"), result
+    assert result["phrase_source"] in ("answer", "question") and result["in_distribution"] is True
+    saliency = np.zeros(case.image.shape)
+    saliency[tuple(result["peak"])] = 1.0
+    assert pointing_hit(saliency, case.masks["Pleural Effusion"], tolerance=4), result["peak"]

@@ -23,6 +23,7 @@ SOLUTIONS = {
     "s05_attribution": [("pointing_game", "check_pointing_game")],
     "s06_attention": [("rollout", "check_rollout")],
     "s07_evaluation": [("ce_scores", "check_ce_scores")],
+    "s08_full_scale": [("step_flops", "check_step_flops")],
     "s09_released": [("query_maps", "check_query_maps")],
     "s10_out_of_distribution": [("feature_score", "check_feature_score")],
 }

@@ -79,6 +79,12 @@ def test_deletion_and_insertion_reward_the_right_map() -> None:
     assert i_good.auc > 0.9 > 0.6 > i_bad.auc
     flat = perturbation_curve(lambda x: torch.zeros(x.shape[0]), pixels, good)
     assert np.isnan(flat.auc)  # nothing to normalise by
+    # a baseline that scores higher than the image (a blurred copy keeps a smooth opacity): no curve,
+    # rather than one divided by a negative gap
+    inverted = perturbation_curve(lambda x: -target(x), pixels, good, "deletion", baseline="black")
+    assert inverted.gap < 0 and np.isnan(inverted.auc)
+    for curve in (d_good, d_bad, i_good, i_bad):  # always within [0, 1]
+        assert 0.0 <= curve.normalised.min() and curve.normalised.max() <= 1.0 and curve.gap > 0
     with pytest.raises(ValueError, match="kind"):
         perturbation_curve(target, pixels, good, "erase")
 

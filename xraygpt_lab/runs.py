@@ -96,9 +96,23 @@ def default_run_dir() -> Path:
     return Path.home() / ".cache" / "xraygpt-lab" / "runs" / "tiny"
 
 
+def results_file(run_dir: str | os.PathLike, kind: str) -> Path:
+    """Where a benchmark keeps its table for a run: ``<kind>_<run name>.json`` beside the run folder;
+    for the packaged reference (read-only, inside the install) in the runs folder of
+    :func:`default_run_dir` instead, so no benchmark writes into the package."""
+    run_dir = Path(run_dir)
+    if is_reference(run_dir):
+        root = _repo_root()
+        folder = root / "runs" if root is not None else Path.home() / ".cache" / "xraygpt-lab" / "runs"
+    else:
+        folder = run_dir.parent
+    return folder / f"{kind}_{run_dir.name}.json"
+
+
 def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
                     log: Callable[[str], None] = print, progress: bool = False,
-                    retrain_stale: bool | None = None) -> Path:
+                    retrain_stale: bool | None = None,
+                    on_step: Callable[[str, dict], None] | None = None) -> Path:
     """Return a complete tiny run folder, training it with the walkthrough if missing or incomplete.
 
     The run folder's lock (``run_folder.run_lock``, also taken by ``xraygpt-lab walkthrough``) makes
@@ -107,7 +121,8 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
     trained with other settings than today's tiny profile to ``<name>.previous`` and trains anew,
     so notebooks never silently reuse a run of an older recipe or synthetic world; an explicit folder
     is used as is. The packaged reference (``XRAYGPT_LAB_RUN=reference``) is returned as it is,
-    never trained or moved.
+    never trained or moved. ``on_step(stage, history row)`` follows a training as it runs (a live
+    loss plot: ``widgets.live.LiveCurves``).
     """
     if retrain_stale is None:
         retrain_stale = run_dir is None
@@ -128,7 +143,7 @@ def ensure_tiny_run(run_dir: str | os.PathLike | None = None, seed: int = 0,
             from .train.walkthrough import run_walkthrough
 
             log(f"training the tiny run in {run_dir} (a few minutes, once)")
-            run_walkthrough(run_dir, "tiny", seed=seed, log=log, progress=progress)
+            run_walkthrough(run_dir, "tiny", seed=seed, log=log, progress=progress, on_step=on_step)
     return run_dir
 
 

@@ -2,13 +2,18 @@
 
 Writes an overlay PNG and prints one JSON object, e.g.::
 
-    {"method": "ig", "phrase": "left pleural effusion", "peak": [412, 655], ...}
+    {"method": "ig", "phrase": "pleural effusion", "explained_phrase": "moderate left pleural effusion",
+     "phrase_in_answer": true, "peak": [412, 655], ...}
 
 ``peak`` is ``[row, col]`` in the INPUT image's pixel coordinates, whatever its size or aspect:
 the map is brought back through the MedCLIP preprocessing (pad to square, resize, centre crop;
-``interpret.geometry``). The model first writes its report for the image (``--prompt``); if the
-phrase occurs in it, the phrase is explained in that context, otherwise as the whole answer
-(``"phrase_in_answer": false``). ``--answer`` fixes the teacher-forced answer instead.
+``interpret.geometry``). The model first writes its report for the image (``--prompt``) and the
+phrase is explained inside it, expanded to the whole noun phrase the model wrote: ``--phrase
+"pleural effusion"`` explains ``"moderate left pleural effusion"`` when that is what the report says
+(``interpret.phrases``). A plain finding name the report does not mention is looked for in the
+model's answer to the finding's yes/no question; if neither names it, the phrase is explained on
+its own (``"phrase_in_answer": false``). ``explained_phrase``, ``phrase_source`` and
+``instruction`` say what was explained where. ``--answer`` fixes the teacher-forced answer instead.
 
 A run folder of the released XrayGPT (``xraygpt-lab release init``) works the same: its images
 go through BLIP-2's processor (resized without padding, so maps come back by a plain resize),
@@ -60,8 +65,9 @@ def register(subparsers) -> None:
     add_run_argument(p, required=True, what="run folder (xraygpt-lab walkthrough, or xraygpt-lab release init for "
                                             "the released model)")
     p.add_argument("--phrase", type=_phrase, required=True,
-                   help='text to explain, e.g. "large left pleural effusion"; keep the size or severity '
-                        "words: the answer's words before the phrase are given to the model")
+                   help='text to explain: a finding name ("pleural effusion", "pneumothorax", "consolidation", '
+                        '"atelectasis", "nodule", "mass") is expanded to the whole noun phrase the model wrote '
+                        '(e.g. "moderate left pleural effusion"); other text is explained as written')
     p.add_argument("--method", choices=METHODS, default="ig",
                    help="map kind (default ig); cross_attention needs the released model")
     p.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
@@ -153,12 +159,13 @@ def run(args: argparse.Namespace) -> int:
     from xraygpt_lab.errors import ImageLoadError
     from xraygpt_lab.interpret.attribution import explain
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
-    from xraygpt_lab.interpret.targets import DEFAULT_INSTRUCTION, find_phrase, phrase_target
+    from xraygpt_lab.interpret.phrases import noun_phrase, resolve_phrase
+    from xraygpt_lab.interpret.targets import find_phrase, phrase_target
     from xraygpt_lab.runs import load_run
 
     from transformers.utils import logging as hf_logging
 
-    if args.answer is not None and find_phrase(args.answer, args.phrase) is None:
+    if args.answer is not None and find_phrase(args.answer, args.phrase) is None and noun_phrase(args.answer, args.phrase) is None:
         raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
     if not args.image.is_file():
         raise ImageLoadError(f"{args.image}: file does not exist")
@@ -168,18 +175,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_run(args.run, device=args.device)
     size, fit = model.encoder.image_size, model.pixel_space.fit
     pixels = model.image_processor(args.image)  # [1, C, S, S]: the model's own transform
-    instruction = args.prompt or DEFAULT_INSTRUCTION
-    if args.answer is not None:
-        answer = args.answer
-    else:
-        answer = model.describe(pixels, instruction=instruction, max_new_tokens=args.max_new_tokens)[0]
-    in_answer = bool(answer.strip()) and find_phrase(answer, args.phrase) is not None
-    target = phrase_target(model, args.phrase, answer if in_answer else None, instruction)
+    resolved = resolve_phrase(model, pixels, args.phrase, args.prompt, args.answer, args.max_new_tokens)
+    target = phrase_target(model, resolved.phrase, resolved.answer, resolved.instruction)
     torch.manual_seed(0)  # SmoothGrad / GradientShap noise
     result = explain(target, pixels, args.method, **kwargs)
     restored = map_to_image(result.map, image.shape, fit)  # [H, W]
     r, c = (int(v) for v in divmod(int(restored.argmax()), restored.shape[1]))
-    _save_overlay(args.out, image, restored, f"{args.method}: {args.phrase!r}", result.baseline)
+    _save_overlay(args.out, image, restored, f"{args.method}: {resolved.phrase!r}", result.baseline)
     checked = _ood_fields(model, pixels, image.shape, args.image)  # after the work: an error stays one line
     mr, mc = result.peak
     print(json.dumps({
@@ -187,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         "peak_model": [mr, mc], "peak_model_in_image": [round(v, 1) for v in model_to_image(mr, mc, size, image.shape, fit)],
         "image_shape": list(image.shape), "model_size": size, "baseline": result.baseline,
         "target": result.target, "score": result.score, "resolution": result.resolution,
-        "answer": answer, "phrase_in_answer": in_answer, "out": str(args.out), **checked,
+        "answer": resolved.report, "explained_phrase": resolved.phrase, "phrase_in_answer": resolved.written,
+        "phrase_source": resolved.source, "instruction": resolved.instruction,
+        "explained_answer": resolved.answer, "out": str(args.out), **checked,
     }))
     return 0

@@ -21,6 +21,7 @@ notebook   exercise (function the student writes)               checker
 04         ``fit_history(messages, count_tokens, context, k)``   ``check_fit_history``
 05, 06     interpretability exercises                           ``exercises.interpret``
 07         ``ce_scores(pred_labels, ref_labels, observations)``  ``check_ce_scores``
+08         ``step_flops(frozen, trainable, tokens, through)``    ``check_step_flops``
 09         ``query_maps(vision, cross, grid)``                   ``check_query_maps``
 10         ``feature_score(levels, means, precisions)``          ``check_feature_score``
 =========  ===================================================  ===========================
@@ -48,6 +49,7 @@ CHECKERS: dict[str, str] = {
     "check_escape_message": "chat",
     "check_fit_history": "chat",
     "check_ce_scores": "evaluation",
+    "check_step_flops": "full_scale",
     "check_pointing_game": "interpret",
     "check_rollout": "interpret",
     "check_query_maps": "interpret",

@@ -11,8 +11,10 @@
   pixels first (replace them by the baseline image) and watch the target fall — a small area
   under the curve is good; or insert them into the baseline image and watch it rise — a large
   area is good. Scores are normalised per image to ``(s − s_baseline) / (s_image − s_baseline)``
-  (1 = the whole image, 0 = the baseline image), so images and targets of different scales can
-  be averaged; an image whose baseline scores within ``1e-6`` of it gives NaN.
+  (1 = the whole image, 0 = the baseline image) and clipped to ``[0, 1]``, so images and targets
+  of different scales can be averaged. The curve only means something when the image scores
+  clearly higher than its baseline — when replacing pixels by the baseline removes the evidence;
+  with a gap below :data:`MIN_GAP` nats (a blurred copy keeps a large smooth effusion) it is NaN.
 
 Each metric is reported next to a **random map** (uniform noise): its expected pointing-game hit
 rate is exactly the area fraction of the dilated mask (:func:`random_pointing_rate`).
@@ -92,6 +94,10 @@ def random_map(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Deletion / insertion
 # ----------------------------------------------------------------------------------------------
+#: Smallest ``s_image − s_baseline`` (nats) for which a deletion / insertion curve is normalised.
+MIN_GAP = 0.5
+
+
 @dataclass
 class Curve:
     """A deletion or insertion curve: ``fractions`` of pixels changed and the target's ``scores``."""
@@ -99,7 +105,8 @@ class Curve:
     kind: str  # "deletion" or "insertion"
     fractions: np.ndarray  # [steps + 1] from 0 to 1
     scores: np.ndarray  # [steps + 1] raw target values
-    normalised: np.ndarray  # [steps + 1] (s − s_baseline) / (s_image − s_baseline)
+    normalised: np.ndarray  # [steps + 1] (s − s_baseline) / (s_image − s_baseline) in [0, 1], or NaN
+    gap: float = float("nan")  # s_image − s_baseline
 
     @property
     def auc(self) -> float:
@@ -154,8 +161,11 @@ def perturbation_curve(target: Callable[[torch.Tensor], torch.Tensor], pixel_val
     s_image = float(target(pixel_values).float()[0])
     s_base = float(target(base).float()[0])
     gap = s_image - s_base
-    normalised = (scores_np - s_base) / gap if abs(gap) > 1e-6 else np.full_like(scores_np, np.nan)
-    return Curve(kind=kind, fractions=fractions, scores=scores_np, normalised=normalised)
+    if gap >= MIN_GAP:
+        normalised = np.clip((scores_np - s_base) / gap, 0.0, 1.0)
+    else:  # the baseline keeps the evidence: nothing to delete or insert
+        normalised = np.full_like(scores_np, np.nan)
+    return Curve(kind=kind, fractions=fractions, scores=scores_np, normalised=normalised, gap=gap)
 
 
 # ----------------------------------------------------------------------------------------------

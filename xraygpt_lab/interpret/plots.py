@@ -3,7 +3,8 @@
 Conventions (Captum tutorials): every overlay names its method, target and BASELINE in the title,
 has a colour bar, and draws the radiograph in grey underneath (0 = black air, 1 = white bone; the
 patient's left on the image's right, marked "L"). Ground-truth masks are drawn as a cyan contour
-and the map's peak as a cross. Figures are created at ``dpi`` ≤ 80 so notebooks stay small.
+and the map's peak as a cross. Figures are created at ``DPI`` (100) with titles of at least 8 pt;
+notebooks store them as JPEG to stay small.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from .maps import upsample_grid
 
-DPI = 72
+DPI = 100
 
 
 def _plt():
@@ -28,14 +29,42 @@ def _values(saliency) -> np.ndarray:
     return np.asarray(getattr(saliency, "map", saliency), dtype=np.float32)
 
 
+#: Percentile of the positive evidence at which the overlay's colour scale saturates.
+CLIP_PERCENTILE = 99.0
+
+
+def evidence_scale(values: np.ndarray, percentile: float = CLIP_PERCENTILE) -> tuple[np.ndarray, float]:
+    """Positive evidence of a map scaled to ``[0, 1]``, clipped at its ``percentile``-th percentile.
+
+    Returns ``(scaled [H, W], top)``; ``top`` is the map value drawn at full colour. A few extreme
+    pixels would otherwise take the whole colour range and leave the rest of the map invisible
+    (Sundararajan et al. 2017 and Captum's ``visualize_image_attr`` clip the same way).
+    """
+    positive = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
+    nonzero = positive[positive > 0]
+    top = float(np.percentile(nonzero, percentile)) if nonzero.size else 0.0
+    if top <= 0:
+        return np.zeros(positive.shape, dtype=np.float32), 0.0
+    return np.clip(positive / top, 0.0, 1.0).astype(np.float32), top
+
+
 def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseline: str | None = None,
-            mask: np.ndarray | None = None, mark_peak: bool = True, cmap: str = "inferno", alpha: float = 0.55,
-            colorbar: bool = True, signed: bool | None = None):
+            mask: np.ndarray | None = None, mark_peak: bool = True, cmap: str = "inferno", alpha: float = 0.75,
+            colorbar: bool = True, signed: bool = False, label: str | None = None):
     """Draw ``saliency`` (an ``AttributionMap`` or ``[H, W]`` array) over ``image`` ``[H, W]`` on ``ax``.
 
-    Signed maps (negative values present) use a diverging map centred on zero. Returns the
+    The one overlay of the toolkit: the radiograph in grey beneath; the map's **positive evidence**
+    in a sequential colour map clipped at the 99th percentile (:func:`evidence_scale`), its opacity
+    following the value so that cold pixels leave the film visible; the ground-truth mask outlined
+    in cyan on top; the map's peak as a green cross; a colour bar in the map's units. ``signed``
+    draws a difference map instead (diverging, centred on zero, clipped at the 99th percentile of
+    its magnitude). ``label`` names the colour bar's units (default: what is drawn). Returns the
     ``AxesImage`` of the heat map.
     """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     plt = _plt()
     values = _values(saliency)
     image = np.asarray(image, dtype=np.float32)
@@ -44,14 +73,19 @@ def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseli
     method = getattr(saliency, "method", None)
     baseline = baseline if baseline is not None else getattr(saliency, "baseline", None)
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    signed = bool(values.min() < 0 < values.max()) if signed is None else signed
     if signed:
-        limit = float(np.abs(values).max()) or 1.0
-        heat = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha, interpolation="bilinear")
+        limit = float(np.percentile(np.abs(values), CLIP_PERCENTILE)) or float(np.abs(values).max()) or 1.0
+        heat = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, interpolation="bilinear")
+        mappable, default_label = heat, "difference (clipped at 99th pct)"
     else:
-        heat = ax.imshow(values, cmap=cmap, alpha=alpha, interpolation="bilinear")
+        scaled, top = evidence_scale(values)
+        rgba = colormaps[cmap](scaled)  # [H, W, 4]
+        rgba[..., 3] = alpha * np.sqrt(scaled)  # opacity follows the evidence: the film shows through
+        heat = ax.imshow(rgba, interpolation="bilinear")
+        mappable = ScalarMappable(norm=Normalize(0.0, top or 1.0), cmap=cmap)
+        default_label = "positive evidence (clipped at 99th pct)"
     if mask is not None and np.any(mask):
-        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="cyan", linewidths=1.0)
+        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="cyan", linewidths=1.2)
     if mark_peak:
         r, c = np.unravel_index(int(np.argmax(values)), values.shape)
         ax.plot([c], [r], marker="x", color="lime", markersize=9, mew=2)
@@ -63,7 +97,10 @@ def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseli
     ax.set_xticks([])
     ax.set_yticks([])
     if colorbar:
-        plt.colorbar(heat, ax=ax, fraction=0.046, pad=0.03)
+        bar = plt.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+        bar.ax.tick_params(labelsize=7)
+        bar.formatter.set_powerlimits((-2, 3))
+        bar.set_label(label if label is not None else default_label, fontsize=7)
     return heat
 
 
@@ -109,9 +146,13 @@ def curves_plot(curves: Mapping[str, object], ax=None, title: str = ""):
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 3), dpi=DPI)
     for name, curve in curves.items():
-        ax.plot(curve.fractions, curve.normalised, label=f"{name} (AUC {curve.auc:.2f})")
-    ax.set_xlabel("fraction of pixels changed")
-    ax.set_ylabel("normalised target")
+        if np.isfinite(curve.auc):
+            ax.plot(curve.fractions, curve.normalised, label=f"{name} (AUC {curve.auc:.2f})")
+        else:  # the baseline scores as high as the image: nothing to delete (faithfulness.MIN_GAP)
+            ax.plot([], [], label=f"{name}: no curve (gap {curve.gap:.2f} nats)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("fraction of pixels changed", fontsize=8)
+    ax.set_ylabel("target, 1 = image, 0 = baseline", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return ax
@@ -171,9 +212,9 @@ def query_attention_figure(attention, title: str = ""):
     fig, ax = plt.subplots(figsize=(min(10.0, 1.5 + 0.22 * n), 0.9 + 0.28 * k), dpi=DPI)
     heat = ax.imshow(weights, cmap="magma", aspect="auto", interpolation="nearest")
     ax.set_yticks(range(k))
-    ax.set_yticklabels([repr(t) for t in attention.tokens], fontsize=7)
+    ax.set_yticklabels([repr(t) for t in attention.tokens], fontsize=8)
     ax.set_xticks(range(0, n, max(1, n // 16)))
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_xlabel("image token (query) index", fontsize=8)
     ax.set_title(title or "answer token → image token attention (mean of layers and heads)", fontsize=8)
     plt.colorbar(heat, ax=ax, fraction=0.03, pad=0.02)
@@ -192,13 +233,11 @@ def query_maps_figure(image: np.ndarray, maps, columns: int = 8, title: str = ""
     q = up.shape[0]
     cols = min(columns, q)
     rows = (q + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.35 * rows), dpi=DPI, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows), dpi=DPI, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < q:
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(up[i], cmap="inferno", alpha=0.6)
-            ax.set_title(f"q{i}", fontsize=7)
-    fig.suptitle(title or "where each query token reads (cross-attention rolled out through the ViT)", fontsize=8)
+            overlay(ax, image, up[i], title=f"q{i}", mark_peak=False, colorbar=False)
+    fig.suptitle(title or "where each query token reads (cross-attention rolled out through the ViT)", fontsize=9)
     fig.tight_layout()
     return fig

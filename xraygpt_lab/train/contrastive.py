@@ -157,6 +157,7 @@ def pretrain_encoder(
     token_labels: torch.Tensor | None = None,
     dense_weight: float = 0.0,
     bf16: bool | str = False,
+    on_step: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -224,7 +225,7 @@ def pretrain_encoder(
     encoder.to(memory_format=torch.channels_last)
     try:
         result = train_stage(model, stage, make_batch, checkpoint, accelerator=make_accelerator(device),
-                             progress=progress, bf16=use_bf16, after_step=model.scale.clamp_)
+                             progress=progress, bf16=use_bf16, after_step=model.scale.clamp_, on_step=on_step)
     finally:
         encoder.to(memory_format=torch.contiguous_format)
         model.eval()

@@ -83,7 +83,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
                 checkpoint: str | Path | None = None, *, accelerator: Any = None,
                 stop_after: int | None = None, progress: bool = True,
                 gradient_checkpointing: bool | None = None, bf16: bool | None = None,
-                after_step: Callable[[], None] | None = None) -> StageResult:
+                after_step: Callable[[], None] | None = None,
+                on_step: Callable[[str, dict], None] | None = None) -> StageResult:
     """Train ``model``'s trainable parameters for ``stage.steps`` optimiser steps.
 
     ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
@@ -94,7 +95,9 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
     the 7B model's activation memory). ``bf16``: bfloat16 autocast of the forward pass (default:
     on a GPU; the optimiser and the trainable weights stay float32, as in MiniGPT-4's AMP).
     When the model's output carries ``parts`` (a dict of named loss parts, floats or None), each
-    history row records them. ``after_step`` runs after every optimiser step (e.g. a clamp).
+    history row records them. ``after_step`` runs after every optimiser step (e.g. a clamp);
+    ``on_step(stage name, history row)`` after each row is recorded (e.g. a live loss plot,
+    ``widgets.live.LiveCurves``).
     """
     from tqdm.auto import tqdm
 
@@ -150,6 +153,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
             history.append({"step": step, "loss": round(value, 5), "lr": lr, **getattr(output, "parts", {})})
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
+            if on_step is not None and accelerator.is_main_process:
+                on_step(stage.name, history[-1])
             if checkpoint is not None and (step % stage.save_every == 0 or step == end):
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:

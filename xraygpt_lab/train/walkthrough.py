@@ -165,6 +165,7 @@ class RunFolder:
     device: torch.device
     accelerator: Any
     save_every: int = SAVE_EVERY  # steps between the checkpoints of a stage
+    on_step: Callable[[str, dict], None] | None = None  # called with (stage, history row) after each step
     timings: dict[str, float] = field(default_factory=dict)  # work/timings.json
     history: dict[str, Any] = field(default_factory=dict)  # work/history.json, then history.json
     repaired: list[str] = field(default_factory=list)  # unreadable files discarded in this call
@@ -250,14 +251,15 @@ def run_config(recipe: Recipe, profile: str, seed: int) -> dict[str, Any]:
 
 
 def open_run(out: Path, recipe: Recipe, profile: str, seed: int, log: Log, progress: bool,
-             device: str | torch.device | None, save_every: int = SAVE_EVERY) -> RunFolder:
+             device: str | torch.device | None, save_every: int = SAVE_EVERY,
+             on_step: Callable[[str, dict], None] | None = None) -> RunFolder:
     """Resolve the device, then create ``out`` with its ``config.json``, or check that the run
     already there has the same profile, seed and recipe (an older config.json is migrated).
     Temp files of interrupted writes are removed; unreadable ``work/`` books (timings, history)
     are discarded with a message."""
     dev = resolve_device(device)
     accelerator = make_accelerator(device=dev)
-    run = RunFolder(out, seed, log, progress, dev, accelerator, save_every=save_every)
+    run = RunFolder(out, seed, log, progress, dev, accelerator, save_every=save_every, on_step=on_step)
     config_path = out / "config.json"
     if out.exists() and not out.is_dir():
         raise XrayGPTLabError(f"{out} is a file, not a run folder; choose another --out")
@@ -334,7 +336,8 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
                          steps=e.steps, batch_size=e.batch, lr=e.lr, seed=run.seed, progress=run.progress,
                          contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
                          contrastive_every=e.contrastive_every, token_labels=split.token_labels,
-                         dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=checkpoint, save_every=run.save_every)
+                         dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=checkpoint, save_every=run.save_every,
+                         on_step=run.on_step)
     run.history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
     run.history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
     for part in ("loss_contrastive", "loss_labels"):
@@ -416,7 +419,8 @@ def train_llm(recipe: Recipe, run: RunFolder, split: SplitData, n_slots: int) ->
     # float32 on every device (bf16=False): the recipe's numbers are float32's, and at this size a
     # GPU step is bound by kernel launches, not by arithmetic
     r = domain_finetune(llm, tokenizer, examples, stage_config(recipe.llm, "llm", run.seed, run.save_every),
-                        checkpoint, progress=run.progress, accelerator=run.accelerator, bf16=False)
+                        checkpoint, progress=run.progress, accelerator=run.accelerator, bf16=False,
+                        on_step=run.on_step)
     run.history["llm"] = r.history
     save_llm(llm, tokenizer, run.out / "llm")
     run.stage_done("llm", before + time.perf_counter() - t0)
@@ -520,7 +524,7 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
             f"lr {config.init_lr:g} -> {config.min_lr:g}")
     # float32 like the LLM stage (bf16=False)
     r = align_stage(model, AlignmentSet(features, split.summaries), config, checkpoint,
-                    progress=run.progress, accelerator=run.accelerator, bf16=False)
+                    progress=run.progress, accelerator=run.accelerator, bf16=False, on_step=run.on_step)
     run.history[name] = r.history
     save_weights(run.work / f"projection_{name}.safetensors", dict(model.projection.state_dict()))
     run.stage_done(name, before + time.perf_counter() - t0,
@@ -552,7 +556,8 @@ def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Ten
 def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: Log = print,
                     overrides: Mapping[str, Any] | None = None, progress: bool = True,
                     keep_work: bool = False, device: str | torch.device | None = None,
-                    recipe: Recipe | None = None, save_every: int = SAVE_EVERY) -> dict[str, Any]:
+                    recipe: Recipe | None = None, save_every: int = SAVE_EVERY,
+                    on_step: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Train (or resume) a complete run into ``out`` and return its ``metrics.json`` content.
 
     ``recipe`` (default: ``profile``'s) with the flat-named ``overrides`` (``walkthrough --set``)
@@ -560,6 +565,8 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     (``xraygpt_lab.device.resolve_device``: CUDA when present, else the CPU; ``$XRAYGPT_DEVICE``
     overrides). The run folder is the same either way. ``save_every``: steps between a stage's
     checkpoints (how much an interruption can lose; the weights do not depend on it).
+    ``on_step(stage, history row)`` runs after every training step of every stage (a live loss
+    plot in a notebook: ``widgets.live.LiveCurves``).
 
     A rerun resumes: finished stages are skipped, an interrupted one continues from its checkpoint
     (``resuming <stage> from step N``), and a file left unreadable (a checkpoint, a cached feature,
@@ -570,7 +577,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
     recipe = walkthrough_recipe(profile, overrides, recipe)
     if save_every < 1:
         raise XrayGPTLabError(f"save_every takes an integer >= 1, got {save_every!r}")
-    run = open_run(Path(out), recipe, profile, seed, log, progress, device, save_every)
+    run = open_run(Path(out), recipe, profile, seed, log, progress, device, save_every, on_step)
     torch.manual_seed(seed)
     log(f"[device] {describe_device(run.device)}")
     splits = prepare_data(recipe, run)

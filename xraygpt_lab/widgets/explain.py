@@ -11,7 +11,9 @@ al. 2020, and gated by the feature-level IG at strides 4 and 8, as Guided Grad-C
 fine map): "which pixels, where the encoder's features also support it, raised this phrase?".
 
 Only evidence *for* the phrase is drawn: the map is clipped at 0 and scaled by its 99th
-percentile, so one hot pixel cannot wash out the rest.
+percentile (``interpret.plots.evidence_scale``, as every overlay of the toolkit), so one hot pixel
+cannot wash out the rest. A finding's name ("effusion") is explained as the whole noun phrase the
+answer has for it ("large left pleural effusion", ``interpret.phrases``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import torch
 
 from ..data.readers.images import MEDCLIP_SPACE, PixelSpace
 from ..interpret.attribution import RECOMMENDED_IG, explain
+from ..interpret.phrases import noun_phrase
+from ..interpret.plots import evidence_scale
 from ..interpret.targets import answer_target, phrase_target
 
 #: Methods offered in the panel (a subset of ``interpret.attribution.METHODS`` that run in
@@ -58,17 +62,6 @@ def model_view(pixel_values: torch.Tensor, space: PixelSpace = MEDCLIP_SPACE) ->
     return space.to_grey(pixel_values)[0]
 
 
-def positive_evidence(attribution: np.ndarray, percentile: float = 99.0) -> np.ndarray:
-    """Clip a signed map at 0 and scale it to ``[0, 1]`` by its ``percentile``-th value."""
-    positive = np.clip(np.nan_to_num(np.asarray(attribution, dtype=np.float32)), 0.0, None)
-    scale = float(np.percentile(positive, percentile))
-    if scale <= 0:
-        scale = float(positive.max())
-    if scale <= 0:
-        return np.zeros_like(positive)
-    return np.clip(positive / scale, 0.0, 1.0)
-
-
 def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: str,
                    phrase: str | None = None, method: str = PANEL_METHODS[0]) -> Explanation:
     """Attribute ``phrase`` (or the whole ``answer``) to the pixels of ``pixel_values`` ``[1, C, S, S]``.
@@ -78,7 +71,8 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
     """
 
     if phrase is not None and phrase.strip():
-        target = phrase_target(model, phrase.strip(), answer=answer, prompt=prompt)
+        phrase = noun_phrase(answer, phrase.strip()) or phrase.strip()  # "effusion" → "large left pleural effusion"
+        target = phrase_target(model, phrase, answer=answer, prompt=prompt)
     else:
         target = answer_target(model, answer, prompt=prompt)
     kwargs: dict[str, Any] = ({"n_steps": PANEL_IG_STEPS, "internal_batch_size": 8, **RECOMMENDED_IG}
@@ -90,7 +84,7 @@ def explain_answer(model: Any, pixel_values: torch.Tensor, prompt: str, answer: 
     finally:
         model.train(was_training)
     return Explanation(
-        heatmap=positive_evidence(result.map), model_view=model_view(pixel_values, model.pixel_space),
+        heatmap=evidence_scale(np.nan_to_num(result.map))[0], model_view=model_view(pixel_values, model.pixel_space),
         phrase=phrase.strip() if phrase and phrase.strip() else None, method=result.method,
         baseline=result.baseline, target=result.target, score=result.score, resolution=result.resolution,
     )

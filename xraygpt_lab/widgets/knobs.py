@@ -1,0 +1,218 @@
+"""Knobs a learner can turn: ipywidgets controls that redraw one picture in place.
+
+* :func:`world_knobs` — the synthetic world: patient (seed), one finding with its side and
+  severity, inspiration, dose and view; redraws the film with the finding's outline.
+* :func:`attribution_knobs` — an explanation: method, integration steps, baseline; redraws the
+  overlay (``interpret.plots.overlay``) with the pointing-game verdict.
+* :func:`generation_knobs` — decoding: temperature, top-p, length; rewrites the report.
+
+Each returns the ``ipywidgets.VBox`` (controls above one ``Output``), draws once at once, and
+redraws only when a control changes (``continuous_update=False``: a slider redraws when released).
+The drawing functions are plain functions (``draw_world`` …), so they are tested without a browser.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..data.synthetic.anatomy import set_inspiration
+from ..data.synthetic.lesions import ALLOWED_SIDES, DRAWABLE, SEVERITIES, Finding
+from ..data.synthetic.world import render_case
+
+#: Methods offered by :func:`attribution_knobs` (fast enough to redraw in seconds on a CPU).
+KNOB_METHODS = ("ig", "smoothgrad", "occlusion", "saliency", "gradcam", "feature_ig")
+KNOB_BASELINES = ("blur+black", "blur", "black", "mean")
+
+
+def world_case(seed: int, finding: str = "none", side: str | None = None, severity: str | None = None,
+               inspiration: float | None = None, exposure: float | None = None, view: str | None = None,
+               size: int = 192):
+    """The synthetic study of ``seed`` with one chosen finding (or none) and acquisition changes."""
+    findings = [] if finding == "none" else [Finding(finding, side=side, severity=severity)]
+    anatomy = render_case(seed, 32, findings=[]).anatomy  # this seed's patient and acquisition
+    changes: dict[str, Any] = {}
+    if exposure is not None:
+        changes["exposure"] = float(exposure)
+    if view is not None:
+        changes["view"] = view
+    anatomy = replace(anatomy, **changes)
+    if inspiration is not None:
+        set_inspiration(anatomy, float(inspiration))
+    return render_case(seed, size, findings=findings, anatomy=anatomy)
+
+
+def draw_world(ax, case) -> None:
+    """The film with each finding's mask outlined and its report's summary as the title."""
+    ax.imshow(case.image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for mask in case.masks.values():
+        if np.any(mask):
+            ax.contour(np.asarray(mask, float), levels=[0.5], colors="cyan", linewidths=1.0)
+    ax.set_title("\n".join(_wrap(case.summary, 70)[:3]), fontsize=8)
+    ax.axis("off")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def _show(output, draw) -> None:
+    """Clear ``output`` and draw one figure into it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    output.clear_output(wait=True)
+    with output:
+        fig = draw()
+        display(fig)
+        plt.close(fig)
+
+
+def _figure(width: float = 5.0, height: float = 5.4):
+    import matplotlib.pyplot as plt
+
+    from ..interpret.plots import DPI
+
+    return plt.subplots(figsize=(width, height), dpi=DPI)
+
+
+def world_knobs(seed: int = 1, size: int = 192):
+    """Sliders and menus for one synthetic film; returns the widget box."""
+    import ipywidgets as w
+
+    layout = {"continuous_update": False, "style": {"description_width": "90px"}}
+    seed_w = w.IntSlider(value=seed, min=0, max=999, description="patient (seed)", **layout)
+    finding_w = w.Dropdown(options=["none", *DRAWABLE], value="Pleural Effusion", description="finding",
+                           style=layout["style"])
+    side_w = w.Dropdown(description="side", style=layout["style"])
+    severity_w = w.Dropdown(description="severity", style=layout["style"])
+    inspiration_w = w.FloatSlider(value=10.0, min=8.0, max=11.0, step=0.5, description="inspiration (rib)",
+                                  **layout)
+    exposure_w = w.FloatSlider(value=1.0, min=0.15, max=2.0, step=0.05, description="dose", **layout)
+    view_w = w.ToggleButtons(options=["PA", "AP"], value="PA", description="view", style=layout["style"])
+    output = w.Output()
+
+    def choices(*_: Any) -> None:
+        obs = finding_w.value
+        sides = [s for s in ALLOWED_SIDES.get(obs, (None,)) if s is not None]
+        side_w.options, side_w.disabled = (sides or ["—"]), not sides
+        severities = list(SEVERITIES.get(obs, ()))
+        severity_w.options, severity_w.disabled = (severities or ["—"]), not severities
+
+    def redraw(*_: Any) -> None:
+        def draw():
+            case = world_case(seed_w.value, finding_w.value,
+                              None if side_w.disabled else side_w.value,
+                              None if severity_w.disabled else severity_w.value,
+                              inspiration_w.value, exposure_w.value, view_w.value, size)
+            fig, ax = _figure()
+            draw_world(ax, case)
+            fig.tight_layout()
+            return fig
+        _show(output, draw)
+
+    choices()
+    finding_w.observe(lambda change: (choices(), redraw()), names="value")
+    for control in (seed_w, side_w, severity_w, inspiration_w, exposure_w, view_w):
+        control.observe(redraw, names="value")
+    redraw()
+    controls = w.VBox([seed_w, finding_w, w.HBox([side_w, severity_w]), inspiration_w, exposure_w, view_w])
+    return w.HBox([controls, output])
+
+
+def explain_with(target, pixels, method: str, steps: int, baseline: str):
+    """``interpret.attribution.explain`` with the knobs' settings (``blur+black``: two baselines, gated:
+    the recommended IG)."""
+    from ..interpret.attribution import RECOMMENDED_IG, explain
+
+    kwargs: dict[str, Any] = {}
+    names = baseline.split("+")
+    if method == "ig":
+        kwargs.update(RECOMMENDED_IG if baseline == "blur+black" else {"baseline": names[0], "smooth": 1.0})
+        kwargs["n_steps"] = steps
+    elif method in ("occlusion",):
+        kwargs["baseline"] = names[0]
+    elif method == "feature_ig":
+        kwargs["n_steps"] = steps
+        kwargs["baseline"] = names[-1]
+    return explain(target, pixels, method, **kwargs)
+
+
+def attribution_knobs(model: Any, case, phrase: str, answer: str, observation: str | None = None):
+    """Method, steps and baseline for explaining ``phrase`` in ``answer`` on ``case``'s film."""
+    import ipywidgets as w
+
+    from ..data.readers.images import preprocess
+    from ..interpret.faithfulness import default_tolerance, pointing_hit
+    from ..interpret.plots import overlay
+    from ..interpret.targets import phrase_target
+
+    size = model.encoder.config.image_size
+    pixels = preprocess(case.image, size)[None].to(model.device)  # [1, 1, S, S]
+    target = phrase_target(model, phrase, answer)
+    mask = case.masks.get(observation) if observation else None
+    style = {"description_width": "70px"}
+    method_w = w.Dropdown(options=KNOB_METHODS, value="ig", description="method", style=style)
+    steps_w = w.IntSlider(value=16, min=4, max=64, step=4, description="steps", continuous_update=False, style=style)
+    baseline_w = w.Dropdown(options=KNOB_BASELINES, value="blur+black", description="baseline", style=style)
+    output = w.Output()
+
+    def redraw(*_: Any) -> None:
+        def draw():
+            import torch
+
+            torch.manual_seed(0)
+            result = explain_with(target, pixels, method_w.value, steps_w.value, baseline_w.value)
+            fig, ax = _figure(4.6, 4.6)
+            verdict = ""
+            if mask is not None and np.any(mask):
+                hit = pointing_hit(result.map, mask, default_tolerance(size))
+                verdict = f" — peak {'on' if hit else 'off'} the finding"
+            overlay(ax, case.image, result, title=f"{method_w.value}: {phrase!r}{verdict}", mask=mask)
+            fig.tight_layout()
+            return fig
+        _show(output, draw)
+
+    for control in (method_w, steps_w, baseline_w):
+        control.observe(redraw, names="value")
+    redraw()
+    return w.HBox([w.VBox([method_w, steps_w, baseline_w]), output])
+
+
+def generation_knobs(model: Any, pixels, instruction: str = "Describe the given chest x-ray image in detail."):
+    """Temperature, top-p and length for one image's report (``pixels`` ``[1, C, S, S]``)."""
+    import ipywidgets as w
+    import torch
+
+    style = {"description_width": "90px"}
+    temperature_w = w.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.1, description="temperature",
+                                  continuous_update=False, style=style)
+    top_p_w = w.FloatSlider(value=0.9, min=0.1, max=1.0, step=0.05, description="top-p", continuous_update=False,
+                            style=style)
+    length_w = w.IntSlider(value=96, min=16, max=160, step=16, description="max tokens", continuous_update=False,
+                           style=style)
+    seed_w = w.IntSlider(value=0, min=0, max=9, description="sample seed", continuous_update=False, style=style)
+    output = w.Output(layout={"width": "560px"})
+
+    def redraw(*_: Any) -> None:
+        output.clear_output(wait=True)
+        with output:
+            torch.manual_seed(seed_w.value)
+            sample = temperature_w.value > 0
+            kwargs = {"do_sample": True, "temperature": temperature_w.value, "top_p": top_p_w.value} if sample else {}
+            text = model.describe(pixels.to(model.device), instruction=instruction, max_new_tokens=length_w.value,
+                                  **kwargs)[0]
+            mode = (f"sampled, T = {temperature_w.value:.1f}, top-p {top_p_w.value:.2f}" if sample
+                    else "greedy (temperature 0)")
+            print(f"[{mode}]\n" + "\n".join(_wrap(text, 80)))
+
+    for control in (temperature_w, top_p_w, length_w, seed_w):
+        control.observe(redraw, names="value")
+    redraw()
+    return w.HBox([w.VBox([temperature_w, top_p_w, length_w, seed_w]), output])
+
+
+__all__ = ["attribution_knobs", "draw_world", "explain_with", "generation_knobs", "world_case", "world_knobs"]
