@@ -25,14 +25,20 @@ def test_world_case_applies_each_knob_to_the_film() -> None:
     assert world_case(3, "none", view="AP", size=96).anatomy.view == "AP"
 
 
-def test_world_knobs_redraw_when_a_control_changes() -> None:
+def test_world_knobs_redraw_once_per_change_with_consistent_settings() -> None:
     pytest.importorskip("ipywidgets")
-    box = world_knobs(seed=2, size=64)
-    controls, output = box.children
-    finding = controls.children[1]
-    side, severity = controls.children[2].children
+    knobs = world_knobs(seed=2, size=64)
+    seed, finding, side, severity = knobs.controls[:4]
     assert finding.value == "Pleural Effusion" and set(side.options) == {"left", "right"}
-    finding.value = "Cardiomegaly"  # no side; its own severities
-    assert side.disabled and list(severity.options) == ["mild", "moderate", "severe"]
+    picture = knobs.render()
+    assert picture[:2] == b"\xff\xd8"  # a JPEG
+    drawn = []
+    knobs._handle = type("Handle", (), {"update": lambda self, shown: drawn.append(shown)})()  # as if displayed
+    finding.value = "Cardiomegaly"  # no side, its own severities: one redraw, never an invalid mix
+    assert side.disabled and list(severity.options) == ["mild", "moderate", "severe"] and len(drawn) == 1
+    assert severity.value == "severe"  # a value is always selected, never a blank menu
     finding.value = "Support Devices"
-    assert side.disabled and severity.disabled
+    assert side.disabled and severity.disabled and len(drawn) == 2
+    seed.value = 5
+    assert len(drawn) == 3 and drawn[-1].data != picture  # another patient, another film
+    assert "run this cell" in knobs.HINT

@@ -294,3 +294,20 @@ def test_a_run_of_the_older_format_resumes_and_other_settings_are_refused(tmp_pa
     (out / "config.json").write_text(json.dumps({**legacy_config(llm_lora_r=8), "world": WORLD_VERSION}))
     with pytest.raises(XrayGPTLabError, match="do not read as a recipe.*llm_lora_r"):
         open_run(out, TINY_RECIPE, "tiny", 0, print, False, "cpu")
+
+
+def test_a_finished_walkthrough_is_set_beside_the_reference() -> None:
+    from xraygpt_lab.cli.walkthrough import beside_reference
+
+    ours = {"eval_seed": 2000, "n": 100, "vs_ground_truth": {"ce_f1_macro": 0.63}, "rougeL": 0.61,
+            "baselines": {"image_blind": {"ce_f1_macro": 0.03}}, "repetition_rate": 0.02, "contradiction_rate": 0.17}
+    reference = {"eval_seed": 2000, "vs_ground_truth": {"ce_f1_macro": 0.82}, "rougeL": 0.67,
+                 "repetition_rate": 0.0, "contradiction_rate": 0.02}
+    lines = beside_reference(ours, reference)
+    assert "the same 100 held-out films (seed 2000)" in lines[0]
+    row = next(line for line in lines if "CE macro-F1 vs true labels" in line).split()
+    assert row[-2:] == ["0.630", "0.820"]
+    assert next(line for line in lines if "image-blind" in line).split()[-1] == "—"  # missing: shown, not invented
+    assert "each on its own held-out films" in beside_reference({**ours, "eval_seed": 2001}, reference)[0]
+    shipped = beside_reference(ours)  # the packaged reference's own metrics.json
+    assert len(shipped) == 2 + 5 and "0.630" in shipped[2]

@@ -68,7 +68,49 @@ def run(args) -> int:
                                   save_every=args.save_every or SAVE_EVERY)
     say(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call{_resumed(metrics)}; "
         f"metrics in {args.out / 'metrics.json'})")
+    if metrics and args.profile == "tiny" and not args.long:
+        for line in beside_reference(metrics):
+            say(line)
     return 0 if metrics else 1
+
+
+#: (label, key path in metrics.json, format) of the side-by-side table.
+COMPARED = (("CE macro-F1 vs true labels", ("vs_ground_truth", "ce_f1_macro"), "{:.3f}"),
+            ("ROUGE-L", ("rougeL",), "{:.3f}"),
+            ("image-blind CE macro-F1", ("baselines", "image_blind", "ce_f1_macro"), "{:.3f}"),
+            ("reports repeating themselves", ("repetition_rate",), "{:.3f}"),
+            ("reports contradicting themselves", ("contradiction_rate",), "{:.3f}"))
+
+
+def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
+    """Lines setting a finished run's scores beside the shipped reference run's ("what 36 more
+    minutes buy"); empty when this install has no reference."""
+    import json
+
+    if reference is None:
+        from xraygpt_lab.errors import XrayGPTLabError
+        from xraygpt_lab.runs import reference_run
+
+        try:
+            reference = json.loads((reference_run() / "metrics.json").read_text())
+        except (XrayGPTLabError, OSError, ValueError):
+            return []
+
+    def value(table: dict, path: tuple[str, ...]) -> float | None:
+        for key in path:
+            table = table.get(key) if isinstance(table, dict) else None
+        return table if isinstance(table, (int, float)) else None
+
+    same = metrics.get("eval_seed") is not None and metrics.get("eval_seed") == reference.get("eval_seed")
+    films = (f"the same {metrics.get('n', '?')} held-out films (seed {metrics['eval_seed']})" if same
+             else "each on its own held-out films")
+    lines = [f"beside the reference run (the same recipe trained about 36 minutes, walkthrough --long), {films}:",
+             f"  {'':34}{'this run':>10}{'reference':>11}"]
+    for label, path, fmt in COMPARED:
+        ours, theirs = value(metrics, path), value(reference, path)
+        show = lambda v: "—" if v is None else fmt.format(v)  # noqa: E731
+        lines.append(f"  {label:34}{show(ours):>10}{show(theirs):>11}")
+    return lines
 
 
 def _resumed(metrics: dict) -> str:

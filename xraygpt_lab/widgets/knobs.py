@@ -6,13 +6,17 @@
   overlay (``interpret.plots.overlay``) with the pointing-game verdict.
 * :func:`generation_knobs` — decoding: temperature, top-p, length; rewrites the report.
 
-Each returns the ``ipywidgets.VBox`` (controls above one ``Output``), draws once at once, and
-redraws only when a control changes (``continuous_update=False``: a slider redraws when released).
-The drawing functions are plain functions (``draw_world`` …), so they are tested without a browser.
+Each returns a :class:`Knobs`. Displayed in a notebook it shows the controls, then the picture as
+an ordinary output that each change replaces in place (``display_id``) — so a saved notebook, a
+static viewer or a kernel-less JupyterLab still shows the last picture, and the controls say to
+run the cell. Controls redraw when released (``continuous_update=False``). The drawing functions
+are plain functions (``world_case``, ``draw_world``, ``explain_with``), tested without a browser.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -59,18 +63,6 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def _show(output, draw) -> None:
-    """Clear ``output`` and draw one figure into it."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    output.clear_output(wait=True)
-    with output:
-        fig = draw()
-        display(fig)
-        plt.close(fig)
-
-
 def _figure(width: float = 5.0, height: float = 5.4):
     import matplotlib.pyplot as plt
 
@@ -79,48 +71,102 @@ def _figure(width: float = 5.0, height: float = 5.4):
     return plt.subplots(figsize=(width, height), dpi=DPI)
 
 
-def world_knobs(seed: int = 1, size: int = 192):
-    """Sliders and menus for one synthetic film; returns the widget box."""
+def _jpeg(fig) -> bytes:
+    """The figure as JPEG bytes (radiographs: a fraction of PNG's size); closes it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=fig.dpi, pil_kwargs={"quality": 80})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+class Knobs:
+    """Controls and the picture they redraw (see the module docstring).
+
+    ``render()`` returns what to show for the current settings: JPEG bytes or text. ``refresh()``
+    redraws the displayed picture in place; every control calls it when it changes.
+    """
+
+    HINT = "(sliders and menus: run this cell in Jupyter to turn them)"
+
+    def __init__(self, controls: list, render: Callable[[], bytes | str]) -> None:
+        import ipywidgets as w
+
+        self.controls = controls
+        self.box = w.VBox(controls)
+        self.render = render
+        self._handle: Any = None
+        self._held = False
+        for control in controls:
+            control.observe(self.refresh, names="value")
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """No redraw while several controls change together (one redraw follows from the caller)."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+
+    @staticmethod
+    def _shown(value: bytes | str):
+        from IPython.display import Image, Pretty
+
+        return Image(data=value, format="jpeg") if isinstance(value, bytes) else Pretty(value)
+
+    def refresh(self, *_: Any) -> None:
+        if self._handle is not None and not self._held:
+            self._handle.update(self._shown(self.render()))
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        bundle = self.box._repr_mimebundle_()
+        bundle["text/plain"] = self.HINT
+        display(bundle, raw=True)
+        self._handle = display(self._shown(self.render()), display_id=True)
+
+
+def world_knobs(seed: int = 1, size: int = 192) -> Knobs:
+    """Sliders and menus for one synthetic film."""
     import ipywidgets as w
 
-    layout = {"continuous_update": False, "style": {"description_width": "90px"}}
+    layout = {"continuous_update": False, "style": {"description_width": "110px"}}
+    style = layout["style"]
     seed_w = w.IntSlider(value=seed, min=0, max=999, description="patient (seed)", **layout)
-    finding_w = w.Dropdown(options=["none", *DRAWABLE], value="Pleural Effusion", description="finding",
-                           style=layout["style"])
-    side_w = w.Dropdown(description="side", style=layout["style"])
-    severity_w = w.Dropdown(description="severity", style=layout["style"])
-    inspiration_w = w.FloatSlider(value=10.0, min=8.0, max=11.0, step=0.5, description="inspiration (rib)",
-                                  **layout)
+    finding_w = w.Dropdown(options=["none", *DRAWABLE], value="Pleural Effusion", description="finding", style=style)
+    side_w = w.Dropdown(description="side", style=style)
+    severity_w = w.Dropdown(description="severity", style=style)
+    inspiration_w = w.FloatSlider(value=10.0, min=8.0, max=11.0, step=0.5, description="inspiration (rib)", **layout)
     exposure_w = w.FloatSlider(value=1.0, min=0.15, max=2.0, step=0.05, description="dose", **layout)
-    view_w = w.ToggleButtons(options=["PA", "AP"], value="PA", description="view", style=layout["style"])
-    output = w.Output()
+    view_w = w.ToggleButtons(options=["PA", "AP"], value="PA", description="view", style=style)
 
     def choices(*_: Any) -> None:
         obs = finding_w.value
         sides = [s for s in ALLOWED_SIDES.get(obs, (None,)) if s is not None]
-        side_w.options, side_w.disabled = (sides or ["—"]), not sides
         severities = list(SEVERITIES.get(obs, ()))
-        severity_w.options, severity_w.disabled = (severities or ["—"]), not severities
+        with knobs.hold():  # the finding's own change redraws once, after this
+            side_w.options, side_w.disabled = (sides or ["—"]), not sides
+            severity_w.options, severity_w.disabled = (severities or ["—"]), not severities
+            side_w.value, severity_w.value = side_w.options[0], severity_w.options[-1]  # shown, not blank
 
-    def redraw(*_: Any) -> None:
-        def draw():
-            case = world_case(seed_w.value, finding_w.value,
-                              None if side_w.disabled else side_w.value,
-                              None if severity_w.disabled else severity_w.value,
-                              inspiration_w.value, exposure_w.value, view_w.value, size)
-            fig, ax = _figure()
-            draw_world(ax, case)
-            fig.tight_layout()
-            return fig
-        _show(output, draw)
+    def render() -> bytes:
+        case = world_case(seed_w.value, finding_w.value, None if side_w.disabled else side_w.value,
+                          None if severity_w.disabled else severity_w.value, inspiration_w.value,
+                          exposure_w.value, view_w.value, size)
+        fig, ax = _figure()
+        draw_world(ax, case)
+        fig.tight_layout()
+        return _jpeg(fig)
 
+    finding_w.observe(choices, names="value")  # before the redraw that Knobs registers
+    knobs = Knobs([seed_w, finding_w, side_w, severity_w, inspiration_w, exposure_w, view_w], render)
     choices()
-    finding_w.observe(lambda change: (choices(), redraw()), names="value")
-    for control in (seed_w, side_w, severity_w, inspiration_w, exposure_w, view_w):
-        control.observe(redraw, names="value")
-    redraw()
-    controls = w.VBox([seed_w, finding_w, w.HBox([side_w, severity_w]), inspiration_w, exposure_w, view_w])
-    return w.HBox([controls, output])
+    return knobs
 
 
 def explain_with(target, pixels, method: str, steps: int, baseline: str):
@@ -141,7 +187,7 @@ def explain_with(target, pixels, method: str, steps: int, baseline: str):
     return explain(target, pixels, method, **kwargs)
 
 
-def attribution_knobs(model: Any, case, phrase: str, answer: str, observation: str | None = None):
+def attribution_knobs(model: Any, case, phrase: str, answer: str, observation: str | None = None) -> Knobs:
     """Method, steps and baseline for explaining ``phrase`` in ``answer`` on ``case``'s film."""
     import ipywidgets as w
 
@@ -158,31 +204,25 @@ def attribution_knobs(model: Any, case, phrase: str, answer: str, observation: s
     method_w = w.Dropdown(options=KNOB_METHODS, value="ig", description="method", style=style)
     steps_w = w.IntSlider(value=16, min=4, max=64, step=4, description="steps", continuous_update=False, style=style)
     baseline_w = w.Dropdown(options=KNOB_BASELINES, value="blur+black", description="baseline", style=style)
-    output = w.Output()
 
-    def redraw(*_: Any) -> None:
-        def draw():
-            import torch
+    def render() -> bytes:
+        import torch
 
-            torch.manual_seed(0)
-            result = explain_with(target, pixels, method_w.value, steps_w.value, baseline_w.value)
-            fig, ax = _figure(4.6, 4.6)
-            verdict = ""
-            if mask is not None and np.any(mask):
-                hit = pointing_hit(result.map, mask, default_tolerance(size))
-                verdict = f" — peak {'on' if hit else 'off'} the finding"
-            overlay(ax, case.image, result, title=f"{method_w.value}: {phrase!r}{verdict}", mask=mask)
-            fig.tight_layout()
-            return fig
-        _show(output, draw)
+        torch.manual_seed(0)
+        result = explain_with(target, pixels, method_w.value, steps_w.value, baseline_w.value)
+        verdict = ""
+        if mask is not None and np.any(mask):
+            hit = pointing_hit(result.map, mask, default_tolerance(size))
+            verdict = f" — peak {'on' if hit else 'off'} the finding"
+        fig, ax = _figure(4.8, 4.8)
+        overlay(ax, case.image, result, title=f"{method_w.value}: {phrase!r}{verdict}", mask=mask)
+        fig.tight_layout()
+        return _jpeg(fig)
 
-    for control in (method_w, steps_w, baseline_w):
-        control.observe(redraw, names="value")
-    redraw()
-    return w.HBox([w.VBox([method_w, steps_w, baseline_w]), output])
+    return Knobs([method_w, steps_w, baseline_w], render)
 
 
-def generation_knobs(model: Any, pixels, instruction: str = "Describe the given chest x-ray image in detail."):
+def generation_knobs(model: Any, pixels, instruction: str = "Describe the given chest x-ray image in detail.") -> Knobs:
     """Temperature, top-p and length for one image's report (``pixels`` ``[1, C, S, S]``)."""
     import ipywidgets as w
     import torch
@@ -195,24 +235,18 @@ def generation_knobs(model: Any, pixels, instruction: str = "Describe the given 
     length_w = w.IntSlider(value=96, min=16, max=160, step=16, description="max tokens", continuous_update=False,
                            style=style)
     seed_w = w.IntSlider(value=0, min=0, max=9, description="sample seed", continuous_update=False, style=style)
-    output = w.Output(layout={"width": "560px"})
 
-    def redraw(*_: Any) -> None:
-        output.clear_output(wait=True)
-        with output:
-            torch.manual_seed(seed_w.value)
-            sample = temperature_w.value > 0
-            kwargs = {"do_sample": True, "temperature": temperature_w.value, "top_p": top_p_w.value} if sample else {}
-            text = model.describe(pixels.to(model.device), instruction=instruction, max_new_tokens=length_w.value,
-                                  **kwargs)[0]
-            mode = (f"sampled, T = {temperature_w.value:.1f}, top-p {top_p_w.value:.2f}" if sample
-                    else "greedy (temperature 0)")
-            print(f"[{mode}]\n" + "\n".join(_wrap(text, 80)))
+    def render() -> str:
+        torch.manual_seed(seed_w.value)
+        sample = temperature_w.value > 0
+        kwargs = {"do_sample": True, "temperature": temperature_w.value, "top_p": top_p_w.value} if sample else {}
+        text = model.describe(pixels.to(model.device), instruction=instruction, max_new_tokens=length_w.value,
+                              **kwargs)[0]
+        mode = (f"sampled, temperature {temperature_w.value:.1f}, top-p {top_p_w.value:.2f}, seed {seed_w.value}"
+                if sample else "greedy (temperature 0)")
+        return f"[{mode}]\n" + "\n".join(_wrap(text, 90))
 
-    for control in (temperature_w, top_p_w, length_w, seed_w):
-        control.observe(redraw, names="value")
-    redraw()
-    return w.HBox([w.VBox([temperature_w, top_p_w, length_w, seed_w]), output])
+    return Knobs([temperature_w, top_p_w, length_w, seed_w], render)
 
 
-__all__ = ["attribution_knobs", "draw_world", "explain_with", "generation_knobs", "world_case", "world_knobs"]
+__all__ = ["Knobs", "attribution_knobs", "draw_world", "explain_with", "generation_knobs", "world_case", "world_knobs"]
