@@ -42,3 +42,20 @@ def test_world_knobs_redraw_once_per_change_with_consistent_settings() -> None:
     seed.value = 5
     assert len(drawn) == 3 and drawn[-1].data != picture  # another patient, another film
     assert "run this cell" in knobs.HINT
+
+
+def test_a_refused_setting_is_said_in_place_of_the_picture() -> None:
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as w
+
+    from xraygpt_lab.widgets.knobs import Knobs
+
+    def render() -> str:
+        raise ValueError("severity must be one of ['small', 'moderate', 'large']")
+
+    slider = w.IntSlider()
+    knobs = Knobs([slider], render)
+    shown = []
+    knobs._handle = type("Handle", (), {"update": lambda self, value: shown.append(value)})()
+    slider.value = 3
+    assert "could not draw this setting: severity must be" in shown[-1].data

@@ -119,8 +119,15 @@ class Knobs:
         return Image(data=value, format="jpeg") if isinstance(value, bytes) else Pretty(value)
 
     def refresh(self, *_: Any) -> None:
-        if self._handle is not None and not self._held:
-            self._handle.update(self._shown(self.render()))
+        if self._handle is None or self._held:
+            return
+        try:
+            shown = self._shown(self.render())
+        except (ValueError, RuntimeError) as exc:  # a setting the world or the model refuses: say so in place
+            from IPython.display import Pretty
+
+            shown = Pretty(f"could not draw this setting: {exc}")
+        self._handle.update(shown)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
