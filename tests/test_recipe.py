@@ -260,6 +260,7 @@ def recorded_walkthrough(monkeypatch, tmp_path):
     def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, checkpoint, token_labels, **kw):
         calls["pretrain_encoder"] = {**kw, "n_images": len(images), "checkpoint": checkpoint.name}
         calls["pretrain_encoder"].pop("progress")
+        calls["pretrain_encoder"].pop("on_step", None)  # a display hook, not a training setting
         return {"step": [0], "loss": [1.0], "bf16": False, "loss_contrastive": [1.0], "loss_labels": [None],
                 "label_head": None}
 

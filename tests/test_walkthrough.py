@@ -224,7 +224,7 @@ def test_ensure_tiny_run_sets_aside_a_run_of_an_older_recipe(tmp_path, monkeypat
     (run / "config.json").write_text(json.dumps(old))
     trained = []
 
-    def fake_walkthrough(out, profile, seed, log, progress):
+    def fake_walkthrough(out, profile, seed, log, progress, on_step=None):
         trained.append(out)
         out.mkdir()
         for name in RUN_FILES + ("metrics.json",):

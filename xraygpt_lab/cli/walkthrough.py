@@ -66,11 +66,11 @@ def run(args) -> int:
         metrics = run_walkthrough(args.out, args.profile, seed=args.seed, log=say, recipe=recipe,
                                   progress=not args.quiet, device=args.device,
                                   save_every=args.save_every or SAVE_EVERY)
-    say(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call{_resumed(metrics)}; "
-        f"metrics in {args.out / 'metrics.json'})")
     if metrics and args.profile == "tiny" and not args.long:
         for line in beside_reference(metrics):
             say(line)
+    say(f"run folder: {args.out}  (total {time.perf_counter() - start:.0f} s this call{_resumed(metrics)}; "
+        f"metrics in {args.out / 'metrics.json'})")  # the last line: what this call did
     return 0 if metrics else 1
 
 
