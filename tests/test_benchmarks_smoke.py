@@ -106,3 +106,19 @@ def test_explain_pointing_names_each_finding_as_a_user_would():
     assert bench.plain_name(nodule, "Pleural Effusion") == "pleural effusion"
     rows = [{"hit": True, "written": True, "random": 0.1}, {"hit": False, "written": False, "random": 0.1}]
     assert bench._rates(rows) == {"n": 2, "pointing": 0.5, "written": 0.5, "pointing_when_written": 1.0, "random": 0.1}
+
+
+def test_encoder_head_best_f1_is_the_best_threshold():
+    import numpy as np
+
+    best_f1 = load("encoder_head").best_f1
+    truth = np.array([1, 1, 0, 0, 0, 0])
+    assert best_f1(np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.0]), truth) == pytest.approx(1.0)
+    # scores ranked backwards: the best threshold calls everything positive, F1 = 2·2 / (6 + 2)
+    assert best_f1(np.array([0.0, 0.1, 0.9, 0.8, 0.7, 0.6]), truth) == pytest.approx(0.5)
+    assert np.isnan(best_f1(np.array([0.5, 0.4]), np.array([0, 0])))
+
+
+def test_encoder_head_refuses_a_run_without_its_label_head():
+    with pytest.raises(SystemExit, match="no token label head"):
+        load("encoder_head").run("reference", n=4)

@@ -12,6 +12,7 @@ from xraygpt_lab.data.synthetic.world import (
     VISIBLE_FRACTION,
     VISIBLE_PIXELS,
     WorldConfig,
+    conspicuity,
     render_cases,
     toggle_finding,
 )
@@ -69,3 +70,23 @@ def test_every_positive_is_visible_against_its_twin(studies):
             assert changed >= VISIBLE_FRACTION * diff.size, (case.image_id, f.observation, changed, diff.size)
             checked += 1
     assert checked > 500
+
+
+def test_conspicuity_passes_the_visibility_rule_and_rib_fractures_are_the_faintest(studies):
+    by_observation: dict[str, list[float]] = {}
+    for case in studies[:300]:
+        for f in case.findings:
+            if f.observation in ("Lung Lesion", "Fracture", "Pleural Effusion"):
+                c = conspicuity(case, f.observation)
+                assert c.mask_pixels == int(case.masks[f.observation].sum())
+                assert c.changed_pixels >= max(VISIBLE_PIXELS, VISIBLE_FRACTION * c.mask_pixels), (case.image_id, c)
+                assert VISIBLE_DELTA <= c.peak <= 1.0 and c.integrated >= c.peak
+                by_observation.setdefault(f.observation, []).append(c.peak)
+    median = {o: float(np.median(v)) for o, v in by_observation.items()}
+    assert median["Fracture"] < median["Lung Lesion"] < median["Pleural Effusion"], median
+
+
+def test_conspicuity_of_an_absent_finding_names_what_the_study_has(studies):
+    case = next(c for c in studies if c.findings and c.labels["Fracture"] == 0)
+    with pytest.raises(ValueError, match=case.image_id):
+        conspicuity(case, "Fracture")
