@@ -35,4 +35,8 @@ def replace(src, dst, *args, **kwargs):
 
 
 os.replace = replace
+# A parent that ignores SIGINT (a shell's background job, or a test before this one that set
+# SIG_IGN in the pytest process) passes the ignore on, and Python then installs no
+# KeyboardInterrupt handler: restore it, so that Ctrl-C is tested however the suite was started.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main(["walkthrough", *arguments]))
