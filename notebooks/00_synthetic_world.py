@@ -158,12 +158,15 @@ plt.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.01, wspace=0.04, h
 # * *Edema*: perihilar **bat-wing** opacity sparing the periphery, **Kerley B lines** (short
 #   horizontal septal lines at the lateral bases), distended upper-lobe vessels.
 # * *Cardiomegaly*: heart wider than half the chest, **CTR > 0.5**, read off the film.
-# * *Lesion*: a round, soft-edged **nodule** (<= 30 mm) or **mass** (> 30 mm).
-# * *Fracture*: a **gap and cortical step** in one rib. *Devices*: tube and line **tips** in
-#   their proper places.
+# * *Lesion*: a round, soft-edged **nodule** (15–30 mm) or **mass** (> 30 mm).
+# * *Fracture*: a **gap and cortical step** in one rib, and beside it an **extrapleural
+#   hematoma**: a lens of soft tissue along the lateral chest wall (the break alone is a few
+#   faint pixels at 128 px; the hematoma is what makes an acute rib fracture stand out on a
+#   chest film). *Devices*: tube and line **tips** in their proper places.
 #
 # A finding the film cannot show (basal atelectasis hidden behind a large heart or under an
-# effusion) is neither labelled nor reported: the world keeps it in `case.hidden`.
+# effusion, a nodule over a rib crossing too faint to see) is neither labelled nor reported:
+# the world keeps it in `case.hidden`.
 
 # %% [markdown]
 # ## 3. Counterfactuals: toggling one finding

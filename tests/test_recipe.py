@@ -56,9 +56,14 @@ def _same(flat: dict, old: dict) -> None:
         assert flat[key] == value and type(flat[key]) is type(value), (key, flat[key], value)
 
 
+#: Settings changed since the dict recipe: yes/no chats are balanced per question, so "Yes"
+#: needs no extra weight (train.grounding.yes_no_weights).
+CHANGED_SINCE = {"llm_chat_yes_weight": 1.0}
+
+
 def test_recipes_hold_the_dict_recipes_numbers():
-    _same(TINY_RECIPE.flat(), OLD_TINY_TRAIN)
-    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES})
+    _same(TINY_RECIPE.flat(), {**OLD_TINY_TRAIN, **CHANGED_SINCE})
+    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE})
     _same(FULL_RECIPE.flat(), OLD_FULL_TRAIN)
     assert TINY_LLM == TINY_RECIPE.llm_arch and asdict(TINY.recipe.llm_arch) == OLD_TINY_LLM
     assert FULL.recipe.llm_arch is None
@@ -155,8 +160,9 @@ def test_to_dict_round_trips_and_from_dict_refuses_unknown_or_missing_entries():
 def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map():
     from xraygpt_lab.train.walkthrough import run_config
 
-    assert recipe_of_run(legacy_config()) == TINY_RECIPE
-    assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES)) == TINY_LONG
+    assert recipe_of_run(legacy_config(**CHANGED_SINCE)) == TINY_RECIPE
+    assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE)) == TINY_LONG
+    assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
     refused = [
         (legacy_config(llm_lora_r=8), "unknown: llm_lora_r"),
@@ -341,11 +347,11 @@ def recorded_walkthrough(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(("recipe", "old"), [
-    (TINY_RECIPE, OLD_TINY_TRAIN),
-    (TINY_LONG, {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES}),
+    (TINY_RECIPE, {**OLD_TINY_TRAIN, **CHANGED_SINCE}),
+    (TINY_LONG, {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE}),
     (TINY_RECIPE.override({"stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
                            "llm_lr": 1e-3, "max_new_tokens": 20}),
-     {**OLD_TINY_TRAIN, "stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
+     {**OLD_TINY_TRAIN, **CHANGED_SINCE, "stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
       "llm_lr": 1e-3, "max_new_tokens": 20}),
 ], ids=["tiny", "long", "set"])
 def test_walkthrough_stages_receive_the_dict_recipes_values(recorded_walkthrough, recipe, old):

@@ -15,6 +15,7 @@ from xraygpt_lab.data.synthetic.measure import cardiothoracic_ratio
 from xraygpt_lab.data.synthetic.phantom import build_maps
 from xraygpt_lab.data.synthetic import signs
 from xraygpt_lab.data.synthetic.signs import bronchi
+from xraygpt_lab.data.synthetic.skeleton import rib_point
 from xraygpt_lab.data.synthetic.world import WorldConfig, phantom_coordinates, render_case
 
 SIZE = 128
@@ -246,7 +247,7 @@ def test_cardiomegaly_mask_lies_within_the_cardiac_silhouette(severity):
 
 
 # --------------------------------------------------------------------------- nodule / mass
-@pytest.mark.parametrize("kind, size_mm", [("nodule", 15), ("nodule", 20), ("nodule", 30),
+@pytest.mark.parametrize("kind, size_mm", [("nodule", 20), ("nodule", 25), ("nodule", 30),
                                            ("mass", 40), ("mass", 55)])
 def test_nodule_and_mass_are_round_soft_edged_and_of_the_stated_size(kind, size_mm):
     for seed in SEEDS:
@@ -274,7 +275,16 @@ def test_rib_fracture_shows_a_gap_and_a_cortical_step(side):
         region = case.masks["Fracture"]
         assert diff[region].min() < -0.04  # a gap where bone was
         assert diff[region].max() > 0.04   # the displaced fragment where there was none
-        assert np.count_nonzero(diff[~binary_dilation(region, iterations=3)]) == 0  # nothing else
+        assert np.abs(diff[~binary_dilation(region, iterations=3)]).max() < 1e-6  # nothing else
+        # the extrapleural hematoma: a lens of soft tissue in profile just inside the lateral
+        # wall at the fracture's level, thicker than two pixels and densest at the wall
+        f = case.finding("Fracture")
+        _, by = rib_point(case.anatomy, side, f.detail["rib"], f.detail["u"])
+        row, col = pixel(case, anat.side_sign(side) * float(anat.lateral_wall(case.anatomy, by)), by)
+        inward = int(np.sign(pixel(case, 0.0, by)[1] - col))
+        profile = diff[row, col + inward * np.arange(6)]  # from the wall towards the midline
+        bright = np.count_nonzero(profile > 0.08)
+        assert bright >= 2, (seed, side, np.round(profile, 2))
 
 
 # ------------------------------------------------------------------------------- devices

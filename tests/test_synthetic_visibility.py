@@ -10,6 +10,7 @@ from xraygpt_lab.data.synthetic.world import (
     REFERENCE_SIZE,
     VISIBLE_DELTA,
     VISIBLE_FRACTION,
+    VISIBLE_PEAK,
     VISIBLE_PIXELS,
     WorldConfig,
     conspicuity,
@@ -68,11 +69,12 @@ def test_every_positive_is_visible_against_its_twin(studies):
             assert changed >= VISIBLE_PIXELS, (case.image_id, f.observation, changed)
             # a clear part of the mask, not a flicker at its edge
             assert changed >= VISIBLE_FRACTION * diff.size, (case.image_id, f.observation, changed, diff.size)
+            assert diff.max() >= VISIBLE_PEAK - 0.01, (case.image_id, f.observation, diff.max())  # noise-free
             checked += 1
     assert checked > 500
 
 
-def test_conspicuity_passes_the_visibility_rule_and_rib_fractures_are_the_faintest(studies):
+def test_conspicuity_passes_the_visibility_rule(studies):
     by_observation: dict[str, list[float]] = {}
     for case in studies[:300]:
         for f in case.findings:
@@ -83,7 +85,11 @@ def test_conspicuity_passes_the_visibility_rule_and_rib_fractures_are_the_fainte
                 assert VISIBLE_DELTA <= c.peak <= 1.0 and c.integrated >= c.peak
                 by_observation.setdefault(f.observation, []).append(c.peak)
     median = {o: float(np.median(v)) for o, v in by_observation.items()}
-    assert median["Fracture"] < median["Lung Lesion"] < median["Pleural Effusion"], median
+    assert min(min(v) for v in by_observation.values()) >= VISIBLE_PEAK
+    # the hematoma makes a fracture conspicuous (the break alone peaks at 0.05-0.12); a
+    # lesion, of 15 mm at least, is still fainter than pleural fluid
+    assert median["Lung Lesion"] < median["Fracture"] < median["Pleural Effusion"], median
+    assert median["Fracture"] > 0.25, median
 
 
 def test_conspicuity_of_an_absent_finding_names_what_the_study_has(studies):

@@ -35,9 +35,10 @@ TINY_RECIPE = Recipe(
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
     # Half of the grounded examples are chats (slot in the first question, 1-2 turns of the case's
-    # conversation; "Yes" answers drawn 10x more often): follow-up questions then read the slot.
+    # conversation; each yes/no question drawn with "Yes" as often as "No", train.grounding.
+    # yes_no_weights): follow-up questions then read the slot.
     llm=LLMStage(steps=600, batch=16, lr=3e-3, min_lr=3e-4, warmup=20, weight_decay=0.05,
-                 grounded_share=0.9, cases=1000, grounded_chats=8, chat_turns=2, chat_yes_weight=10.0,
+                 grounded_share=0.9, cases=1000, grounded_chats=8, chat_turns=2, chat_yes_weight=1.0,
                  spatial_slots=False),
     # stage 1 starts from the least-squares map of the image tokens onto the concept tokens
     # (train/concept_init.py; "random": XrayGPT's start). Three of four trainings: nodule phrases gain

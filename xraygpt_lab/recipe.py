@@ -138,7 +138,7 @@ class LLMStage:
     cases: int = _count()  # stage-1 cases whose conversations the LLM learns from
     grounded_chats: int = _count(0)  # grounded chats per case (0: none)
     chat_turns: int = _count()  # turns of a grounded chat, at most
-    chat_yes_weight: float = _number(open_low=True)  # how much more often "Yes" answers are drawn
+    chat_yes_weight: float = _number(open_low=True)  # "Yes" weight over a per-question yes/no balance
     spatial_slots: bool = _flag()  # slot k holds the concept covering token cell k
 
     @property

@@ -17,7 +17,7 @@ ability a 7B model brings, and it is text-only: no image reaches the LLM's train
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
@@ -128,9 +128,11 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
     Laid out exactly as ``ChatSession`` prompts the model (``###Patient: <Img>…</Img> q1 ###Doctor:
     a1 ###Patient: q2 ###Doctor: ``), so that follow-up questions ("Is there a pleural
     effusion?") are answered from the image slot, not from the words alone. The last question is
-    drawn with weight ``yes_weight`` when its answer starts with "Yes" (1 otherwise): most
-    yes/no answers are "No", and without the re-weighting the LLM learns to say "No" whatever
-    the slot holds. ``layouts``: one per case, for spatial slots (:func:`slot_text`).
+    drawn so that each yes/no question is answered "Yes" as often as "No" over the cases
+    (:func:`yes_no_weights`), times ``yes_weight`` for a "Yes": most yes/no answers are "No",
+    and without the balance the LLM learns to say "No" (or, balanced over all questions at once,
+    a per-question habit) whatever the slot holds. ``layouts``: one per case, for spatial slots
+    (:func:`slot_text`).
     """
     if len(findings) != len(conversations):
         raise ValueError(f"{len(findings)} finding lists but {len(conversations)} conversations")
@@ -138,12 +140,13 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
     if n_slots < 1 or max_turns < 1:
         raise ValueError(f"n_slots and max_turns must be >= 1, got {n_slots} and {max_turns}")
     rng = random.Random(seed)
+    weigh = yes_no_weights(conversations, yes_weight)
     out = []
     for case, turns, layout in zip(findings, conversations, layouts):
         if not turns:
             continue
+        weights = [weigh(t) for t in turns]
         for _ in range(per_case):
-            weights = [yes_weight if t["answer"].lstrip().lower().startswith("yes") else 1.0 for t in turns]
             last = rng.choices(range(len(turns)), weights=weights)[0]
             others = [t for j, t in enumerate(turns) if j != last]
             chain = rng.sample(others, min(len(others), rng.randint(0, max_turns - 1))) + [turns[last]]
@@ -155,6 +158,40 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
                     prompt += f"{turn['answer'].strip()} "
             out.append((prompt, chain[-1]["answer"].strip() + END_SYM))
     return out
+
+
+def _polarity(answer: str) -> str | None:
+    first = answer.lstrip().lower()
+    return "yes" if first.startswith("yes") else "no" if first.startswith("no") else None
+
+
+def yes_no_weights(conversations: Sequence[Sequence[dict]], yes_weight: float = 1.0,
+                   rounds: int = 20) -> Callable[[dict], float]:
+    """Weight of a turn as the last one of a grounded chat (drawn in proportion to the weights of
+    its case's turns): one weight per yes/no question and answer, fitted so that each question
+    is expected to end a chat as often with "Yes" (times ``yes_weight``) as with "No" over all
+    cases, whatever else the cases hold (iterative proportional fitting, ``rounds`` rounds). The
+    question alone then tells the LLM nothing about the answer: it has to read the slot. Other
+    turns weigh 1."""
+    keys = [[(t["question"].strip().lower(), _polarity(t["answer"])) for t in turns] for turns in conversations]
+    w: dict[tuple[str, str], float] = {k: 1.0 for ks in keys for k in ks if k[1] is not None}
+    target = {"yes": yes_weight / (1.0 + yes_weight), "no": 1.0 / (1.0 + yes_weight)}
+    for _ in range(rounds):
+        expected: dict[tuple[str, str], float] = dict.fromkeys(w, 0.0)
+        for ks in keys:
+            total = sum(w.get(k, 1.0) for k in ks)
+            for k in ks:
+                if k in w:
+                    expected[k] += w[k] / total
+        for (question, polarity), got in expected.items():
+            other = expected.get((question, "no" if polarity == "yes" else "yes"), 0.0)
+            if other > 0:  # a question only ever answered one way keeps its weight
+                w[(question, polarity)] *= (target[polarity] * (got + other) / got) ** 0.5
+
+    def weight(turn: dict) -> float:
+        return w.get((turn["question"].strip().lower(), _polarity(turn["answer"])), 1.0)
+
+    return weight
 
 
 def oracle_prompts(findings: Sequence[Sequence[Any]], n_slots: int, seed: int,

@@ -606,7 +606,8 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
       read straight off the frozen tokens: what the tokens carry, an upper bound for a linear map;
     * ``oracle_concepts`` — the LLM given the *true* concept tokens in its image slot
       (``train.grounding.oracle_prompts``; laid out like the training slots when ``spatial``): what
-      a perfect encoder + projection would reach.
+      a perfect encoder + projection would reach, and whether the LLM alone repeats or contradicts
+      itself (its repetition and contradiction rates).
     """
 
     result: dict[str, Any] = {}
@@ -633,7 +634,9 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
         reports += model.generate(prompts[i:i + 50], max_new_tokens=max_new_tokens)
     scored = score_reports(reports, split.summaries, split.labels, n_boot=0)
     result["oracle_concepts"] = {"rougeL": scored["rougeL"], "ce_f1_macro": scored["ce_f1_macro"],
-                                 "vs_ground_truth": scored["vs_ground_truth"]["ce_f1_macro"]}
+                                 "vs_ground_truth": scored["vs_ground_truth"]["ce_f1_macro"],
+                                 "repetition_rate": scored["repetition_rate"],
+                                 "contradiction_rate": scored["contradiction_rate"]}
     return result
 
 

@@ -98,7 +98,9 @@ def _signs(case: SyntheticCase, f: Finding) -> list[tuple[str, float, float]]:
     if obs == "Fracture":
         from xraygpt_lab.data.synthetic.skeleton import rib_point
 
-        return [("cortical step and gap", *_px(case, *rib_point(p, f.side, f.detail["rib"], f.detail["u"])))]
+        bx, by = rib_point(p, f.side, f.detail["rib"], f.detail["u"])
+        wall = float(anat.lateral_wall(p, by)) * anat.side_sign(f.side)
+        return [("cortical step and gap", *_px(case, bx, by)), ("extrapleural hematoma", *_px(case, wall, by))]
     tips = device_tips(p, f)
     out = [("ETT tip above the carina", *_px(case, *tips["endotracheal tube"]))] if "endotracheal tube" in tips else []
     if "central venous catheter" in tips:

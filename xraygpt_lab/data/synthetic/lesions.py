@@ -23,6 +23,17 @@ from xraygpt_lab.data.synthetic.anatomy import (
 from xraygpt_lab.data.synthetic.skeleton import rib_point
 from xraygpt_lab.data.findings import RENDERED_OBSERVATIONS
 
+#: Drawn nodule (<= 30 mm) and mass (> 30 mm) diameters (Fleischner glossary). Nodules start at
+#: 15 mm: smaller ones hardly change the 128-px film (a 12 mm nodule's peak change is 0.08, below
+#: what a reader or the encoder finds), as on real films, where nodules under about 1 cm are
+#: seldom seen; the NIH ChestX-ray14 nodule boxes span 16-30 mm.
+LESION_MM: dict[str, tuple[int, int]] = {"nodule": (15, 30), "mass": (31, 60)}
+#: Thickness and length (mm, [low, high)) of the extrapleural hematoma drawn beside an acute rib
+#: fracture: the lenticular soft-tissue opacity along the chest wall that makes a displaced
+#: fracture conspicuous on a chest film (the break alone changes some 40 pixels by under 0.12).
+HEMATOMA_THICK_MM: tuple[int, int] = (8, 15)
+HEMATOMA_LENGTH_MM: tuple[int, int] = (45, 76)
+
 #: Observations that can be drawn (everything rendered except the "No Finding" summary label).
 DRAWABLE: tuple[str, ...] = tuple(o for o in RENDERED_OBSERVATIONS if o != "No Finding")
 
@@ -122,8 +133,8 @@ def complete_finding(f: Finding, anatomy: AnatomyParams, rng: np.random.Generato
     elif obs == "Lung Lesion":
         zone = zone or str(rng.choice(("upper", "middle", "lower")))
         kind = d.setdefault("kind", "mass" if rng.random() < 0.3 else "nodule")
-        if "size_mm" not in d:  # nodule <= 30 mm, mass > 30 mm (Fleischner glossary)
-            lo, hi = (31, 60) if kind == "mass" else (8, 30)
+        if "size_mm" not in d:
+            lo, hi = LESION_MM[kind]
             d["size_mm"] = int(round(float(np.exp(rng.uniform(np.log(lo), np.log(hi + 0.49))))))
         if "center" not in d:
             d["center"] = _lesion_centre(anatomy, side, zone, d["size_mm"] / 2 / MM_PER_UNIT, rng)
@@ -148,6 +159,9 @@ def complete_finding(f: Finding, anatomy: AnatomyParams, rng: np.random.Generato
         d.setdefault("u", round(float(rng.uniform(wall - 0.26, wall - 0.16)), 4))
         d.setdefault("step", round(float(rng.uniform(0.50, 0.65) * anatomy.rib_spacing), 4))
         d.setdefault("gap", round(float(rng.uniform(0.045, 0.065)), 4))  # a displaced fracture, 9-13 mm
+        # the extrapleural hematoma beside the break: thickness and length along the wall (mm)
+        d.setdefault("hematoma_mm", int(rng.integers(*HEMATOMA_THICK_MM)))
+        d.setdefault("hematoma_length_mm", int(rng.integers(*HEMATOMA_LENGTH_MM)))
         _, fy = rib_point(anatomy, side, d["rib"], d["u"])
         zone = zone or zone_of(anatomy, side, fy)
     return Finding(obs, side, zone, severity, d)

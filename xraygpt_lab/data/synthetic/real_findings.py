@@ -47,7 +47,7 @@ from xraygpt_lab.data.synthetic.anatomy import (
     pixel_spacing_mm,
     side_sign,
 )
-from xraygpt_lab.data.synthetic.lesions import Finding, zone_of
+from xraygpt_lab.data.synthetic.lesions import LESION_MM, Finding, zone_of
 from xraygpt_lab.data.wheel import cache_root, fetch_wheel_members
 
 PREFIX = "torchxrayvision/data/"
@@ -69,8 +69,6 @@ LUNG_HEIGHT_SHARE: float = 0.75
 EFFUSION_CUTS: tuple[float, float] = (0.20, 0.45)
 #: Pneumothorax severity by its share of the hemithorax (small < 10 %, large >= 25 %).
 PNEUMOTHORAX_CUTS: tuple[float, float] = (0.10, 0.25)
-#: Nodule <= 30 mm, mass > 30 mm (Fleischner glossary); drawn sizes are kept in these ranges.
-LESION_MM: dict[str, tuple[int, int]] = {"nodule": (8, 30), "mass": (31, 60)}
 #: Which table serves which observation, and under which of its labels.
 SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
     "Lung Lesion": (("nih", "Nodule"), ("nih", "Mass")),

@@ -163,9 +163,9 @@ def _positive_fracture(w: _Writer, f: Finding) -> tuple[str, str]:
     side, d = f.side, f.detail
     rib = ORDINALS[d["rib"]]
     sentence = w.pick(
-        f"There is a displaced fracture of the {side} {rib} posterior rib.",
-        f"Acute fracture of the lateral {side} {rib} rib, with a cortical step.",
-        f"A {side} {rib} rib fracture is seen laterally.",
+        f"There is a displaced fracture of the {side} {rib} posterior rib with an adjacent extrapleural hematoma.",
+        f"Acute fracture of the {side} {rib} rib, with a cortical step and an extrapleural hematoma along the lateral chest wall.",
+        f"A {side} {rib} rib fracture is seen, with a lenticular extrapleural hematoma laterally.",
     )
     return sentence, f"{_cap(side)} {rib} rib fracture."
 
@@ -303,34 +303,37 @@ def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
 
 
-def _join_or(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+#: The observations a summary always states, positive or negative, and their negative sentences.
+_SUMMARY_NEGATIVES: dict[str, tuple[str, ...]] = {
+    "Consolidation": ("No focal consolidation.", "There is no focal consolidation.", "No focal consolidation is seen."),
+    "Edema": ("No pulmonary edema.", "There is no pulmonary edema.", "No pulmonary edema is seen."),
+    "Pleural Effusion": ("No pleural effusion.", "There is no pleural effusion.", "No pleural effusion is seen."),
+    "Pneumothorax": ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen."),
+    "Cardiomegaly": ("The heart size is normal.", "The heart is normal in size.", "The cardiac silhouette is normal in size."),
+}
 
 
 def _summary(w: _Writer, findings: list[Finding], statements: dict[str, str], impression: list[str]) -> str:
     """Findings and impression merged into plain prose (XrayGPT's 'interactive summary').
 
-    Positives first (the same sentences as the report), then one sentence of key negatives,
-    then the impression; shorter than the report so it fits the 160-token target.
+    Every finding is stated once, in the report's order: each present one by its report
+    sentence, and each key observation that is absent by its own short negative, at the place
+    its positive would take. A normal film ends with a normal impression; an abnormal one does
+    not restate its findings. Stating each observation once, where it belongs, is what keeps a
+    small LLM consistent: trained on summaries that listed the absent observations in one
+    sentence ("No focal consolidation, pleural effusion or pneumothorax") and restated the
+    positives at the end ("Overall, the impression is: ..."), the reference LLM contradicted
+    itself in 5.5 % of its reports even when given the true findings.
     """
     present = {f.observation for f in findings}
-    parts = [statements[o] for o in _ORDER if o in statements]
-    negatives = [name for obs, name in (("Consolidation", "focal consolidation"),
-                                         ("Pleural Effusion", "pleural effusion"),
-                                         ("Pneumothorax", "pneumothorax"),
-                                         ("Edema", "pulmonary edema")) if obs not in present]
-    if not present:
-        parts.append(w.pick("The lungs are clear.", "Both lungs are clear.", "The lungs are well expanded and clear."))
-    if negatives:
-        parts.append(w.pick(f"There is no {_join_or(negatives)}.", f"No {_join_or(negatives)} is seen.",
-                            f"No {_join_or(negatives)}."))
-    if "Cardiomegaly" not in present:
-        parts.append(w.pick("The heart size is normal.", "The heart is normal in size.",
-                            "The cardiac silhouette is normal in size."))
-    if impression:
-        lead = w.pick("In summary, the main findings are: ", "Overall, the impression is: ", "To summarise: ")
-        parts.append(lead + " ".join(_lower_first(s) for s in impression))
-    else:
+    parts = [] if present else [w.pick("The lungs are clear.", "Both lungs are clear.",
+                                       "The lungs are well expanded and clear.")]
+    for obs in _ORDER:
+        if obs in statements:
+            parts.append(statements[obs])
+        elif obs in _SUMMARY_NEGATIVES:
+            parts.append(w.pick(*_SUMMARY_NEGATIVES[obs]))
+    if not impression:
         parts.append(w.pick("Overall, this is a normal chest x-ray with no acute cardiopulmonary process.",
                             "In summary, there is no acute cardiopulmonary abnormality.",
                             "Overall, the chest x-ray is normal."))

@@ -41,7 +41,7 @@ from xraygpt_lab.data.synthetic.geometry import (
 )
 from xraygpt_lab.data.synthetic.lesions import Finding
 from xraygpt_lab.data.synthetic.phantom import heart_map
-from xraygpt_lab.data.synthetic.skeleton import fracture_region, posterior_ribs
+from xraygpt_lab.data.synthetic.skeleton import fracture_region, posterior_ribs, rib_point
 from xraygpt_lab.data.synthetic.vessels import bronchi_map
 
 #: Air of a bronchus in consolidated lung relative to its lumen volume: a bronchus seen along
@@ -316,7 +316,8 @@ def draw_atelectasis(M: Maps, f: Finding, rng: np.random.Generator) -> np.ndarra
 
 @local
 def draw_fracture(M: Maps, f: Finding) -> np.ndarray:
-    """A gap and a step in one posterior rib (only the band around the break is redrawn)."""
+    """A gap and a step in one posterior rib (only the band around the break is redrawn), and
+    the extrapleural hematoma beside it (:func:`_extrapleural_hematoma`)."""
     p, x, y, px = M.extra["params"], M.extra["x"], M.extra["y"], M.extra["px"]
     spec = fracture_spec(f)
     region = fracture_region(p, x, y, spec, margin=2 * px)
@@ -328,7 +329,24 @@ def draw_fracture(M: Maps, f: Finding) -> np.ndarray:
         c1, m1 = posterior_ribs(p, xs, ys, px, [spec])
         M.cortical[win] += (c1 - c0).astype(np.float32)
         M.medullary[win] += (m1 - m0).astype(np.float32)
-    return fracture_region(p, x, y, spec, margin=px)
+    return fracture_region(p, x, y, spec, margin=px) | _extrapleural_hematoma(M, f)
+
+
+def _extrapleural_hematoma(M: Maps, f: Finding) -> np.ndarray:
+    """Blood between the broken rib and the parietal pleura, seen in profile along the lateral
+    chest wall at the fracture's level: a lenticular opacity with a convex, sharp inner margin
+    and tapering ends that meet the wall at obtuse angles (an extrapleural sign; Fraser and
+    Paré's *Diagnosis of Diseases of the Chest*, ch. on the chest wall). Returns its mask."""
+    p, x, y, px = M.extra["params"], M.extra["x"], M.extra["y"], M.extra["px"]
+    u = side_sign(f.side) * x
+    _, fy = rib_point(p, f.side, f.detail["rib"], f.detail["u"])
+    half = f.detail["hematoma_length_mm"] / 2 / MM_PER_UNIT
+    t = (y - fy) / half
+    depth = f.detail["hematoma_mm"] / MM_PER_UNIT * np.sqrt(clamp(1.0 - t * t, 0.0, 1.0))  # [H, W] lens
+    inward = anat.lateral_wall(p, y) - u  # distance in from the inner chest wall
+    frac = smoothstep(depth + 0.5 * px, depth - 0.5 * px, inward) * (inward > -px) * (depth > 0) * (u > 0.0)
+    M.fluid = np.maximum(M.fluid, (0.9 * frac * M.aerated()).astype(np.float32))
+    return (frac > 0.04) & _lung_mask(M, f.side, 0.1)
 
 
 def fracture_spec(f: Finding) -> dict:
