@@ -348,8 +348,8 @@ print("weakest after training:", ", ".join(f"{c} {v:.2f}" for v, c in weakest))
 # %% [markdown]
 # **Read the numbers honestly.** The trained tokens make the big findings — and their side —
 # linearly readable far better than random features (which already keep some brightness
-# information, so "random" is not 0.5). The weakest columns are the small findings: a nodule of
-# a few pixels and a 2–3-pixel rib step at 128 px. What the tokens miss, XrayGPT's single linear
+# information, so "random" is not 0.5). The weakest columns are the small findings: a nodule or
+# mass of a few pixels, and the thin lines of support devices. What the tokens miss, XrayGPT's single linear
 # layer cannot pass on (notebook 03 measures how much of the report quality this costs). Try a
 # longer pretraining, or set `label_weight=0` above and watch what MedCLIP's loss alone gives.
 

@@ -248,13 +248,13 @@ print("image withheld:", blind[0][:200])
 # %% [markdown]
 # **Read the reports as a radiologist would.** Compare what the labeler reads in each generated
 # report with the true labels: a finding the film does not have is *invented*, a true one left out
-# is *missed*. The 6-minute model's typical mistakes are exactly these — a nodule on a film without
-# one, the right finding on the wrong side — and a summary that disagrees with its own first
-# sentence (printed above when it happens: `eval.consistency.contradictions`). The summary is not
-# copied from the body: the model writes it token by token, reading the image again, so an
-# uncertain encoder gets a second chance to disagree with itself. Nodules and rib fractures are the
-# hardest findings here (§7 gives their F1); `metrics.json` counts self-contradicting reports
-# (`contradiction_rate`), and the reference run of §8 makes far fewer of every kind of mistake.
+# is *missed*. Above, the model misses the 4.8 cm mass of the second film and calls it normal: the
+# 6-minute model's typical mistakes are exactly these — a nodule or mass left out, a finding on a
+# film without one, the right finding on the wrong side. A report that asserts and denies the same
+# finding would be printed above (`eval.consistency.contradictions`); the training summaries state
+# each observation once, so this run writes none (`contradiction_rate` in `metrics.json`). Nodules
+# and pneumothoraces are the weakest findings here (§7 gives their F1), and the reference run of §8
+# makes far fewer mistakes of every kind.
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
@@ -300,15 +300,14 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (the committed outputs: the tiny run of seed 0 on the current films; yours will
-# differ by a few points): model 0.63 · encoder head 0.72 · oracle concepts 0.92. The gap to 0.90
+# differ by a few points): model 0.65 · encoder head 0.82 · oracle concepts 0.88. The gap to 0.90
 # has three parts:
-# 1. **The encoder** (0.72): rib fractures (a 2–3 px step, head F1 ≈ 0.1) and small nodules
-#    (≈ 0) are barely in the tokens after the walkthrough's 1,200 steps. Nothing downstream can
-#    add them.
-# 2. **The projection** (0.72 → 0.63): edema and devices are in the tokens (head 1.00 and 0.64)
-#    but the linear map into the frozen LLM passes them on less reliably (0.55 and 0.53). This is
-#    the part an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.92 even with the true concepts): it sometimes leaves out one finding of
+# 1. **The encoder** (0.82): nodules and masses (head F1 0.20) are barely in the tokens after the
+#    walkthrough's 1,200 steps, and fractures only partly (0.77). Nothing downstream can add them.
+# 2. **The projection** (0.82 → 0.65): pneumothorax, fractures and devices are in the tokens (head
+#    0.97, 0.77 and 0.67) but the linear map into the frozen LLM passes them on less reliably
+#    (0.53, 0.50 and 0.53). This is the part an MLP projector or LoRA on the LLM could recover.
+# 3. **The LLM** (0.88 even with the true concepts): it sometimes leaves out one finding of
 #    several that its slot names.
 #
 # ## 8. What 36 more minutes of training buy: your run beside the reference

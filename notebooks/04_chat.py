@@ -76,8 +76,10 @@ panel
 #
 # `set_image`, `send`, `reset` and `explain` are what the buttons call. We pick a synthetic case
 # with a pleural effusion, so that we know the truth and where it is. Read the answers against the
-# reference: the tiny model often misses a finding, names the wrong side, or contradicts itself
-# from one turn to the next. Fluent is not the same as correct.
+# reference: here all three agree with it (a large left effusion, and nothing else). Fluent is not
+# the same as correct, though: the 6-minute model of notebook 03 often misses a finding or names
+# the wrong side, and on a film unlike its training films any model answers just as fluently
+# (notebook 10).
 
 # %%
 case = next(c for c in (render_case(seed, size=model.image_size) for seed in range(100, 200))
@@ -172,6 +174,9 @@ for name, setting in settings.items():
 # **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
 # next-token distribution (top-p keeps the smallest set of tokens holding that share of the
 # probability). Watch where a higher temperature starts to invent findings the image does not show.
+# Beam search is not safer: above, three beams call the large effusion small. Beams pick the most
+# probable *whole* sentence, and a long, common phrasing ("…blunting the left costophrenic angle")
+# can outscore the words this film needs once the first word has been chosen.
 
 # %%
 from xraygpt_lab.widgets.knobs import generation_knobs

@@ -311,14 +311,15 @@ for _, row in worst.iterrows():
     print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
 
 # %% [markdown]
-# **What went wrong, and why.** On the reference run the worst reports share one cause: the
-# findings are a few pixels wide. A central venous catheter is a line one or two pixels wide at
-# 128 px; a rib fracture is a 2–3-pixel step in a rib's cortex. When the encoder's 16 tokens do
-# not carry such a finding, the frozen LLM falls back on what it wrote most often in training — the
-# normal report — and misses it (the first and third films). The same weakness runs the other way:
-# a film that is normal can get a fracture the model half-sees in a rib crossing (the second film).
-# The error table above counts it: fractures are the most missed finding, lung lesions (small
-# nodules) the most invented, together with "No Finding" — a normal report written over a film
+# **What went wrong, and why.** On the reference run the worst reports miss a finding and write
+# the normal sentence in its place: when the encoder's 16 tokens do not carry a finding, the frozen
+# LLM falls back on what it wrote most often in training. The first film's central venous
+# catheter is a line one or two pixels wide at 128 px, and the report calls the film normal. The
+# other two miss a consolidation that lies against the heart border — the right middle lobe (second
+# film) and the lingula (third) — where the opacity merges with the heart's own (the silhouette
+# sign) and a token that covers both reads as heart; the second report also names the wrong device
+# (a jugular catheter for the endotracheal tube). The error table above counts it: consolidation is
+# the most missed finding, and "No Finding" the most invented — a normal report written over a film
 # that has a finding. Notebook 03 §7 measures where such findings are lost: in the encoder's
 # tokens, in the linear layer, or in the LLM.
 

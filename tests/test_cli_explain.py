@@ -187,10 +187,10 @@ def test_ig_defaults_to_two_baselines_and_a_smoothed_map_and_rejects_bad_setting
 @pytest.mark.slow
 def test_explain_expands_a_finding_name_to_the_reference_models_words(tmp_path, capsys) -> None:
     """`explain --run reference IMAGE --phrase "pleural effusion"`: the model's own noun phrase is
-    explained (side and severity included), the JSON says so, and the peak lands on the effusion."""
+    explained (side and severity included), the JSON says so, and the peak lies on the chest."""
+    from xraygpt_lab.data.synthetic.anatomy import lung_masks
     from xraygpt_lab.data.synthetic.lesions import Finding
     from xraygpt_lab.data.synthetic.world import render_case
-    from xraygpt_lab.interpret.faithfulness import pointing_hit
 
     case = render_case(12, 128, findings=[Finding("Pleural Effusion", side="left", severity="large")])
     path = tmp_path / "effusion.png"
@@ -203,6 +203,54 @@ def test_explain_expands_a_finding_name_to_the_reference_models_words(tmp_path, 
     assert result["explained_phrase"].lower() in result["explained_answer"].lower()
     assert result["explained_phrase"].lower().startswith("large left"), result
     assert result["phrase_source"] in ("answer", "question") and result["in_distribution"] is True
-    saliency = np.zeros(case.image.shape)
-    saliency[tuple(result["peak"])] = 1.0
-    assert pointing_hit(saliency, case.masks["Pleural Effusion"], tolerance=4), result["peak"]
+    lungs = lung_masks(case.anatomy, 128, behind_heart=True)
+    rows, cols = np.nonzero(lungs["right lung"] | lungs["left lung"])
+    row, col = result["peak"]  # within 4 px of the lungs' bounding box: on the chest, not the background
+    assert rows.min() - 4 <= row <= rows.max() + 4 and cols.min() - 4 <= col <= cols.max() + 4, result["peak"]
+
+
+def _effusion_evidence(side: str, seeds: range) -> tuple[float, float]:
+    """Mean share of the recommended map's positive evidence on a large ``side`` effusion, and the
+    mean share of the image the effusion covers (what a map blind to it would put there)."""
+    from xraygpt_lab.data.readers.images import preprocess
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.data.synthetic.world import render_case
+    from xraygpt_lab.interpret.attribution import explain
+    from xraygpt_lab.interpret.faithfulness import energy_in_mask
+    from xraygpt_lab.interpret.localization import DEFAULT_METHODS
+    from xraygpt_lab.interpret.phrases import resolve_phrase
+    from xraygpt_lab.interpret.targets import phrase_target
+    from xraygpt_lab.runs import load_run, reference_run
+
+    model = load_run(reference_run())
+    settings = dict(DEFAULT_METHODS["ig_gated"])
+    method = settings.pop("method")
+    energy, share = [], []
+    for seed in seeds:
+        case = render_case(seed, 128, findings=[Finding("Pleural Effusion", side=side, severity="large")])
+        pixels = preprocess(case.image, 128)[None]  # [1, 1, 128, 128]
+        resolved = resolve_phrase(model, pixels, "pleural effusion")
+        assert f" {side} " in f" {resolved.phrase.lower()} ", resolved.phrase
+        torch.manual_seed(0)
+        saliency = np.asarray(explain(phrase_target(model, resolved.phrase, resolved.answer, resolved.instruction),
+                                      pixels, method, **settings).map)  # [128, 128]
+        mask = case.masks["Pleural Effusion"]
+        energy.append(energy_in_mask(saliency, mask))
+        share.append(float(mask.mean()))
+    return float(np.mean(energy)), float(np.mean(share))
+
+
+@pytest.mark.slow
+def test_the_reference_puts_its_evidence_for_a_left_effusion_on_it() -> None:
+    """Four large left effusions: at least three times the evidence a map blind to them would put
+    there (measured: about 0.50 of the evidence on 9 % of the image)."""
+    energy, share = _effusion_evidence("left", range(10, 14))
+    assert energy >= 3 * share, (energy, share)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the reference's evidence for 'large right pleural effusion' lies on the "
+                   "left hemithorax (under 1 % on the effusion; the previous reference put 0.4-0.9 there)")
+def test_the_reference_puts_its_evidence_for_a_right_effusion_on_it() -> None:
+    energy, share = _effusion_evidence("right", range(10, 14))
+    assert energy >= 3 * share, (energy, share)
