@@ -1,6 +1,6 @@
 """Benchmark: does the chat answer yes/no questions from the image?
 
-For ``n`` held-out synthetic studies (seed 3000, never trained on) the run is asked, as the first
+For ``n`` held-out synthetic studies (seed 3000 unless ``--seed``, never trained on) the run is asked, as the first
 turn of a fresh chat, the yes/no question of every drawn observation (``data.instructions.
 finding_question``, e.g. "Is there a pleural effusion?") and answers greedily. An answer counts as
 "yes" when it starts with "Yes", "no" when it starts with "No"; anything else is read by the
@@ -8,7 +8,7 @@ CheXpert-style labeler (a positive mention = yes). Reported per observation and 
 sensitivity (yes on positives), specificity (no on negatives) and balanced accuracy, beside the
 same model with the image withheld (the image must matter).
 
-Run:  ``python benchmarks/chat_yes_no.py [--n 30] [--run RUN]``
+Run:  ``python benchmarks/chat_yes_no.py [--n 30] [--run RUN] [--seed S]``
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def rates(rows: list[dict]) -> dict[str, float | int]:
             "balanced_accuracy": balanced}
 
 
-def run(n: int = 30, run_dir: str | None = None, log=print) -> dict:
-    """Ask every yes/no question of ``n`` held-out studies; returns the tables as a dict."""
+def run(n: int = 30, run_dir: str | None = None, log=print, seed: int = HELD_OUT_SEED) -> dict:
+    """Ask every yes/no question of ``n`` held-out studies of ``seed``; returns the tables as a dict."""
     import torch
 
     from xraygpt_lab.data.readers.images import preprocess
@@ -59,11 +59,11 @@ def run(n: int = 30, run_dir: str | None = None, log=print) -> dict:
     path = resolve_run(run_dir) if run_dir else ensure_tiny_run()
     model = load_run(path)
     size = model.encoder.config.image_size
-    cases = render_cases(n, size, HELD_OUT_SEED)
+    cases = render_cases(n, size, seed)
     pixels = torch.stack([preprocess(c.image, size) for c in cases])  # [n, 1, S, S]
     with torch.no_grad():
         features = model.encoder.encode_tokens(pixels)  # [n, N, d]
-    result: dict = {"run": str(path), "n_images": n, "held_out_seed": HELD_OUT_SEED, "questions": {}}
+    result: dict = {"run": str(path), "n_images": n, "held_out_seed": seed, "questions": {}}
     for withhold in (False, True):
         rows: list[dict] = []
         for observation in DRAWABLE:
@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="held-out images (default 30)")
     parser.add_argument("--run", default=None, help="run folder (default: the tiny run, trained if absent)")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED,
+                        help=f"held-out seed of the studies (default {HELD_OUT_SEED}; another one is a confirmation set)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = run(args.n, args.run)
+    result = run(args.n, args.run, seed=args.seed)
     print(f"{'observation':<18} {'model sens/spec':>16} {'image-blind sens/spec':>22}")
     for key in result["model"]:
         m, b = result["model"][key], result["image_blind"][key]

@@ -29,7 +29,7 @@
 #
 # The run is trained once by `ensure_tiny_run()` (the `xraygpt-lab walkthrough`; minutes on a
 # CPU) and reused afterwards; this notebook never retrains it. Section 8 sets it beside the
-# reference run shipped with the toolkit: the same recipe trained about 36 minutes longer.
+# reference run shipped with the toolkit: the same recipe trained about half an hour longer.
 
 # %%
 import json
@@ -252,9 +252,9 @@ print("image withheld:", blind[0][:200])
 # 6-minute model's typical mistakes are exactly these — a nodule or mass left out, a finding on a
 # film without one, the right finding on the wrong side. A report that asserts and denies the same
 # finding would be printed above (`eval.consistency.contradictions`); the training summaries state
-# each observation once, so this run writes none (`contradiction_rate` in `metrics.json`). Nodules
-# and pneumothoraces are the weakest findings here (§7 gives their F1), and the reference run of §8
-# makes far fewer mistakes of every kind.
+# each observation once, so this run writes none (`contradiction_rate` in `metrics.json`). Nodules,
+# fractures and pneumothoraces are the weakest findings here (§7 gives their F1), and the
+# reference run of §8 makes far fewer mistakes of every kind.
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
@@ -300,23 +300,24 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (the committed outputs: the tiny run of seed 0 on the current films; yours will
-# differ by a few points): model 0.65 · encoder head 0.82 · oracle concepts 0.88. The gap to 0.90
-# has three parts:
-# 1. **The encoder** (0.82): nodules and masses (head F1 0.20) are barely in the tokens after the
-#    walkthrough's 1,200 steps, and fractures only partly (0.77). Nothing downstream can add them.
-# 2. **The projection** (0.82 → 0.65): pneumothorax, fractures and devices are in the tokens (head
-#    0.97, 0.77 and 0.67) but the linear map into the frozen LLM passes them on less reliably
-#    (0.53, 0.50 and 0.53). This is the part an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.88 even with the true concepts): it sometimes leaves out one finding of
-#    several that its slot names.
+# differ by a few points): model 0.66 · encoder head 0.81 · oracle concepts 0.91. The gap to 0.90
+# lies before the LLM:
+# 1. **The encoder** (0.81): nodules and masses (head F1 0.31) are barely in the tokens after the
+#    walkthrough's 1,200 steps, and fractures only partly (0.75). Nothing downstream can add them.
+# 2. **The projection** (0.81 → 0.66): pneumothorax, effusion and fractures are in the tokens (head
+#    0.97, 1.00 and 0.75) but the linear map into the frozen LLM passes them on less reliably
+#    (0.48, 0.77 and 0.46). This is the part an MLP projector or LoRA on the LLM could recover.
+# 3. **The LLM** (0.91 with the true concepts, above the bar): given the right slot it writes the
+#    right report; it only sometimes leaves out one finding of several that its slot names.
 #
-# ## 8. What 36 more minutes of training buy: your run beside the reference
+# ## 8. What half an hour more of training buys: your run beside the reference
 # Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
 # walkthrough gives the encoder and the LLM a few minutes each. The **reference run** shipped with
 # the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the identical recipe —
 # XrayGPT's frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`:
-# twice the stage-1 data, 4 × the encoder steps, 6 × the LLM steps and 4 × the stage-1 steps
-# (`config.TINY_LONG`, about 36 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
+# twice the stage-1 data, 4 × the encoder steps, 6 × the LLM steps and 16 × the stage-1 steps, half
+# of which ask one of the image's yes/no questions instead of its report (`config.TINY_LONG`,
+# about 32 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
 # Both models now describe the **same** held-out films, from a seed neither trained on, and each
 # report is scored against the films' true labels.
 

@@ -76,8 +76,10 @@ panel
 #
 # `set_image`, `send`, `reset` and `explain` are what the buttons call. We pick a synthetic case
 # with a pleural effusion, so that we know the truth and where it is. Read the answers against the
-# reference: here all three agree with it (a large left effusion, and nothing else). Fluent is not
-# the same as correct, though: the 6-minute model of notebook 03 often misses a finding or names
+# reference: all three find a left effusion and nothing else, but they disagree on its size. Only
+# the yes/no answer says "large", as the reference does; the report says small and the key
+# findings moderate, so the model reads where the fluid is more reliably than how much. Fluent is
+# not the same as correct, either: the 6-minute model of notebook 03 often misses a finding or names
 # the wrong side, and on a film unlike its training films any model answers just as fluently
 # (notebook 10).
 
@@ -174,7 +176,9 @@ for name, setting in settings.items():
 # **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
 # next-token distribution (top-p keeps the smallest set of tokens holding that share of the
 # probability). Watch where a higher temperature starts to invent findings the image does not show.
-# Beam search is not safer: above, three beams call the large effusion small. Beams pick the most
+# Beam search is not safer: above, greedy decoding, three beams and the repetition penalty all
+# call the large effusion small, and only the sampled answer says large (a lucky draw, not a
+# better reading of the film). Beams pick the most
 # probable *whole* sentence, and a long, common phrasing ("…blunting the left costophrenic angle")
 # can outscore the words this film needs once the first word has been chosen.
 
@@ -187,9 +191,9 @@ generation_knobs(model, session.pixel_values)
 # ## 6. Explain: which pixels made it say "effusion"?
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
-# answer before the phrase — to the input pixels. We explain the finding's whole noun phrase
-# ("large left pleural effusion"), not the word "effusion" alone: under teacher forcing "large left
-# pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
+# answer before the phrase — to the input pixels. We explain the finding's whole noun phrase as
+# the answer words it ("small left pleural effusion" below), not the word "effusion" alone: under
+# teacher forcing "small left pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
 # 1 measures it). Explain uses Integrated Gradients (Sundararajan et al. 2017), averaged over a
 # blurred and a black copy of the image (the baselines: "no sharp detail", "nothing") and gated by
 # the same attribution at two of the encoder's early feature maps (strides 4 and 8; notebook 05 §4

@@ -161,12 +161,13 @@ overlay(axes[2], case.image, ig_mean, title="integrated gradients, mean-grey bas
 fig.tight_layout()
 
 # %% [markdown]
-# From the mean-grey image the target climbs within the first fifth of the path and then stays
-# within about half a nat of its final value: the model is sure of the phrase long before the full
-# image. That is saturation, and it is why the gradient at the image (middle) says little — here
-# it peaks on the wrong lung. IG sums the gradients along the steep part instead, but from mean
-# grey the steep part is where a flat grey square turns into a chest film at all, so it credits
-# the film's bright edges (right), not the effusion. The blurred copy scores almost as high as the
+# From the mean-grey image the target stays flat for the first sixth of the path, climbs until
+# about a third of the way, and then stays within half a nat of its final value (the last quarter
+# adds 0.04 of 1.09 nats): the model is sure of the phrase long before the full image. That is
+# saturation, and it is why the gradient at the image (middle) says little — here it peaks on the
+# wrong lung. IG sums the gradients along the steep part instead, but from mean grey the steep
+# part is where a flat grey square turns into a chest film at all, so it spreads its evidence
+# over the whole film (right), the effusion hardly more than the rest. The blurred copy scores almost as high as the
 # image itself (its curve is flat from the start: blurring keeps a large smooth opacity), so IG
 # from it has almost nothing to distribute. What IG explains is the difference between the image
 # and its baseline: the next pitfall.
@@ -206,10 +207,10 @@ for m, r in results.items():
 print(f"{sum(hits.values())} of {len(hits)} maps peak on the effusion")
 
 # %% [markdown]
-# On this film seven of the nine maps peak on the effusion (the printout above); only saliency and
-# SmoothGrad miss. Their reason was seen before: they are gradients at the image, where the target
-# is saturated. Even plain IG from the blurred copy, which has little to distribute (§2: the
-# blurred image scores within 0.45 nats of the image), finds it here, and Grad-CAM and layer IG,
+# On this film six of the nine maps peak on the effusion (the printout above); saliency, SmoothGrad
+# and GradientSHAP miss. Their reason was seen before: they are gradients at the image, or
+# averaged near it, where the target is saturated. Even plain IG from the blurred copy, which has
+# little to distribute (§2: the blurred image scores within 0.48 nats of the image), finds it here, and Grad-CAM and layer IG,
 # which see a 4 × 4 grid of 32-px tokens and peak on the token that moves the phrase most, pick
 # the token holding the effusion. One film proves nothing either way: §4 scores
 # every method on held-out positives.
@@ -255,10 +256,11 @@ fig.tight_layout()
 # evidence (the library returns no curve when the gap is below half a nat).
 #
 # **Here the curves cannot rank the maps, and the random map shows why.** Deleting the first
-# 6 % of pixels — *any* 6 %, scattered at random — already drops the target to the black image's
-# level: a film peppered with black pixels is nothing the model has seen, and it stops reading it
-# as a film. Insertion fails the same way, and Grad-CAM "wins" it because its coarse map inserts
-# whole 32-px blocks of intact film. Deletion and insertion measure the map *together with* the
+# 6 % of pixels — *any* 6 %, scattered at random — already takes away half of the gap to the black
+# image, and from 20 % on all four curves wander between 0.5 and 0.85 in no order: a film peppered
+# with black pixels is nothing the model has seen. The recommended map's curve drops lowest early
+# (to 0.12 at 12 %) and then climbs back. Insertion fails the same way: occlusion and Grad-CAM tie
+# at the top (AUC 0.92) because their coarse maps insert whole blocks of intact film. Deletion and insertion measure the map *together with* the
 # out-of-distribution images they create (Hooker et al. 2019 retrain the model to avoid this,
 # ROAR). With ground-truth masks, the pointing game below asks the question directly.
 
@@ -315,7 +317,7 @@ else:
 # expected gradients, Erion et al. 2021) credits both kinds of finding, and smoothing the map by
 # σ = 2 px (half the pointing tolerance) stops a single noisy pixel from being the maximum:
 # `ig_blur_black` in the tables. On the previous reference this lifted the pointing game from 0.59
-# to 0.68 (300 positives); on the current one it does not (0.49 vs 0.59): averaging alone is not
+# to 0.68 (300 positives); on the current one it does not (0.50 vs 0.60): averaging alone is not
 # enough, and the gates below are what make the recommended map.
 # Try it: rerun the live cell with one baseline at a time.
 #
@@ -349,30 +351,32 @@ for name, r in parts.items():
 # %% [markdown]
 # **Measured** on the reference run (`benchmarks/faithfulness.py --run reference`: 60 held-out
 # positives per observation of seed 3000, pointing game with 4 px tolerance; the table above). The
-# recommended map points at the finding in **0.83** of 300 positives, a random map in 0.08. Per
-# observation: atelectasis 1.00, consolidation 0.97, pneumothorax 0.77, effusion 0.78, lung lesion
-# 0.63. The other methods: gradient rollout 0.72, feature IG 0.66, plain IG from the blurred copy
-# 0.59, saliency 0.51, IG over blur + black 0.49, Grad-CAM 0.11. The recipe explains the finding's
+# recommended map points at the finding in **0.80** of 300 positives, a random map in 0.08. Per
+# observation: atelectasis 1.00, consolidation 0.97, effusion 0.75, pneumothorax 0.65, lung lesion
+# 0.65. The other methods: feature IG 0.67, gradient rollout 0.64, plain IG from the blurred copy
+# 0.60, IG over blur + black 0.50, saliency 0.44, Grad-CAM 0.12. The recipe explains the finding's
 # whole noun phrase ("moderate right basilar atelectasis", see §1); the two gates lift IG over two
-# baselines by 0.34.
+# baselines by 0.30.
 #
-# **Where the model uses the finding, the map finds it.** For the 253 of 300 positives whose
-# phrase gains more than 0.5 nats from the finding, the map points at it in **0.90** of cases; for
-# the 47 the model hardly uses (most of them small nodules), 0.47. `reliance_table` gives this
+# **Where the model uses the finding, the map finds it.** For the 247 of 300 positives whose
+# phrase gains more than 0.5 nats from the finding, the map points at it in **0.89** of cases; for
+# the 53 the model hardly uses (most of them small nodules), 0.42. `reliance_table` gives this
 # split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
 # - 100 positives give ± 0.04, and one training differs from the next: seven trainings of the
 #   6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
 #   several hundred positives and more than one training.
-# - Nodules are the weakest (0.63). A nodule changes the reference's log P("15 mm nodule in the …")
-#   by about 2.4 nats on average (much less for the faintest), so the model barely uses some of
-#   them; a map that ignores such a nodule is then the faithful answer.
+# - Nodules and pneumothoraces are the weakest (0.65). A nodule changes the reference's log
+#   P("15 mm nodule in the …") by about 1.7 nats on average (much less for the faintest), so
+#   the model barely uses some of them; a map that ignores such a nodule is then the faithful
+#   answer.
 # - A pointing game can count a *faithful* map as a miss when the model reads the other side: an
 #   effusion map may peak on the clear, opposite hemithorax — evidence for "right" rather than
-#   "left". The reference does this for right-sided effusions: on four large ones under 1 % of
-#   the evidence lies on the fluid, against about half on left-sided ones, which is why effusions
-#   score 0.78 above. The map is faithful to a model that reads the side from the clear lung.
+#   "left". The reference does this for right-sided effusions: on four large ones 3 % of the
+#   evidence lies on the fluid (a third of what a map blind to it would put there), against 17 %
+#   on left-sided ones (twice that), which is why effusions score 0.75 above. The map is faithful
+#   to a model that reads the side from the clear lung.
 # - Pointing games score agreement with the radiologist's mask, not faithfulness to the model.
 
 # ## 5. Counterfactual: the same phantom without the effusion

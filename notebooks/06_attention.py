@@ -68,7 +68,7 @@ print(f"image {size} px → {rows}×{cols} = {rows * cols} image tokens; LLM: "
 # %% [markdown]
 # ## 1. One radiograph, one phrase
 #
-# A held-out phantom (seed 3000 + …, never trained on) with a pleural effusion. We teacher-force
+# A phantom drawn for this notebook (seed 31) with a large left pleural effusion. We teacher-force
 # its ground-truth summary and ask: when the model wrote the words of the effusion phrase, which
 # image tokens did it attend to?
 
@@ -130,8 +130,9 @@ fig.suptitle("phrase → image attention per layer and head over the film (cyan:
              "image right)", fontsize=9)
 
 # %% [markdown]
-# One colour scale for all heads, so they can be compared. In the first layer some heads look at
-# the tokens over the effusion (the lower tokens on the image's right); in the last layer the
+# One colour scale for all heads, so they can be compared. In the first two layers some heads look
+# at the tokens over the effusion (the lower tokens on the image's right; most of all layer 1,
+# head 1); in the last layer the
 # phrase hardly looks at the image at all: what the image had to say was moved into the text
 # positions earlier. A head's weight says where it reads, not what it takes from there.
 

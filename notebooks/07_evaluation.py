@@ -17,7 +17,7 @@
 # # 07 · Evaluation: scores, baselines and how sure we are
 #
 # XrayGPT (arXiv 2306.07971, Table 1) reports one kind of number: ROUGE between generated and
-# reference reports on MIMIC-CXR. This notebook scores our tiny model the same way, then asks the
+# reference reports on MIMIC-CXR. This notebook scores our model the same way, then asks the
 # questions a single ROUGE number cannot answer: *does the report say the right findings?*,
 # *would a trivial system score as well?* and *how much of the score is luck of the test set?*
 #
@@ -133,7 +133,7 @@ assert np.isclose(rouge1_by_hand, rouge_per_report([candidate], [reference])["ro
 
 # %% [markdown]
 # A report that says nothing about *this* image already shares many words with the reference:
-# "the", "heart", "pleural effusion", "pneumothorax". Our synthetic reports come from a handful of
+# "the", "no", "pleural effusion", "pneumothorax". Our synthetic reports come from a handful of
 # templates, so this effect is far stronger here than on real, free-text MIMIC reports.
 #
 # ## 2. Clinical efficacy: does the report say the right findings?
@@ -311,17 +311,17 @@ for _, row in worst.iterrows():
     print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
 
 # %% [markdown]
-# **What went wrong, and why.** On the reference run the worst reports miss a finding and write
-# the normal sentence in its place: when the encoder's 16 tokens do not carry a finding, the frozen
-# LLM falls back on what it wrote most often in training. The first film's central venous
-# catheter is a line one or two pixels wide at 128 px, and the report calls the film normal. The
-# other two miss a consolidation that lies against the heart border — the right middle lobe (second
-# film) and the lingula (third) — where the opacity merges with the heart's own (the silhouette
-# sign) and a token that covers both reads as heart; the second report also names the wrong device
-# (a jugular catheter for the endotracheal tube). The error table above counts it: consolidation is
-# the most missed finding, and "No Finding" the most invented — a normal report written over a film
-# that has a finding. Notebook 03 §7 measures where such findings are lost: in the encoder's
-# tokens, in the linear layer, or in the LLM.
+# **What went wrong, and why.** On the reference run a missed finding is rare here (one device,
+# one consolidation in 80 films); invented ones are the commoner error, "No Finding" and lung
+# lesions 4 times each (the error table above). The first film's central venous catheter is a
+# line one or two pixels wide at 128 px: the report leaves it out and calls the film normal, because
+# when the encoder's 16 tokens do not carry a finding, the frozen LLM falls back on what it wrote
+# most often in training. The second report invents plate-like atelectasis at the right base and
+# leaves out the pacemaker (the film still counts as having a device, through the catheter it
+# names). The third invents a 23 mm nodule in the left upper lung and calls a large effusion small.
+# Invented nodules are this reference's known weakness: it names a nodule on some films without
+# one (lung-lesion precision about 0.4 on 300 films; docs/design-notes.md). Notebook 03 §7
+# measures where findings are lost: in the encoder's tokens, in the linear layer, or in the LLM.
 
 # %% [markdown]
 # ## 8. Are the explanations faithful?

@@ -161,12 +161,15 @@ def test_observation_phrase_is_the_whole_noun_phrase_of_the_finding() -> None:
 @pytest.mark.slow
 def test_recommended_ig_points_at_held_out_lesions() -> None:
     """40 held-out positives (8 per localized observation): the recommended IG points at ≥ 0.5
-    of them, ≥ random + 0.4, and better than plain IG.
+    of them, ≥ random + 0.4, and puts at least twice plain IG's share of its evidence on the finding.
 
-    The bar (≥ 0.80) is measured by ``benchmarks/faithfulness.py`` on 300 positives: 0.81 on the
-    development machine's run, and six trainings of the recipe give 0.78–0.85 per 100 positives
-    (docs/design-notes.md). These first 40 positives are harder than the rest: the same trainings point 0.65–
-    0.83 at them, and 40 positives add ± 0.07 (binomial), so this smaller set asks for 0.5.
+    The bar (≥ 0.80) is measured by ``benchmarks/faithfulness.py`` on 300 positives
+    (docs/design-notes.md). These first 40 positives are harder than the rest, and 40 positives
+    add ± 0.07 (binomial) to a pointing rate, so this smaller set asks for 0.5. On these films
+    plain IG's peak often lands on the finding too (0.70–0.75 on 40), so the pointing rates of the
+    two differ by one or two films either way; what the gate reliably changes is where the rest of
+    the map goes: plain IG spreads it over bright anatomy (energy on the finding 0.18, the gated
+    map 0.57 on one training).
     """
     from xraygpt_lab.interpret.attribution import RECOMMENDED_IG
     from xraygpt_lab.interpret.localization import evaluate_positives, held_out_positives
@@ -180,9 +183,12 @@ def test_recommended_ig_points_at_held_out_lesions() -> None:
     table = faithfulness_table(rows)
     rate, random_rate = float(table.loc["ig_gated", "all"]), float(table.loc["random", "all"])
     assert table.loc["random", "n"] == 40 and 0 < random_rate < 0.2
-    summary = f"gated IG {rate:.2f}, plain IG {table.loc['ig', 'all']:.2f}, random {random_rate:.2f}"
+    energy = faithfulness_table(rows, "energy")
+    gated_energy, plain_energy = float(energy.loc["ig_gated", "all"]), float(energy.loc["ig", "all"])
+    summary = (f"pointing: gated IG {rate:.2f}, plain IG {table.loc['ig', 'all']:.2f}, random {random_rate:.2f}; "
+               f"energy on the finding: gated {gated_energy:.2f}, plain {plain_energy:.2f}")
     assert rate >= 0.5 and rate >= random_rate + 0.4, summary
-    assert rate > table.loc["ig", "all"], summary
+    assert gated_energy >= 2 * plain_energy, summary
 
 
 def test_reliance_table_splits_cases_by_the_counterfactual_gain() -> None:

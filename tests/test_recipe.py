@@ -59,11 +59,13 @@ def _same(flat: dict, old: dict) -> None:
 #: Settings changed since the dict recipe: yes/no chats are balanced per question, so "Yes"
 #: needs no extra weight (train.grounding.yes_no_weights).
 CHANGED_SINCE = {"llm_chat_yes_weight": 1.0}
+#: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
+LONG_CHANGED_SINCE = {"stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5}
 
 
 def test_recipes_hold_the_dict_recipes_numbers():
     _same(TINY_RECIPE.flat(), {**OLD_TINY_TRAIN, **CHANGED_SINCE})
-    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE})
+    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE, **LONG_CHANGED_SINCE})
     _same(FULL_RECIPE.flat(), OLD_FULL_TRAIN)
     assert TINY_LLM == TINY_RECIPE.llm_arch and asdict(TINY.recipe.llm_arch) == OLD_TINY_LLM
     assert FULL.recipe.llm_arch is None
@@ -74,8 +76,8 @@ def test_recipes_hold_the_dict_recipes_numbers():
             [k for k in ("llm_weight_decay", "stage1_weight_decay", "stage2_weight_decay") if k in recipe.flat()], 0.05)
     assert TINY_RECIPE.llm.warmup_lr == OLD_TINY_TRAIN["llm_lr"] / 30
     assert FULL_RECIPE.stage1.init == "random" and not FULL_RECIPE.trains_from_scratch
-    assert TINY_LONG.override(OLD_TINY_LONG_OVERRIDES) == TINY_LONG
-    assert TINY_RECIPE.override(OLD_TINY_LONG_OVERRIDES) == TINY_LONG
+    assert TINY_LONG.override({**OLD_TINY_LONG_OVERRIDES, **LONG_CHANGED_SINCE}) == TINY_LONG
+    assert TINY_RECIPE.override({**OLD_TINY_LONG_OVERRIDES, **LONG_CHANGED_SINCE}) == TINY_LONG
 
 
 def test_xraygpt_stage_configs_are_built_from_the_full_recipe():
@@ -157,11 +159,23 @@ def test_to_dict_round_trips_and_from_dict_refuses_unknown_or_missing_entries():
         Recipe.from_dict({**data, "llm": {**data["llm"], "batch": 0}})
 
 
+def test_a_run_written_before_yes_no_alignment_questions_reads_as_trained_without_them():
+    data = TINY_LONG.to_dict()
+    for stage in ("stage1", "stage2"):
+        del data[stage]["yes_no_share"]
+    old = Recipe.from_dict(data)
+    assert (old.stage1.yes_no_share, old.stage2.yes_no_share) == (0.0, 0.0)
+    assert old == TINY_LONG.override({"stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
+    with pytest.raises(RecipeError, match="stage2_yes_no_share takes a finite number between 0 and 1"):
+        TINY_RECIPE.override({"stage2_yes_no_share": 1.5})
+
 def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map():
     from xraygpt_lab.train.walkthrough import run_config
 
     assert recipe_of_run(legacy_config(**CHANGED_SINCE)) == TINY_RECIPE
-    assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE)) == TINY_LONG
+    # a run written before the alignment asked yes/no questions reads as trained without them
+    assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE)) == TINY_LONG.override(
+        {"stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
     refused = [
@@ -222,9 +236,11 @@ def _old_walkthrough_arguments(t: dict, llm: dict) -> dict:
         "domain_finetune": {"stage": stage("llm"), "checkpoint": "llm.ckpt.safetensors", "bf16": False},
         "concept_init": {"n": t["n_stage1"]} if t.get("stage1_init") == "concepts" else None,
         "align_stage": [{"stage": stage("stage1"), "n": t["n_stage1"], "checkpoint": "stage1.ckpt.safetensors",
-                         "bf16": False},
+                         "bf16": False, "yes_no_share": t.get("stage1_yes_no_share", 0.0),
+                         "questions": bool(t.get("stage1_yes_no_share"))},
                         {"stage": stage("stage2"), "n": t["n_stage2"], "checkpoint": "stage2.ckpt.safetensors",
-                         "bf16": False}],
+                         "bf16": False, "yes_no_share": t.get("stage2_yes_no_share", 0.0),
+                         "questions": bool(t.get("stage2_yes_no_share"))}],
         "evaluate_model": {"n": t["n_eval"], "max_new_tokens": t["max_new_tokens"]},
         "diagnostics": {"seed": 0, "max_new_tokens": t["max_new_tokens"], "spatial": bool(t.get("llm_spatial_slots"))},
     }
@@ -308,7 +324,8 @@ def recorded_walkthrough(monkeypatch, tmp_path):
 
     def align_stage(model, data, stage, checkpoint, *, bf16, **kw):
         calls["align_stage"].append({"stage": stage.to_dict(), "n": len(data), "checkpoint": checkpoint.name,
-                                     "bf16": bf16})
+                                     "bf16": bf16, "yes_no_share": kw.get("yes_no_share"),
+                                     "questions": data.questions is not None})
         return SimpleNamespace(history=[{"step": 1, "loss": 1.0}])
 
     def evaluate_model(model, refs, features, ground_truth, max_new_tokens, log):
@@ -348,7 +365,7 @@ def recorded_walkthrough(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("recipe", "old"), [
     (TINY_RECIPE, {**OLD_TINY_TRAIN, **CHANGED_SINCE}),
-    (TINY_LONG, {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE}),
+    (TINY_LONG, {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE, **LONG_CHANGED_SINCE}),
     (TINY_RECIPE.override({"stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
                            "llm_lr": 1e-3, "max_new_tokens": 20}),
      {**OLD_TINY_TRAIN, **CHANGED_SINCE, "stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,

@@ -118,6 +118,36 @@ def test_alignment_batches_are_a_function_of_the_step():
     assert all("<ImageHere>" in p and p.endswith("###Doctor: ") for p in a["prompts"])
 
 
+def test_yes_no_share_asks_each_images_own_questions_balanced_per_question():
+    from xraygpt_lab.train.align import yes_no_turns
+    from xraygpt_lab.train.loop import step_rng
+
+    effusion = {"question": "Is there a pleural effusion?", "answer": "Yes, a small left pleural effusion."}
+    clear = {"question": "Is there a pleural effusion?", "answer": "No, there is no pleural effusion."}
+    heart = {"question": "Is the heart enlarged?", "answer": "No. The heart is normal in size."}
+    describe = {"question": "Describe the image.", "answer": "A report."}
+    # one image in four has an effusion: unbalanced, the question alone would predict "No"
+    conversations = [[describe, effusion, heart]] + [[describe, clear, heart]] * 3
+    questions = yes_no_turns(conversations)
+    assert questions[0] == [(effusion["question"], effusion["answer"]), (heart["question"], heart["answer"])]
+    data = AlignmentSet(torch.arange(4.0).view(4, 1, 1).expand(4, 2, 3).clone(), [f"report {i}" for i in range(4)],
+                        questions=questions)
+    make = alignment_batches(data, 8, yes_no_share=1.0)
+    answers = {"yes": 0, "no": 0}
+    for step in range(400):
+        batch = make(step, step_rng(0, step))
+        for prompt, target, feature in zip(batch["prompts"], batch["targets"], batch["features"]):
+            image = int(feature[0, 0])
+            assert (prompt.split("</Img> ")[1].removesuffix(" ###Doctor: "), target) in questions[image]
+            if target.startswith(("Yes, a small", "No, there is no pleural")):
+                answers["yes" if target.startswith("Yes") else "no"] += 1
+    assert 0.4 < answers["yes"] / sum(answers.values()) < 0.6, answers  # 0.25 without the balance
+    mixed = alignment_batches(data, 8, yes_no_share=0.5)
+    targets = [t for step in range(50) for t in mixed(step, step_rng(0, step))["targets"]]
+    assert 0.35 < sum(t.startswith("report") for t in targets) / len(targets) < 0.65
+    with pytest.raises(ValueError, match="needs an alignment set with yes/no questions"):
+        alignment_batches(AlignmentSet(data.features, data.targets), 8, yes_no_share=0.3)
+
 def test_text_batch_masks_bos_and_prompt(tokenizer):
     batch = text_batch(tokenizer, ["###Patient: Is there an effusion? ###Doctor: "], ["Yes.###"])
     labels, ids = batch["labels"][0], batch["input_ids"][0]

@@ -44,8 +44,9 @@ TINY_RECIPE = Recipe(
     # (train/concept_init.py; "random": XrayGPT's start). Three of four trainings: nodule phrases gain
     # 0.9-1.2 instead of 0.6-0.9 nats from the nodule, CE the same within noise.
     stage1=AlignStage1(steps=300, batch=8, lr=3e-3, min_lr=6e-4, warmup_lr=1e-5, warmup=20, weight_decay=0.05,
-                       init="concepts"),
-    stage2=AlignStage(steps=40, batch=4, lr=1e-3, min_lr=3e-4, warmup_lr=1e-5, warmup=5, weight_decay=0.05),
+                       yes_no_share=0.0, init="concepts"),
+    stage2=AlignStage(steps=40, batch=4, lr=1e-3, min_lr=3e-4, warmup_lr=1e-5, warmup=5, weight_decay=0.05,
+                      yes_no_share=0.0),
     max_new_tokens=140,
 )
 
@@ -57,7 +58,11 @@ TINY_LONG = replace(
     data=replace(TINY_RECIPE.data, n_stage1=6000),
     encoder=replace(TINY_RECIPE.encoder, steps=4800),
     llm=replace(TINY_RECIPE.llm, steps=3600, cases=3000),
-    stage1=replace(TINY_RECIPE.stage1, steps=1200),
+    # a projection that also answers the image's yes/no questions (train.align.alignment_batches):
+    # chat sensitivity 0.73-0.75 -> 0.92-0.95 on three held-out seeds, specificity 0.96-0.99 as
+    # before, CE the same; the longer stage 1 (4,800 steps, 3 min) is what lets it learn both
+    stage1=replace(TINY_RECIPE.stage1, steps=4800, yes_no_share=0.5),
+    stage2=replace(TINY_RECIPE.stage2, yes_no_share=0.5),
 )
 
 #: Full profile: MedCLIP and Vicuna come pretrained, so only the alignment stages are stated, with
@@ -73,8 +78,9 @@ FULL_RECIPE = Recipe(
     image_size=224,  # MedCLIP's input
     data=None, encoder=None, llm_arch=None, llm=None,
     stage1=AlignStage1(steps=20_000, batch=3, lr=1e-4, min_lr=8e-5, warmup_lr=1e-6, warmup=500, weight_decay=0.05,
-                       init="random"),
-    stage2=AlignStage(steps=2_501, batch=1, lr=3e-5, min_lr=1e-5, warmup_lr=1e-6, warmup=200, weight_decay=0.05),
+                       yes_no_share=0.0, init="random"),
+    stage2=AlignStage(steps=2_501, batch=1, lr=3e-5, min_lr=1e-5, warmup_lr=1e-6, warmup=200, weight_decay=0.05,
+                      yes_no_share=0.0),
     max_new_tokens=160,
 )
 

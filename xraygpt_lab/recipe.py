@@ -158,6 +158,9 @@ class AlignStage:
     warmup_lr: float = _number()
     warmup: int = _count(0)
     weight_decay: float = _number()
+    # share of examples that ask one of the image's yes/no questions instead of its summary
+    # (``train.align.alignment_batches``); XrayGPT's stages: 0
+    yes_no_share: float = _number(0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -258,10 +261,18 @@ class Recipe:
             if value is None and optional:
                 kwargs[f.name] = None
                 continue
+            if isinstance(value, Mapping):  # settings added after a run was written read as before
+                value = {**{k: v for k, v in _ADDED_LATER.items() if k in {g.name for g in fields(section_cls)}},
+                         **value}
             _expect_keys(f"recipe entry {f.name}", value, [g.name for g in fields(section_cls)])
             kwargs[f.name] = section_cls(**{g.name: g.metadata["spec"].check(prefix + g.name, value[g.name])
                                             for g in fields(section_cls)})
         return cls(**kwargs)
+
+
+#: Settings added to a section after ``recipe_version`` 1, with the value that a run written
+#: before them was trained with.
+_ADDED_LATER: dict[str, Any] = {"yes_no_share": 0.0}
 
 
 def _expect_keys(where: str, data: Any, expected: list[str]) -> None:
@@ -323,7 +334,8 @@ _LEGACY_WEIGHT_DECAY = 0.05
 def _legacy_key(key: str) -> bool:
     """Whether an unversioned config.json's ``"train"`` held ``key`` (image and LLM sizes were
     entries of their own, the weight decay was fixed)."""
-    return not (key == "image_size" or key.startswith("llm_arch_") or key.endswith("_weight_decay"))
+    return not (key == "image_size" or key.startswith("llm_arch_") or key.endswith("_weight_decay")
+                or any(key.endswith(f"_{added}") for added in _ADDED_LATER))
 
 
 def _from_legacy(config: Mapping[str, Any]) -> Recipe:

@@ -104,7 +104,7 @@ def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
     same = metrics.get("eval_seed") is not None and metrics.get("eval_seed") == reference.get("eval_seed")
     films = (f"the same {metrics.get('n', '?')} held-out films (seed {metrics['eval_seed']})" if same
              else "each on its own held-out films")
-    lines = [f"beside the reference run (the same recipe trained about 36 minutes, walkthrough --long), {films}:",
+    lines = [f"beside the reference run (the same recipe trained about half an hour, walkthrough --long), {films}:",
              f"  {'':34}{'this run':>10}{'reference':>11}"]
     for label, path, fmt in COMPARED:
         ours, theirs = value(metrics, path), value(reference, path)

@@ -48,7 +48,7 @@ from ..models.xraygpt import XrayGPT
 from ..recipe import AlignStage, Recipe, recipe_of_run, run_config_entries
 from ..run_folder import (COMPLETE_MARKER, WORK_FOLDER, load_state, load_weights, read_header, read_json,
                           save_weights, write_json)
-from .align import AlignmentSet, align_stage
+from .align import AlignmentSet, align_stage, yes_no_turns
 from .checkpoint import checkpoint_progress
 from .concept_init import init_projection_from_concepts
 from .contrastive import pretrain_encoder
@@ -520,10 +520,13 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
     if start is not None and not checkpoint.is_file():
         start()
     config = stage_config(stage, name, run.seed, run.save_every)
-    run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs, {config.steps} steps, "
+    asked = f", {stage.yes_no_share:.0%} of examples a yes/no question" if stage.yes_no_share else ""
+    run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs{asked}, {config.steps} steps, "
             f"lr {config.init_lr:g} -> {config.min_lr:g}")
+    data = AlignmentSet(features, split.summaries,
+                        questions=yes_no_turns(split.conversations) if stage.yes_no_share else None)
     # float32 like the LLM stage (bf16=False)
-    r = align_stage(model, AlignmentSet(features, split.summaries), config, checkpoint,
+    r = align_stage(model, data, config, checkpoint, yes_no_share=stage.yes_no_share,
                     progress=run.progress, accelerator=run.accelerator, bf16=False, on_step=run.on_step)
     run.history[name] = r.history
     save_weights(run.work / f"projection_{name}.safetensors", dict(model.projection.state_dict()))
