@@ -388,6 +388,13 @@ def section_gpu(root: Path, states: list[tuple[str, str]]) -> list[str]:
     return out
 
 
+def run_name(path: object) -> str:
+    """A run folder as the page names it: ``runs/<name>``, never the machine's absolute path."""
+    if not isinstance(path, str) or not path:
+        return "?"
+    return f"runs/{Path(path).name}"
+
+
 def section_explain(root: Path, states: list[tuple[str, str]]) -> list[str]:
     path = root / "runs" / "faithfulness_tiny.json"
     data, why = read_json(path)
@@ -400,13 +407,13 @@ def section_explain(root: Path, states: list[tuple[str, str]]) -> list[str]:
     value = data.get("best_pointing")
     out += [f"Pointing game (does the map's peak fall within {data.get('tolerance_px', '?')} px of the "
             f"finding's mask?) on {data.get('n_positives', '?')} held-out positives (seed "
-            f"{data.get('held_out_seed', '?')}), run `{data.get('run', '?')}`. Source: "
+            f"{data.get('held_out_seed', '?')}), run `{run_name(data.get('run'))}`. Source: "
             f"`runs/faithfulness_tiny.json`, written {file_date(path)} by `benchmarks/faithfulness.py`.", ""]
     rows = [[f"best method (`{best}`)", num(value, 2), f"≥ {goal:.2f}", verdict(None if value is None else value >= goal)],
             ["random map", num(data.get("random_pointing"), 2), "far below", ""]]
     by_obs = (data.get("pointing") or {}).get(best) or {}
     for obs, rate in by_obs.items():
-        if obs != "all":
+        if obs not in ("all", "n"):
             rows.append([f"— {obs}", num(rate, 2), "", ""])
     reliance = (data.get("pointing_by_reliance") or {}).get(best) or {}
     for key, label in (("uses", "where the phrase depends on the finding"), ("ignores", "where it hardly does")):

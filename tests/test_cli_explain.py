@@ -1,6 +1,7 @@
 """``xraygpt-lab explain``: overlay + JSON with the peak in the input image's coordinates; errors."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -211,6 +212,14 @@ def test_explain_expands_a_finding_name_to_the_reference_models_words(tmp_path, 
     assert rows.min() - 4 <= row <= rows.max() + 4 and cols.min() - 4 <= col <= cols.max() + 4, result["peak"]
 
 
+@functools.lru_cache(maxsize=1)
+def _reference_model():
+    """The shipped reference run's model, loaded once for the effusion tests."""
+    from xraygpt_lab.runs import load_run, reference_run
+
+    return load_run(reference_run())
+
+
 def _effusion_evidence(side: str, seeds: range) -> tuple[float, float]:
     """Mean share of the recommended map's positive evidence on a large ``side`` effusion, and the
     mean share of the image the effusion covers (what a map blind to it would put there)."""
@@ -222,9 +231,8 @@ def _effusion_evidence(side: str, seeds: range) -> tuple[float, float]:
     from xraygpt_lab.interpret.localization import DEFAULT_METHODS
     from xraygpt_lab.interpret.phrases import resolve_phrase
     from xraygpt_lab.interpret.targets import phrase_target
-    from xraygpt_lab.runs import load_run, reference_run
 
-    model = load_run(reference_run())
+    model = _reference_model()
     settings = dict(DEFAULT_METHODS["ig_gated"])
     method = settings.pop("method")
     energy, share = [], []

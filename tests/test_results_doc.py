@@ -60,9 +60,9 @@ GPU_RESULT = {"gpu": {
     "full_scale_gpu": {"peak_memory_gib": 15.3, "device_name": "NVIDIA H200"},
 }}
 
-FAITHFULNESS = {"run": "runs/tiny", "n_positives": 300, "held_out_seed": 3000, "tolerance_px": 4,
+FAITHFULNESS = {"run": "/home/someone/xraygpt-lab/runs/tiny", "n_positives": 300, "held_out_seed": 3000, "tolerance_px": 4,
                 "best_method": "ig_gated", "best_pointing": 0.8133, "random_pointing": 0.05, "goal": 0.8,
-                "pointing": {"ig_gated": {"Lung Lesion": 0.5, "Pleural Effusion": 0.93, "all": 0.8133}},
+                "pointing": {"ig_gated": {"Lung Lesion": 0.5, "Pleural Effusion": 0.93, "all": 0.8133, "n": 300.0}},
                 "pointing_by_reliance": {"ig_gated": {"uses": 0.89, "ignores": 0.35}}}
 
 
@@ -110,7 +110,9 @@ def test_every_number_appears_beside_its_goal_and_source(make_results, tmp_path)
     # explanations
     assert "| best method (`ig_gated`) | 0.81 | ≥ 0.80 | met |" in page
     assert "| — Lung Lesion | 0.50 |" in page and "| where it hardly does | 0.35 |" in page
+    assert "run `runs/tiny`" in page and "/home/someone" not in page  # never the machine's path
     assert "not measured yet" not in page.split("## Inputs", 1)[1].lower()  # every input was there
+    assert "| — n |" not in page  # the count is no observation
     assert max(len(line) for line in page.splitlines() if not line.startswith("|")) <= 100
 
 
