@@ -261,10 +261,10 @@ class Recipe:
             if value is None and optional:
                 kwargs[f.name] = None
                 continue
+            names = [g.name for g in fields(section_cls)]
             if isinstance(value, Mapping):  # settings added after a run was written read as before
-                value = {**{k: v for k, v in _ADDED_LATER.items() if k in {g.name for g in fields(section_cls)}},
-                         **value}
-            _expect_keys(f"recipe entry {f.name}", value, [g.name for g in fields(section_cls)])
+                value = {**{k: v for k, v in _ADDED_LATER.items() if k in names}, **value}
+            _expect_keys(f"recipe entry {f.name}", value, names)
             kwargs[f.name] = section_cls(**{g.name: g.metadata["spec"].check(prefix + g.name, value[g.name])
                                             for g in fields(section_cls)})
         return cls(**kwargs)

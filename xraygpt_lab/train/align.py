@@ -20,7 +20,7 @@ import torch
 from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
 from ..models.conversation import xraygpt_prompt
 from ..models.xraygpt import XrayGPT
-from .grounding import yes_no_weights
+from .grounding import polarity, yes_no_weights
 from .loop import StageResult, train_stage
 from .schedule import StageConfig
 
@@ -50,8 +50,8 @@ class AlignmentSet:
 
 def yes_no_turns(conversations: Sequence[Sequence[dict]]) -> list[list[tuple[str, str]]]:
     """Each case's turns whose answer starts with "Yes" or "No", as ``(question, answer)``."""
-    return [[(t["question"].strip(), t["answer"].strip()) for t in turns
-             if t["answer"].lstrip().lower().startswith(("yes", "no"))] for turns in conversations]
+    return [[(t["question"].strip(), t["answer"].strip()) for t in turns if polarity(t["answer"]) is not None]
+            for turns in conversations]
 
 
 def alignment_batches(data: AlignmentSet, batch_size: int,

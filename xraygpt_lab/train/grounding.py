@@ -160,7 +160,8 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
     return out
 
 
-def _polarity(answer: str) -> str | None:
+def polarity(answer: str) -> str | None:
+    """An answer's polarity: "yes" or "no" when it starts with that word, else None."""
     first = answer.lstrip().lower()
     return "yes" if first.startswith("yes") else "no" if first.startswith("no") else None
 
@@ -173,7 +174,7 @@ def yes_no_weights(conversations: Sequence[Sequence[dict]], yes_weight: float = 
     cases, whatever else the cases hold (iterative proportional fitting, ``rounds`` rounds). The
     question alone then tells the LLM nothing about the answer: it has to read the slot. Other
     turns weigh 1."""
-    keys = [[(t["question"].strip().lower(), _polarity(t["answer"])) for t in turns] for turns in conversations]
+    keys = [[(t["question"].strip().lower(), polarity(t["answer"])) for t in turns] for turns in conversations]
     w: dict[tuple[str, str], float] = {k: 1.0 for ks in keys for k in ks if k[1] is not None}
     target = {"yes": yes_weight / (1.0 + yes_weight), "no": 1.0 / (1.0 + yes_weight)}
     for _ in range(rounds):
@@ -183,13 +184,13 @@ def yes_no_weights(conversations: Sequence[Sequence[dict]], yes_weight: float = 
             for k in ks:
                 if k in w:
                     expected[k] += w[k] / total
-        for (question, polarity), got in expected.items():
-            other = expected.get((question, "no" if polarity == "yes" else "yes"), 0.0)
+        for (question, said), got in expected.items():
+            other = expected.get((question, "no" if said == "yes" else "yes"), 0.0)
             if other > 0:  # a question only ever answered one way keeps its weight
-                w[(question, polarity)] *= (target[polarity] * (got + other) / got) ** 0.5
+                w[(question, said)] *= (target[said] * (got + other) / got) ** 0.5
 
     def weight(turn: dict) -> float:
-        return w.get((turn["question"].strip().lower(), _polarity(turn["answer"])), 1.0)
+        return w.get((turn["question"].strip().lower(), polarity(turn["answer"])), 1.0)
 
     return weight
 
