@@ -131,8 +131,56 @@ def test_pixel_limit(tmp_path):
 
 
 def test_unsupported_photometric(tmp_path):
-    write_dicom(tmp_path / "rgb.dcm", _ramp16(), photometric="PALETTE COLOR")
-    _assert_fails(tmp_path / "rgb.dcm", "unsupported photometric interpretation")
+    write_dicom(tmp_path / "hsv.dcm", _ramp16(), photometric="HSV")  # retired colour model
+    _assert_fails(tmp_path / "hsv.dcm", "unsupported photometric interpretation")
+    write_dicom(tmp_path / "pal.dcm", _ramp16(), photometric="PALETTE COLOR")  # no colour tables
+    _assert_fails(tmp_path / "pal.dcm", "colour tables")
+
+
+def test_dicom_palette_colour_reads_as_the_grey_of_its_table(tmp_path):
+    """PALETTE COLOR (indices into red/green/blue tables, DICOM PS3.3 C.7.6.3.1.5): each index
+    becomes the luma of its table entry, on the tables' 16-bit scale."""
+    from pydicom.dataset import Dataset
+
+    indices = (np.arange(64 * 48) % 256).reshape(64, 48).astype(np.uint16)
+    path = write_dicom(tmp_path / "pal.dcm", indices, photometric="PALETTE COLOR", bits_stored=8)
+    import pydicom
+
+    ds: Dataset = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+    ramp = np.linspace(0, 65535, 256).astype(np.uint16)  # grey table: dark → bright
+    for k, scale in enumerate((1.0, 1.0, 0.5)):  # red, green, blue: (0028,110k) and (0028,120k)
+        ds.add_new(0x00281101 + k, "US", [256, 0, 16])
+        ds.add_new(0x00281201 + k, "OW", (ramp * scale).astype("<u2").tobytes())
+    ds.save_as(path, enforce_file_format=True)
+    image = load_image(path)
+    expected = (ramp[indices] * (0.299 + 0.587 + 0.114 * 0.5)) / 65535.0
+    np.testing.assert_allclose(image, expected, atol=2e-4)
+
+
+def test_dicom_without_preamble_or_file_meta_is_read_as_a_bare_data_set(tmp_path):
+    """Older archives write the data set alone (no 128-byte preamble, no ``DICM``, no file meta):
+    a ``.dcm`` file of that kind reads as the same image; bytes that are no data set stay refused."""
+    import pydicom
+
+    pixels = _ramp16()
+    full = write_dicom(tmp_path / "full.dcm", pixels)
+    for implicit in (True, False):
+        ds = pydicom.dcmread(full)
+        del ds.file_meta
+        ds.preamble = None
+        bare = tmp_path / f"bare_{implicit}.dcm"
+        ds.save_as(bare, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
+        assert bare.read_bytes()[128:132] != b"DICM"
+        np.testing.assert_array_equal(load_image(bare), load_image(full))
+    ds = pydicom.dcmread(full)
+    del ds.file_meta, ds.PixelData
+    ds.preamble = None
+    ds.save_as(tmp_path / "bare_nopix.dcm", implicit_vr=True, little_endian=True, enforce_file_format=False)
+    _assert_fails(tmp_path / "bare_nopix.dcm", "no pixel data")
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(4096))
+    _assert_fails(tmp_path / "noise.dcm", "not a DICOM file")
 
 
 def test_dicom_without_pixels_and_corrupt_dicom(tmp_path):

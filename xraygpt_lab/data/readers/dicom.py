@@ -3,8 +3,10 @@
 * Photometric interpretation MONOCHROME1/2: the modality LUT (Rescale Slope/Intercept) is applied,
   then the VOI LUT Sequence or the Window Center/Width (DICOM PS3.3 C.11.2.1.2), and MONOCHROME1
   ("higher value = darker") is inverted so that bone is always white.
-* RGB / YBR (secondary captures): reduced to grey with the ITU-R 601-2 luma weights, as Pillow
-  images are.
+* RGB / YBR (secondary captures) and PALETTE COLOR (through its colour tables): reduced to grey
+  with the ITU-R 601-2 luma weights, as Pillow images are.
+* A ``.dcm`` file without the Part 10 preamble and file meta (the bare data set older archives
+  wrote) is read as that data set.
 * Compressed transfer syntaxes are decoded by pydicom's plugins: JPEG Baseline / 12-bit Extended,
   JPEG Lossless (process 14), JPEG-LS and RLE through ``pylibjpeg`` + ``pylibjpeg-libjpeg`` /
   ``pylibjpeg-rle``, JPEG 2000 through ``pylibjpeg-openjpeg`` (dependencies of the toolkit). A
@@ -23,7 +25,10 @@ from xraygpt_lab.errors import ImageLoadError
 
 MONOCHROME = {"MONOCHROME1", "MONOCHROME2"}
 COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420"}
+PALETTE = "PALETTE COLOR"
 PIXEL_DATA = 0x7FE00010
+#: File names trusted as DICOM even without the ``DICM`` magic at byte 128.
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 
 # reason categories (ImageLoadError.reason), shared with readers.headers
 NOT_DICOM = "not an image"
@@ -42,16 +47,43 @@ _DECODER_PACKAGES = (
 
 
 def read_header(path: Path):
-    """The dataset with its pixel data left on disk (``defer_size``): cheap for any file size."""
+    """The dataset with its pixel data left on disk (``defer_size``): cheap for any file size.
+
+    A file named ``*.dcm`` without the Part 10 preamble and file meta (older archives write the
+    bare data set, as ACR-NEMA did) is read as a bare data set when that yields an image; its
+    transfer syntax is then the uncompressed one pydicom detected.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(path, defer_size="4 KB")
     except InvalidDicomError as exc:
-        raise ImageLoadError(f"{path}: not a DICOM file ({exc})", NOT_DICOM) from exc
+        bare = _bare_dataset(path) if path.suffix.lower() in DICOM_SUFFIXES else None
+        if bare is None:
+            raise ImageLoadError(f"{path}: not a DICOM file ({exc})", NOT_DICOM) from exc
+        return bare
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise ImageLoadError(f"{path}: truncated or corrupt DICOM header ({exc})", CORRUPT) from exc
+
+
+def _bare_dataset(path: Path):
+    """A data set without preamble or file meta, or ``None`` when the bytes do not read as one
+    (pixel data or a SOP class / modality must be present: forced reading accepts almost anything)."""
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, defer_size="4 KB", force=True)
+        if "PixelData" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
+            return None
+        implicit, little = ds.original_encoding
+    except Exception:  # anything else is simply not a DICOM file
+        return None
+    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
 
 
 def _install_hint(syntax_name: str) -> str:
@@ -68,10 +100,10 @@ def check_header(path: Path, ds, max_pixels: int) -> None:
     if "PixelData" not in ds:
         raise ImageLoadError(f"{path}: DICOM file has no pixel data (not an image)", NO_PIXELS)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric not in MONOCHROME | COLOUR:
+    if photometric not in MONOCHROME | COLOUR | {PALETTE}:
         raise ImageLoadError(
             f"{path}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
-            "radiographs must be MONOCHROME1, MONOCHROME2 or RGB/YBR", UNSUPPORTED)
+            "radiographs must be MONOCHROME1, MONOCHROME2, RGB/YBR or PALETTE COLOR", UNSUPPORTED)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < 1 or cols < 1:
         raise ImageLoadError(f"{path}: DICOM header gives no image size (Rows {rows}, Columns {cols})", CORRUPT)
@@ -116,14 +148,29 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:  # multi-frame: first frame
         stored = stored[0]
-    if photometric in COLOUR:  # pixel_array gives RGB for YBR too: ITU-R 601-2 luma, as Pillow's "L"
+    top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
+    if photometric == PALETTE:  # indices into the red/green/blue tables (PS3.3 C.7.6.3.1.5)
+        stored, top = _palette_rgb(path, ds, stored)
+    if photometric in COLOUR | {PALETTE}:  # pixel_array gives RGB for YBR too: ITU-R 601-2 luma, as Pillow's "L"
         if stored.ndim != 3 or stored.shape[-1] != 3:
             raise ImageLoadError(f"{path}: expected an RGB image, got pixel array of shape {stored.shape}", CORRUPT)
-        top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
         return (stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / top).astype(np.float32)
     if stored.ndim != 2:
         raise ImageLoadError(f"{path}: expected a 2-D image, got pixel array of shape {stored.shape}", CORRUPT)
     return _grey_values(ds, stored, photometric)
+
+
+def _palette_rgb(path: Path, ds, stored: np.ndarray) -> tuple[np.ndarray, float]:
+    """``[H, W, 3]`` colours of a PALETTE COLOR image and their largest value (the tables' depth)."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(stored, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as exc:  # missing or inconsistent lookup tables
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ImageLoadError(f"{path}: PALETTE COLOR image with unusable colour tables ({detail})", CORRUPT) from exc
+    return rgb, float(2 ** (16 if bits > 8 else 8) - 1)
 
 
 def _grey_values(ds, stored: np.ndarray, photometric: str) -> np.ndarray:

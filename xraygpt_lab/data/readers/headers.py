@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from xraygpt_lab.data.readers.common import MISSING_IMAGE, Dataset
-from xraygpt_lab.data.readers.dicom import CORRUPT, NOT_DICOM, TOO_LARGE, check_header, read_header
+from xraygpt_lab.data.readers.dicom import CORRUPT, DICOM_SUFFIXES, NOT_DICOM, TOO_LARGE, check_header, read_header
 from xraygpt_lab.errors import ImageLoadError
 
 #: Refuse images with more pixels than this (decompression-bomb guard). 100 MP is ~3x the
@@ -27,7 +27,6 @@ MAX_PIXELS: int = 100_000_000
 EMPTY = "empty file"
 NOT_A_FILE = "not a regular file"
 NOT_AN_IMAGE = NOT_DICOM
-DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 _JPEG_END = b"\xff\xd9"  # EOI marker (may be followed by a few padding bytes)
 
