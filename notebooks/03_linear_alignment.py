@@ -315,9 +315,9 @@ if diag:
 # walkthrough gives the encoder and the LLM a few minutes each. The **reference run** shipped with
 # the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the identical recipe —
 # XrayGPT's frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`:
-# twice the stage-1 data, 4 × the encoder steps, 6 × the LLM steps and 16 × the stage-1 steps, half
+# twice the stage-1 data, 8 × the encoder steps, 6 × the LLM steps and 16 × the stage-1 steps, half
 # of which ask one of the image's yes/no questions instead of its report (`config.TINY_LONG`,
-# about 32 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
+# about 35 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
 # Both models now describe the **same** held-out films, from a seed neither trained on, and each
 # report is scored against the films' true labels.
 

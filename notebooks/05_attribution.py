@@ -161,13 +161,14 @@ overlay(axes[2], case.image, ig_mean, title="integrated gradients, mean-grey bas
 fig.tight_layout()
 
 # %% [markdown]
-# From the mean-grey image the target stays flat for the first sixth of the path, climbs until
-# about a third of the way, and then stays within half a nat of its final value (the last quarter
-# adds 0.04 of 1.09 nats): the model is sure of the phrase long before the full image. That is
-# saturation, and it is why the gradient at the image (middle) says little — here it peaks on the
-# wrong lung. IG sums the gradients along the steep part instead, but from mean grey the steep
-# part is where a flat grey square turns into a chest film at all, so it spreads its evidence
-# over the whole film (right), the effusion hardly more than the rest. The blurred copy scores almost as high as the
+# From the mean-grey image the target stays flat for the first sixth of the path, dips by more
+# than a nat until a quarter of the way, climbs back until about halfway, and then stays within
+# half a nat of its final value (the last quarter adds 0.26 of 1.15 nats): the model is nearly
+# sure of the phrase well before the full image. That is saturation, and a gradient at the image
+# (middle) sees only that last, flat stretch: on this film it still peaks on the fluid's upper
+# edge, but its evidence is strewn over both lungs. IG sums the gradients along the whole path
+# instead; from mean grey it puts its evidence on the left heart border and the top of the
+# effusion (right), little on the fluid below. The blurred copy scores almost as high as the
 # image itself (its curve is flat from the start: blurring keeps a large smooth opacity), so IG
 # from it has almost nothing to distribute. What IG explains is the difference between the image
 # and its baseline: the next pitfall.
@@ -180,7 +181,7 @@ fig.tight_layout()
 
 # %%
 maps = {f"IG, {b} baseline": explain(target, pixels, "ig", baseline=b, n_steps=16) for b in ("black", "mean", "blur")}
-# the average over a blurred and a black baseline, map smoothed by σ = 2 px (the benchmark's best)
+# the average over a blurred and a black baseline, map smoothed by σ = 2 px
 maps["IG, blur + black, σ 2 px"] = explain(target, pixels, "ig", baseline=["blur", "black"], n_steps=16, smooth=2.0)
 compare_methods(case.image, maps, mask=mask, columns=4);
 
@@ -207,10 +208,11 @@ for m, r in results.items():
 print(f"{sum(hits.values())} of {len(hits)} maps peak on the effusion")
 
 # %% [markdown]
-# On this film six of the nine maps peak on the effusion (the printout above); saliency, SmoothGrad
-# and GradientSHAP miss. Their reason was seen before: they are gradients at the image, or
-# averaged near it, where the target is saturated. Even plain IG from the blurred copy, which has
-# little to distribute (§2: the blurred image scores within 0.48 nats of the image), finds it here, and Grad-CAM and layer IG,
+# On this film the recommended map, IG, occlusion, saliency, Grad-CAM, layer IG and feature IG
+# all peak on the effusion (the printout above). SmoothGrad, which averages gradients over noisy
+# copies of the image, peaks on the right lung. GradientSHAP has the noisiest map: its peak moves
+# by tens of pixels from one run to the next, on the effusion in some runs and beside it in others. Even plain IG from the blurred copy, which has
+# little to distribute (§2: the blurred image scores within 0.36 nats of the image), finds it here, and Grad-CAM and layer IG,
 # which see a 4 × 4 grid of 32-px tokens and peak on the token that moves the phrase most, pick
 # the token holding the effusion. One film proves nothing either way: §4 scores
 # every method on held-out positives.
@@ -256,11 +258,12 @@ fig.tight_layout()
 # evidence (the library returns no curve when the gap is below half a nat).
 #
 # **Here the curves cannot rank the maps, and the random map shows why.** Deleting the first
-# 6 % of pixels — *any* 6 %, scattered at random — already takes away half of the gap to the black
-# image, and from 20 % on all four curves wander between 0.5 and 0.85 in no order: a film peppered
-# with black pixels is nothing the model has seen. The recommended map's curve drops lowest early
-# (to 0.12 at 12 %) and then climbs back. Insertion fails the same way: occlusion and Grad-CAM tie
-# at the top (AUC 0.92) because their coarse maps insert whole blocks of intact film. Deletion and insertion measure the map *together with* the
+# 6 % of pixels — *any* 6 %, scattered at random — already takes away the whole gap to the black
+# image, so the random map gets the best deletion score (AUC 0.05): a film peppered with black
+# pixels is nothing the model has seen. The recommended map's curve falls almost as fast (0.20 at
+# 12 %, 0 from 19 %); occlusion and Grad-CAM fall slowest. Insertion fails the same way: Grad-CAM
+# is alone at the top (AUC 0.87) because its coarse map inserts whole blocks of intact film, while
+# the recommended map and the random one stay near 0. Deletion and insertion measure the map *together with* the
 # out-of-distribution images they create (Hooker et al. 2019 retrain the model to avoid this,
 # ROAR). With ground-truth masks, the pointing game below asks the question directly.
 
@@ -316,8 +319,8 @@ else:
 # blurring removes but a black image does not. **Averaging IG over both baselines** (a two-point
 # expected gradients, Erion et al. 2021) credits both kinds of finding, and smoothing the map by
 # σ = 2 px (half the pointing tolerance) stops a single noisy pixel from being the maximum:
-# `ig_blur_black` in the tables. On the previous reference this lifted the pointing game from 0.59
-# to 0.68 (300 positives); on the current one it does not (0.50 vs 0.60): averaging alone is not
+# `ig_blur_black` in the tables. On an earlier reference this lifted the pointing game from 0.59
+# to 0.68 (300 positives); on the current one it does not (0.49 vs 0.60): averaging alone is not
 # enough, and the gates below are what make the recommended map.
 # Try it: rerun the live cell with one baseline at a time.
 #
@@ -351,32 +354,31 @@ for name, r in parts.items():
 # %% [markdown]
 # **Measured** on the reference run (`benchmarks/faithfulness.py --run reference`: 60 held-out
 # positives per observation of seed 3000, pointing game with 4 px tolerance; the table above). The
-# recommended map points at the finding in **0.80** of 300 positives, a random map in 0.08. Per
-# observation: atelectasis 1.00, consolidation 0.97, effusion 0.75, pneumothorax 0.65, lung lesion
-# 0.65. The other methods: feature IG 0.67, gradient rollout 0.64, plain IG from the blurred copy
-# 0.60, IG over blur + black 0.50, saliency 0.44, Grad-CAM 0.12. The recipe explains the finding's
+# recommended map points at the finding in **0.89** of 300 positives, a random map in 0.08. Per
+# observation: atelectasis 1.00, consolidation 0.98, effusion 0.85, pneumothorax 0.88, lung lesion
+# 0.72. The other methods: feature IG 0.83, gradient rollout 0.74, plain IG from the blurred copy
+# 0.60, IG over blur + black 0.49, saliency 0.43, Grad-CAM 0.13. The recipe explains the finding's
 # whole noun phrase ("moderate right basilar atelectasis", see §1); the two gates lift IG over two
-# baselines by 0.30.
+# baselines by 0.40.
 #
-# **Where the model uses the finding, the map finds it.** For the 247 of 300 positives whose
-# phrase gains more than 0.5 nats from the finding, the map points at it in **0.89** of cases; for
-# the 53 the model hardly uses (most of them small nodules), 0.42. `reliance_table` gives this
+# **Where the model uses the finding, the map finds it.** For the 253 of 300 positives whose
+# phrase gains more than 0.5 nats from the finding, the map points at it in **0.96** of cases; for
+# the 47 the model hardly uses (most of them small nodules), 0.47. `reliance_table` gives this
 # split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
 # - 100 positives give ± 0.04, and one training differs from the next: seven trainings of the
 #   6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
 #   several hundred positives and more than one training.
-# - Nodules and pneumothoraces are the weakest (0.65). A nodule changes the reference's log
-#   P("15 mm nodule in the …") by about 1.7 nats on average (much less for the faintest), so
+# - Nodules are the weakest (0.72). A nodule changes the reference's log
+#   P("15 mm nodule in the …") by about 2.4 nats on average (much less for the faintest), so
 #   the model barely uses some of them; a map that ignores such a nodule is then the faithful
 #   answer.
 # - A pointing game can count a *faithful* map as a miss when the model reads the other side: an
 #   effusion map may peak on the clear, opposite hemithorax — evidence for "right" rather than
-#   "left". The reference does this for right-sided effusions: on four large ones 3 % of the
-#   evidence lies on the fluid (a third of what a map blind to it would put there), against 17 %
-#   on left-sided ones (twice that), which is why effusions score 0.75 above. The map is faithful
-#   to a model that reads the side from the clear lung.
+#   "left". A reference with an encoder trained half as long did this for right-sided effusions
+#   (3 % of the evidence on the fluid). This one does not: on four large effusions per side, 35 %
+#   (left) and 29 % (right) of the evidence lies on the fluid, which covers 9 % of the film.
 # - Pointing games score agreement with the radiologist's mask, not faithfulness to the model.
 
 # ## 5. Counterfactual: the same phantom without the effusion

@@ -311,16 +311,17 @@ for _, row in worst.iterrows():
     print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
 
 # %% [markdown]
-# **What went wrong, and why.** On the reference run a missed finding is rare here (one device,
-# one consolidation in 80 films); invented ones are the commoner error, "No Finding" and lung
-# lesions 4 times each (the error table above). The first film's central venous catheter is a
-# line one or two pixels wide at 128 px: the report leaves it out and calls the film normal, because
-# when the encoder's 16 tokens do not carry a finding, the frozen LLM falls back on what it wrote
-# most often in training. The second report invents plate-like atelectasis at the right base and
-# leaves out the pacemaker (the film still counts as having a device, through the catheter it
-# names). The third invents a 23 mm nodule in the left upper lung and calls a large effusion small.
-# Invented nodules are this reference's known weakness: it names a nodule on some films without
-# one (lung-lesion precision about 0.4 on 300 films; docs/design-notes.md). Notebook 03 §7
+# **What went wrong, and why.** On the reference run a missed finding is rare here (one fracture
+# in 80 films); invented ones are the commoner error, "No Finding" 4 times and lung lesions 3
+# times (the error table above). The first and third films carry only a device, and the model
+# names a central venous catheter on both — on the third, whose device is a left pectoral
+# pacemaker, the wrong one (the film still counts as having a device). Their invented "No
+# Finding" is a difference of conventions, not of reading: the labeler follows CheXpert, where a
+# report that names only a device is "No Finding", while the synthetic world's true labels count
+# the device as a finding. The second report invents a 5.1 cm mass in the right upper lung and
+# calls a large right effusion small. Invented nodules and masses are this reference's known
+# weakness: it names one on some films without one (lung-lesion precision 0.54 and 0.77 on 300
+# films of two seeds; docs/design-notes.md). Notebook 03 §7
 # measures where findings are lost: in the encoder's tokens, in the linear layer, or in the LLM.
 
 # %% [markdown]

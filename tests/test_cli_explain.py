@@ -251,16 +251,10 @@ def _effusion_evidence(side: str, seeds: range) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_the_reference_puts_its_evidence_for_a_left_effusion_on_it() -> None:
-    """Four large left effusions: at least 1.5 times the evidence a map blind to them would put
-    there (measured: 0.17 of the evidence on 9 % of the image; a right effusion gets 0.03, below)."""
-    energy, share = _effusion_evidence("left", range(10, 14))
-    assert energy >= 1.5 * share, (energy, share)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the reference's evidence for 'large right pleural effusion' lies mostly on "
-                   "the left hemithorax (0.03 of it on the effusion, a third of chance)")
-def test_the_reference_puts_its_evidence_for_a_right_effusion_on_it() -> None:
-    energy, share = _effusion_evidence("right", range(10, 14))
-    assert energy >= 1.5 * share, (energy, share)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_the_reference_puts_its_evidence_for_an_effusion_on_its_side(side: str) -> None:
+    """Four large effusions per side: at least twice the evidence a map blind to them would put
+    there (measured: 0.35 of the evidence on 9 % of the image for left ones, 0.29 for right ones;
+    an encoder trained half as long put 0.03 on right ones, reading the side off the other lung)."""
+    energy, share = _effusion_evidence(side, range(10, 14))
+    assert energy >= 2.0 * share, (energy, share)
