@@ -142,15 +142,16 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
     try:
         stored = ds.pixel_array
     except Exception as exc:  # the decoder's own words, first line: "Unable to decode …"
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+        detail = _first_line(exc).rstrip(":")
         raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({detail})", CORRUPT) from exc
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:  # multi-frame: first frame
         stored = stored[0]
-    top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
     if photometric == PALETTE:  # indices into the red/green/blue tables (PS3.3 C.7.6.3.1.5)
         stored, top = _palette_rgb(path, ds, stored)
+    else:
+        top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
     if photometric in COLOUR | {PALETTE}:  # pixel_array gives RGB for YBR too: ITU-R 601-2 luma, as Pillow's "L"
         if stored.ndim != 3 or stored.shape[-1] != 3:
             raise ImageLoadError(f"{path}: expected an RGB image, got pixel array of shape {stored.shape}", CORRUPT)
@@ -158,6 +159,11 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
     if stored.ndim != 2:
         raise ImageLoadError(f"{path}: expected a 2-D image, got pixel array of shape {stored.shape}", CORRUPT)
     return _grey_values(ds, stored, photometric)
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message (a decoder's own words), or its type's name."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _palette_rgb(path: Path, ds, stored: np.ndarray) -> tuple[np.ndarray, float]:
@@ -168,8 +174,8 @@ def _palette_rgb(path: Path, ds, stored: np.ndarray) -> tuple[np.ndarray, float]
         rgb = apply_color_lut(stored, ds)
         bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
     except Exception as exc:  # missing or inconsistent lookup tables
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ImageLoadError(f"{path}: PALETTE COLOR image with unusable colour tables ({detail})", CORRUPT) from exc
+        raise ImageLoadError(f"{path}: PALETTE COLOR image with unusable colour tables ({_first_line(exc)})",
+                             CORRUPT) from exc
     return rgb, float(2 ** (16 if bits > 8 else 8) - 1)
 
 
