@@ -29,7 +29,7 @@
 #
 # The run is trained once by `ensure_tiny_run()` (the `xraygpt-lab walkthrough`; minutes on a
 # CPU) and reused afterwards; this notebook never retrains it. Section 8 sets it beside the
-# reference run shipped with the toolkit: the same recipe trained about half an hour longer.
+# reference run shipped with the toolkit: the same recipe trained about forty minutes longer.
 
 # %%
 import json
@@ -310,14 +310,16 @@ if diag:
 # 3. **The LLM** (0.91 with the true concepts, above the bar): given the right slot it writes the
 #    right report; it only sometimes leaves out one finding of several that its slot names.
 #
-# ## 8. What half an hour more of training buys: your run beside the reference
+# ## 8. What forty minutes more of training buys: your run beside the reference
 # Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
 # walkthrough gives the encoder and the LLM a few minutes each. The **reference run** shipped with
-# the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the identical recipe —
-# XrayGPT's frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`:
-# twice the stage-1 data, 8 × the encoder steps, 6 × the LLM steps and 16 × the stage-1 steps, half
-# of which ask one of the image's yes/no questions instead of its report (`config.TINY_LONG`,
-# about 35 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
+# the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the same recipe — XrayGPT's
+# frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`: twice the
+# stage-1 data, 16 × the encoder steps, 6 × the LLM steps and 16 × the stage-1 steps, half of which
+# ask one of the image's yes/no questions instead of its report, and a stage 2 that starts at a
+# lower learning rate, 3e-4 instead of 1e-3, below where the longer stage 1 ended, as XrayGPT's
+# stage 2 does (`config.TINY_LONG`; about 45 minutes on 2 cores; its `REPRODUCE.md` gives the
+# exact command).
 # Both models now describe the **same** held-out films, from a seed neither trained on, and each
 # report is scored against the films' true labels.
 
@@ -365,7 +367,7 @@ if side:
     verdict = (f"reaches the project's bar of {bar:.2f}" if ref["ce"] >= bar
                else f"stays {bar - ref['ce']:.2f} below the project's bar of {bar:.2f}")
     print(f"On the same {SIDE_N} held-out films the reference scores CE macro-F1 {ref['ce']:.2f} against the true "
-          f"labels and your run {ours['ce']:.2f}: {gain:+.2f} from training the identical recipe longer. The reference "
+          f"labels and your run {ours['ce']:.2f}: {gain:+.2f} from the `--long` budget. The reference "
           f"{verdict}. With {SIDE_N} films, each score moves by a few points from one set of films to the next.")
     for i in range(2):  # two example reports, side by side
         truth = [o for o, v in held.ground_truth[i].items() if v == 1] or ["no finding"]
@@ -379,7 +381,9 @@ if side:
 # encoder head, the projection passes on nearly all that its tokens carry, and what longer training
 # bought is a better encoder and LLM — not a bigger projector. An MLP projector or LoRA would then
 # not be needed to close the gap. The default stays the few-minute recipe, so that a workshop can
-# train it live; the reference is what the same recipe reaches with more time.
+# train it live; the reference is what the same recipe reaches with more time. Both example films
+# also show what is left: nodules remain the reference's weakest finding, and it can miss a nodule
+# or a mass, as on these two films.
 
 # %% [markdown]
 # ## Honest caveats

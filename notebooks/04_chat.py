@@ -30,7 +30,7 @@
 # 4. Ask *why* an answer was given: an attribution map for a phrase, checked against the
 #    ground-truth mask of the synthetic world.
 #
-# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in half an hour on
+# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in 45 minutes on
 # > synthetic phantoms. Even the full XrayGPT was a research prototype; none of this may guide care.
 
 # %%
@@ -76,9 +76,9 @@ panel
 #
 # `set_image`, `send`, `reset` and `explain` are what the buttons call. We pick a synthetic case
 # with a pleural effusion, so that we know the truth and where it is. Read the answers against the
-# reference: all three find a left effusion and nothing else, but they disagree on its size. Only
-# the yes/no answer says "large", as the reference does; the report says small and the key
-# findings moderate, so the model reads where the fluid is more reliably than how much. Fluent is
+# reference: all three find a left effusion and nothing else, but they disagree on its size. The
+# report and the yes/no answer say "large", as the reference does; the key findings say moderate,
+# so the model reads where the fluid is more reliably than how much. Fluent is
 # not the same as correct, either: the 6-minute model of notebook 03 often misses a finding or names
 # the wrong side, and on a film unlike its training films any model answers just as fluently
 # (notebook 10).
@@ -176,11 +176,11 @@ for name, setting in settings.items():
 # **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
 # next-token distribution (top-p keeps the smallest set of tokens holding that share of the
 # probability). Watch where a higher temperature starts to invent findings the image does not show.
-# Beam search is not safer: above, greedy decoding, three beams and the repetition penalty all
-# call the large effusion small, and only the sampled answer says large (a lucky draw, not a
-# better reading of the film). Beams pick the most
-# probable *whole* sentence, and a long, common phrasing ("…blunting the left costophrenic angle")
-# can outscore the words this film needs once the first word has been chosen.
+# Beam search is not safer: above, greedy decoding and the repetition penalty call the large
+# effusion small, three beams call it moderate, and only the sampled answer says large (a lucky
+# draw, not a better reading of the film). Beams pick the most probable *whole* sentence, and a
+# long, common phrasing ("…with a meniscus, obscuring the left hemidiaphragm") can outscore the
+# words this film needs once the first word has been chosen.
 
 # %%
 from xraygpt_lab.widgets.knobs import generation_knobs
@@ -200,6 +200,8 @@ generation_knobs(model, session.pixel_values)
 # explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
 # drawn. In the synthetic world we know where the effusion is, so we can check the map: a map that
 # ignored the image would put about as much of its mass in the mask as the mask's share of the image.
+# The model calls this large effusion small: the map shows where it reads the fluid, not whether
+# the size it wrote is right.
 
 # %%
 panel.reset()
@@ -226,6 +228,8 @@ plt.tight_layout()
 #
 # An empty question, a question before any image, an unreadable file or HTML in a question each
 # give an inline message; everything shown is escaped, so `<script>` is displayed, never run.
+# The model's answer to that last question is about the effusion, not the heart: it was trained on
+# plain questions, and markup in front of one is noise it was never shown.
 
 # %%
 panel.send("   ")

@@ -232,7 +232,7 @@ for _, row in comparisons[comparisons["metric"] == "ce_f1_macro"].iterrows():
 # %% [markdown]
 # If the model is *not* better than the image-blind baseline on CE, its findings do not depend on
 # the image: the projection has not (yet) learnt to carry them to the language model, however
-# good its ROUGE looks. The reference run trained for about half an hour on a small synthetic
+# good its ROUGE looks. The reference run trained for about 45 minutes on a small synthetic
 # set; notebook 03 shows the loss curves and stage settings of the recipe. Only this kind of
 # paired comparison, not a ROUGE number, tells you whether a change to training helped.
 #
@@ -311,17 +311,17 @@ for _, row in worst.iterrows():
     print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
 
 # %% [markdown]
-# **What went wrong, and why.** On the reference run a missed finding is rare here (one fracture
-# in 80 films); invented ones are the commoner error, "No Finding" 4 times and lung lesions 3
-# times (the error table above). The first and third films carry only a device, and the model
-# names a central venous catheter on both — on the third, whose device is a left pectoral
-# pacemaker, the wrong one (the film still counts as having a device). Their invented "No
-# Finding" is a difference of conventions, not of reading: the labeler follows CheXpert, where a
-# report that names only a device is "No Finding", while the synthetic world's true labels count
-# the device as a finding. The second report invents a 5.1 cm mass in the right upper lung and
-# calls a large right effusion small. Invented nodules and masses are this reference's known
-# weakness: it names one on some films without one (lung-lesion precision 0.54 and 0.77 on 300
-# films of two seeds; docs/design-notes.md). Notebook 03 §7
+# **What went wrong, and why.** On the reference run errors are rare here: two missed findings
+# in 80 films (one consolidation, one fracture) and one kind of invented label, "No Finding", 4
+# times (the error table above). All three films above carry only a device, and the model names a
+# central venous catheter on each: on the second, whose device is a left pectoral pacemaker, the
+# wrong device; on the first and third the wrong vein (internal jugular for subclavian, and back).
+# Each still counts as having a device. Their invented "No Finding" is a difference of
+# conventions, not of reading: the labeler follows CheXpert, where a report that names only a
+# device is "No Finding", while the synthetic world's true labels count the device as a finding.
+# Nodules and masses remain this reference's weakest finding on larger test sets (lung-lesion
+# F1 0.80–0.90 on 300 films of each of five seeds; docs/design-notes.md), though none of the 3
+# here is missed and none invented. Notebook 03 §7
 # measures where findings are lost: in the encoder's tokens, in the linear layer, or in the LLM.
 
 # %% [markdown]

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder to write (created if missing)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--long", action="store_true",
-                   help="the tiny recipe with more data and steps (config.TINY_LONG; ~35 min on 2 cores)")
+                   help="the tiny recipe with more data and steps (config.TINY_LONG; ~45 min on 2 cores)")
     p.add_argument("--set", dest="overrides", action="append", default=[], type=_setting, metavar="KEY=VALUE",
                    help="replace one setting of the recipe (repeatable), e.g. --set encoder_steps=4800; "
                         "the keys are the flat names of xraygpt_lab.recipe (an unknown key lists them)")
@@ -83,7 +83,7 @@ COMPARED = (("CE macro-F1 vs true labels", ("vs_ground_truth", "ce_f1_macro"), "
 
 
 def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
-    """Lines setting a finished run's scores beside the shipped reference run's ("what 36 more
+    """Lines setting a finished run's scores beside the shipped reference run's ("what 40 more
     minutes buy"); empty when this install has no reference."""
     import json
 
@@ -104,7 +104,7 @@ def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
     same = metrics.get("eval_seed") is not None and metrics.get("eval_seed") == reference.get("eval_seed")
     films = (f"the same {metrics.get('n', '?')} held-out films (seed {metrics['eval_seed']})" if same
              else "each on its own held-out films")
-    lines = [f"beside the reference run (the same recipe trained about half an hour, walkthrough --long), {films}:",
+    lines = [f"beside the reference run (the same recipe trained about 45 minutes, walkthrough --long), {films}:",
              f"  {'':34}{'this run':>10}{'reference':>11}"]
     for label, path, fmt in COMPARED:
         ours, theirs = value(metrics, path), value(reference, path)
