@@ -358,7 +358,7 @@ print("weakest after training:", ", ".join(f"{c} {v:.2f}" for v, c in weakest))
 # No classifier at all: for each observation, average the text embeddings of a few positive
 # sentences and a few negative ones; an image is "positive" if it is closer to the positive
 # set. This only works for phrasings the text encoder has learned — our text encoder has read
-# 500 synthetic reports, so we use that world's wording.
+# only the synthetic world's reports, so we use that world's wording.
 
 # %%
 prompts = {

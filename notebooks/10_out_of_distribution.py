@@ -121,8 +121,8 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# MR slice gets a large left pleural effusion, the real film a pacemaker, and the CT slice a
-# normal chest. Nothing in the model can answer "this is not
+# MR slice gets a large right pleural effusion, the real film severe pulmonary edema, the
+# photograph a 28 mm nodule, and the CT slice a normal chest. Nothing in the model can answer "this is not
 # a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.
 # A softmax probability does not help either: the report's words are likely *given* the prompt,

@@ -145,10 +145,9 @@ def test_walkthrough_long_preset_merges_under_explicit_settings():
     merged = _recipe(Namespace(profile="tiny", long=True, overrides=[("llm_steps", 5)]))
     assert merged == TINY_LONG.override({"llm_steps": 5}) and merged.encoder.steps == TINY_LONG.encoder.steps
     tiny, long = TINY_RECIPE.flat(), TINY_LONG.flat()
-    changed = {k for k in tiny if tiny[k] != long[k]}
-    gentler = {"stage2_lr", "stage2_min_lr"}  # stage 2 starts below the longer stage 1's end
-    grown = changed - gentler
+    grown = {k for k in tiny if tiny[k] != long[k]}
     assert grown == {"n_stage1", "encoder_steps", "llm_steps", "llm_cases", "stage1_steps",
-                     "stage1_yes_no_share", "stage2_yes_no_share"} and gentler <= changed
+                     "stage1_yes_no_share", "stage2_yes_no_share"}
     assert all(long[k] > tiny[k] for k in grown)  # longer (or asking more), never shorter
-    assert all(long[k] < tiny[k] for k in gentler) and long["stage2_lr"] < long["stage1_min_lr"]
+    # both start stage 2 below where stage 1 ended, as XrayGPT does (3e-5 after 8e-5)
+    assert all(r["stage2_lr"] < r["stage1_min_lr"] for r in (tiny, long))

@@ -58,10 +58,11 @@ def _same(flat: dict, old: dict) -> None:
 
 #: Settings changed since the dict recipe: yes/no chats are balanced per question, so "Yes"
 #: needs no extra weight (train.grounding.yes_no_weights).
-CHANGED_SINCE = {"llm_chat_yes_weight": 1.0}
+CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
+                 # ... and stage 2 starts below stage 1's end (3e-4 instead of 1e-3)
+                 "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
 #: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
-LONG_CHANGED_SINCE = {"encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5,
-                      "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
+LONG_CHANGED_SINCE = {"encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5}
 
 
 def test_recipes_hold_the_dict_recipes_numbers():
@@ -176,8 +177,7 @@ def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map()
     assert recipe_of_run(legacy_config(**CHANGED_SINCE)) == TINY_RECIPE
     # a run written before the alignment asked yes/no questions reads as trained without them
     assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE)) == TINY_LONG.override(
-        {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0,
-         "stage2_lr": 1e-3, "stage2_min_lr": 3e-4})
+        {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
     refused = [
