@@ -29,7 +29,8 @@
 #    **zero-shot** with prompt ensembles, and retrieve reports from images.
 #
 # We use the `tiny` profile: 128 px images, 8 px patches, 3 stages, a 4 × 4 token grid of width
-# 128. Runs on a CPU in about a minute. Two tiny-profile departures from MedCLIP, both shown
+# 128. Runs on a CPU in about a minute (the first time, plus about 5½ minutes to train the tiny
+# run its second half uses). Two tiny-profile departures from MedCLIP, both shown
 # below: a small **convolutional stem** instead of the linear patch embedding, and **absolute
 # position embeddings** (so a token knows whether it lies on the patient's left or right).
 #
@@ -284,9 +285,10 @@ for part in ("loss_labels", "loss_contrastive"):
 # The plot redrew while the encoder trained (running means over 10 steps, the raw total faintly).
 # The **token label part** falls from the first steps: each token learns which findings it sees.
 # The **MedCLIP part** starts at chance, ln 48 ≈ 3.87 — the loss of a model that cannot tell which
-# of the 48 reports in the batch belongs to which image — and leaves it only slowly: matching
-# whole reports is the harder task, and 110 steps are a demonstration. The walkthrough trains this recipe for 1,200
-# steps on 3,000 studies (about 3 minutes; `xraygpt-lab walkthrough`), and its history shows the
+# of the 48 reports in the batch belongs to which image — and does not leave it in these 110 steps:
+# matching whole reports is the harder task, and 110 steps are a demonstration. The walkthrough
+# trains this recipe for 2,400 steps on 3,000 studies (about 3 of its 5½ minutes; `xraygpt-lab
+# walkthrough`), and its history shows the
 # MedCLIP part leaving chance (next cell). From here on we use that encoder and its text encoder
 # (the tiny run is trained first if it is absent).
 

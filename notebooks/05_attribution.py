@@ -333,7 +333,7 @@ else:
 # the same at two scales: **IG over blur + black × the positive part of feature IG at stride 4 ×
 # that at stride 8**, smoothed by 1 px (`RECOMMENDED_IG`, the `explain` CLI's and the chat panel's
 # default). A pixel survives only where every scale supports the phrase; the stride-8 factor
-# mostly removes stride-4 peaks on the wrong side of the chest (6-minute recipe: effusion 0.80 → 0.95 over 400
+# mostly removes stride-4 peaks on the wrong side of the chest (an earlier 6-minute recipe: effusion 0.80 → 0.95 over 400
 # positives). The cell below builds it by hand from its three parts and checks it against the
 # library.
 
@@ -368,8 +368,8 @@ for name, r in parts.items():
 # split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
-# - 100 positives give ± 0.04, and one training differs from the next: seven trainings of the
-#   6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
+# - 100 positives give ± 0.04, and one training differs from the next: seven trainings of an
+#   earlier 6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
 #   several hundred positives and more than one training.
 # - Nodules are the weakest (0.73). A nodule changes the reference's log
 #   P("15 mm nodule in the …") by about 2.7 nats on average (much less for the faintest), so

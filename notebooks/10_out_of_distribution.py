@@ -121,8 +121,8 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# MR slice gets a large right pleural effusion, the real film severe pulmonary edema, the
-# photograph a 28 mm nodule, and the CT slice a normal chest. Nothing in the model can answer "this is not
+# real film and the MR slice get an endotracheal tube and a pacemaker, the CT slice a 21 mm nodule
+# in the right middle lung, and the photograph a small left pleural effusion. Nothing in the model can answer "this is not
 # a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.
 # A softmax probability does not help either: the report's words are likely *given* the prompt,
@@ -133,8 +133,9 @@ plt.show()
 # What does change between the groups is what the frozen encoder computes. For each level `l` of
 # the encoder (the patch embedding, then each Swin stage) we mean-pool the tokens to a vector
 # `f_l` of width `d_l` (32, 64, 128, 128 here), and fit a Gaussian `N(μ_l, Σ_l)` to 300 synthetic
-# films. An image's score is the squared **Mahalanobis distance**, divided by `d_l` so that a
-# typical film scores about 1, averaged over the levels (Lee et al., NeurIPS 2018):
+# films. An image's score is the squared **Mahalanobis distance**, divided by `d_l` so that the
+# levels are comparable (held-out films score about 0.2–0.9 here), averaged over the levels (Lee
+# et al., NeurIPS 2018):
 #
 # `score = mean_l (f_l − μ_l)ᵀ Σ_l⁻¹ (f_l − μ_l) / d_l`
 #

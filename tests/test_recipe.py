@@ -59,15 +59,21 @@ def _same(flat: dict, old: dict) -> None:
 #: Settings changed since the dict recipe: yes/no chats are balanced per question, so "Yes"
 #: needs no extra weight (train.grounding.yes_no_weights).
 CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
-                 # ... and stage 2 starts below stage 1's end (3e-4 instead of 1e-3)
-                 "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
+                 # ... and stage 2 starts below stage 1's end (1e-4 instead of 1e-3; --long: 3e-4)
+                 "stage2_lr": 1e-4, "stage2_min_lr": 3e-5,
+                 # ... and the 6-minute recipe trains its encoder and LLM twice as long and stage 1 four
+                 # times as long at a third of the rate (--long keeps 3e-3 -> 6e-4)
+                 "encoder_steps": 2400, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4}
 #: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
-LONG_CHANGED_SINCE = {"encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5}
+#: Its alignment rates stay those its reference run was trained with.
+LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
+LONG_CHANGED_SINCE = {"encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5,
+                      **LONG_RATES}
 
 
 def test_recipes_hold_the_dict_recipes_numbers():
     _same(TINY_RECIPE.flat(), {**OLD_TINY_TRAIN, **CHANGED_SINCE})
-    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE, **LONG_CHANGED_SINCE})
+    _same(TINY_LONG.flat(), {**OLD_TINY_TRAIN, **CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_CHANGED_SINCE})
     _same(FULL_RECIPE.flat(), OLD_FULL_TRAIN)
     assert TINY_LLM == TINY_RECIPE.llm_arch and asdict(TINY.recipe.llm_arch) == OLD_TINY_LLM
     assert FULL.recipe.llm_arch is None
@@ -176,7 +182,7 @@ def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map()
 
     assert recipe_of_run(legacy_config(**CHANGED_SINCE)) == TINY_RECIPE
     # a run written before the alignment asked yes/no questions reads as trained without them
-    assert recipe_of_run(legacy_config(**OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE)) == TINY_LONG.override(
+    assert recipe_of_run(legacy_config(**{**CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES})) == TINY_LONG.override(
         {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
@@ -367,7 +373,7 @@ def recorded_walkthrough(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("recipe", "old"), [
     (TINY_RECIPE, {**OLD_TINY_TRAIN, **CHANGED_SINCE}),
-    (TINY_LONG, {**OLD_TINY_TRAIN, **OLD_TINY_LONG_OVERRIDES, **CHANGED_SINCE, **LONG_CHANGED_SINCE}),
+    (TINY_LONG, {**OLD_TINY_TRAIN, **CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_CHANGED_SINCE}),
     (TINY_RECIPE.override({"stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
                            "llm_lr": 1e-3, "max_new_tokens": 20}),
      {**OLD_TINY_TRAIN, **CHANGED_SINCE, "stage1_init": "random", "llm_spatial_slots": True, "encoder_bf16": False,
