@@ -83,8 +83,9 @@ COMPARED = (("CE macro-F1 vs true labels", ("vs_ground_truth", "ce_f1_macro"), "
 
 
 def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
-    """Lines setting a finished run's scores beside the shipped reference run's ("what 40 more
-    minutes buy"); empty when this install has no reference."""
+    """Lines setting a finished run's scores beside the shipped reference run's ("what more
+    training buys"); empty when this install has no reference. The reference's training time is
+    read from its own ``timings_s``."""
     import json
 
     if reference is None:
@@ -104,7 +105,9 @@ def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
     same = metrics.get("eval_seed") is not None and metrics.get("eval_seed") == reference.get("eval_seed")
     films = (f"the same {metrics.get('n', '?')} held-out films (seed {metrics['eval_seed']})" if same
              else "each on its own held-out films")
-    lines = [f"beside the reference run (the same recipe trained about 45 minutes, walkthrough --long), {films}:",
+    stage_seconds = [v for v in (reference.get("timings_s") or {}).values() if isinstance(v, (int, float))]
+    trained = f"trained about {round(sum(stage_seconds) / 60)} minutes" if stage_seconds else "trained longer"
+    lines = [f"beside the reference run (the same recipe {trained}, walkthrough --long), {films}:",
              f"  {'':34}{'this run':>10}{'reference':>11}"]
     for label, path, fmt in COMPARED:
         ours, theirs = value(metrics, path), value(reference, path)
