@@ -121,8 +121,9 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# real film and the MR slice get an endotracheal tube and a pacemaker, the CT slice a 21 mm nodule
-# in the right middle lung, and the photograph a small left pleural effusion. Nothing in the model can answer "this is not
+# real film gets severe pulmonary edema, the MR slice an endotracheal tube and a pacemaker, the CT
+# slice a 28 mm nodule in the right middle lung, and the photograph a report that rules out
+# consolidation, edema and effusion. Nothing in the model can answer "this is not
 # a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.
 # A softmax probability does not help either: the report's words are likely *given* the prompt,
@@ -195,8 +196,8 @@ for name, values in scores.items():
 # %% [markdown]
 # **What the figure shows.** The horizontal axis is the feature score on a log scale, shared by
 # both panels; the dashed line is the run's threshold. Top: a histogram of the 200 held-out
-# synthetic films (films per bin); they lie between about 0.2 and the threshold, with at most a
-# few just above it (the threshold is set so that about 1 in 200 is). Bottom: one dot per image
+# synthetic films (films per bin); they lie between about 0.2 and the threshold, here all 200
+# below it (the threshold is set so that about 1 in 200 lies above). Bottom: one dot per image
 # of the other groups, one row per group (the number of images in brackets). Every one lies far
 # to the right of the line: the real chest CR and its edited copies, the CT and MR slices, the
 # photograph, the blank and the noise images all score several times the threshold (the lowest

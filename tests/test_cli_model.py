@@ -146,7 +146,7 @@ def test_walkthrough_long_preset_merges_under_explicit_settings():
     assert merged == TINY_LONG.override({"llm_steps": 5}) and merged.encoder.steps == TINY_LONG.encoder.steps
     tiny, long = TINY_RECIPE.flat(), TINY_LONG.flat()
     grown = {k for k in tiny if tiny[k] != long[k]}
-    assert grown == {"n_stage1", "encoder_steps", "llm_steps", "llm_cases", "stage1_steps",
+    assert grown == {"encoder_steps", "llm_steps", "llm_cases", "stage1_steps",
                      "stage1_yes_no_share", "stage2_yes_no_share",
                      "stage1_lr", "stage1_min_lr", "stage2_lr", "stage2_min_lr"}
     # longer (or asking more), never shorter; --long keeps the alignment rates its reference run was

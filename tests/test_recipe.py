@@ -63,7 +63,9 @@ CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
                  "stage2_lr": 1e-4, "stage2_min_lr": 3e-5,
                  # ... and the 6-minute recipe trains its encoder and LLM twice as long and stage 1 four
                  # times as long at a third of the rate (--long keeps 3e-3 -> 6e-4)
-                 "encoder_steps": 2400, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4}
+                 "encoder_steps": 2400, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4,
+                 # ... on the --long recipe's 6,000 stage-1 studies instead of 3,000
+                 "n_stage1": 6000}
 #: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
 #: Its alignment rates stay those its reference run was trained with.
 LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
