@@ -407,3 +407,40 @@ def test_dense_loss_needs_matching_token_targets_and_trains_the_token_logits() -
     with torch.no_grad():
         logits = history["label_head"].token_logits(encoder.encode_tokens(images))[..., 0]  # [n, 4]
     assert (logits.argmax(1) == cell).float().mean() > 0.9
+
+
+def test_repeats_show_a_study_that_often_per_epoch_and_weight_the_labels_as_seen(monkeypatch) -> None:
+    """Oversampling: study 0 (the only positive of column 0) appears three times in each epoch,
+    and the label loss's positive weights are computed over the repeated set."""
+    import random
+
+    import xraygpt_lab.train.contrastive as contrastive
+
+    images = torch.arange(6.0).view(6, 1, 1, 1).expand(6, 1, 4, 4).contiguous()  # pixel value = study index
+    labels = torch.eye(6)
+    repeats = torch.tensor([3, 1, 1, 1, 1, 1])
+    pool = contrastive._sampling_pool(6, repeats)
+    assert pool.tolist() == [0, 0, 0, 1, 2, 3, 4, 5]
+    tokens = {"input_ids": torch.zeros(6, 3, dtype=torch.long), "attention_mask": torch.ones(6, 3, dtype=torch.long)}
+    make_batch = contrastive._pretrain_batches(images, tokens, labels, None, batch_size=2, seed=0, shift=0,
+                                               contrastive_every=0, pool=pool)
+    for epoch in range(2):  # 8 entries, batches of 2: four steps an epoch
+        seen = torch.cat([make_batch(4 * epoch + s, random.Random(s))["images"][:, 0, 0, 0] for s in range(4)])
+        assert sorted(seen.long().tolist()) == [0, 0, 0, 1, 2, 3, 4, 5]
+
+    got = {}
+    real = contrastive.positive_weights
+
+    def recording(weighted_labels, **kw):
+        got["labels"] = weighted_labels
+        return real(weighted_labels, **kw)
+
+    monkeypatch.setattr(contrastive, "positive_weights", recording)
+    encoder, text = _tiny_pair()
+    pretrain_encoder(encoder, text, torch.rand(6, 1, 32, 32), (REPORTS * 2)[:6], labels, steps=1, batch_size=2,
+                     lr=1e-3, seed=0, progress=False, label_weight=1.0, repeats=repeats)
+    assert got["labels"].sum(0).tolist() == [3, 1, 1, 1, 1, 1]
+    for bad in (torch.tensor([1, 1]), torch.tensor([1, 0, 1, 1, 1, 1]), torch.full((6,), 1.5)):
+        with pytest.raises(ValueError, match="repeats must be 6 integers >= 1"):
+            pretrain_encoder(encoder, text, torch.rand(6, 1, 32, 32), (REPORTS * 2)[:6], labels, steps=1,
+                             batch_size=2, lr=1e-3, seed=0, progress=False, label_weight=1.0, repeats=bad)

@@ -64,12 +64,17 @@ CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
                  # ... and the 6-minute recipe trains its encoder and LLM twice as long and stage 1 four
                  # times as long at a third of the rate (--long keeps 3e-3 -> 6e-4)
                  "encoder_steps": 2400, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4,
-                 # ... on the --long recipe's 6,000 stage-1 studies instead of 3,000
-                 "n_stage1": 6000}
+                 # ... on the --long recipe's 6,000 stage-1 studies instead of 3,000, and shows the
+                 # encoder each film with a lung lesion three times an epoch
+                 "n_stage1": 6000, "encoder_lesion_repeats": 2}
+#: What an older, flat config.json can hold: it predates lung-lesion oversampling, so it reads as
+#: the tiny recipe without it (:data:`LEGACY_TINY`).
+LEGACY_CHANGED_SINCE = {k: v for k, v in CHANGED_SINCE.items() if k != "encoder_lesion_repeats"}
+LEGACY_TINY = TINY_RECIPE.override({"encoder_lesion_repeats": 0})
 #: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
 #: Its alignment rates stay those its reference run was trained with.
 LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
-LONG_CHANGED_SINCE = {"encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5,
+LONG_CHANGED_SINCE = {"encoder_lesion_repeats": 0, "encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5,
                       **LONG_RATES}
 
 
@@ -179,12 +184,21 @@ def test_a_run_written_before_yes_no_alignment_questions_reads_as_trained_withou
     with pytest.raises(RecipeError, match="stage2_yes_no_share takes a finite number between 0 and 1"):
         TINY_RECIPE.override({"stage2_yes_no_share": 1.5})
 
+def test_a_run_written_before_lesion_oversampling_reads_as_trained_without_it():
+    data = TINY_RECIPE.override({"encoder_lesion_repeats": 2}).to_dict()
+    del data["encoder"]["lesion_repeats"]
+    assert Recipe.from_dict(data).encoder.lesion_repeats == 0
+    with pytest.raises(RecipeError, match="encoder_lesion_repeats takes an integer >= 0, got -1"):
+        TINY_RECIPE.override({"encoder_lesion_repeats": -1})
+
+
 def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map():
     from xraygpt_lab.train.walkthrough import run_config
 
-    assert recipe_of_run(legacy_config(**CHANGED_SINCE)) == TINY_RECIPE
+    # a run written before lung-lesion oversampling reads as trained without it
+    assert recipe_of_run(legacy_config(**LEGACY_CHANGED_SINCE)) == LEGACY_TINY
     # a run written before the alignment asked yes/no questions reads as trained without them
-    assert recipe_of_run(legacy_config(**{**CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES})) == TINY_LONG.override(
+    assert recipe_of_run(legacy_config(**{**LEGACY_CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES})) == TINY_LONG.override(
         {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
@@ -234,6 +248,8 @@ def _old_walkthrough_arguments(t: dict, llm: dict) -> dict:
                              "contrastive_every": t.get("encoder_contrastive_every", 1),
                              "dense_weight": t.get("encoder_dense_weight", 0.0), "bf16": t.get("encoder_bf16", False),
                              "n_images": t["n_stage1"], "checkpoint": "encoder.ckpt.safetensors",
+                             "repeats": [1],  # since then: lung-lesion films may repeat (the one case here has none;
+                             # test_encoder_lesion_repeats_oversample_the_films_with_a_lung_lesion)
                              "save_every": 50},  # since then: the walkthrough's checkpoint cadence, as the other stages
         "grounded_examples": {"n": k, "n_slots": 16, "seed": 0, "layouts": None},
         "grounded_conversations": {"n": k, "n_slots": 16, "seed": 1, "per_case": t["llm_grounded_chats"],
@@ -289,8 +305,9 @@ def recorded_walkthrough(monkeypatch, tmp_path):
             one.pixels.expand(n, *one.pixels.shape[1:]), one.summaries * n, one.conversations * n, one.labels * n,
             one.findings * n, None if grid is None else one.token_labels.expand(n, *one.token_labels.shape[1:]))
 
-    def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, checkpoint, token_labels, **kw):
-        calls["pretrain_encoder"] = {**kw, "n_images": len(images), "checkpoint": checkpoint.name}
+    def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, checkpoint, token_labels, repeats, **kw):
+        calls["pretrain_encoder"] = {**kw, "n_images": len(images), "checkpoint": checkpoint.name,
+                                     "repeats": sorted(set(repeats.tolist()))}
         calls["pretrain_encoder"].pop("progress")
         calls["pretrain_encoder"].pop("on_step", None)  # a display hook, not a training setting
         return {"step": [0], "loss": [1.0], "bf16": False, "loss_contrastive": [1.0], "loss_labels": [None],
@@ -389,6 +406,27 @@ def test_walkthrough_stages_receive_the_dict_recipes_values(recorded_walkthrough
             assert len(got[key].pop("layouts")) == old["llm_cases"]
             expected[key].pop("layouts")
     assert got == expected
+
+
+def test_encoder_lesion_repeats_oversample_the_films_with_a_lung_lesion(monkeypatch, tmp_path):
+    import xraygpt_lab.train.walkthrough as walkthrough
+    got = {}
+
+    def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, repeats, **kw):
+        got.update(labels=labels, repeats=repeats)
+        return {"step": [0], "loss": [1.0], "bf16": False, "loss_contrastive": [1.0], "loss_labels": [None],
+                "label_head": None}
+
+    monkeypatch.setattr(walkthrough, "pretrain_encoder", pretrain_encoder)
+    recipe = TINY_RECIPE.override({"encoder_lesion_repeats": 2})
+    split = walkthrough.make_split(60, recipe.image_size, 11, workers=1, grid=walkthrough.encoder_config(recipe).grid)
+    run = walkthrough.RunFolder(out=tmp_path, seed=0, log=lambda m: None, progress=False,
+                                device=torch.device("cpu"), accelerator=None)
+    walkthrough.train_encoder(recipe, run, split)
+    lesion_columns = [j for j, (observation, _) in enumerate(walkthrough.laterality_columns()) if observation == "Lung Lesion"]
+    lesion = got["labels"][:, lesion_columns].amax(1).bool()  # [60] films whose labels name a nodule or mass
+    assert 0 < int(lesion.sum()) < 60
+    assert got["repeats"].tolist() == (1 + 2 * lesion.long()).tolist()
 
 
 def test_image_size_reaches_the_data_the_encoder_and_config_json(recorded_walkthrough, tmp_path):

@@ -110,6 +110,7 @@ class EncoderStage:
     dense_weight: float = _number()  # per-token targets from the finding masks
     shift: int = _count(0)  # random shifts of up to ± shift pixels
     bf16: bool | str = _choice(BF16_CHOICES)  # autocast: True, False or "auto"
+    lesion_repeats: int = _count(0)  # films with a lung lesion appear 1 + this many times an epoch
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ class Recipe:
 
 #: Settings added to a section after ``recipe_version`` 1, with the value that a run written
 #: before them was trained with.
-_ADDED_LATER: dict[str, Any] = {"yes_no_share": 0.0}
+_ADDED_LATER: dict[str, Any] = {"yes_no_share": 0.0, "lesion_repeats": 0}
 
 
 def _expect_keys(where: str, data: Any, expected: list[str]) -> None:

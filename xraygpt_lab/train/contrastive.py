@@ -158,6 +158,7 @@ def pretrain_encoder(
     dense_weight: float = 0.0,
     bf16: bool | str = False,
     on_step: Callable[[str, dict], None] | None = None,
+    repeats: torch.Tensor | None = None,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -186,6 +187,10 @@ def pretrain_encoder(
     ``resumed_from`` (the checkpoint's step, 0 from the start), ``images_per_second``, ``bf16``
     (whether autocast was on).
 
+    ``repeats`` ``[N]`` integers >= 1: how often each study appears in an epoch (oversampling of
+    rare findings; None: once each). The label loss's positive weights are computed over the
+    repeated set, so they describe what the encoder actually sees.
+
     ``bf16``: run the encoders' forward passes under bfloat16 autocast (losses, weights and the
     optimiser stay float32); ``"auto"`` turns it on where the hardware computes bf16 natively
     (:func:`resolve_bf16`). About a quarter faster per step on such a CPU; results differ from
@@ -200,6 +205,7 @@ def pretrain_encoder(
     _check_pretrain_inputs(encoder, images, texts, labels, token_labels, steps=steps, batch_size=batch_size,
                            contrastive_weight=contrastive_weight, label_weight=label_weight,
                            dense_weight=dense_weight, contrastive_every=contrastive_every)
+    pool = _sampling_pool(images.shape[0], repeats)  # [M] study indices, each appearing repeats[i] times
     torch.manual_seed(seed)
     device = next(encoder.parameters()).device
     use_text = contrastive_weight > 0
@@ -209,9 +215,9 @@ def pretrain_encoder(
     model = EncoderPretraining(encoder, text_encoder if use_text else None, logit_scale or LogitScale(), head,
                                contrastive_weight=contrastive_weight, label_weight=label_weight,
                                dense_weight=dense_weight, signed_labels=signed_labels,
-                               pos_weight=positive_weights(labels, power=pos_weight_power) if head else None)
+                               pos_weight=positive_weights(labels[pool], power=pos_weight_power) if head else None)
     model.to(device)
-    batch_size = min(batch_size, images.shape[0])
+    batch_size = min(batch_size, pool.shape[0])
     warmup = max(1, steps // 20) if warmup is None else warmup
     # linear warmup from lr / warmup, then cosine decay to 10 % of lr
     stage = StageConfig(name="encoder", steps=steps, batch_size=batch_size, init_lr=lr, min_lr=0.1 * lr,
@@ -219,7 +225,7 @@ def pretrain_encoder(
                         save_every=save_every)
     make_batch = _pretrain_batches(images, text_encoder.tokenize(list(texts)), labels, token_labels,
                                    batch_size=batch_size, seed=seed, shift=shift,
-                                   contrastive_every=contrastive_every if use_text else 0)
+                                   contrastive_every=contrastive_every if use_text else 0, pool=pool)
     # channels-last convolutions: ~15 % faster encoder steps on CPU (oneDNN), same results up to
     # rounding; undone at the end (checkpoints save contiguous tensors)
     encoder.to(memory_format=torch.channels_last)
@@ -244,6 +250,17 @@ def pretrain_encoder(
         "images_per_second": len(rows) * batch_size / max(result.seconds, 1e-9),
         "bf16": use_bf16,
     }
+
+
+def _sampling_pool(n: int, repeats: torch.Tensor | None) -> torch.Tensor:
+    """Study indices ``[M]`` an epoch draws from: ``0..n-1``, study ``i`` repeated ``repeats[i]`` times."""
+    if repeats is None:
+        return torch.arange(n)
+    repeats = torch.as_tensor(repeats)
+    if repeats.shape != (n,) or repeats.is_floating_point() or repeats.is_complex() or bool((repeats < 1).any()):
+        raise ValueError(f"repeats must be {n} integers >= 1 (one per image), got {repeats.dtype} "
+                         f"of shape {list(repeats.shape)}")
+    return torch.repeat_interleave(torch.arange(n), repeats.long())
 
 
 def _check_pretrain_inputs(encoder: VisionEncoder, images: torch.Tensor, texts: Sequence[str],
@@ -283,20 +300,22 @@ def _check_pretrain_inputs(encoder: VisionEncoder, images: torch.Tensor, texts: 
 
 def _pretrain_batches(images: torch.Tensor, tokens: dict[str, torch.Tensor], labels: torch.Tensor | None,
                       token_labels: torch.Tensor | None, *, batch_size: int, seed: int, shift: int,
-                      contrastive_every: int) -> Callable[[int, random.Random], dict]:
+                      contrastive_every: int, pool: torch.Tensor | None = None) -> Callable[[int, random.Random], dict]:
     """``make_batch(step, rng)`` for :func:`train.loop.train_stage`: a pure function of the step.
 
-    Each epoch visits every image once (the last partial batch is left out), in an order drawn
-    from ``(seed, epoch)``; the shift augmentation draws from the step's ``rng``.
-    ``contrastive_every = k`` marks every k-th step for the MedCLIP loss (0: never).
+    Each epoch visits every entry of ``pool`` (study indices ``[M]``; default every image once)
+    once, the last partial batch left out, in an order drawn from ``(seed, epoch)``; the shift
+    augmentation draws from the step's ``rng``. ``contrastive_every = k`` marks every k-th step
+    for the MedCLIP loss (0: never).
     """
-    n = images.shape[0]
+    pool = torch.arange(images.shape[0]) if pool is None else pool
+    n = pool.shape[0]
     per_epoch = n // batch_size
 
     def make_batch(step: int, rng: random.Random) -> dict:
         epoch, slot = divmod(step, per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        index = order[slot * batch_size: (slot + 1) * batch_size]
+        index = pool[order[slot * batch_size: (slot + 1) * batch_size]]
         mask = tokens["attention_mask"][index]  # [b, T]
         length = int(mask.sum(1).max())
         shifted = random_shift(images[index], shift, torch.Generator().manual_seed(rng.getrandbits(62)))

@@ -326,18 +326,20 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
         return encoder.freeze()
     e = recipe.encoder
     run.log(f"[encoder] pretraining, {e.steps} steps (MedCLIP loss × {e.contrastive_weight}"
-            f" + token label loss × {e.label_weight}, per-token × {e.dense_weight})")
+            f" + token label loss × {e.label_weight}, per-token × {e.dense_weight}"
+            + (f"; films with a lung lesion × {1 + e.lesion_repeats}" if e.lesion_repeats else "") + ")")
     torch.manual_seed(run.seed)
     encoder = VisionEncoder(encoder_config(recipe)).to(run.device)
     text_encoder = _text_encoder(run, split.summaries).to(run.device)
     checkpoint = run.work / "encoder.ckpt.safetensors"
     before = run.resume_point("encoder", checkpoint, e.steps)
+    lesion = torch.tensor([any(f.observation == "Lung Lesion" for f in case) for case in split.findings])  # [N]
     h = pretrain_encoder(encoder, text_encoder, split.pixels, split.summaries, laterality_labels(split.findings),
                          steps=e.steps, batch_size=e.batch, lr=e.lr, seed=run.seed, progress=run.progress,
                          contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
                          contrastive_every=e.contrastive_every, token_labels=split.token_labels,
                          dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=checkpoint, save_every=run.save_every,
-                         on_step=run.on_step)
+                         on_step=run.on_step, repeats=1 + e.lesion_repeats * lesion.long())
     run.history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
     run.history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
     for part in ("loss_contrastive", "loss_labels"):
