@@ -300,15 +300,14 @@ def _check_pretrain_inputs(encoder: VisionEncoder, images: torch.Tensor, texts: 
 
 def _pretrain_batches(images: torch.Tensor, tokens: dict[str, torch.Tensor], labels: torch.Tensor | None,
                       token_labels: torch.Tensor | None, *, batch_size: int, seed: int, shift: int,
-                      contrastive_every: int, pool: torch.Tensor | None = None) -> Callable[[int, random.Random], dict]:
+                      contrastive_every: int, pool: torch.Tensor) -> Callable[[int, random.Random], dict]:
     """``make_batch(step, rng)`` for :func:`train.loop.train_stage`: a pure function of the step.
 
-    Each epoch visits every entry of ``pool`` (study indices ``[M]``; default every image once)
+    Each epoch visits every entry of ``pool`` (study indices ``[M]``, :func:`_sampling_pool`)
     once, the last partial batch left out, in an order drawn from ``(seed, epoch)``; the shift
     augmentation draws from the step's ``rng``. ``contrastive_every = k`` marks every k-th step
     for the MedCLIP loss (0: never).
     """
-    pool = torch.arange(images.shape[0]) if pool is None else pool
     n = pool.shape[0]
     per_epoch = n // batch_size
 
