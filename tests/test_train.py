@@ -98,6 +98,40 @@ def test_resume_midway_gives_identical_weights(tokenizer, tmp_path):
     assert torch.equal(again.projection.bias, straight.projection.bias)
 
 
+def test_fused_adamw_resumes_channels_last_weights_exactly():
+    """A checkpoint stores the AdamW moments contiguous; a channels_last parameter (the encoder's
+    layout) must get them back in its own layout, since the fused kernel (the training loop's
+    choice on the CPU) pairs a parameter with its moments element by element in memory order."""
+    from xraygpt_lab.train.checkpoint import load_optimizer_state, optimizer_state
+    from xraygpt_lab.train.loop import fusable
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    images = torch.randn(4, 3, 8, 8)
+    assert fusable(list(conv.parameters()))
+
+    def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: range) -> None:
+        for step in steps:
+            optimizer.zero_grad()
+            (model(images) * (step + 1)).sin().sum().backward()
+            optimizer.step()
+
+    straight = torch.optim.AdamW(conv.parameters(), lr=1e-2, fused=True)
+    train(conv, straight, range(3))
+    tensors, groups = optimizer_state(straight)
+    saved = {k: v.contiguous().clone() for k, v in tensors.items()}  # as the safetensors file holds them
+    resumed_conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    resumed_conv.load_state_dict(conv.state_dict())
+    resumed = torch.optim.AdamW(resumed_conv.parameters(), lr=1e-2, fused=True)
+    load_optimizer_state(resumed, saved, groups)
+    moment = resumed.state[resumed_conv.weight]["exp_avg"]
+    assert moment.stride() == resumed_conv.weight.stride() != moment.contiguous().stride()
+    train(conv, straight, range(3, 6))
+    train(resumed_conv, resumed, range(3, 6))
+    assert torch.equal(resumed_conv.weight, conv.weight) and torch.equal(resumed_conv.bias, conv.bias)
+    assert not fusable([torch.zeros(2, dtype=torch.long)]) and not fusable([])
+
+
 def test_checkpoint_from_other_model_is_rejected(tokenizer, tmp_path):
     data = AlignmentSet(torch.randn(4, 4, 32), REPORTS)
     ckpt = tmp_path / "stage.safetensors"
@@ -155,6 +189,43 @@ def test_text_batch_masks_bos_and_prompt(tokenizer):
     target = tokenizer("Yes.###", add_special_tokens=False)["input_ids"]
     assert labels[labels != -100].tolist() == target
     assert tokenizer.decode(ids[-len(target):]) == "Yes.###"
+
+
+def test_packed_batch_gives_each_example_its_own_logits_and_the_padded_loss(tokenizer):
+    """Packing (the LLM stage's batches) changes the layout only: one long example and several
+    short ones share rows, yet each example's logits are those of a batch of its own, and the
+    loss equals the right-padded batch's. Two layers, so a leak between examples would show."""
+    from xraygpt_lab.train.llm_finetune import packed_text_batch
+
+    torch.manual_seed(0)
+    llm = tiny_llm(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                   num_attention_heads=2, max_position_embeddings=256).eval()
+    prompts = [f"###Patient: {q} ###Doctor: " for q in
+               ("Describe the film in detail, please, everything you see.", "Effusion?", "Heart?", "Any pneumothorax?")]
+    targets = [REPORTS[0] + " " + REPORTS[1] + "###", "Yes.###", "No.###", REPORTS[3] + "###"]
+    packed = packed_text_batch(tokenizer, prompts, targets)
+    padded = text_batch(tokenizer, prompts, targets)
+    assert packed["input_ids"].shape[1] == padded["input_ids"].shape[1]
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+    assert (packed["labels"] != -100).sum() == (padded["labels"] != -100).sum()
+    with torch.no_grad():
+        loss_packed = llm(**packed).loss
+        loss_padded = llm(**padded).loss
+        logits = llm(**{k: v for k, v in packed.items() if k != "labels"}).logits  # [R, T, vocab], as trained
+        starts = (packed["position_ids"] == 0).nonzero().tolist()  # [row, column] of each sequence's first token
+        found = 0
+        for i in range(len(prompts)):
+            ids = padded["input_ids"][i, : int(padded["attention_mask"][i].sum())]
+            alone = llm(input_ids=ids[None]).logits[0]  # [T, vocab]
+            for row, col in starts:
+                if torch.equal(packed["input_ids"][row, col:col + len(ids)], ids):
+                    assert torch.allclose(logits[row, col:col + len(ids)], alone, atol=1e-5), (i, row, col)
+                    found += col > 0  # an example that does not start its row
+                    break
+            else:
+                raise AssertionError(f"example {i} not found in the packed rows")
+    assert found >= 1
+    assert torch.allclose(loss_packed, loss_padded, rtol=0, atol=1e-6)
 
 
 def test_domain_finetune_learns_the_answers(tokenizer):

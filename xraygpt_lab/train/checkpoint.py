@@ -70,6 +70,18 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+    _match_layouts(optimizer)
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each loaded per-parameter state tensor its parameter's memory layout. A checkpoint
+    stores tensors contiguous, but a parameter may be strided otherwise (the encoder trains
+    ``channels_last``), and torch's fused AdamW walks a parameter and its moments as flat memory:
+    with mismatched layouts it would pair the wrong elements (the per-tensor loop does not)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
