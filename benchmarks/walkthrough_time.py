@@ -67,12 +67,16 @@ def run(profile: str = "tiny", seed: int = 0, out: str | None = None, timeout: f
         if not metrics_path.is_file():
             raise RuntimeError(f"walkthrough finished but wrote no {metrics_path}; last output:\n{tail}")
         metrics = json.loads(metrics_path.read_text())
+        history_path = run_dir / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.is_file() else {}
     blind = metrics.get("baselines", {}).get("image_blind", {})
     return {
         "benchmark": "walkthrough_time", "walkthrough_s": round(seconds, 1), "profile": profile,
         "seed": seed, "omp_num_threads": env.get("OMP_NUM_THREADS"), "stages_s": metrics.get("timings_s", {}),
         "rougeL": metrics.get("rougeL"), "ce_f1_macro": metrics.get("ce_f1_macro"),
         "image_blind_ce_f1_macro": blind.get("ce_f1_macro"),
+        # what encoder_bf16 "auto" chose on this CPU (train.precision): timings depend on it
+        "encoder_bf16": history.get("encoder_bf16") if isinstance(history, dict) else None,
         "goal_s": GOAL_S, "meets_goal": seconds <= GOAL_S, "cpu_count": os.cpu_count(),
         "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
@@ -87,4 +91,4 @@ if __name__ == "__main__":
     r = run(seed=a.seed, out=a.out, threads=a.threads)
     print(f"walkthrough: {r['walkthrough_s']} s (goal <= {GOAL_S:.0f} s: {'OK' if r['meets_goal'] else 'MISSED'}); "
           f"stages {r['stages_s']}; ROUGE-L {r['rougeL']}, CE macro-F1 {r['ce_f1_macro']} "
-          f"(image-blind {r['image_blind_ce_f1_macro']}); load {r['load_avg_1m_before']} -> {r['load_avg_1m_after']}")
+          f"(image-blind {r['image_blind_ce_f1_macro']}); encoder bf16 {r['encoder_bf16']}; load {r['load_avg_1m_before']} -> {r['load_avg_1m_after']}")

@@ -335,6 +335,73 @@ def test_bf16_autocast_trains_float32_weights_to_a_lower_loss_and_is_validated()
         resolve_bf16("yes")
 
 
+def _timed_probe(bf16_seconds: float, float32_seconds: float, calls: list[bool]):
+    """A probe whose step takes ``bf16_seconds`` under CPU autocast and ``float32_seconds`` without."""
+    import time
+
+    def probe() -> None:
+        on = torch.is_autocast_enabled("cpu")
+        calls.append(on)
+        time.sleep(bf16_seconds if on else float32_seconds)
+
+    return probe
+
+
+def test_auto_bf16_on_a_cpu_takes_the_precision_whose_step_is_faster(monkeypatch) -> None:
+    import xraygpt_lab.train.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
+    calls: list[bool] = []
+    assert resolve_bf16("auto", "cpu", probe=_timed_probe(0.002, 0.03, calls)) is True
+    assert calls.count(True) == calls.count(False) == 4  # a warm-up and three trials each
+    assert resolve_bf16("auto", "cpu", probe=_timed_probe(0.03, 0.002, [])) is False
+    assert resolve_bf16("auto", "cpu", probe=_timed_probe(0.01, 0.01, [])) is False  # a tie: float32
+    assert resolve_bf16(True, "cpu", probe=_timed_probe(0.03, 0.002, [])) is True  # explicit wins
+    assert resolve_bf16("auto", "cpu") is True  # no probe: native is enough
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    calls.clear()
+    assert resolve_bf16("auto", "cpu", probe=_timed_probe(0.002, 0.03, calls)) is False and not calls
+
+
+def test_an_auto_stage_records_its_precision_and_a_resumed_one_keeps_it(tmp_path, monkeypatch) -> None:
+    """The choice goes into the checkpoint; after an interruption the stage is not timed again
+    (a new timing could choose the other precision half-way through the stage)."""
+    import xraygpt_lab.train.contrastive as contrastive
+    import xraygpt_lab.train.precision as precision
+    from xraygpt_lab.train.checkpoint import checkpoint_extra
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)  # the probe runs everywhere
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 1, 32, 32, generator=generator)
+    labels = (torch.rand(8, 3, generator=generator) > 0.5).float()
+    kwargs = dict(steps=4, batch_size=4, lr=1e-3, seed=0, progress=False, label_weight=1.0,
+                  contrastive_weight=0.0, save_every=2, bf16="auto")
+    ckpt = tmp_path / "enc.ckpt.safetensors"
+    real_loss = contrastive.label_loss
+
+    def dying_loss(*args, **kw):
+        if ckpt.is_file():  # step index 2, after the step-2 checkpoint (the timing's calls come first)
+            raise KeyboardInterrupt
+        return real_loss(*args, **kw)
+
+    encoder, text = _tiny_pair()
+    monkeypatch.setattr(contrastive, "label_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoder(encoder, text, images, (REPORTS * 2)[:8], labels, checkpoint=ckpt, **kwargs)
+    monkeypatch.setattr(contrastive, "label_loss", real_loss)
+    chosen = checkpoint_extra(ckpt)["bf16"]  # whichever the timing chose on this machine
+    assert isinstance(chosen, bool)
+
+    def must_not_time(probe, device="cpu", trials=3):
+        raise AssertionError("a resumed stage timed its precision again")
+
+    monkeypatch.setattr(precision, "bf16_is_faster", must_not_time)
+    again = pretrain_encoder(encoder, text, images, (REPORTS * 2)[:8], labels, checkpoint=ckpt, **kwargs)
+    assert again["bf16"] is chosen and again["resumed_from"] == 2
+    fresh = pretrain_encoder(*_tiny_pair(), images, (REPORTS * 2)[:8], labels, **{**kwargs, "bf16": False})
+    assert fresh["bf16"] is False
+
+
 def test_label_loss_needs_labels_and_sane_weights() -> None:
     encoder, text = _tiny_pair()
     images = torch.rand(4, 1, 32, 32)

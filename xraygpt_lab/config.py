@@ -30,8 +30,9 @@ TINY_RECIPE = Recipe(
     data=DataSizes(n_stage1=6000, n_stage2=200, n_eval=100),
     # MedCLIP loss + the token-level label loss (train/label_supervision.py: pooled MIL + per-token
     # targets from the finding masks); ±4 px shifts. bf16 autocast where the CPU has it natively
-    # (AVX-512 BF16 / AMX): encoder stage 185 -> 135 s, same quality (encoder head .823 vs .827,
-    # CE .698 vs .687); float32 elsewhere. 2,400 steps (about 3 min) instead of 1,200: the token
+    # (AVX-512 BF16 / AMX) and a timed step is faster with it (train/precision.py): on an AMD EPYC
+    # encoder stage 185 -> 135 s, same quality (encoder head .823 vs .827, CE .698 vs .687); on an
+    # Intel Xeon with AVX-512 BF16 but no usable AMX a step took a fifth longer; float32 elsewhere. 2,400 steps (about 3 min) instead of 1,200: the token
     # head's lung-lesion F1 0.00-0.31 -> 0.51-0.59. Films with a lung lesion (one in ten) are shown
     # three times an epoch, at no cost in time: nodule F1 of the reports 0.56 -> 0.64 mean over
     # three trainings x five held-out seeds, CE the same or better, support devices -0.03

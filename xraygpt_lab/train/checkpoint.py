@@ -51,6 +51,19 @@ def checkpoint_progress(path: str | os.PathLike) -> tuple[int, float]:
     return step, seconds
 
 
+def checkpoint_extra(path: str | os.PathLike) -> dict:
+    """The ``extra`` entries a checkpoint was saved with (:func:`save_checkpoint`), read from its
+    header only; ``{}`` when it has none. ``CorruptFileError`` when they are not a JSON object."""
+    _, metadata = read_header(path)
+    try:
+        extra = json.loads(metadata.get("extra", "{}"))
+    except ValueError:
+        extra = None
+    if not isinstance(extra, dict):
+        raise CorruptFileError(path, "records its extra entries in a form that is not a JSON object")
+    return extra
+
+
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     """The optimiser's per-parameter state as ``optim.<index>.<key>`` tensors, and its param
     groups as JSON (for safetensors metadata)."""

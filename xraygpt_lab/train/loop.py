@@ -92,7 +92,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
                 stop_after: int | None = None, progress: bool = True,
                 gradient_checkpointing: bool | None = None, bf16: bool | None = None,
                 after_step: Callable[[], None] | None = None,
-                on_step: Callable[[str, dict], None] | None = None) -> StageResult:
+                on_step: Callable[[str, dict], None] | None = None,
+                extra: dict | None = None) -> StageResult:
     """Train ``model``'s trainable parameters for ``stage.steps`` optimiser steps.
 
     ``model(**make_batch(step, rng))`` must return an object with ``.loss``. When ``checkpoint``
@@ -105,7 +106,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
     When the model's output carries ``parts`` (a dict of named loss parts, floats or None), each
     history row records them. ``after_step`` runs after every optimiser step (e.g. a clamp);
     ``on_step(stage name, history row)`` after each row is recorded (e.g. a live loss plot,
-    ``widgets.live.LiveCurves``).
+    ``widgets.live.LiveCurves``). ``extra``: JSON-serialisable entries saved with each checkpoint
+    (``train.checkpoint.checkpoint_extra`` reads them back, e.g. the precision a stage chose).
     """
     from tqdm.auto import tqdm
 
@@ -167,7 +169,8 @@ def train_stage(model: nn.Module, stage: StageConfig, make_batch: Callable[[int,
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(checkpoint, raw, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                                    scheduler, step, history, seconds=before + time.perf_counter() - start_time)
+                                    scheduler, step, history, extra=extra,
+                                    seconds=before + time.perf_counter() - start_time)
     finally:
         bar.close()
         raw.eval()
