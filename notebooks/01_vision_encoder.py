@@ -29,7 +29,7 @@
 #    **zero-shot** with prompt ensembles, and retrieve reports from images.
 #
 # We use the `tiny` profile: 128 px images, 8 px patches, 3 stages, a 4 × 4 token grid of width
-# 128. Runs on a CPU in about a minute (the first time, plus about 5½ minutes to train the tiny
+# 128. Runs on a CPU in about a minute (the first time, plus 5–12 minutes, by CPU, to train the tiny
 # run its second half uses). Two tiny-profile departures from MedCLIP, both shown
 # below: a small **convolutional stem** instead of the linear patch embedding, and **absolute
 # position embeddings** (so a token knows whether it lies on the patient's left or right).

@@ -263,7 +263,7 @@ print("image withheld:", blind[0][:200])
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
-# The timings are those of the machine that trained the run: about 5½ minutes in all on an idle
+# The timings are those of the machine that trained the run: about 5½ minutes in all (11 on a slower CPU) on an idle
 # 2-core machine, longer on a busy or shared one (every stage slows by the same factor).
 
 # %%
