@@ -248,18 +248,15 @@ def _stage_bf16(bf16: bool | str, device: torch.device, checkpoint: str | os.Pat
     """``bf16`` resolved for this stage: a resumed ``"auto"`` stage keeps its checkpoint's choice;
     otherwise :func:`~xraygpt_lab.train.precision.resolve_bf16` times one step's forward and
     backward pass (the first batch) both ways."""
-    if bf16 == "auto" and checkpoint is not None and os.path.isfile(checkpoint):
+    if bf16 != "auto":
+        return resolve_bf16(bf16, device)
+    if checkpoint is not None and os.path.isfile(checkpoint):
         recorded = checkpoint_extra(checkpoint).get("bf16")
         if isinstance(recorded, bool):
             return recorded
-
-    batches: list[dict] = []  # built on the first (warm-up) call
+    batch = make_batch(0, random.Random(0))  # on the CPU, the only device the step is timed on
 
     def probe() -> None:
-        if not batches:
-            batches.append({k: v.to(device) if isinstance(v, torch.Tensor) else v
-                            for k, v in make_batch(0, random.Random(0)).items()})
-        batch = batches[0]
         model.train()
         model(**batch).loss.backward()
         model.zero_grad(set_to_none=True)
