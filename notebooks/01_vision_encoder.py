@@ -29,7 +29,7 @@
 #    **zero-shot** with prompt ensembles, and retrieve reports from images.
 #
 # We use the `tiny` profile: 128 px images, 8 px patches, 3 stages, a 4 × 4 token grid of width
-# 128. Runs on a CPU in about a minute (the first time, plus 5–12 minutes, by CPU, to train the tiny
+# 128. Runs on a CPU in about a minute (the first time, plus 5–13 minutes, by CPU, to train the tiny
 # run its second half uses). Two tiny-profile departures from MedCLIP, both shown
 # below: a small **convolutional stem** instead of the linear patch embedding, and **absolute
 # position embeddings** (so a token knows whether it lies on the patient's left or right).
@@ -287,8 +287,8 @@ for part in ("loss_labels", "loss_contrastive"):
 # The **MedCLIP part** starts at chance, ln 48 ≈ 3.87 — the loss of a model that cannot tell which
 # of the 48 reports in the batch belongs to which image — and stays at or a little below it in
 # these 110 steps: matching whole reports is the harder task, and 110 steps are a demonstration. The walkthrough
-# trains this recipe for 2,400 steps on 6,000 studies, showing each film with a lung lesion three
-# times an epoch (about 3 of its 5½ minutes on an idle 2-core machine; `xraygpt-lab walkthrough`), and its history shows the
+# trains this recipe for 2,800 steps on 6,000 studies, showing each film with a lung lesion three
+# times an epoch (about two thirds of its 5–13 minutes on an idle 2-core machine, by CPU; `xraygpt-lab walkthrough`), and its history shows the
 # MedCLIP part leaving chance (next cell). From here on we use that encoder and its text encoder
 # (the tiny run is trained first if it is absent).
 
@@ -361,7 +361,7 @@ print("weakest after training:", ", ".join(f"{c} {v:.2f}" for v, c in weakest))
 # sentences and a few negative ones; an image is "positive" if it is closer to the positive
 # set. This only works for phrasings the text encoder has learned — our text encoder has read
 # only the synthetic world's reports, so we use that world's wording. Even so it can fail: in the run shown
-# here Edema scores 0.62, not far above chance (0.5), although the linear probe of section 7
+# here Edema scores 0.54, at chance (0.5), although the linear probe of section 7
 # reads edema almost perfectly.
 
 # %%

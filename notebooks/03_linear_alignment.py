@@ -218,8 +218,8 @@ for start, losses in curves.items():
 assert np.mean(curves["random"][-10:]) < np.mean(curves["random"][:5])  # alignment happened
 
 # %% [markdown]
-# From XrayGPT's random start the loss falls toward the concept start's curve (0.44 → 0.30 against
-# 0.26 → 0.24 nats per token) without reaching it in these 100 steps: that fall is the alignment,
+# From XrayGPT's random start the loss falls toward the concept start's curve (0.42 → 0.29 against
+# 0.26 → 0.23 nats per token) without reaching it in these 100 steps: that fall is the alignment,
 # the linear layer learning to say in the LLM's own embedding space what the encoder saw. The two
 # curves start about two tenths of a nat per token apart and end a few hundredths apart, because most answer
 # tokens ("The heart is normal in size") follow from the words before them; the image decides the
@@ -250,7 +250,7 @@ print("image withheld:", blind[0][:200])
 # **Read the reports as a radiologist would.** Compare what the labeler reads in each generated
 # report with the true labels: a finding the film does not have is *invented*, a true one left out
 # is *missed*. Above, the model finds the second film's right-sided lesion but calls a 4.8 cm
-# mass in the upper lung a 28 mm nodule in the middle lung, and the first report names two of
+# mass in the upper lung a 21 mm nodule in the middle lung, and the first report names two of
 # the film's three devices, not the central line. The few-minute model's typical mistakes are
 # these — a nodule or mass left out or mis-sized, a finding on a film without one, the right finding on the wrong side. A report that asserts and denies the same
 # finding would be printed above (`eval.consistency.contradictions`); the training summaries state
@@ -263,8 +263,8 @@ print("image withheld:", blind[0][:200])
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
-# The timings are those of the machine that trained the run: about 5½ minutes in all (11 on a slower CPU) on an idle
-# 2-core machine, longer on a busy or shared one (every stage slows by the same factor).
+# The timings are those of the machine that trained the run: 5–6 minutes in all on a fast idle 2-core
+# machine, about 13 on the slower one that trained the run shown here, longer on a busy or shared one (every stage slows by the same factor).
 
 # %%
 metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -307,27 +307,27 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (the committed outputs: the tiny run of seed 0 on the current films; yours will
-# differ by a few points): model 0.88 · encoder head 0.91 · oracle concepts 0.91. The gap to 0.90
-# lies mostly between the encoder and the LLM:
-# 1. **The encoder** (0.91): after the walkthrough's 2,400 steps support devices are only partly
-#    in the tokens (head F1 0.70), and so are consolidation (0.80) and nodules and masses (0.82);
-#    the rest read 0.92–1.00. Nothing downstream can add what the tokens lack.
-# 2. **The projection** (0.91 → 0.88), now the main gap: pneumothorax and edema are fully in the
-#    tokens (head 1.00 and 1.00) but the linear map into the frozen LLM passes them on less
-#    reliably (0.79 and 0.93); lesions fall from 0.82 to 0.78 and support devices from 0.70 to
-#    0.67, while consolidation keeps what the tokens carry (0.80 → 0.80). Fractures and atelectasis
-#    come out above the head (0.95 → 1.00, 0.93 → 0.96): there the head under-reads what the
-#    tokens carry. This is the part an MLP projector or LoRA on the LLM could recover.
-# 3. **The LLM** (0.91 with the true concepts, above the bar): given the right slot it writes the
+# differ by a few points): model 0.89 · encoder head 0.94 · oracle concepts 0.95. The model sits
+# just below 0.90, and the gap lies between the encoder and the LLM:
+# 1. **The encoder** (0.94): after the walkthrough's 2,800 steps consolidation (head F1 0.80) and
+#    nodules and masses (0.82) are the findings least in the tokens, then support devices (0.90);
+#    the rest read 0.93–1.00. Nothing downstream can add what the tokens lack.
+# 2. **The projection** (0.94 → 0.89), the main gap: fractures and pneumothorax are (nearly) fully
+#    in the tokens (head 1.00 and 0.97) but the linear map into the frozen LLM passes them on less
+#    reliably (0.82 and 0.85), and consolidation falls from 0.80 to 0.67. Lesions, support devices
+#    and atelectasis come out above the head (0.82 → 0.88, 0.90 → 0.93, 0.93 → 0.96): there the
+#    head under-reads what the tokens carry. This is the part an MLP projector or LoRA on the LLM
+#    could recover.
+# 3. **The LLM** (0.95 with the true concepts, above the bar): given the right slot it writes the
 #    right report; it only sometimes leaves out one finding of several that its slot names.
 #
 # ## 8. What forty minutes more of training buys: your run beside the reference
 # Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
-# walkthrough gives the encoder 2,400 steps and the LLM 1,200 (§6 prints the seconds each took). The **reference run** shipped with
+# walkthrough gives the encoder 2,800 steps and the LLM 1,200 (§6 prints the seconds each took). The **reference run** shipped with
 # the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the same recipe — XrayGPT's
 # frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`: the same
 # stage-1 data, each film shown once an epoch (the default shows films with a lung lesion three
-# times), 8 × the encoder steps, 3 × the LLM steps and 4 × the stage-1 steps, half of which
+# times), 7 × the encoder steps, 3 × the LLM steps and 4 × the stage-1 steps, half of which
 # ask one of the image's yes/no questions instead of its report, as do half of its stage 2's, at
 # the alignment rates it was trained with (stage 1 3e-3 → 6e-4, stage 2 3e-4 → 1e-4;
 # `config.TINY_LONG`; about 45 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
@@ -395,8 +395,8 @@ if side:
 # train it live; the reference is what the same recipe reaches with more time. Both example films
 # also show what is left: nodules remain the reference's weakest finding on larger test sets, and
 # it can still miss one, as on the first film. On these two films your run writes the same
-# findings as the reference: it misses the nodule on the first film too, and on the second it names
-# the devices and the edema.
+# findings as the reference: both miss the nodule of each film, and on the second both name the
+# devices, the edema and a small left pleural effusion.
 
 # %% [markdown]
 # ## Honest caveats

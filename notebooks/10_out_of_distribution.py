@@ -121,9 +121,9 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# real film gets severe pulmonary edema, the MR slice an endotracheal tube and a pacemaker, the CT
-# slice a 3.5 cm mass in the right lower lung, and the photograph a 28 mm nodule in the right
-# middle lung. Nothing in the model can answer "this is not
+# real film, the CT slice and the MR slice each get an endotracheal tube 4 cm above the carina
+# (the two slices a pacemaker too), and the photograph a small right pleural effusion. Nothing in
+# the model can answer "this is not
 # a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.
 # A softmax probability does not help either: the report's words are likely *given* the prompt,
@@ -135,7 +135,7 @@ plt.show()
 # the encoder (the patch embedding, then each Swin stage) we mean-pool the tokens to a vector
 # `f_l` of width `d_l` (32, 64, 128, 128 here), and fit a Gaussian `N(μ_l, Σ_l)` to 300 synthetic
 # films. An image's score is the squared **Mahalanobis distance**, divided by `d_l` so that the
-# levels are comparable (held-out films score about 0.15–1.2 here), averaged over the levels (Lee
+# levels are comparable (held-out films score about 0.15–1.0 here), averaged over the levels (Lee
 # et al., NeurIPS 2018):
 #
 # `score = mean_l (f_l − μ_l)ᵀ Σ_l⁻¹ (f_l − μ_l) / d_l`
@@ -196,8 +196,8 @@ for name, values in scores.items():
 # %% [markdown]
 # **What the figure shows.** The horizontal axis is the feature score on a log scale, shared by
 # both panels; the dashed line is the run's threshold. Top: a histogram of the 200 held-out
-# synthetic films (films per bin); they lie between about 0.15 and 1.2: 197 of the 200 below
-# the threshold and 3 just above it, false alarms on films from the model's own world (the
+# synthetic films (films per bin); they lie between about 0.15 and 1.0: 198 of the 200 below
+# the threshold and 2 just above it, false alarms on films from the model's own world (the
 # threshold is set so that about 1 in 200 lies above). Bottom: one dot per image
 # of the other groups, one row per group (the number of images in brackets). Every one lies far
 # to the right of the line: the real chest CR and its edited copies, the CT and MR slices, the

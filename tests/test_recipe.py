@@ -61,9 +61,9 @@ def _same(flat: dict, old: dict) -> None:
 CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
                  # ... and stage 2 starts below stage 1's end (1e-4 instead of 1e-3; --long: 3e-4)
                  "stage2_lr": 1e-4, "stage2_min_lr": 3e-5,
-                 # ... and the 6-minute recipe trains its encoder and LLM twice as long and stage 1 four
+                 # ... and the 6-minute recipe trains its encoder 7/3 and its LLM twice as long and stage 1 four
                  # times as long at a third of the rate (--long keeps 3e-3 -> 6e-4)
-                 "encoder_steps": 2400, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4,
+                 "encoder_steps": 2800, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4,
                  # ... on the --long recipe's 6,000 stage-1 studies instead of 3,000, and shows the
                  # encoder each film with a lung lesion three times an epoch
                  "n_stage1": 6000, "encoder_lesion_repeats": 2}
