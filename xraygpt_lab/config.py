@@ -34,7 +34,7 @@ TINY_RECIPE = Recipe(
     # encoder stage 185 -> 135 s, same quality (encoder head .823 vs .827, CE .698 vs .687); on an
     # Intel Xeon with AVX-512 BF16 but no usable AMX a step took a fifth longer; float32 elsewhere.
     # 2,800 steps: 1,200 -> 2,400 raised the token head's lung-lesion F1 0.00-0.31 -> 0.51-0.59;
-    # 2,400 -> 2,800 (about 30-40 s more) the reports' nodule F1 0.61 -> 0.68 mean and 0.45 -> 0.53
+    # 2,400 -> 2,800 (a sixth more encoder time) the reports' nodule F1 0.61 -> 0.68 mean and 0.45 -> 0.53
     # worst, CE 0.888 -> 0.904 mean (three trainings x five held-out seeds). Films with a lung lesion
     # (one in ten) are shown three times an epoch, at no cost in time: nodule F1 0.56 -> 0.64
     # (docs/design-notes.md, "The 6-minute recipe")
