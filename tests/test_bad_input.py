@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -357,6 +358,85 @@ def test_a_missing_decoder_is_named_apart_from_a_damaged_file(tmp_path, monkeypa
     monkeypatch.undo()
     with pytest.raises(ImageLoadError, match="truncated or corrupt DICOM pixel data") as info:
         load_image(_testdata("JPEG-lossy.dcm"))  # pydicom's known-broken JPEG stream
+    assert info.value.reason == dicom.CORRUPT
+
+
+def _with_element(name: str, tmp_path: Path, keyword: str, vr: str, value) -> Path:
+    """A copy of pydicom's test file ``name`` whose ``keyword`` holds ``value`` as written (valid or not)."""
+    import pydicom
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(_testdata(name))
+    tag = tag_for_keyword(keyword)
+    raw = value.encode() + b" " * (len(value) % 2)  # written as bytes: pydicom refuses to build invalid values
+    ds[tag] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)
+    path = tmp_path / f"{keyword}.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid values this test writes
+        ds.save_as(path, enforce_file_format=False)
+    return path
+
+
+def test_damaged_dicom_headers_name_the_field_and_an_unusable_window_shows_the_full_range(tmp_path):
+    import pydicom
+
+    from xraygpt_lab.data.readers import dicom
+    from xraygpt_lab.data.readers.images import load_image
+
+    for keyword, vr, value in (("NumberOfFrames", "IS", "1A"), ("Columns", "IS", "abc"),
+                               ("RescaleSlope", "DS", "1\\2"), ("RescaleIntercept", "DS", "nan")):
+        with pytest.raises(ImageLoadError, match=keyword) as info:
+            load_image(_with_element("CT_small.dcm", tmp_path, keyword, vr, value))
+        assert info.value.reason == dicom.CORRUPT and "\n" not in str(info.value)
+    # an empty rescale is the identity; a window of width 0 or an empty one is ignored (full range)
+    plain = load_image(_testdata("CT_small.dcm"))
+    np.testing.assert_array_equal(load_image(_with_element("CT_small.dcm", tmp_path, "RescaleSlope", "DS", "")), plain)
+    ds = pydicom.dcmread(_testdata("MR_small.dcm"))
+    del ds.WindowCenter, ds.WindowWidth
+    ds.save_as(tmp_path / "no_window.dcm")
+    full_range = load_image(tmp_path / "no_window.dcm")
+    assert not np.array_equal(full_range, load_image(_testdata("MR_small.dcm")))  # the window does matter
+    for value in ("0", "-5.5", ""):
+        np.testing.assert_array_equal(load_image(_with_element("MR_small.dcm", tmp_path, "WindowWidth", "DS", value)),
+                                      full_range, err_msg=value)
+    # a file meta naming a UID that is not a transfer syntax
+    data = _testdata("CT_small.dcm").read_bytes()
+    explicit_le = b"1.2.840.10008.1.2.1\x00"
+    assert data.count(explicit_le) == 1  # pydicom writes no such UID; patch the bytes (same length)
+    (tmp_path / "not_a_syntax.dcm").write_bytes(data.replace(explicit_le, b"1.2.840.10008.5.1.4\x00"))
+    with pytest.raises(ImageLoadError, match="unknown transfer syntax"):
+        load_image(tmp_path / "not_a_syntax.dcm")
+
+
+def test_damaged_rle_data_is_a_corrupt_file_not_a_decoder_panic(tmp_path, capfd):
+    """pylibjpeg-rle aborts with a Rust panic (pyo3's PanicException, not an ``Exception``) on a
+    run that overflows its segment; the reader decodes RLE with pydicom's decoder instead, which
+    decodes what it can (with a warning) or raises."""
+    import pydicom
+    from pydicom.encaps import encapsulate, get_frame
+
+    from xraygpt_lab.data.readers import dicom
+    from xraygpt_lab.data.readers.images import load_image
+
+    ds = pydicom.dcmread(_testdata("MR_small_RLE.dcm"))
+    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
+    frame[64] = 0x81  # the first segment opens with "repeat the next byte 128 times": it overflows
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(tmp_path / "overflow.dcm")
+    try:
+        image = load_image(tmp_path / "overflow.dcm")
+        assert image.shape == (64, 64) and np.isfinite(image).all()
+    except ImageLoadError as error:
+        assert error.reason == dicom.CORRUPT and "truncated or corrupt DICOM pixel data" in str(error)
+    assert "panicked" not in capfd.readouterr().err
+    # the same damage in a file that never reaches the decoder: the segment table points past the frame
+    frame[4:8] = (10**6).to_bytes(4, "little")
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(tmp_path / "offset.dcm")
+    with pytest.raises(ImageLoadError, match="truncated or corrupt DICOM pixel data") as info:
+        load_image(tmp_path / "offset.dcm")
     assert info.value.reason == dicom.CORRUPT
 
 

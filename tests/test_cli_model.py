@@ -60,6 +60,27 @@ def test_describe_json_prints_one_object_per_image_with_the_check(run_dir, image
         assert row["in_distribution"] == (row["ood_score"] <= row["ood_threshold"] and not row["ood_reasons"])
 
 
+def test_describe_skips_unreadable_images_names_them_and_describes_the_rest(run_dir, images, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    args = ["describe", "--run", str(run_dir), "--max-new-tokens", "4"]
+    assert main([*args, str(images[0]), str(bad), str(images[1]), str(empty)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(images[0])) and lines[1].startswith(str(images[1]))
+    skipped = [line for line in captured.err.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 2 and "bad.png" in skipped[0] and "empty.dcm" in skipped[1]
+    assert main([*args, "--json", str(bad), str(images[0])]) == 2
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert rows[0] == {"image": str(bad), "error": rows[0]["error"]} and "not an image" in rows[0]["error"]
+    assert rows[1]["image"] == str(images[0]) and isinstance(rows[1]["report"], str)
+    assert main([*args, str(bad), str(empty)]) == 2  # nothing readable: an error, and the model never loads
+    err = capsys.readouterr().err
+    assert "none of the 2 images could be read" in err and err.count("skipped: ") == 2
+
+
 def test_chat_reads_piped_stdin(run_dir, images, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("What do you see?\n/reset\nIs it normal?\n/quit\nnever asked\n"))
     assert main(["chat", "--run", str(run_dir), "--image", str(images[0]), "--max-new-tokens", "4"]) == 0

@@ -50,6 +50,17 @@ def test_jpeg(tmp_path):
     assert np.abs(load_image(tmp_path / "a.jpg") - 200 / 255).max() < 0.02
 
 
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((60, 40), dtype=np.uint8)  # [H, W]: tall, a white band at the top
+    pixels[:10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", quality=95, exif=exif)
+    image = load_image(tmp_path / "rotated.jpg")
+    assert image.shape == (40, 60)  # shown wide, as a viewer shows it
+    assert image[:, -10:].mean() > 0.9 and image[:, :-12].mean() < 0.1  # the band is now on the right
+
+
 def _ramp16(bits: int = 12) -> np.ndarray:
     return np.linspace(0, 2**bits - 1, 64).reshape(8, 8).astype(np.uint16)  # [8, 8]
 

@@ -11,7 +11,11 @@
   JPEG Lossless (process 14), JPEG-LS and RLE through ``pylibjpeg`` + ``pylibjpeg-libjpeg`` /
   ``pylibjpeg-rle``, JPEG 2000 through ``pylibjpeg-openjpeg`` (dependencies of the toolkit). A
   syntax with no decoder installed raises "no decoder for transfer syntax X; install Y", distinct
-  from a damaged file ("truncated or corrupt DICOM pixel data").
+  from a damaged file ("truncated or corrupt DICOM pixel data"). RLE is decoded by pydicom's own
+  decoder: ``pylibjpeg-rle`` is ten times faster but aborts with a Rust panic on damaged data.
+* Header values are checked before they are used: a size, frame count or bit depth that is not a
+  number is a corrupt file (the error names the field); an unusable window (empty, not a number,
+  width < 1) is ignored and the full range of values shown, as viewers do.
 
 Every failure raises :class:`xraygpt_lab.errors.ImageLoadError` with a ``reason`` category.
 """
@@ -93,6 +97,40 @@ def _install_hint(syntax_name: str) -> str:
     return "python-gdcm"
 
 
+def header_number(path: Path, ds, keyword: str, default: float | None, *, integer: bool = True,
+                  first: bool = False) -> float | None:
+    """The number in header field ``keyword``, ``default`` when it is absent or empty.
+
+    ``first`` takes the first of several values (Window Center/Width may list alternatives,
+    PS3.3 C.11.2.1.2); otherwise a multi-valued field is corrupt. Raises :class:`ImageLoadError`
+    naming the field when the value is not a finite number (or not a whole one for ``integer``).
+    """
+    from pydicom.multival import MultiValue
+
+    try:
+        value = ds.get(keyword)
+    except Exception as exc:  # pydicom converts the raw value on access and may fail there
+        raise ImageLoadError(f"{path}: DICOM header field {keyword} is unreadable ({_first_line(exc)})",
+                             CORRUPT) from exc
+    if isinstance(value, (MultiValue, list, tuple)):
+        if len(value) == 0:
+            return default
+        if len(value) > 1 and not first:
+            raise ImageLoadError(f"{path}: DICOM header field {keyword} holds {len(value)} values, expected one",
+                                 CORRUPT)
+        value = value[0]
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or (integer and number != int(number)):
+        raise ImageLoadError(f"{path}: DICOM header field {keyword} has the unusable value {str(value)[:40]!r}",
+                             CORRUPT)
+    return int(number) if integer else number
+
+
 def check_header(path: Path, ds, max_pixels: int) -> None:
     """Refuse, without decoding, a DICOM that cannot become a radiograph (reason in the error)."""
     from pydicom.pixels import get_decoder
@@ -104,30 +142,37 @@ def check_header(path: Path, ds, max_pixels: int) -> None:
         raise ImageLoadError(
             f"{path}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
             "radiographs must be MONOCHROME1, MONOCHROME2, RGB/YBR or PALETTE COLOR", UNSUPPORTED)
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    rows, cols = header_number(path, ds, "Rows", 0), header_number(path, ds, "Columns", 0)
     if rows < 1 or cols < 1:
         raise ImageLoadError(f"{path}: DICOM header gives no image size (Rows {rows}, Columns {cols})", CORRUPT)
     if rows * cols > max_pixels:
         raise ImageLoadError(f"{path}: {cols}x{rows} = {rows * cols} pixels exceeds the limit of {max_pixels} "
                              "(possible decompression bomb)", TOO_LARGE)
+    frames = header_number(path, ds, "NumberOfFrames", 1)
+    samples = header_number(path, ds, "SamplesPerPixel", 1)
+    bits = header_number(path, ds, "BitsAllocated", 8)
+    for keyword, value in (("NumberOfFrames", frames), ("SamplesPerPixel", samples), ("BitsAllocated", bits)):
+        if value < 1:
+            raise ImageLoadError(f"{path}: DICOM header field {keyword} is {value}, expected at least 1", CORRUPT)
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
+    try:
+        compressed = syntax is not None and syntax.is_compressed
+    except ValueError:  # a UID that is not a transfer syntax (pydicom: "UID is not a transfer syntax")
+        raise ImageLoadError(f"{path}: unknown transfer syntax {str(syntax)[:64]!r} in the file meta", CORRUPT) from None
+    if compressed:
         name = f"{syntax.name} ({syntax})"
         try:
             decoder = get_decoder(syntax)
         except NotImplementedError:  # no pydicom plugin exists for it
             raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install GDCM (its gdcmconv --raw) "
                                  "and convert the file to an uncompressed DICOM", NO_DECODER) from None
-        bits = int(ds.get("BitsAllocated", 8) or 8)
         plugins = set(decoder.available_plugins)
         if not plugins or (plugins == {"pillow"} and bits > 8):  # Pillow decodes 8-bit JPEG only
             raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install "
                                  f"{_install_hint(syntax.name)}", NO_DECODER)
     else:
         raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1) or 1) \
-            * int(ds.get("BitsAllocated", 8) or 8) // 8
+        expected = rows * cols * frames * samples * bits // 8
         length = getattr(raw, "length", None)
         tell = getattr(raw, "value_tell", None)
         if length is not None and tell is not None and (tell + length > path.stat().st_size or length < expected):
@@ -137,28 +182,36 @@ def check_header(path: Path, ds, max_pixels: int) -> None:
 
 def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
     """Float ``[H, W]`` in ``[0, 1]`` (bone white) from a DICOM file; see the module docstring."""
+    from pydicom.uid import RLELossless
+
     ds = read_header(path)
     check_header(path, ds, max_pixels)
+    if getattr(ds.file_meta, "TransferSyntaxUID", None) == RLELossless:
+        ds.pixel_array_options(decoding_plugin="pydicom")  # pylibjpeg-rle panics on damaged data
     try:
         stored = ds.pixel_array
-    except Exception as exc:  # the decoder's own words, first line: "Unable to decode …"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the decoder's own words, first line: "Unable to decode …"; Rust
+        # decoders raise pyo3's PanicException, which is not an Exception
         detail = _first_line(exc).rstrip(":")
         raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({detail})", CORRUPT) from exc
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:  # multi-frame: first frame
+    if header_number(path, ds, "NumberOfFrames", 1) > 1:  # multi-frame: first frame
         stored = stored[0]
     if photometric == PALETTE:  # indices into the red/green/blue tables (PS3.3 C.7.6.3.1.5)
         stored, top = _palette_rgb(path, ds, stored)
     else:
-        top = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
+        stored_bits = header_number(path, ds, "BitsStored", None)
+        allocated = header_number(path, ds, "BitsAllocated", 8)
+        top = float(2 ** (stored_bits if stored_bits and 1 <= stored_bits <= allocated else allocated) - 1)
     if photometric in COLOUR | {PALETTE}:  # pixel_array gives RGB for YBR too: ITU-R 601-2 luma, as Pillow's "L"
         if stored.ndim != 3 or stored.shape[-1] != 3:
             raise ImageLoadError(f"{path}: expected an RGB image, got pixel array of shape {stored.shape}", CORRUPT)
         return (stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / top).astype(np.float32)
     if stored.ndim != 2:
         raise ImageLoadError(f"{path}: expected a 2-D image, got pixel array of shape {stored.shape}", CORRUPT)
-    return _grey_values(ds, stored, photometric)
+    return _grey_values(path, ds, stored, photometric)
 
 
 def _first_line(exc: Exception) -> str:
@@ -179,17 +232,29 @@ def _palette_rgb(path: Path, ds, stored: np.ndarray) -> tuple[np.ndarray, float]
     return rgb, float(2 ** (16 if bits > 8 else 8) - 1)
 
 
-def _grey_values(ds, stored: np.ndarray, photometric: str) -> np.ndarray:
+def _grey_values(path: Path, ds, stored: np.ndarray, photometric: str) -> np.ndarray:
+    """Grey values in [0, 1]: modality LUT, then the VOI LUT or window (PS3.3 C.11.1, C.11.2)."""
     from pydicom.pixels import apply_modality_lut, apply_voi
 
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)  # rescale slope/intercept
+    if "ModalityLUTSequence" in ds:
+        try:
+            values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        except Exception as exc:
+            raise ImageLoadError(f"{path}: unusable Modality LUT Sequence ({_first_line(exc)})", CORRUPT) from exc
+    else:  # Rescale Slope / Intercept (PS3.3 C.11.1.1.2)
+        slope = header_number(path, ds, "RescaleSlope", 1.0, integer=False)
+        intercept = header_number(path, ds, "RescaleIntercept", 0.0, integer=False)
+        values = stored.astype(np.float64) * slope + intercept
     voi_sequence = ds.get("VOILUTSequence")
+    center, width = _window(path, ds)
     if voi_sequence:
-        lut_bits = int(voi_sequence[0].LUTDescriptor[2])
-        values = apply_voi(values.astype(np.int64), ds).astype(np.float64) / (2**lut_bits - 1)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        values = window(values, _first(ds.WindowCenter), _first(ds.WindowWidth),
-                        str(ds.get("VOILUTFunction", "LINEAR")).upper())
+        try:
+            lut_bits = int(voi_sequence[0].LUTDescriptor[2])
+            values = apply_voi(values.astype(np.int64), ds).astype(np.float64) / (2**lut_bits - 1)
+        except Exception as exc:  # missing or inconsistent table
+            raise ImageLoadError(f"{path}: unusable VOI LUT Sequence ({_first_line(exc)})", CORRUPT) from exc
+    elif center is not None and width is not None:
+        values = window(values, center, width, str(ds.get("VOILUTFunction", "LINEAR")).strip().upper())
     else:
         values = min_max(values)
     if photometric == "MONOCHROME1":  # high values are dark: invert so bone is white
@@ -204,12 +269,17 @@ def min_max(values: np.ndarray) -> np.ndarray:
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
-def _first(value) -> float:
-    """Window Center/Width may be multi-valued (alternative views): take the first."""
+def _window(path: Path, ds) -> tuple[float | None, float | None]:
+    """The first Window Center and Width (the header may list alternative views), or ``None``
+    for both when either is absent or unusable (not a number, width < 1): the full range is shown."""
     try:
-        return float(value[0])
-    except TypeError:
-        return float(value)
+        center = header_number(path, ds, "WindowCenter", None, integer=False, first=True)
+        width = header_number(path, ds, "WindowWidth", None, integer=False, first=True)
+    except ImageLoadError:
+        return None, None
+    if center is None or width is None or width < 1:
+        return None, None
+    return center, width
 
 
 def window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:

@@ -4,7 +4,8 @@ Contract (docs/CONTRIBUTING.md): an image in memory is ``np.ndarray`` float32 ``
 ``[0, 1]`` with 0 = black (air) and 1 = white (bone), whatever the file stored.
 
 * PNG / JPEG / other Pillow formats: 8- or 16-bit, modes L, I;16, I, F, RGB, RGBA, LA, P, CMYK
-  are reduced to one grey channel (ITU-R 601-2 luma for colour, alpha composited over black).
+  are reduced to one grey channel (ITU-R 601-2 luma for colour, alpha composited over black);
+  an EXIF orientation is applied, as image viewers do.
 * DICOM (pydicom, compressed ones too): :mod:`xraygpt_lab.data.readers.dicom` (modality and VOI
   LUTs, MONOCHROME1 inverted so that bone is always white).
 
@@ -56,7 +57,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
 
 
 def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     pillow_size(path, max_pixels)  # not an image, decompression bomb: refused from the header
     try:
@@ -65,7 +66,8 @@ def _load_pillow(path: Path, max_pixels: int) -> np.ndarray:
             with Image.open(path) as im:
                 im.seek(0)  # first frame of animated / multi-page files
                 im.load()
-                return _pillow_to_gray(im)
+                # the EXIF orientation (a phone's or a scanner's JPEG), applied as every viewer does
+                return _pillow_to_gray(ImageOps.exif_transpose(im))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{path}: truncated or corrupt image data ({exc})", CORRUPT) from exc
 
