@@ -585,6 +585,15 @@ def test_unexpected_errors_are_one_line_with_a_hint_and_debug_shows_the_tracebac
     assert code == 1 and "Traceback" in err
 
 
+def test_label_input_that_is_a_folder_or_not_utf8_names_the_problem(tmp_path, capsys):
+    code, _, err = run_cli(["label", "--in", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder; --in takes a JSONL file" in one_line(err)
+    latin1 = tmp_path / "reports.jsonl"
+    latin1.write_bytes(b'{"id": 1, "text": "Effusion \xe9panchement."}\n')
+    code, _, err = run_cli(["label", "--in", str(latin1)], capsys)
+    assert code == 2 and "reports.jsonl: not UTF-8 text" in one_line(err)
+
+
 @pytest.mark.parametrize("args", [
     ["describe", "--run", "/no/such/run", "/no/such/image.png"],
     ["chat", "--image", "/etc/hostname", "--run", "/no/such/run"],

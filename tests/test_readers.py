@@ -102,6 +102,50 @@ def test_mimic_tree(tmp_path):
     assert d1.summary.endswith("Small left pleural effusion.")
 
 
+def test_mimic_damaged_tables_are_one_line_errors_and_bad_label_rows_are_counted(tmp_path):
+    import gzip
+
+    root = write_mimic_tree(tmp_path / "mimic")
+    metadata = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    good = metadata.read_bytes()
+    for name, damaged, reason in (("truncated", good[: len(good) // 2], "not a readable CSV table"),
+                                  ("not gzip", b"\xff\xfe garbage", "not a readable CSV table"),
+                                  ("no id columns", gzip.compress(b"a,b\n1,2\n"), "dicom_id, subject_id, study_id")):
+        metadata.write_bytes(damaged)
+        with pytest.raises(XrayGPTLabError, match=reason) as info:
+            open_dataset(root)
+        assert str(metadata) in str(info.value) and "\n" not in str(info.value), name
+    metadata.write_bytes(good)
+    chexpert = root / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    rows = gzip.decompress(chexpert.read_bytes()).decode().replace(",0.0,1.0,", ",0.0,2.0,")  # 2: not a label
+    chexpert.write_bytes(gzip.compress(rows.encode()))
+    dataset = open_dataset(root)
+    # both images of study 50414267 are skipped for its bad row; d3 and d4 as in test_mimic_tree
+    assert [r.image_id for r in dataset.records] == []
+    assert dataset.skipped == {"malformed labels": 2, "missing report": 1, "missing image": 1, "malformed entry": 1}
+
+
+def test_damaged_openi_archive_and_xraygpt_tables_are_one_line_errors(tmp_path):
+    archive = write_openi_tgz(tmp_path / "openi" / "NLMCXR_reports.tgz")
+    archive.write_bytes(archive.read_bytes()[:-40])
+    with pytest.raises(XrayGPTLabError, match="not a readable .tgz archive") as info:
+        open_dataset(archive.parent)
+    assert "\n" not in str(info.value)
+    archive.write_bytes(b"\x1f\x8b" + bytes(200))  # a gzip header and nothing valid behind it
+    with pytest.raises(XrayGPTLabError, match=r"not a readable .tgz archive \(gzip: ") as info:
+        open_dataset(archive.parent)
+    assert "\n" not in str(info.value)
+    folder = write_xraygpt_folder(tmp_path / "xg", [{"image_id": "a.png", "caption": CAPTION}], ["a.png"],
+                                  labels_csv="image_id,Edema\na.png,1\n")
+    (folder / "labels.csv").write_bytes(b"image_id,Edema\n\xffa.png,1\n")  # Latin-1, not UTF-8
+    with pytest.raises(XrayGPTLabError, match="labels.csv: not a readable UTF-8 CSV table"):
+        open_dataset(folder)
+    (folder / "labels.csv").unlink()
+    (folder / "reports.jsonl").write_bytes(b'{"image_id": "a.png", "report": "\xe9"}\n')
+    with pytest.raises(XrayGPTLabError, match="reports.jsonl: not UTF-8 text"):
+        open_dataset(folder)
+
+
 def test_mimic_view_filter(tmp_path):
     from xraygpt_lab.data.readers import read_mimic_cxr
 

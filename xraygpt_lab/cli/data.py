@@ -59,7 +59,8 @@ def run_openi_reports(args: argparse.Namespace) -> int:
     from xraygpt_lab.data.text.openi_reports import extract_reports, obtain_openi_reports
 
     if args.tgz is not None and not args.tgz.is_file():
-        raise FileNotFoundError(f"{args.tgz}: no such file")
+        raise FileNotFoundError(f"{args.tgz}: " + ("is a folder, not the .tgz archive" if args.tgz.is_dir()
+                                                   else "no such file"))
     tgz = obtain_openi_reports(args.tgz, allow_download=not args.no_download,
                                timeout=args.timeout)
     written = extract_reports(tgz, args.out)

@@ -22,10 +22,17 @@ def register(subparsers) -> None:
 
 
 def _read_jsonl(path: Path) -> list[tuple[object, str]]:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; --in takes a JSONL file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "--in takes a JSONL file of {\"id\": ..., \"text\": ...} lines") from None
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -16,6 +16,7 @@ from xraygpt_lab.data.readers.common import (
     DUPLICATE_ID,
     EMPTY_REPORT,
     MALFORMED_ENTRY,
+    MALFORMED_LABELS,
     MISSING_IMAGE,
     MISSING_REPORT,
     OUTSIDE,
@@ -27,6 +28,7 @@ from xraygpt_lab.data.readers.common import (
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
+from xraygpt_lab.errors import XrayGPTLabError
 
 PREFIX = "mimic-cxr-2.0.0"
 
@@ -45,10 +47,35 @@ def study_folder(root: Path, subject_id: str, study_id: str) -> Path:
     return root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}"
 
 
-def _read_csv(path: Path) -> list[dict]:
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a (gzipped) CSV table; a damaged file or one without ``columns`` is a one-line error."""
+    import zlib
+
     import pandas as pd
 
-    return pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as exc:  # gzip, UTF-8, CSV
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise XrayGPTLabError(f"{path}: not a readable CSV table ({detail})") from exc
+    missing = [name for name in columns if name not in table.columns]
+    if missing:
+        raise XrayGPTLabError(f"{path}: needs the column(s) {', '.join(missing)} "
+                              f"(found: {', '.join(map(str, table.columns[:8])) or 'none'})")
+    return table.to_dict("records")
+
+
+def _study_labels(rows: list[dict]) -> tuple[dict[tuple[str, str], dict | None], set[tuple[str, str]]]:
+    """``(subject_id, study_id) -> labels`` of the CheXpert table, and the studies whose row has a bad value."""
+    table: dict[tuple[str, str], dict | None] = {}
+    bad: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (str(row["subject_id"]).strip(), str(row["study_id"]).strip())
+        try:
+            table[key] = labels_from_row(row)
+        except ValueError:  # a value other than 1, 0, -1 or blank
+            bad.add(key)
+    return table, bad
 
 
 def _rows_from_tree(root: Path) -> list[dict]:
@@ -66,17 +93,19 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
 
     Skipped and counted: a metadata row with a missing field, a listed image that is not on
     disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
-    dicom id, and — when report files exist at all — a study whose report is
-    missing or empty.
+    dicom id, a study whose CheXpert row holds a value other than 1, 0, -1 or blank, and — when
+    report files exist at all — a study whose report is missing or empty. A damaged CSV table
+    (or one without its id columns) is an error naming the file.
     """
     root = Path(root)
     reports_root = Path(reports_dir) if reports_dir is not None else root
     metadata = find_csv(root, "metadata")
-    rows = _read_csv(metadata) if metadata else _rows_from_tree(root)
+    rows = _read_csv(metadata, ("dicom_id", "subject_id", "study_id")) if metadata else _rows_from_tree(root)
     chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
-    labels = {(r["subject_id"], r["study_id"]): labels_from_row(r)
-              for r in _read_csv(chexpert_csv)} if chexpert_csv else {}
-    splits = {r["dicom_id"]: r["split"] for r in _read_csv(split_csv)} if split_csv else {}
+    labels, bad_labels = (_study_labels(_read_csv(chexpert_csv, ("subject_id", "study_id")))
+                          if chexpert_csv else ({}, set()))
+    splits = ({str(r["dicom_id"]).strip(): r["split"] for r in _read_csv(split_csv, ("dicom_id", "split"))}
+              if split_csv else {})
     has_reports = next((reports_root / "files").glob("p*/p*/s*.txt"), None) is not None
 
     records: list[Record] = []
@@ -102,6 +131,9 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
             continue
         if not image_path.is_file():
             skipped[MISSING_IMAGE] += 1
+            continue
+        if (subject_id, study_id) in bad_labels:
+            skipped[MALFORMED_LABELS] += 1
             continue
         report = None
         if has_reports:

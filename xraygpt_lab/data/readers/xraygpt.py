@@ -78,21 +78,28 @@ def _load_labels(path: Path) -> tuple[dict[str, dict | None], set[str]]:
     """``image_id -> labels`` from ``labels.csv``, and the ids whose row has a bad value."""
     table: dict[str, dict | None] = {}
     bad: set[str] = set()
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "image_id" not in reader.fieldnames:
-            raise XrayGPTLabError(f"{path}: needs an image_id column")
-        for row in reader:
-            try:
-                table[row["image_id"]] = labels_from_row(row)
-            except ValueError:
-                bad.add(row["image_id"])
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or "image_id" not in reader.fieldnames:
+                raise XrayGPTLabError(f"{path}: needs an image_id column")
+            for row in reader:
+                try:
+                    table[row["image_id"]] = labels_from_row(row)
+                except (ValueError, TypeError):  # a bad value, or a short row (None)
+                    bad.add(row["image_id"])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise XrayGPTLabError(f"{path}: not a readable UTF-8 CSV table ({exc})") from exc
     return table, bad
 
 
 def _load_reports(path: Path) -> dict[str, str]:
     reports: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise XrayGPTLabError(f"{path}: not UTF-8 text ({exc})") from exc
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

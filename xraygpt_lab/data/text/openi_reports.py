@@ -109,7 +109,16 @@ def _iter_xml_blobs(source: Path) -> Iterator[tuple[str, bytes]]:
                 if handle is not None:
                     yield member.name, handle.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise OpenIError(f"{source}: not a readable .tgz archive ({exc})") from exc
+        raise OpenIError(f"{source}: not a readable .tgz archive ({_archive_problem(exc)})") from exc
+
+
+def _archive_problem(exc: BaseException) -> str:
+    """One line of a tarfile error: the gzip reader's reason when ``tarfile`` lists every method tried."""
+    lines = [line.strip().lstrip("- ").strip() for line in str(exc).splitlines() if line.strip()]
+    gzip_line = next((line for line in lines if line.startswith("method gz:")), None)
+    if gzip_line is not None:
+        return "gzip: " + gzip_line.removeprefix("method gz:").strip()
+    return lines[0] if lines else type(exc).__name__
 
 
 def read_openi_reports(source: str | os.PathLike) -> tuple[list[OpenIReport], Counter[str]]:
