@@ -30,6 +30,9 @@ def test_keys_are_the_14_chexpert_names():
     ("Cannot exclude a small pneumothorax.", "Pneumothorax", -1),
     ("Atelectasis versus pneumonia.", "Atelectasis", -1),
     ("Atelectasis versus pneumonia.", "Pneumonia", -1),
+    # the opacity is seen; "versus" weighs its causes, after a comma
+    ("Patchy bibasilar opacities, atelectasis versus pneumonia.", "Lung Opacity", 1),
+    ("Patchy bibasilar opacities, atelectasis versus pneumonia.", "Atelectasis", -1),
     ("Findings suspicious for pneumonia.", "Pneumonia", -1),
     ("Heart size is normal.", "Cardiomegaly", 0),
     ("The heart is not enlarged.", "Cardiomegaly", 0),

@@ -205,7 +205,7 @@ _PRE_UNCERTAINTY = re.compile(
 _POST_UNCERTAINTY = re.compile(
     r"^(?:[^.;]{0,30}?\b(?:is|are|remains?|would be)\s+)?(?:\w+\s+)?(?:possible|possibly|"
     r"suspected|questioned|questionable|likely|not excluded|considered|a consideration|"
-    r"suggested|favored|in the differential)\b|^[^.;]{0,25}?\b(?:versus|vs|or less likely|"
+    r"suggested|favored|in the differential)\b|^[^.;,]{0,25}?\b(?:versus|vs|or less likely|"
     r"could be|may be|might be|cannot be excluded|is not excluded)\b|^\s*\?"
 )
 #: Clause boundaries: cues do not cross them.
