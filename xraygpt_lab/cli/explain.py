@@ -156,7 +156,6 @@ def run(args: argparse.Namespace) -> int:
     import torch  # heavy imports here, not at module level: --help stays fast
 
     from xraygpt_lab.data.readers.images import load_image
-    from xraygpt_lab.errors import ImageLoadError
     from xraygpt_lab.interpret.attribution import explain
     from xraygpt_lab.interpret.geometry import map_to_image, model_to_image
     from xraygpt_lab.interpret.phrases import noun_phrase, resolve_phrase
@@ -167,9 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.answer is not None and find_phrase(args.answer, args.phrase) is None and noun_phrase(args.answer, args.phrase) is None:
         raise ValueError(f"--phrase {args.phrase!r} does not occur in --answer")
-    if not args.image.is_file():
-        raise ImageLoadError(f"{args.image}: file does not exist")
-    image = load_image(args.image)  # [H, W]
+    image = load_image(args.image)  # [H, W]; a missing file, a folder or a damaged one: ImageLoadError
     kwargs = _method_kwargs(args)
     hf_logging.disable_progress_bar()  # stdout carries JSON only, stderr one line on error
     model = load_run(args.run, device=args.device)
