@@ -6,7 +6,9 @@ finding_question``, e.g. "Is there a pleural effusion?") and answers greedily. A
 "yes" when it starts with "Yes", "no" when it starts with "No"; anything else is read by the
 CheXpert-style labeler (a positive mention = yes). Reported per observation and overall:
 sensitivity (yes on positives), specificity (no on negatives) and balanced accuracy, beside the
-same model with the image withheld (the image must matter).
+same model with the image withheld (the image must matter), and the share of answers that
+contradict themselves: a "Yes." whose next words deny the finding ("Yes. The heart is normal in
+size.") or a "No." whose next words assert it, read by the labeler.
 
 Run:  ``python benchmarks/chat_yes_no.py [--n 30] [--run RUN] [--seed S]``
 """
@@ -34,15 +36,36 @@ def answer_is_yes(answer: str, observation: str) -> bool:
     return label_report(answer).get(observation, 0) == 1
 
 
+def self_contradicts(answer: str, observation: str) -> bool:
+    """A leading "Yes"/"No" that the rest of the answer contradicts for ``observation``: the
+    labeler reads the words after the first sentence break (``.`` or ``,``) as denying (0) or
+    asserting (1) the finding."""
+    from xraygpt_lab.data.text.labeler import label_report
+
+    head = answer.strip()
+    first = head.lower()
+    said = "yes" if first.startswith("yes") else "no" if first.startswith("no") else None
+    cut = min((i for i in (head.find("."), head.find(",")) if i >= 0), default=-1)
+    rest = head[cut + 1:].strip() if said and cut >= 0 else ""
+    if not rest:
+        return False
+    value = label_report(rest).get(observation)
+    return (said == "yes" and value == 0) or (said == "no" and value == 1)
+
+
 def rates(rows: list[dict]) -> dict[str, float | int]:
-    """Sensitivity, specificity and balanced accuracy of ``rows`` (``truth``, ``yes``)."""
+    """Sensitivity, specificity and balanced accuracy of ``rows`` (``truth``, ``yes``), and the
+    share of self-contradicting answers when rows carry ``contradicts``."""
     pos = [r for r in rows if r["truth"]]
     neg = [r for r in rows if not r["truth"]]
     sens = round(sum(r["yes"] for r in pos) / len(pos), 3) if pos else None
     spec = round(sum(not r["yes"] for r in neg) / len(neg), 3) if neg else None
     balanced = round((sens + spec) / 2, 3) if pos and neg else None
-    return {"n_pos": len(pos), "n_neg": len(neg), "sensitivity": sens, "specificity": spec,
-            "balanced_accuracy": balanced}
+    result = {"n_pos": len(pos), "n_neg": len(neg), "sensitivity": sens, "specificity": spec,
+              "balanced_accuracy": balanced}
+    if rows and all("contradicts" in r for r in rows):
+        result["self_contradicting"] = round(sum(r["contradicts"] for r in rows) / len(rows), 3)
+    return result
 
 
 def run(n: int = 30, run_dir: str | None = None, log=print, seed: int = HELD_OUT_SEED) -> dict:
@@ -72,7 +95,8 @@ def run(n: int = 30, run_dir: str | None = None, log=print, seed: int = HELD_OUT
                                      withhold_image=withhold)
             for case, answer in zip(cases, answers):
                 rows.append({"observation": observation, "truth": bool(case.labels[observation]),
-                             "yes": answer_is_yes(answer, observation), "answer": answer})
+                             "yes": answer_is_yes(answer, observation),
+                             "contradicts": self_contradicts(answer, observation), "answer": answer})
         key = "image_blind" if withhold else "model"
         result[key] = {"all": rates(rows), **{o: rates([r for r in rows if r["observation"] == o]) for o in DRAWABLE}}
         if not withhold:
@@ -90,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     result = run(args.n, args.run, seed=args.seed)
-    print(f"{'observation':<18} {'model sens/spec':>16} {'image-blind sens/spec':>22}")
+    print(f"{'observation':<18} {'model sens/spec':>16} {'self-contradicting':>19} {'image-blind sens/spec':>22}")
     for key in result["model"]:
         m, b = result["model"][key], result["image_blind"][key]
-        print(f"{key:<18} {m['sensitivity']!s:>7} / {m['specificity']!s:<6} {b['sensitivity']!s:>11} / {b['specificity']!s:<6}")
+        print(f"{key:<18} {m['sensitivity']!s:>7} / {m['specificity']!s:<6} {m['self_contradicting']!s:>19} "
+              f"{b['sensitivity']!s:>11} / {b['specificity']!s:<6}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return 0

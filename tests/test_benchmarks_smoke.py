@@ -95,6 +95,15 @@ def test_chat_yes_no_reads_answers_and_scores_both_classes():
     assert bench.rates(rows) == {"n_pos": 2, "n_neg": 1, "sensitivity": 0.5, "specificity": 1.0,
                                  "balanced_accuracy": 0.75}
     assert bench.rates(rows[:2])["specificity"] is None  # no negatives: no rate, not NaN
+    # a first word that the rest of the answer contradicts
+    assert bench.self_contradicts("Yes. The heart is normal in size.", "Cardiomegaly")
+    assert bench.self_contradicts("No, there is a moderate left pneumothorax.", "Pneumothorax")
+    assert not bench.self_contradicts("No. The heart is normal in size.", "Cardiomegaly")
+    assert not bench.self_contradicts("Yes. There is a small right pleural effusion.", "Pleural Effusion")
+    assert not bench.self_contradicts("Yes.", "Pleural Effusion")  # nothing after the first word
+    assert not bench.self_contradicts("Yes. Bilateral perihilar haziness from pulmonary edema.", "Pneumothorax")
+    both = [{"truth": True, "yes": True, "contradicts": True}, {"truth": False, "yes": False, "contradicts": False}]
+    assert bench.rates(both)["self_contradicting"] == 0.5 and "self_contradicting" not in bench.rates(rows)
 
 
 def test_explain_pointing_names_each_finding_as_a_user_would():
