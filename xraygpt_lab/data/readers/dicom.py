@@ -8,11 +8,12 @@
 * A ``.dcm`` file without the Part 10 preamble and file meta (the bare data set older archives
   wrote) is read as that data set.
 * Compressed transfer syntaxes are decoded by pydicom's plugins: JPEG Baseline / 12-bit Extended,
-  JPEG Lossless (process 14), JPEG-LS and RLE through ``pylibjpeg`` + ``pylibjpeg-libjpeg`` /
-  ``pylibjpeg-rle``, JPEG 2000 through ``pylibjpeg-openjpeg`` (dependencies of the toolkit). A
-  syntax with no decoder installed raises "no decoder for transfer syntax X; install Y", distinct
-  from a damaged file ("truncated or corrupt DICOM pixel data"). RLE is decoded by pydicom's own
-  decoder: ``pylibjpeg-rle`` is ten times faster but aborts with a Rust panic on damaged data.
+  JPEG Lossless (process 14) and JPEG-LS through ``pylibjpeg`` + ``pylibjpeg-libjpeg``, JPEG 2000
+  through ``pylibjpeg-openjpeg`` (dependencies of the toolkit), RLE by pydicom's own decoder
+  (``pylibjpeg-rle`` is ten times faster, 0.04 against 0.37 s for 3072 x 2560 pixels, but aborts
+  with a Rust panic on damaged data). A syntax with no decoder installed raises "no decoder for
+  transfer syntax X; install Y", distinct from a damaged file ("truncated or corrupt DICOM pixel
+  data").
 * Header values are checked before they are used: a size, frame count or bit depth that is not a
   number is a corrupt file (the error names the field); an unusable window (empty, not a number,
   width < 1) is ignored and the full range of values shown, as viewers do.
