@@ -41,10 +41,10 @@ def self_contradicts(answer: str, observation: str) -> bool:
     labeler reads the words after the first sentence break (``.`` or ``,``) as denying (0) or
     asserting (1) the finding."""
     from xraygpt_lab.data.text.labeler import label_report
+    from xraygpt_lab.train.grounding import polarity
 
     head = answer.strip()
-    first = head.lower()
-    said = "yes" if first.startswith("yes") else "no" if first.startswith("no") else None
+    said = polarity(head)
     cut = min((i for i in (head.find("."), head.find(",")) if i >= 0), default=-1)
     rest = head[cut + 1:].strip() if said and cut >= 0 else ""
     if not rest:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,19 @@ def labels_from_row(row: dict) -> dict[str, int | None] | None:
     if not present:
         return None
     return {name: parse_label(row[name]) for name in present}
+
+
+def labels_table(rows: Iterable[dict], key: Callable[[dict], Hashable]) -> tuple[dict, set]:
+    """``key(row) -> labels`` (:func:`labels_from_row`) of a CheXpert-style table, and the keys
+    whose row holds a value other than 1, 0, -1 or blank (or lacks a cell: a short CSV row)."""
+    table: dict = {}
+    bad: set = set()
+    for row in rows:
+        try:
+            table[key(row)] = labels_from_row(row)
+        except (ValueError, TypeError):
+            bad.add(key(row))
+    return table, bad
 
 
 def count(skipped: Counter[str]) -> dict[str, int]:

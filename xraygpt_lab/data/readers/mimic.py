@@ -22,7 +22,7 @@ from xraygpt_lab.data.readers.common import (
     OUTSIDE,
     Dataset,
     count,
-    labels_from_row,
+    labels_table,
     natural_key,
     outside,
 )
@@ -65,19 +65,6 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     return table.to_dict("records")
 
 
-def _study_labels(rows: list[dict]) -> tuple[dict[tuple[str, str], dict | None], set[tuple[str, str]]]:
-    """``(subject_id, study_id) -> labels`` of the CheXpert table, and the studies whose row has a bad value."""
-    table: dict[tuple[str, str], dict | None] = {}
-    bad: set[tuple[str, str]] = set()
-    for row in rows:
-        key = (str(row["subject_id"]).strip(), str(row["study_id"]).strip())
-        try:
-            table[key] = labels_from_row(row)
-        except ValueError:  # a value other than 1, 0, -1 or blank
-            bad.add(key)
-    return table, bad
-
-
 def _rows_from_tree(root: Path) -> list[dict]:
     """Without the metadata CSV: every ``files/p*/p*/s*/*.jpg``."""
     rows = []
@@ -102,7 +89,8 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     metadata = find_csv(root, "metadata")
     rows = _read_csv(metadata, ("dicom_id", "subject_id", "study_id")) if metadata else _rows_from_tree(root)
     chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
-    labels, bad_labels = (_study_labels(_read_csv(chexpert_csv, ("subject_id", "study_id")))
+    labels, bad_labels = (labels_table(_read_csv(chexpert_csv, ("subject_id", "study_id")),
+                                       lambda r: (str(r["subject_id"]).strip(), str(r["study_id"]).strip()))
                           if chexpert_csv else ({}, set()))
     splits = ({str(r["dicom_id"]).strip(): r["split"] for r in _read_csv(split_csv, ("dicom_id", "split"))}
               if split_csv else {})

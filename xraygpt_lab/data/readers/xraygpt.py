@@ -33,7 +33,7 @@ from xraygpt_lab.data.readers.common import (
     OUTSIDE,
     Dataset,
     count,
-    labels_from_row,
+    labels_table,
     natural_key,
     outside,
 )
@@ -76,21 +76,14 @@ def _load_annotations(path: Path) -> list:
 
 def _load_labels(path: Path) -> tuple[dict[str, dict | None], set[str]]:
     """``image_id -> labels`` from ``labels.csv``, and the ids whose row has a bad value."""
-    table: dict[str, dict | None] = {}
-    bad: set[str] = set()
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or "image_id" not in reader.fieldnames:
                 raise XrayGPTLabError(f"{path}: needs an image_id column")
-            for row in reader:
-                try:
-                    table[row["image_id"]] = labels_from_row(row)
-                except (ValueError, TypeError):  # a bad value, or a short row (None)
-                    bad.add(row["image_id"])
+            return labels_table(reader, lambda row: row["image_id"])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise XrayGPTLabError(f"{path}: not a readable UTF-8 CSV table ({exc})") from exc
-    return table, bad
 
 
 def _load_reports(path: Path) -> dict[str, str]:
