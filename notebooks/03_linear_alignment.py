@@ -175,7 +175,9 @@ print("tiny stage 2:", recipe.stage2)
 
 # %% [markdown]
 # Stage 1's curve (blue) is flat from its first step: it starts from the concept fit, which
-# already puts it close to where alignment ends, so there is little left to fall. Stage 2 (green,
+# already puts it close to where alignment ends, so there is little left to fall. It jumps from
+# batch to batch because half of its examples ask one of the image's yes/no questions instead of
+# its report, and a short answer's loss per token differs from a report's. Stage 2 (green,
 # drawn after stage 1) continues from stage 1's layer on the second set. To **see alignment
 # happen**, the next cell trains the layer twice on the same 192 films for 100 steps — once from
 # XrayGPT's random start, once from the concept fit — with the run's stage-1 settings. Only the
@@ -218,7 +220,7 @@ for start, losses in curves.items():
 assert np.mean(curves["random"][-10:]) < np.mean(curves["random"][:5])  # alignment happened
 
 # %% [markdown]
-# From XrayGPT's random start the loss falls toward the concept start's curve (0.42 → 0.29 against
+# From XrayGPT's random start the loss falls toward the concept start's curve (0.41 → 0.29 against
 # 0.26 → 0.23 nats per token) without reaching it in these 100 steps: that fall is the alignment,
 # the linear layer learning to say in the LLM's own embedding space what the encoder saw. The two
 # curves start about two tenths of a nat per token apart and end a few hundredths apart, because most answer
@@ -250,21 +252,21 @@ print("image withheld:", blind[0][:200])
 # **Read the reports as a radiologist would.** Compare what the labeler reads in each generated
 # report with the true labels: a finding the film does not have is *invented*, a true one left out
 # is *missed*. Above, the model finds the second film's right-sided lesion but calls a 4.8 cm
-# mass in the upper lung a 21 mm nodule in the middle lung, and the first report names two of
-# the film's three devices, not the central line. The few-minute model's typical mistakes are
+# mass in the upper lung a 24 mm nodule in the middle lung, and the first report names one of
+# the film's three devices, the endotracheal tube, not the central line or the pacemaker. The few-minute model's typical mistakes are
 # these — a nodule or mass left out or mis-sized, a finding on a film without one, the right finding on the wrong side. A report that asserts and denies the same
 # finding would be printed above (`eval.consistency.contradictions`); the training summaries state
 # each observation once, so this run writes none (`contradiction_rate` in `metrics.json`). The
 # labeler still reads Support Devices in the first report: it names the finding, not each device.
 # It also reads Lung Opacity there, from the "perihilar haziness" that the true report uses for
 # edema as well: a labeler reading, not an invented finding (the films never render Lung Opacity,
-# and CE does not score it). Support devices, nodules, pneumothorax and consolidation are the
+# and CE does not score it). Consolidation, support devices and nodules are the
 # weakest findings here (§7 gives their F1), and the reference run of §8 makes far fewer mistakes of every kind.
 
 # %% [markdown]
 # ## 6. How good is it? (from the run's `metrics.json`, held-out seed)
-# The timings are those of the machine that trained the run: 5–6 minutes in all on a fast idle 2-core
-# machine, about 13 on the slower one that trained the run shown here, longer on a busy or shared one (every stage slows by the same factor).
+# The timings are those of the machine that trained the run: about 6 minutes in all on a fast idle 2-core
+# machine, about 14 on the slower one that trained the run shown here, longer on a busy or shared one (every stage slows by the same factor).
 
 # %%
 metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -307,18 +309,19 @@ if diag:
 
 # %% [markdown]
 # **Reading it** (the committed outputs: the tiny run of seed 0 on the current films; yours will
-# differ by a few points): model 0.89 · encoder head 0.94 · oracle concepts 0.95. The model sits
-# just below 0.90, and the gap lies between the encoder and the LLM:
+# differ by a few points): model 0.92 · encoder head 0.94 · oracle concepts 0.98. On these 100 films
+# the model passes 0.90 (other films and trainings: 0.88–0.94, so not reliably), and what is left
+# lies between the encoder and the LLM:
 # 1. **The encoder** (0.94): after the walkthrough's 2,800 steps consolidation (head F1 0.80) and
 #    nodules and masses (0.82) are the findings least in the tokens, then support devices (0.90);
 #    the rest read 0.93–1.00. Nothing downstream can add what the tokens lack.
-# 2. **The projection** (0.94 → 0.89), the main gap: fractures and pneumothorax are (nearly) fully
-#    in the tokens (head 1.00 and 0.97) but the linear map into the frozen LLM passes them on less
-#    reliably (0.82 and 0.85), and consolidation falls from 0.80 to 0.67. Lesions, support devices
-#    and atelectasis come out above the head (0.82 → 0.88, 0.90 → 0.93, 0.93 → 0.96): there the
+# 2. **The projection** (0.94 → 0.92), the main gap: consolidation falls from 0.80 in the tokens
+#    to 0.67 in the reports, support devices from 0.90 to 0.83 and "no finding" from 0.97 to 0.89;
+#    fractures, pneumothorax, effusions, edema and cardiomegaly pass on in full (0.97–1.00).
+#    Lesions and atelectasis come out above the head (0.82 → 0.86, 0.93 → 0.97): there the
 #    head under-reads what the tokens carry. This is the part an MLP projector or LoRA on the LLM
 #    could recover.
-# 3. **The LLM** (0.95 with the true concepts, above the bar): given the right slot it writes the
+# 3. **The LLM** (0.98 with the true concepts, above the bar): given the right slot it writes the
 #    right report; it only sometimes leaves out one finding of several that its slot names.
 #
 # ## 8. What forty minutes more of training buys: your run beside the reference
@@ -327,9 +330,10 @@ if diag:
 # the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the same recipe — XrayGPT's
 # frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`: the same
 # stage-1 data, each film shown once an epoch (the default shows films with a lung lesion three
-# times), 7 × the encoder steps, 3 × the LLM steps and 4 × the stage-1 steps, half of which
-# ask one of the image's yes/no questions instead of its report, as do half of its stage 2's, at
-# the alignment rates it was trained with (stage 1 3e-3 → 6e-4, stage 2 3e-4 → 1e-4;
+# times), 7 × the encoder steps, 3 × the LLM steps (on 3 × the cases, with half as many grounded
+# chats a case, in batches of 16 instead of 24) and 4 × the stage-1 steps (in both runs half of
+# them ask one of the image's yes/no questions instead of its report; in the reference half of
+# stage 2's too), at the alignment rates it was trained with (stage 1 3e-3 → 6e-4, stage 2 3e-4 → 1e-4;
 # `config.TINY_LONG`; about 45 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
 # Both models now describe the **same** held-out films, from a seed neither trained on, and each
 # report is scored against the films' true labels.
@@ -395,8 +399,9 @@ if side:
 # train it live; the reference is what the same recipe reaches with more time. Both example films
 # also show what is left: nodules remain the reference's weakest finding on larger test sets, and
 # it can still miss one, as on the first film. On these two films your run writes the same
-# findings as the reference: both miss the nodule of each film, and on the second both name the
-# devices, the edema and a small left pleural effusion.
+# findings as the reference: both miss the nodule of each film, and on the second both name
+# devices (yours the endotracheal tube and the pacemaker, the reference the central line and the
+# pacemaker), the edema (yours mild, the reference moderate) and a small left pleural effusion.
 
 # %% [markdown]
 # ## Honest caveats

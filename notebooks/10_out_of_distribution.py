@@ -121,8 +121,9 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# real film, the CT slice and the MR slice each get an endotracheal tube 4 cm above the carina
-# (the two slices a pacemaker too), and the photograph a small right pleural effusion. Nothing in
+# real film gets severe pulmonary edema, mild cardiomegaly and a rib fracture, the CT and the MR
+# slice each an endotracheal tube 6 cm above the carina and a central venous catheter, and the
+# photograph a large right pneumothorax and a rib fracture. Nothing in
 # the model can answer "this is not
 # a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.

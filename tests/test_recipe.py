@@ -66,16 +66,22 @@ CHANGED_SINCE = {"llm_chat_yes_weight": 1.0,
                  "encoder_steps": 2800, "llm_steps": 1200, "stage1_steps": 1200, "stage1_lr": 1e-3, "stage1_min_lr": 2e-4,
                  # ... on the --long recipe's 6,000 stage-1 studies instead of 3,000, and shows the
                  # encoder each film with a lung lesion three times an epoch
-                 "n_stage1": 6000, "encoder_lesion_repeats": 2}
-#: What an older, flat config.json can hold: it predates lung-lesion oversampling, so it reads as
-#: the tiny recipe without it (:data:`LEGACY_TINY`).
-LEGACY_CHANGED_SINCE = {k: v for k, v in CHANGED_SINCE.items() if k != "encoder_lesion_repeats"}
-LEGACY_TINY = TINY_RECIPE.override({"encoder_lesion_repeats": 0})
+                 "n_stage1": 6000, "encoder_lesion_repeats": 2,
+                 # ... and its LLM learns from 16 grounded chats a case, in batches of 24, and half of its
+                 # stage 1 asks the images' yes/no questions, as --long's does
+                 "llm_batch": 24, "llm_grounded_chats": 16, "stage1_yes_no_share": 0.5}
+#: What an older, flat config.json can hold: it predates lung-lesion oversampling and yes/no questions
+#: in the alignment, so it reads as the tiny recipe without them (:data:`LEGACY_TINY`).
+LEGACY_CHANGED_SINCE = {k: v for k, v in CHANGED_SINCE.items()
+                        if k not in ("encoder_lesion_repeats", "stage1_yes_no_share")}
+LEGACY_TINY = TINY_RECIPE.override({"encoder_lesion_repeats": 0, "stage1_yes_no_share": 0.0})
 #: ... and ``--long``'s alignment also asks the images' yes/no questions, over a longer stage 1.
 #: Its alignment rates stay those its reference run was trained with.
 LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
-LONG_CHANGED_SINCE = {"encoder_lesion_repeats": 0, "encoder_steps": 19200, "stage1_steps": 4800, "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5,
-                      **LONG_RATES}
+#: ... and its LLM keeps the chats its reference run was trained with (8 a case, batches of 16).
+LONG_LLM = {"llm_batch": 16, "llm_grounded_chats": 8}
+LONG_CHANGED_SINCE = {**LONG_LLM, "encoder_lesion_repeats": 0, "encoder_steps": 19200, "stage1_steps": 4800,
+                      "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5, **LONG_RATES}
 
 
 def test_recipes_hold_the_dict_recipes_numbers():
@@ -198,7 +204,8 @@ def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map()
     # a run written before lung-lesion oversampling reads as trained without it
     assert recipe_of_run(legacy_config(**LEGACY_CHANGED_SINCE)) == LEGACY_TINY
     # a run written before the alignment asked yes/no questions reads as trained without them
-    assert recipe_of_run(legacy_config(**{**LEGACY_CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES})) == TINY_LONG.override(
+    legacy_long = legacy_config(**{**LEGACY_CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES, **LONG_LLM})
+    assert recipe_of_run(legacy_long) == TINY_LONG.override(
         {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG

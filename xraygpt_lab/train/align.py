@@ -4,8 +4,9 @@ XrayGPT (arXiv 2306.07971, Sec. 3.2, 4.1): stage 1 on ~114k MIMIC-CXR summaries,
 ~3k OpenI summaries, both with the encoder and the LLM frozen. Each training sample gets one of
 the 15 alignment instructions at random (``data.instructions``). Encoder features come from
 ``train.feature_cache`` so that the frozen encoder runs once per image. Not in XrayGPT: the
-walkthrough's ``--long`` recipe also asks a share of the images one of their yes/no questions
-(``yes_no_share``), so that the projection carries what a one-word answer reads.
+walkthrough's recipes also ask a share of the images one of their yes/no questions
+(``yes_no_share``: half in stage 1, and in ``--long``'s stage 2), so that the projection carries
+what a one-word answer reads.
 """
 from __future__ import annotations
 
