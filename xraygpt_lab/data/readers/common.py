@@ -101,10 +101,11 @@ def labels_table(rows: Iterable[dict], key: Callable[[dict], Hashable]) -> tuple
     table: dict = {}
     bad: set = set()
     for row in rows:
+        k = key(row)
         try:
-            table[key(row)] = labels_from_row(row)
+            table[k] = labels_from_row(row)
         except (ValueError, TypeError):
-            bad.add(key(row))
+            bad.add(k)
     return table, bad
 
 
