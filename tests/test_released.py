@@ -414,3 +414,150 @@ def test_half_precision_files_load_as_float32_on_the_cpu(release, tmp_path, mode
     pixels = images(1, seed=4)
     with torch.no_grad():
         assert (encoder.encode_tokens(pixels) - model.encoder.encode_tokens(pixels)).abs().max().item() < 5e-2
+
+
+# --------------------------------------------------------------------------- files that are not what they seem
+
+
+def _init_args(release, out, **paths) -> list[str]:
+    files = {k: release[k] for k in ("vit", "qformer", "checkpoint", "llm")} | paths
+    return ["release", "init", "--vit", str(files["vit"]), "--qformer", str(files["qformer"]),
+            "--checkpoint", str(files["checkpoint"]), "--llm", str(files["llm"]), "--out", str(out),
+            "--vision-heads", str(VIT_HEADS), "--qformer-heads", str(QF_HEADS)]
+
+
+def test_release_init_never_replaces_a_release_json_it_did_not_write(release, tmp_path, capsys):
+    from xraygpt_lab.cli import main
+
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "release.json").write_text('{"tag_name": "v1.0"}')
+    assert main(_init_args(release, out)) == 2
+    assert "holds files this command did not write" in capsys.readouterr().err
+    assert json.loads((out / "release.json").read_text()) == {"tag_name": "v1.0"}
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "release.json").symlink_to(out / "release.json")
+    assert main(_init_args(release, linked)) == 2
+    assert (linked / "release.json").is_symlink() and json.loads((out / "release.json").read_text()) == {"tag_name": "v1.0"}
+
+
+def test_a_file_swapped_for_another_of_the_same_size_is_refused(release, tmp_path, capsys):
+    import shutil
+
+    from xraygpt_lab.cli import main
+    from xraygpt_lab.models.released import load_release_run
+
+    ck = tmp_path / "xraygpt.pth"
+    torch.save({"model": checkpoint_state()}, ck)
+    out = tmp_path / "run"
+    assert main(_init_args(release, out, checkpoint=ck)) == 0
+    capsys.readouterr()
+    os.utime(ck, ns=(1, 1))  # touched, same content: still the recorded file
+    assert load_release_run(out, device="cpu").projection.weight.shape == (LLM_WIDTH, QF_WIDTH)
+    (tmp_path / "other").mkdir()
+    other = tmp_path / "other" / "xraygpt.pth"  # torch.save stores the file's name inside
+    torch.save({"model": reduced.checkpoint_state(LAYOUT, 5)}, other)
+    assert other.stat().st_size == ck.stat().st_size
+    shutil.copy(other, ck)
+    with pytest.raises(ReleasedLoadError, match=r"xraygpt\.pth: its SHA-256 differs from the one .*release\.json"):
+        load_release_run(out, device="cpu")
+    manifest = json.loads((out / "release.json").read_text())
+    assert {"config.json", "tokenizer.json"} <= set(manifest["files"]["llm"]["files"])
+
+
+def test_a_stray_key_neither_adds_a_block_nor_a_layer(release, tmp_path):
+    torch.save(eva_state() | {f"blocks.{VIT_BLOCKS}.attn.extra": torch.zeros(2)}, tmp_path / "eva.pth")
+    qf = blip2_state() | {f"Qformer.bert.encoder.layer.{QF_LAYERS}.foo": torch.zeros(2)}
+    torch.save({"model": qf}, tmp_path / "blip2.pth")
+    report = inspect_release(tmp_path / "eva.pth", tmp_path / "blip2.pth", release["checkpoint"], **HEADS)
+    assert (report.sizes.vision_blocks_in_file, report.sizes.vision_depth) == (VIT_BLOCKS, VIT_BLOCKS - 1)
+    assert report.sizes.qformer_layers == QF_LAYERS
+    lines = "\n".join(map(str, report.unused))
+    assert f"eva.pth: 'blocks.{VIT_BLOCKS}.*' (1 key) unused: not part of" in lines
+    assert "blip2.pth: 'Qformer.bert.*' (1 key) unused: not part of" in lines
+
+
+def test_one_file_in_two_roles_is_read_once_and_same_names_are_told_apart(release, tmp_path):
+    combined = tmp_path / "combined.pth"
+    torch.save({"model": blip2_state() | checkpoint_state()}, combined)
+    report = inspect_release(release["vit"], combined, combined, **HEADS)
+    lines = [str(g) for g in report.unused]
+    assert not any("superseded" in line or "query_tokens" in line or "llama_proj" in line for line in lines), lines
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    torch.save({"model": blip2_state() | {"extra.x": torch.zeros(1)}}, tmp_path / "a" / "model.pth")
+    torch.save({"model": checkpoint_state() | {"extra.x": torch.zeros(1)}}, tmp_path / "b" / "model.pth")
+    report = inspect_release(release["vit"], tmp_path / "a" / "model.pth", tmp_path / "b" / "model.pth", **HEADS)
+    line = next(str(g) for g in report.unused if "superseded" in str(g))
+    assert line.startswith(f"{tmp_path / 'a' / 'model.pth'}: 'extra.*'") and line.endswith(
+        f"same key in {tmp_path / 'b' / 'model.pth'} (loaded later, as MiniGPT-4 does)")
+
+
+def test_a_safetensors_copy_loads_and_a_folder_is_named_as_one(release, tmp_path, model):
+    from safetensors.torch import save_file
+
+    save_file(eva_state(), tmp_path / "eva_vit_g.pth")  # converted, under the original name
+    report = inspect_release(tmp_path / "eva_vit_g.pth", release["qformer"], release["checkpoint"], **HEADS)
+    assert report.sizes.vision_depth == VIT_BLOCKS - 1
+    from xraygpt_lab.models.released import build_vision_encoder
+
+    pixels = images(1, seed=3)
+    with torch.no_grad():
+        assert torch.equal(build_vision_encoder(report).encode_tokens(pixels), model.encoder.encode_tokens(pixels))
+    (tmp_path / "folder.pth").mkdir()
+    _expect_one_line(release, r"folder\.pth: is a folder, not a file", vit=tmp_path / "folder.pth")
+
+
+def test_release_init_checks_the_llm_folder(release, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from xraygpt_lab.cli import main
+
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(release["llm"], no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer.model"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    assert main(_init_args(release, tmp_path / "run1", llm=no_tokenizer)) == 2
+    assert "missing tokenizer.json" in capsys.readouterr().err and not (tmp_path / "run1" / "release.json").exists()
+    sharded = tmp_path / "sharded"
+    shutil.copytree(release["llm"], sharded)
+    (sharded / "model.safetensors").unlink()
+    AutoModelForCausalLM.from_pretrained(release["llm"]).save_pretrained(sharded, max_shard_size="20KB")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+    assert main(_init_args(release, tmp_path / "run2", llm=sharded)) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"missing {shards[-1].name} of the {len(shards)} shards model.safetensors.index.json lists" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_code_carrying_llm_bin_is_refused_by_name(release, tmp_path):
+    import shutil
+
+    from xraygpt_lab.errors import CorruptFileError
+    from xraygpt_lab.models.llm import load_llm
+
+    folder = tmp_path / "vicuna"
+    shutil.copytree(release["llm"], folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": _RunsCode()}, folder / "pytorch_model.bin")
+    with pytest.raises(CorruptFileError, match=r"pytorch_model\.bin: refused: the pickle carries code") as info:
+        load_llm(folder)
+    assert "weights_only set to False" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_terse_7b_config_still_counts_as_7b(release, tmp_path):
+    from xraygpt_lab.models.released import llm_parameter_count
+
+    assert llm_parameter_count({"model_type": "llama", "hidden_size": 4096}) > 6.5e9
+    folder = tmp_path / "terse"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
+    g = torch.Generator().manual_seed(0)
+    torch.save({"model": _linear(g, "llama_proj", 4096, QF_WIDTH)}, tmp_path / "ck.pth")
+    with pytest.raises(ReleasedLoadError, match=r"6\.7B-parameter LLM needs a GPU"):
+        load_release(release["vit"], release["qformer"], tmp_path / "ck.pth", folder, device="cpu", **HEADS)

@@ -2,13 +2,13 @@
 
 ``release init`` reads the released weight files (``models.released``), checks every key and
 shape, prints the unused keys, and writes ``RUN/release.json`` (paths, sizes read off the
-tensors, dtypes, byte counts and sha256 checksums). ``describe``, ``chat`` and ``explain`` then
+tensors, dtypes, byte counts, modification times and sha256 checksums; a later load refuses a
+file that changed). ``describe``, ``chat`` and ``explain`` then
 load the released model with ``--run RUN``.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -46,47 +46,36 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
-def sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _entry(path: Path, checksums: bool) -> dict:
-    entry = {"path": str(path.resolve()), "bytes": path.stat().st_size}
-    if checksums:
-        entry["sha256"] = sha256(path)
-    return entry
-
-
 def run_init(args: argparse.Namespace) -> int:
     from xraygpt_lab.atomic import atomic_write
-    from xraygpt_lab.models.released import (MANIFEST, MANIFEST_FORMAT, ReleasedLoadError, _llm_config,
-                                             inspect_release, llm_parameter_count)
+    from xraygpt_lab.models.llm import check_llm_folder
+    from xraygpt_lab.models.released import (MANIFEST, MANIFEST_FORMAT, ReleasedLoadError, _llm_config, file_record,
+                                             inspect_release, llm_parameter_count, read_manifest)
 
     out: Path = args.out
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_manifest(out / MANIFEST) is None)):
         raise ReleasedLoadError(f"{out} exists and holds files this command did not write: give a new or empty folder")
+    if (out / MANIFEST).is_symlink():
+        raise ReleasedLoadError(f"{out / MANIFEST} is a link: give a new or empty folder")
     if not args.llm.is_dir():
         raise ReleasedLoadError(f"LLM folder {args.llm} does not exist "
                                 "(the radiology Vicuna-7B in Hugging Face layout)")
     llm_config = _llm_config(args.llm)
+    check_llm_folder(args.llm)  # weights, shards and tokenizer, on the meta device (free at 7B)
     report = inspect_release(args.vit, args.qformer, args.checkpoint, vision_heads=args.vision_heads,
                              qformer_heads=args.qformer_heads, vision_depth=args.vision_depth)
     if int(llm_config.get("hidden_size", -1)) != report.sizes.llm_width:
         raise ReleasedLoadError(f"{args.checkpoint}: 'llama_proj.weight' projects to {report.sizes.llm_width}, but "
                                 f"the LLM in {args.llm} is {llm_config.get('hidden_size')} wide")
     checksums = not args.no_checksums
-    llm_files = {p.name: _entry(p, checksums) for p in sorted(args.llm.iterdir()) if p.is_file()}
+    llm_files = {p.name: file_record(p, checksums) for p in sorted(args.llm.iterdir()) if p.is_file()}
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": 1,
         "files": {
-            "vit": _entry(args.vit, checksums),
-            "qformer": _entry(args.qformer, checksums),
-            "checkpoint": _entry(args.checkpoint, checksums),
+            "vit": file_record(args.vit, checksums),
+            "qformer": file_record(args.qformer, checksums),
+            "checkpoint": file_record(args.checkpoint, checksums),
             "llm": {"path": str(args.llm.resolve()), "files": llm_files},
         },
         "sizes": report.sizes.to_dict(),

@@ -19,6 +19,7 @@ generation stops on the string ``###``, not on a token id.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -132,6 +133,11 @@ def load_llm(folder: str | os.PathLike, dtype: torch.dtype | str | None = None, 
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    except pickle.UnpicklingError:  # transformers reads *.bin with torch.load(weights_only=True)
+        bins = sorted(folder.glob("*.bin"))
+        raise CorruptFileError(bins[0] if len(bins) == 1 else folder,
+                               "refused: the pickle carries code or objects other than tensors (read with "
+                               "torch.load(weights_only=True)); convert the weights to safetensors") from None
     except (OSError, RuntimeError, TypeError, ValueError) as exc:
         raise CorruptFileError(folder, f"the model cannot be loaded ({one_line(exc)})") from None
     if device is not None:
@@ -160,6 +166,15 @@ def check_llm_folder(folder: Path) -> Path:
         raise RunFolderError(f"{folder}: missing tokenizer.json (or tokenizer.model)")
     for path in sorted(folder.glob("*.json")):
         read_json(path)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # a sharded save: every shard its index names must be there
+        weight_map = read_json(index).get("weight_map")
+        listed = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        absent = [name for name in listed if not (folder / str(name)).is_file()]
+        if absent:
+            raise RunFolderError(f"{folder}: missing {absent[0]}" + (f" and {len(absent) - 1} more" if len(absent) > 1
+                                                                     else "")
+                                 + f" of the {len(listed)} shards model.safetensors.index.json lists")
     found = {name: shape for shard in shards for name, shape in read_header(shard)[0].items()}
     if shards:
         try:

@@ -47,11 +47,13 @@ Sizes (depth, width, heads, MLP size, query count, cross-attention frequency, pa
 size) are read off the tensors, so reduced checkpoints in the same layout load too. Head counts
 are not in any shape: EVA-g's 88-wide heads (1408 = 16 × 88) and BERT's 64-wide heads
 (768 = 12 × 64) are assumed unless ``vision_heads`` / ``qformer_heads`` are given.
-Files are read with ``torch.load(weights_only=True)`` only; any problem is one
+Files are read with ``torch.load(weights_only=True)`` only (or as safetensors, for a converted
+copy); any problem is one
 :class:`ReleasedLoadError` line naming the file and the key or shape.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -170,8 +172,18 @@ def read_checkpoint(path: str | os.PathLike, role: str) -> tuple[dict[str, torch
     """A flat ``{key: tensor}`` from ``path`` (unwrapping LAVIS's ``{"model": …}``) and the
     top-level entries that are not weights. ``role``: one of :data:`ROLES`."""
     path = Path(path)
+    if path.is_dir():
+        raise ReleasedLoadError(f"{path}: is a folder, not a file (the {ROLES[role]})")
     if not path.is_file():
         raise ReleasedLoadError(f"{path}: not found (the {ROLES[role]})")
+    if _is_safetensors(path):  # a converted copy: no pickle at all
+        from ..errors import CorruptFileError
+        from ..run_folder import load_weights
+
+        try:
+            return _tensor_dict(path, load_weights(path)[0]), []
+        except CorruptFileError as err:
+            raise ReleasedLoadError(str(err)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol notices
@@ -190,12 +202,26 @@ def read_checkpoint(path: str | os.PathLike, role: str) -> tuple[dict[str, torch
                           for k in obj if k != wrapper]
                 obj = obj[wrapper]
                 break
+    return _tensor_dict(path, obj), unused
+
+
+def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    """``obj`` as ``{key: tensor}``; one line naming ``path`` when it is anything else."""
     if not isinstance(obj, dict) or not obj:
         raise ReleasedLoadError(f"{path}: expected a dict of tensors (or {{'model': …}}), got {type(obj).__name__}")
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             raise ReleasedLoadError(f"{path}: key '{key}' holds a {type(value).__name__}, not a tensor")
-    return dict(obj), unused
+    return dict(obj)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file: an 8-byte little-endian header length, then ``{``."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
 
 
 # --------------------------------------------------------------------------- key conversion
@@ -264,7 +290,10 @@ def _infer_sizes(merged: dict[str, tuple[str, str, torch.Tensor]], names: dict[s
     if pos.dim() != 3 or grid * grid != pos.shape[1] - 1:
         raise ReleasedLoadError(f"{names['vit']}: 'pos_embed' has shape {tuple(pos.shape)}, expected "
                                 "(1, 1 + grid * grid, width)")
-    blocks = sorted({int(m.group(1)) for k in merged if (m := re.match(r"visual_encoder\.blocks\.(\d+)\.", k))})
+    # a block or layer counts when it holds one of the layout's own keys: a stray key cannot add one
+    block_keys = "|".join(re.escape(k) for k in _VIT_BLOCK)
+    blocks = sorted({int(m.group(1)) for k in merged
+                     if (m := re.fullmatch(rf"visual_encoder\.blocks\.(\d+)\.(?:{block_keys})", k))})
     if not blocks:
         raise ReleasedLoadError(f"{names['vit']}: no 'blocks.N.*' keys: not EVA ViT weights")
     in_file = blocks[-1] + 1
@@ -284,13 +313,17 @@ def _infer_sizes(merged: dict[str, tuple[str, str, torch.Tensor]], names: dict[s
         raise ReleasedLoadError(f"{names['qformer']}: 'query_tokens' has shape {tuple(queries.shape)}, "
                                 "expected (1, queries, width)")
     hidden = int(queries.shape[2])
-    layers = sorted({int(m.group(1)) for k in merged if (m := re.match(r"Qformer\.bert\.encoder\.layer\.(\d+)\.", k))})
+    layer_keys = "|".join(re.escape(f"{kind}.{part}.") for kind in ("attention", "crossattention")
+                          for part in _BERT_ATTENTION) + "|" + "|".join(re.escape(f"{part}.") for part in _QF_FFN)
+    layers = sorted({int(m.group(1)) for k in merged
+                     if (m := re.match(rf"Qformer\.bert\.encoder\.layer\.(\d+)\.(?:{layer_keys})", k))})
     if not layers:
         raise ReleasedLoadError(f"{names['qformer']}: no 'Qformer.bert.encoder.layer.N.*' keys: not BLIP-2 weights")
     n_layers = layers[-1] + 1
     qf_mlp = int(need("Qformer.bert.encoder.layer.0.intermediate_query.dense.weight", "qformer").shape[0])
+    cross_keys = "|".join(re.escape(f"{part}.") for part in _BERT_ATTENTION)
     cross = sorted({int(m.group(1)) for k in merged
-                    if (m := re.match(r"Qformer\.bert\.encoder\.layer\.(\d+)\.crossattention\.", k))})
+                    if (m := re.match(rf"Qformer\.bert\.encoder\.layer\.(\d+)\.crossattention\.(?:{cross_keys})", k))})
     frequency = (cross[1] - cross[0]) if len(cross) > 1 else n_layers
     if not cross or cross != [i for i in range(n_layers) if i % frequency == 0]:
         raise ReleasedLoadError(f"{names['qformer']}: cross-attention in Q-Former layers {cross} of {n_layers}: "
@@ -341,7 +374,7 @@ def _required_keys(sizes: ReleasedSizes) -> dict[str, tuple[str, str]]:
 def _unused_reason(canonical: str, sizes: ReleasedSizes) -> tuple[str, str] | None:
     """``(label template, reason)`` for a key the model does not need; ``None`` for an unknown key."""
     block = re.match(r"visual_encoder\.blocks\.(\d+)\.", canonical)
-    if block and int(block.group(1)) >= sizes.vision_depth:
+    if block and sizes.vision_depth <= int(block.group(1)) < sizes.vision_blocks_in_file:
         return ("visual_encoder.blocks.{}.*".format(block.group(1)),
                 f"BLIP-2 reads the second-last layer: the original uses {sizes.vision_depth} of "
                 f"{sizes.vision_blocks_in_file} blocks")
@@ -382,6 +415,24 @@ def _build_modules(sizes: ReleasedSizes, meta: bool) -> tuple[nn.Module, nn.Modu
     return vision, qformer
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of an existing file (the same file under two names has one), else None."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _shown_names(files: dict[str, Path]) -> dict[str, str]:
+    """How each role's file is named in reports: its file name, or its whole path where two
+    different files share a name."""
+    names = [path.name for path in files.values()]
+    return {role: path.name if names.count(path.name) == 1 or len({_identity(p) for p in files.values()
+                                                                    if p.name == path.name}) == 1 else str(path)
+            for role, path in files.items()}
+
+
 def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoint: str | os.PathLike, *,
                     vision_heads: int | None = None, qformer_heads: int | None = None,
                     vision_depth: int | None = None) -> ReleaseReport:
@@ -396,8 +447,15 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
     unused_keys: list[tuple[str, str, str]] = []  # (role, original key or label, reason)
     unused: list[UnusedGroup] = []
     vit_prefixed = False
+    shown = _shown_names(files)
+    read: dict[tuple[int, int], str] = {}  # (device, inode) of each file read → its role
     # MiniGPT-4 loads EVA, then BLIP-2 (strict=False), then its checkpoint (strict=False): the last wins.
     for role, path in files.items():
+        identity = _identity(path)
+        if identity is not None and identity in read:  # one file in two roles: its keys are read once
+            continue
+        if identity is not None:
+            read[identity] = role
         state, top = read_checkpoint(path, role)
         unused.extend(top)
         if role == "vit":
@@ -407,7 +465,7 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
             if canonical in merged:
                 old_role, old_key, _ = merged[canonical]
                 unused_keys.append((old_role, old_key.split(".")[0] + ".*",
-                                    f"superseded by the same key in {path.name} (loaded later, as MiniGPT-4 does)"))
+                                    f"superseded by the same key in {shown[role]} (loaded later, as MiniGPT-4 does)"))
             merged[canonical] = (role, key, tensor)
     llm_keys = [k for k in merged if k.startswith("llama_model.")]
     if llm_keys:
@@ -459,7 +517,7 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
         unused_keys.append((role, *found))
     groups: dict[tuple[str, str, str], int] = {}
     for role, label, reason in unused_keys:
-        groups[(files[role].name, label, reason)] = groups.get((files[role].name, label, reason), 0) + 1
+        groups[(shown[role], label, reason)] = groups.get((shown[role], label, reason), 0) + 1
     unused.extend(UnusedGroup(f, label, n, reason) for (f, label, reason), n in groups.items())
     return ReleaseReport(sizes=sizes, unused=unused, files=files, weights=weights)
 
@@ -636,13 +694,26 @@ def _llm_config(folder: Path) -> dict[str, Any]:
 
 
 def llm_parameter_count(config: dict[str, Any]) -> int:
-    """Parameters of a LLaMA from its ``config.json`` (embeddings, attention, SwiGLU MLP, head)."""
-    h, layers = int(config.get("hidden_size", 0)), int(config.get("num_hidden_layers", 0))
-    mlp, vocab = int(config.get("intermediate_size", 4 * h)), int(config.get("vocab_size", 0))
-    kv = h * int(config.get("num_key_value_heads", config.get("num_attention_heads", 1))) // max(
-        1, int(config.get("num_attention_heads", 1)))
+    """Parameters of a LLaMA from its ``config.json`` (embeddings, attention, SwiGLU MLP, head).
+
+    A field the file leaves out takes transformers' default (``LlamaConfig``: 4096 wide, 32
+    layers, …), as it does when the model is built, so a terse config cannot pass for a small model.
+    """
+    from transformers import LlamaConfig
+
+    known = {k: v for k, v in config.items() if k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                        "vocab_size", "num_attention_heads", "num_key_value_heads",
+                                                        "tie_word_embeddings")}
+    try:
+        full = LlamaConfig(**known)
+    except (TypeError, ValueError) as err:
+        raise ReleasedLoadError(f"config.json: {err}") from None
+    h, layers = int(full.hidden_size), int(full.num_hidden_layers)
+    mlp, vocab = int(full.intermediate_size), int(full.vocab_size)
+    heads = max(1, int(full.num_attention_heads))
+    kv = h * int(full.num_key_value_heads or heads) // heads
     per_layer = 2 * h * h + 2 * h * kv + 3 * h * mlp + 2 * h
-    head = 0 if config.get("tie_word_embeddings") else vocab * h
+    head = 0 if full.tie_word_embeddings else vocab * h
     return vocab * h + layers * per_layer + h + head
 
 
@@ -691,6 +762,61 @@ def load_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoint:
     return model.eval()
 
 
+def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path, checksum: bool) -> dict[str, Any]:
+    """What a release manifest keeps of one file: its resolved path, size, modification time
+    and (unless ``checksum`` is False) SHA-256."""
+    stat = path.stat()
+    entry: dict[str, Any] = {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if checksum:
+        entry["sha256"] = sha256(path)
+    return entry
+
+
+def check_recorded_file(path: Path, entry: Any, manifest: Path) -> None:
+    """Refuse a file that is not the one ``release init`` recorded in ``manifest``.
+
+    The size must match. Where the modification time differs too, the SHA-256 is computed again
+    and must match the recorded one (a manifest written with ``--no-checksums`` then refuses).
+    """
+    if not isinstance(entry, dict):
+        raise ReleasedLoadError(f"{manifest}: not a release manifest (a file entry is {type(entry).__name__})")
+    if not path.is_file():
+        raise ReleasedLoadError(f"{path}: missing, but {manifest} lists it: restore it or run "
+                                "`xraygpt-lab release init` again")
+    stat = path.stat()
+    if entry.get("bytes") is not None and stat.st_size != entry["bytes"]:
+        raise ReleasedLoadError(f"{path}: {stat.st_size} bytes, but {manifest} recorded {entry['bytes']}: the file "
+                                "changed since `xraygpt-lab release init`")
+    if entry.get("mtime_ns") is None or stat.st_mtime_ns == entry["mtime_ns"]:
+        return
+    if entry.get("sha256") is None:
+        raise ReleasedLoadError(f"{path}: modified since {manifest} was written (without checksums): run "
+                                "`xraygpt-lab release init` again")
+    if sha256(path) != entry["sha256"]:
+        raise ReleasedLoadError(f"{path}: its SHA-256 differs from the one {manifest} recorded: another file "
+                                "took its place since `xraygpt-lab release init`")
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The release manifest at ``path``, or None when it is not one (missing, a link, other JSON)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
+
+
 def load_release_run(run_dir: str | os.PathLike, device: str | torch.device | None = None):
     """Load the release a run folder's ``release.json`` points at (written by ``xraygpt-lab release init``)."""
     run_dir = Path(run_dir)
@@ -702,11 +828,13 @@ def load_release_run(run_dir: str | os.PathLike, device: str | torch.device | No
         sizes = manifest["sizes"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ReleasedLoadError(f"{path}: not a release manifest ({type(err).__name__}: {err})") from None
-    for role in ("vit", "qformer", "checkpoint"):
-        recorded = files[role].get("bytes")
-        if paths[role].is_file() and recorded is not None and paths[role].stat().st_size != recorded:
-            raise ReleasedLoadError(f"{paths[role]}: {paths[role].stat().st_size} bytes, but {path} recorded "
-                                    f"{recorded}: the file changed since `xraygpt-lab release init`")
+    try:
+        recorded = [(paths[role], files[role]) for role in ("vit", "qformer", "checkpoint")] + [
+            (paths["llm"] / name, entry) for name, entry in files["llm"].get("files", {}).items()]
+    except (AttributeError, TypeError) as err:
+        raise ReleasedLoadError(f"{path}: not a release manifest ({type(err).__name__}: {err})") from None
+    for file, entry in recorded:
+        check_recorded_file(file, entry, path)
     model = load_release(paths["vit"], paths["qformer"], paths["checkpoint"], paths["llm"], device=device,
                          vision_heads=sizes.get("vision_heads"), qformer_heads=sizes.get("qformer_heads"),
                          vision_depth=sizes.get("vision_depth"))
@@ -726,9 +854,13 @@ __all__ = [
     "UnusedGroup",
     "blip2_eval_processor",
     "build_vision_encoder",
+    "check_recorded_file",
+    "file_record",
     "inspect_release",
     "llm_parameter_count",
     "load_release",
     "load_release_run",
     "read_checkpoint",
+    "read_manifest",
+    "sha256",
 ]
