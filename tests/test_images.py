@@ -255,3 +255,70 @@ def test_preprocess_matches_pillow_medclip_pipeline():
 def test_preprocess_rejects_bad_input(bad, size, error):
     with pytest.raises(error):
         preprocess(bad, size)
+
+
+# ---------------------------------------------------------------------------- DICOM files as they come
+
+
+def test_dicom_variants_read_as_the_same_image(tmp_path):
+    """Deflated, no Transfer Syntax UID in the file meta, and the 128-byte preamble stripped (the
+    file starts with ``DICM``): each is the image of the plain file."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    full = write_dicom(tmp_path / "full.dcm", _ramp16())
+    expected = load_image(full)
+    ds = pydicom.dcmread(full)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    ds = pydicom.dcmread(full)
+    del ds.file_meta.TransferSyntaxUID
+    ds.save_as(tmp_path / "no_syntax.dcm", enforce_file_format=False)
+    (tmp_path / "no_preamble.dcm").write_bytes(full.read_bytes()[128:])
+    for name in ("deflated.dcm", "no_syntax.dcm", "no_preamble.dcm"):
+        np.testing.assert_array_equal(load_image(tmp_path / name), expected, err_msg=name)
+
+
+def test_uncompressed_ybr_full_422_is_not_called_truncated():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("SC_ybr_full_422_uncompressed.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's test file is not installed")
+    image = load_image(path)
+    assert image.shape == (100, 100) and 0.0 <= image.min() < image.max() <= 1.0
+
+
+def _encapsulated(tmp_path, frames: list[bytes], name: str):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", _ramp16()))
+    ds.compress(RLELossless)
+    first = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([first] + frames)
+    ds.NumberOfFrames = 1 + len(frames)
+    ds.save_as(tmp_path / name, enforce_file_format=True)
+    return tmp_path / name, first
+
+
+def test_a_multi_frame_dicom_decodes_its_first_frame_only(tmp_path):
+    """Only frame 0 is decoded: the later frames here are not even valid RLE, and a file of many
+    large frames would otherwise need gigabytes."""
+    path, first = _encapsulated(tmp_path, [b"\x00" * 64] * 20, "frames.dcm")
+    np.testing.assert_allclose(load_image(path), load_image(tmp_path / "plain.dcm"), atol=1e-6)
+
+
+def test_a_truncated_compressed_dicom_says_truncated_in_one_line(tmp_path, capfd):
+    path, _ = _encapsulated(tmp_path, [], "whole.dcm")
+    data = path.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 10])  # inside the encapsulated pixel data
+    _assert_fails(tmp_path / "cut.dcm", "truncated DICOM")
+    assert "Warning" not in capfd.readouterr().err  # pydicom's own notes stay out of the terminal
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_float_tiff_is_refused(tmp_path, value):
+    Image.fromarray(np.full((32, 32), value, dtype=np.float32)).save(tmp_path / "inf.tif")
+    _assert_fails(tmp_path / "inf.tif", "NaN or infinite")

@@ -51,3 +51,35 @@ def test_overlay_rejects_a_map_of_another_shape() -> None:
     with pytest.raises(ValueError, match="differ"):
         overlay(ax, np.zeros((8, 8)), np.zeros((4, 4)))
     plt.close(fig)
+
+
+def test_a_huge_film_is_drawn_from_a_reduced_copy_with_the_true_peak():
+    """A 3,000-pixel film is drawn from block-reduced arrays of at most MAX_DRAWN pixels a side, in
+    the film's own coordinates; the cross marks the full-resolution map's peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xraygpt_lab.interpret.plots import MAX_DRAWN, overlay
+
+    rng = np.random.default_rng(0)
+    image = rng.random((3000, 2000), dtype=np.float32)  # [H, W]
+    values = np.zeros_like(image)
+    values[2100, 1700] = 5.0  # one hot pixel: a block mean would dilute it, a block max keeps it
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[2000:2200, 1600:1800] = True
+    fig, ax = plt.subplots()
+    try:
+        overlay(ax, image, values, mask=mask)
+        drawn = [im.get_array().shape[:2] for im in ax.images]
+        assert all(max(shape) <= MAX_DRAWN for shape in drawn), drawn
+        assert all(im.get_extent() == [-0.5, 1999.5, 2999.5, -0.5] for im in ax.images)
+        heat = ax.images[1].get_array()  # [h, w, 4] RGBA
+        r, c = np.unravel_index(int(np.argmax(heat[..., 3])), heat.shape[:2])
+        step = -(-3000 // MAX_DRAWN)
+        assert (r, c) == (2100 // step, 1700 // step)
+        cross = ax.lines[-1].get_xydata()[0]
+        assert tuple(cross) == (1700, 2100)
+    finally:
+        plt.close(fig)

@@ -124,7 +124,8 @@ def _save_overlay(path: Path, image, restored, title: str, baseline: str) -> Non
     from xraygpt_lab.atomic import atomic_write
     from xraygpt_lab.interpret.plots import DPI, overlay
 
-    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.6), dpi=DPI)
+    aspect = min(max(image.shape[0] / image.shape[1], 0.25), 3.0)  # a strip of a film still gets a normal page
+    fig, ax = plt.subplots(figsize=(5, 5 * aspect + 0.6), dpi=DPI)
     try:
         overlay(ax, image, restored, title=title, baseline=baseline)
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))

@@ -29,6 +29,23 @@ def _values(saliency) -> np.ndarray:
     return np.asarray(getattr(saliency, "map", saliency), dtype=np.float32)
 
 
+#: Longest side an overlay draws at full resolution; a larger film and its map are drawn from
+#: block-reduced copies (a figure shows a few hundred pixels a side; a 100-megapixel film drawn
+#: whole needs gigabytes of colour arrays).
+MAX_DRAWN = 1024
+
+
+def _block_reduce(values: np.ndarray, step: int, how: str) -> np.ndarray:
+    """``values`` ``[H, W]`` reduced by ``step`` in both directions (``"mean"`` or ``"max"`` of each
+    block; edge blocks may be smaller)."""
+    if step <= 1:
+        return values
+    h, w = values.shape
+    padded = np.pad(values, ((0, -h % step), (0, -w % step)), mode="edge")  # [H', W']
+    blocks = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step)
+    return blocks.max(axis=(1, 3)) if how == "max" else blocks.mean(axis=(1, 3))
+
+
 #: Percentile of the positive evidence at which the overlay's colour scale saturates.
 CLIP_PERCENTILE = 99.0
 
@@ -72,21 +89,31 @@ def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseli
         raise ValueError(f"map {values.shape} and image {image.shape} differ; resample with geometry.map_to_image")
     method = getattr(saliency, "method", None)
     baseline = baseline if baseline is not None else getattr(saliency, "baseline", None)
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    h, w = image.shape
+    step = -(-max(h, w) // MAX_DRAWN)  # 1 up to MAX_DRAWN pixels a side
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # drawn in the film's own pixel coordinates at any step
+    drawn = _block_reduce(values, step, "max")  # a block keeps its strongest evidence
+    ax.imshow(_block_reduce(image, step, "mean"), cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+              extent=extent)
     if signed:
         limit = float(np.percentile(np.abs(values), CLIP_PERCENTILE)) or float(np.abs(values).max()) or 1.0
-        heat = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, interpolation="bilinear")
+        drawn = drawn if step == 1 else _block_reduce(values, step, "mean")
+        heat = ax.imshow(drawn, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, interpolation="bilinear",
+                         extent=extent)
         mappable, default_label = heat, "difference (clipped at 99th pct)"
     else:
-        scaled, top = evidence_scale(values)
+        scaled, top = evidence_scale(drawn)
         rgba = colormaps[cmap](scaled)  # [H, W, 4]
         rgba[..., 3] = alpha * np.sqrt(scaled)  # opacity follows the evidence: the film shows through
-        heat = ax.imshow(rgba, interpolation="bilinear")
+        heat = ax.imshow(rgba, interpolation="bilinear", extent=extent)
         mappable = ScalarMappable(norm=Normalize(0.0, top or 1.0), cmap=cmap)
         default_label = "positive evidence (clipped at 99th pct)"
     if mask is not None and np.any(mask):
-        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="cyan", linewidths=1.2)
-    if mark_peak:
+        reduced = _block_reduce(np.asarray(mask, dtype=float), step, "max")
+        rows = np.arange(reduced.shape[0]) * step + (step - 1) / 2  # block centres, in film pixels
+        cols = np.arange(reduced.shape[1]) * step + (step - 1) / 2
+        ax.contour(cols, rows, reduced, levels=[0.5], colors="cyan", linewidths=1.2)
+    if mark_peak:  # the peak of the full-resolution map
         r, c = np.unravel_index(int(np.argmax(values)), values.shape)
         ax.plot([c], [r], marker="x", color="lime", markersize=9, mew=2)
     ax.text(0.97, 0.03, "L", color="yellow", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)

@@ -56,39 +56,83 @@ def read_header(path: Path):
 
     A file named ``*.dcm`` without the Part 10 preamble and file meta (older archives write the
     bare data set, as ACR-NEMA did) is read as a bare data set when that yields an image; its
-    transfer syntax is then the uncompressed one pydicom detected.
+    transfer syntax is then the uncompressed one pydicom detected, as it is for a file meta that
+    lacks one. A file that starts with ``DICM`` (its preamble stripped) is read with it put back.
+    A file that ends inside its data is refused as truncated.
     """
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    with warnings.catch_warnings(record=True) as said:  # pydicom's notes on damaged files: read below
+        warnings.simplefilter("always")
+        try:
+            ds = _fill_transfer_syntax(pydicom.dcmread(path, defer_size="4 KB"))
+        except InvalidDicomError as exc:
+            ds = _without_preamble(path)
+            if ds is None:
+                ds = _bare_dataset(path) if path.suffix.lower() in DICOM_SUFFIXES else None
+            if ds is None:
+                raise ImageLoadError(f"{path}: not a DICOM file ({_first_line(exc)})", NOT_DICOM) from exc
+        except Exception as exc:  # pydicom raises many types on damaged headers
+            raise ImageLoadError(f"{path}: truncated or corrupt DICOM header ({_first_line(exc)})", CORRUPT) from exc
+    if any("end of file" in str(w.message).lower() for w in said):  # cut off inside its data
+        raise ImageLoadError(f"{path}: truncated DICOM (the file ends before its data does)", CORRUPT)
+    return ds
+
+
+def _fill_transfer_syntax(ds):
+    """``ds`` with a Transfer Syntax UID in its file meta: where the file leaves it out, the
+    uncompressed syntax pydicom detected while reading (an encapsulated one cannot be guessed)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None):
+        return ds
+    encoding = getattr(ds, "original_encoding", None)
+    if not encoding or encoding[0] is None:
+        return ds
+    implicit, little = encoding
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
+
+
+def _without_preamble(path: Path):
+    """A Part 10 file whose 128-byte preamble was stripped (it starts with ``DICM``), read with the
+    preamble put back; ``None`` for any other file."""
+    import io
+
+    import pydicom
+
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"DICM":
+            return None
+        handle.seek(0)
+        data = b"\0" * 128 + handle.read()
     try:
-        return pydicom.dcmread(path, defer_size="4 KB")
-    except InvalidDicomError as exc:
-        bare = _bare_dataset(path) if path.suffix.lower() in DICOM_SUFFIXES else None
-        if bare is None:
-            raise ImageLoadError(f"{path}: not a DICOM file ({exc})", NOT_DICOM) from exc
-        return bare
-    except Exception as exc:  # pydicom raises many types on damaged headers
-        raise ImageLoadError(f"{path}: truncated or corrupt DICOM header ({exc})", CORRUPT) from exc
+        ds = _fill_transfer_syntax(pydicom.dcmread(io.BytesIO(data)))
+    except Exception:  # then it is not a readable DICOM after all
+        return None
+    ds.xraygpt_source_bytes = len(data)  # sizes in check_header count from the restored preamble
+    return ds
 
 
 def _bare_dataset(path: Path):
     """A data set without preamble or file meta, or ``None`` when the bytes do not read as one
     (pixel data or a SOP class / modality must be present: forced reading accepts almost anything)."""
     import pydicom
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     try:
         ds = pydicom.dcmread(path, defer_size="4 KB", force=True)
         if "PixelData" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
             return None
-        implicit, little = ds.original_encoding
     except Exception:  # anything else is simply not a DICOM file
         return None
-    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
-        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
-                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-    return ds
+    return _fill_transfer_syntax(ds)
 
 
 def _install_hint(syntax_name: str) -> str:
@@ -172,13 +216,31 @@ def check_header(path: Path, ds, max_pixels: int) -> None:
             raise ImageLoadError(f"{path}: no decoder for transfer syntax {name}; install "
                                  f"{_install_hint(syntax.name)}", NO_DECODER)
     else:
+        from pydicom.uid import DeflatedExplicitVRLittleEndian
+
         raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-        expected = rows * cols * frames * samples * bits // 8
+        expected = _expected_bytes(ds, rows * cols * frames * samples * bits // 8)
         length = getattr(raw, "length", None)
         tell = getattr(raw, "value_tell", None)
-        if length is not None and tell is not None and (tell + length > path.stat().st_size or length < expected):
-            raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({min(length, path.stat().st_size - tell)} "
+        # a deflated file is inflated in memory: its offsets do not count bytes of the file on disk
+        size = (None if syntax == DeflatedExplicitVRLittleEndian else
+                getattr(ds, "xraygpt_source_bytes", None) or path.stat().st_size)
+        if length is not None and tell is not None and ((size is not None and tell + length > size)
+                                                        or length < expected):
+            present = length if size is None else min(length, size - tell)
+            raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({present} "
                                  f"of {expected} bytes present)", CORRUPT)
+
+
+def _expected_bytes(ds, plain: int) -> int:
+    """Bytes of uncompressed pixel data the header describes (pydicom's count, which knows that
+    YBR_FULL_422 keeps two samples of colour per two pixels); ``plain`` where pydicom cannot say."""
+    from pydicom.pixels.utils import get_expected_length
+
+    try:
+        return int(get_expected_length(ds, unit="bytes"))
+    except Exception:  # a header pydicom cannot count from; the fields were checked above
+        return plain
 
 
 def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
@@ -187,8 +249,12 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
 
     ds = read_header(path)
     check_header(path, ds, max_pixels)
+    # the first frame only: a multi-frame file is not decoded whole (150 frames of 4096 x 4096 would be 5 GB)
+    options: dict = {"index": 0} if header_number(path, ds, "NumberOfFrames", 1) > 1 else {}
     if getattr(ds.file_meta, "TransferSyntaxUID", None) == RLELossless:
-        ds.pixel_array_options(decoding_plugin="pydicom")  # pylibjpeg-rle panics on damaged data
+        options["decoding_plugin"] = "pydicom"  # pylibjpeg-rle panics on damaged data
+    if options:
+        ds.pixel_array_options(**options)
     try:
         stored = ds.pixel_array
     except (KeyboardInterrupt, SystemExit):
@@ -198,8 +264,6 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
         detail = _first_line(exc).rstrip(":")
         raise ImageLoadError(f"{path}: truncated or corrupt DICOM pixel data ({detail})", CORRUPT) from exc
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if header_number(path, ds, "NumberOfFrames", 1) > 1:  # multi-frame: first frame
-        stored = stored[0]
     if photometric == PALETTE:  # indices into the red/green/blue tables (PS3.3 C.7.6.3.1.5)
         stored, top = _palette_rgb(path, ds, stored)
     else:

@@ -85,6 +85,8 @@ def _pillow_to_gray(im) -> np.ndarray:
         return (values / scale).astype(np.float32)
     if mode == "F":  # float images: already [0, 1], or min-max scaled
         values = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(values).all():
+            return values  # refused by the caller, naming the file (scaled, ±inf would become 0)
         return values if values.min() >= 0 and values.max() <= 1 else min_max(values)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
