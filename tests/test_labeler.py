@@ -56,6 +56,87 @@ def test_sentence_values(sentence, observation, value):
     assert label_report(sentence)[observation] == value, find_mentions(sentence)
 
 
+# Errors found by reading OpenI reports where the labeler and OpenI's MeSH terms disagree; each
+# sentence is a paraphrase of the real wording, with the value the rule now gives.
+@pytest.mark.parametrize("sentence, observation, value", [
+    # a sentence that starts in lower case is still a sentence: the negation stops at its end
+    ("No pleural effusions or pneumothoraces. cardiomegaly.", "Cardiomegaly", 1),
+    ("no pneumothorax . the heart is mildly enlarged .", "Cardiomegaly", 1),
+    ("Atelectasis vs. pneumonia.", "Pneumonia", -1),  # an abbreviation is no sentence end
+    # uncertainty right after the mention, also without "is"
+    ("Small bilateral pleural effusions suspected.", "Pleural Effusion", -1),
+    ("Mild interstitial edema, likely.", "Edema", -1),
+    ("Patchy opacity likely atelectasis.", "Lung Opacity", 1),
+    ("A pneumonia superimposed on emphysema and scarring would be a consideration.",
+     "Pneumonia", -1),
+    ("Atypical infection is another consideration.", "Pneumonia", -1),
+    # a hedge on the cause is no hedge on the finding
+    ("Streaky left basilar opacities are favored to represent scarring.", "Lung Opacity", 1),
+    ("Opacities in the left base may be compatible with scarring.", "Lung Opacity", 1),
+    # missing uncertainty cues
+    ("Patchy opacity within the lingula favored as atelectasis.", "Atelectasis", -1),
+    ("Maybe due to pulmonary fibrosis, scarring and/or atelectasis.", "Atelectasis", -1),
+    ("Possibility of left rib 7 anterior nondisplaced fracture.", "Fracture", -1),
+    # cues that are not uncertainty about the finding
+    ("Age-indeterminate fracture of the right lateral 9th rib.", "Fracture", 1),
+    ("Several rib fractures of indeterminate age.", "Fracture", 1),
+    ("Considering technical factors stable mild cardiomegaly.", "Cardiomegaly", 1),
+    ("Limited evaluation of the aortoiliac stent.", "Support Devices", 1),
+    ("Recommend further evaluation of this nodule with chest CT.", "Lung Lesion", 1),
+    ("Recommend chest CT to evaluate for a nodule.", "Lung Lesion", -1),
+    # an uncertain adjective qualifies the words after it, not the next item of a list
+    ("Heart size borderline enlarged, tracheostomy tube tip 4 cm above the carina.",
+     "Support Devices", 1),
+    ("There is questionable right lower lobe opacity.", "Lung Opacity", -1),
+    ("Questionable old left posterior third and fourth rib fractures.", "Fracture", -1),
+    # negation scope: a shared verb negates a whole list; a closed negation stops
+    ("Consolidation, atelectasis, and blunting in the left lower lobe have cleared.",
+     "Atelectasis", 0),
+    ("Consolidation, atelectasis, and blunting in the left lower lobe have cleared.",
+     "Consolidation", 0),
+    ("Endotracheal tube and NG tube have been removed.", "Support Devices", 0),
+    ("There has been clearing of left base airspace opacities.", "Lung Opacity", 0),
+    ("No definite pleural effusion seen, dense nodule in the left lung.", "Lung Lesion", 1),
+    ("The nodule in the right lower lobe is not well-seen on today's study.", "Lung Lesion", 0),
+    # partly resolved is still there
+    ("COPD with almost completely resolved right apical pneumothorax.", "Pneumothorax", 1),
+    ("The left pleural effusion has nearly resolved.", "Pleural Effusion", 1),
+    # missed phrasings
+    ("There is a marked interval increase in heart size.", "Cardiomegaly", 1),
+    ("Stable mild heart enlargement.", "Cardiomegaly", 1),
+    ("Heart size XXXX large.", "Cardiomegaly", 1),
+    ("The heart XXXX is slightly large.", "Cardiomegaly", 1),
+    ("The heart is borderline in size.", "Cardiomegaly", -1),
+    ("Large masslike opacity in the right lung base.", "Lung Lesion", 1),
+    ("Minimal apical capping, greater on the left.", "Pleural Other", 1),
+    ("Tracheostomy tip approximately 5 cm above the carina.", "Support Devices", 1),
+    ("Neurostimulator overlying the thoracic spine.", "Support Devices", 1),
+    ("Atrial septal occluder.", "Support Devices", 1),
+    ("Prosthetic right shoulder.", "Support Devices", 1),
+    ("Multiple overlying leads.", "Support Devices", 1),
+    ("Right humeral internal fixation is noted.", "Support Devices", 1),
+    ("Leads terminating in the right atrium and right ventricle.", "Support Devices", 1),
+    # not in the lung, not a bone
+    ("Expansile lesion of the right posterior 9th rib.", "Lung Lesion", None),
+    ("Lucent lesion with a sclerotic margin in the right humeral head.", "Lung Lesion", None),
+    ("Nodular densities over the posterior 9th ribs are consistent with nipple shadows.",
+     "Lung Lesion", None),
+    ("Nodular densities over the posterior 9th ribs are consistent with nipple shadows.",
+     "Lung Opacity", None),
+    ("Multiple round calcific densities represent old granulomatous disease.",
+     "Lung Opacity", None),
+    ("Oval sclerotic density projecting over the inferior right glenoid.", "Lung Opacity", None),
+    ("Opacities are related to overlying soft tissues.", "Lung Opacity", None),
+    ("Small retrocardiac density which may be secondary to a hiatal hernia.", "Lung Opacity", -1),
+    ("Fractured sternotomy wires.", "Fracture", None),
+    ("The lateral most screw is fractured.", "Fracture", None),
+    ("Left central venous catheter fracture at the level of the first rib.", "Fracture", None),
+    ("Fracture of the left clavicle with plate fixation.", "Fracture", 1),
+])
+def test_sentence_values_from_real_reports(sentence, observation, value):
+    assert label_report(sentence)[observation] == value, find_mentions(sentence)
+
+
 def test_aggregation_positive_beats_uncertain_beats_negative():
     labels = label_report("No effusion on the right. Possible left effusion. Small left effusion.")
     assert labels["Pleural Effusion"] == 1

@@ -14,12 +14,20 @@ expressions where CheXpert used NegBio's dependency parses:
    * an uncertainty cue before it ("may", "possible", "likely", "suspicious for", "versus") or
      right after it ("is possible", "versus") -> uncertain (-1);
    * otherwise positive (1).
+
+   A negation ends where a verb closes it ("no effusion seen, dense nodule": the nodule is
+   positive); uncertain adjectives ("questionable", "borderline") reach only the words right
+   after them; a hedge on a cause ("opacity may be due to scarring") leaves the finding positive.
+   Phrases that name something else are dropped (``_not_this_finding``): calcified, bony or
+   metallic densities and densities the report attributes to nipples, soft tissue, stents...;
+   lesions of a bone; fractured wires, screws or catheters.
 3. **Aggregation** per observation: positive if any mention is positive, else uncertain if any
    is uncertain, else negative if any is negative, else None (not mentioned). "No Finding" is 1
    exactly when no observation other than Support Devices is positive or uncertain, else None.
 
 When the report has section headings, only FINDINGS and IMPRESSION are read (an INDICATION
-such as "eval for pneumonia" is not a finding); otherwise the whole text.
+such as "eval for pneumonia" is not a finding); otherwise the whole text. Sentences are split
+also where one starts in lower case ("no effusion . the heart is enlarged .").
 """
 from __future__ import annotations
 
@@ -49,11 +57,14 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"cardiomegaly",
         r"cardiac (?:enlargement|silhouette enlargement)",
         r"(?:heart|cardiac (?:silhouette|shadow|contour|size)|heart (?:size|silhouette|shadow))\s+"
-        + _BE + r" (?:\w+ ){0,3}?(?:enlarged|large|increased|prominent)",
+        r"(?:blank (?:at blank )?(?:" + _BE + r" )?|" + _BE + r" )(?:\w+ ){0,3}?(?:enlarged|large|"
+        r"increased|prominent)",
         r"(?:enlarged|large|prominent) (?:heart|cardiac silhouette|cardiac shadow)",
-        r"enlargement of the (?:heart|cardiac silhouette)",
+        r"enlargement of the (?:heart|cardiac silhouette)|heart enlargement",
+        r"increase\w* (?:in |of )?(?:the )?(?:(?:heart|cardiac) size|size of the (?:heart|cardiac "
+        r"silhouette))",
         r"(?:heart|cardiac) size (?:\w+ ){0,2}?(?:enlarged|increased)",
-        r"(?:heart|cardiac) (?:size|silhouette) (?:\w+ ){0,3}?borderline",
+        r"(?:heart|cardiac)(?: size| silhouette)? (?:\w+ ){0,3}?borderline",
         r"borderline (?:cardiomegaly|heart size|enlarged heart|cardiac (?:size|enlargement))",
     ),
     "Lung Opacity": (
@@ -66,7 +77,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     ),
     "Lung Lesion": (
         r"nodul(?:e|es|ar (?:opacit\w*|densit\w*|lesions?))",
-        r"\bmass(?:es)?\b(?! effect)",
+        r"\bmass(?:es)?\b(?! effect)|masslike",
         r"tumou?rs?",
         r"neoplas\w*",
         r"carcinoma",
@@ -111,7 +122,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "Pleural Other": (
         r"pleural (?:thickening|scarring|scar|plaques?|calcification\w*|fibrosis|reaction)",
         r"fibrothorax",
-        r"(?:apical )?pleural cap(?:ping)?",
+        r"(?:apical )?pleural cap(?:ping)?|(?:bi)?apical cap(?:ping|s)?\b",
         r"pleural[- ]parenchymal scarring",
     ),
     "Fracture": (r"fractur\w*", r"\bfx\b"),
@@ -125,7 +136,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"catheters?",
         r"pacemakers?|\bpacer\b|\b(?:a?icd)\b|defibrillator",
         r"(?:pacing|pacer|icd|cardiac|transvenous) (?:leads?|wires?)",
-        r"(?:sternotomy|cerclage|surgical|epicardial|pacing) (?:wires?|sutures?)",
+        r"(?:sternotomy|sternal|cerclage|surgical|epicardial|pacing) (?:wires?|sutures?)",
         r"sternotomy",
         r"(?:surgical |vascular |cholecystectomy )?clips?\b",
         r"stents?\b",
@@ -138,7 +149,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"arthroplasty|prosthes[ie]s",
         r"\bcoils?\b",
         r"\bfilter\b",
-        r"(?:pulse )?generators?|stimulators?|\bshunts?\b|tubing|(?:bone |suture )anchors?",
+        r"(?:pulse )?generators?|(?:neuro)?stimulators?|\bshunts?\b|tubing|"
+        r"(?:bone |suture )anchors?",
+        r"tracheostomy|occluder|internal fixation|prosthetic (?:\w+ )?(?:shoulder|hip|knee|joint)",
+        r"(?:overlying|external) (?:\w+ ){0,2}?leads\b|leads? terminat\w*",
         r"(?:atrial|ventricular|cardiac|pacer|pacemaker|pacing|distal|monitor) leads?\b",
         r"(?:right|left)(?:[- ]sided)? chest blank",
         r"\btips? (?:in|at|overl\w+|project\w*|terminat\w*|near|within|located|low|high)\b",
@@ -175,38 +189,76 @@ _NEGATED_UNCERTAINTY = re.compile(
     r"(?:be\s+)?(?:entirely\s+|completely\s+|definitely\s+|totally\s+|fully\s+)?"
     r"(?:excluded?|ruled? out|rule out|exclude)\b"
 )
+#: "nearly resolved", "partially removed": the finding is still there, so no negation.
+_PARTIAL = (r"(?<!nearly )(?<!almost )(?<!partially )(?<!partly )(?<!incompletely )(?<!largely )"
+            r"(?<!mostly )(?<!not )(?<!nearly completely )(?<!almost completely )"
+            r"(?<!not completely )(?<!not entirely )")
 #: Negation before the mention ("no", "without", "free of", "negative for", "resolution of").
 _PRE_NEGATION = re.compile(
     r"\b(?:no(?! (?:significant |interval |appreciable |substantial )?(?:change|increase|"
     r"decrease|longer))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
-    r"free of|negative for|clear of|resolution of|resolved|removal of|removed|neither|nor|"
-    r"never|rather than|instead of|ruled out)\b"
+    r"free of|negative for|clear of|resolution of|clearing of|" + _PARTIAL
+    + r"(?:resolved|removed)|removal of|neither|nor|never|rather than|instead of|ruled out)\b"
 )
 #: Negation after the mention ("is not seen", "has resolved", "have been removed").
 _POST_NEGATION = re.compile(
     r"^[^.;]{0,30}?\b(?:appears?|is|are|remains?|seems?)\s+(?:\w+\s+)?(?:within (?:the )?"
     r"(?:limits of )?normal|normal\b|unremarkable)"
     r"|^[^.;]{0,30}?\b(?:(?:is|are|was|were|has been|have been)\s+)?(?:not|no longer)\s+"
-    r"(?:\w+\s+)?(?:seen|identified|present|visualized|visible|appreciated|demonstrated|evident|"
+    r"(?:\w+[\s-]+)?(?:seen|identified|present|visualized|visible|appreciated|demonstrated|evident|"
     r"noted|detected|apparent|enlarged|widened|definitely seen)\b"
-    r"|^[^.;]{0,20}?\b(?:absent|resolved|removed|has cleared|have cleared|ruled out|is negative|"
-    r"are negative)\b"
+    r"|^[^.;]{0,20}?\b(?:absent|" + _PARTIAL + r"(?:resolved|removed)|has cleared|have cleared|"
+    r"ruled out|is negative|are negative)\b"
+    # a list of findings sharing one verb: "consolidation, atelectasis and blunting have cleared"
+    r"|^(?:(?!\b(?:is|are|was|were|persists?|remains?|present|noted|seen|stable|unchanged|"
+    r"improved|increased|decreased|with|that)\b)[^.;]){0,90}?\b(?:has|have)\s+(?:since\s+|now\s+|"
+    r"completely\s+|all\s+)?(?:been\s+)?(?:resolved|cleared|removed)\b"
 )
-#: Uncertainty before the mention.
-_PRE_UNCERTAINTY = re.compile(
-    r"\b(?:may|might|could|possible|possibly|probable|probably|likely|questionable|question of|"
+#: Uncertainty before the mention. The weak cues (recommend, correlate, evaluation, ...) are
+#: about the work-up and are ignored before a finding already named ("evaluation of this nodule").
+_STRONG_UNCERTAINTY = (
+    r"may|maybe|might|could|possible|possibly|possibility|probable|probably|likely|question of|"
     r"suspicious|suspected|suspect|suspicion|concern(?:ing)? for|worrisome for|suggest\w*|"
-    r"differential|versus|vs|indeterminate|equivocal|borderline|presumed|presumably|"
-    r"cannot exclude|can't exclude|evaluate for|eval for|rule out|r/o|either|atypical for|"
-    r"not excluded|question|correlat\w*|recommend\w*|evaluation|consider\w*|exclude|obscur\w*|"
-    r"if|to identify|detect\w*)\b|\?"
+    r"differential|versus|vs|favou?r(?:s|ed|ing)?|cannot exclude|can't exclude|evaluate for|"
+    r"eval for|rule out|r/o|either|atypical for|not excluded|question|exclude|obscur\w*"
 )
-#: Uncertainty right after the mention ("is possible", "versus", "is suspected").
+_WEAK_UNCERTAINTY = (r"correlat\w*|recommend\w*|(?<!limited )evaluation|consider(?!ing)\w*|if|"
+                     r"to identify|detect\w*")
+_PRE_UNCERTAINTY = re.compile(rf"\b(?:{_STRONG_UNCERTAINTY}|{_WEAK_UNCERTAINTY})\b|\?")
+_PRE_STRONG_UNCERTAINTY = re.compile(rf"\b(?:{_STRONG_UNCERTAINTY})\b|\?")
+#: "... of this nodule", "these opacities": the finding was already named.
+_ALREADY_NAMED = re.compile(r"\b(?:this|these|that|those)\s+(?:[\w-]+\s+){0,2}$")
+#: Uncertain adjectives ("questionable", "borderline") qualify only the words right after them:
+#: "heart size borderline enlarged, tracheostomy tube ..." leaves the tube certain.
+_NEAR_UNCERTAINTY = re.compile(
+    r"\b(?:questionable|borderline|equivocal|presumed|presumably|"
+    r"(?<!age-)(?<!age )indeterminate(?! age))\b(?P<gap>(?:\s+[\w./-]+){0,8}\s*)$"
+)
+_SPAN_UNCERTAINTY = re.compile(rf"\b(?:{_STRONG_UNCERTAINTY}|questionable|borderline|equivocal|"
+                               r"presumed|presumably)\b")
+#: A negation's scope ends at a verb that closes it: in "no effusion seen, dense nodule" or
+#: "densities not seen before, healed rib fracture" the later finding is not negated.
+_NEGATION_SCOPE_END = re.compile(
+    r"\bnot\s+(?:[\w-]+\s+)?(?:seen|identified|visualized|visible|appreciated|demonstrated|"
+    r"evident|noted|detected|apparent)\b"
+    r"|\b(?:seen|identified|visualized|appreciated|demonstrated|noted|detected)\s*,"
+)
+#: What a post-mention cue may not be followed by: "opacity may be due to atelectasis" doubts
+#: the cause, not the opacity.
+_NOT_A_CAUSE = (r"(?!\s+(?:to\s+)?(?:be\s+)?(?:represent\w*|reflect\w*|due|related|secondary|"
+                r"compatible|consistent|attributable|caused|the result|a result|from)\b)")
+_POST_CUES = (r"(?:possible|possibly|suspected|questioned|questionable|likely|not excluded|"
+              r"considered|a consideration|suggested|favou?red|in the differential)\b")
+#: Uncertainty after the mention ("is possible", "versus", "effusions suspected").
 _POST_UNCERTAINTY = re.compile(
-    r"^(?:[^.;]{0,30}?\b(?:is|are|remains?|would be)\s+)?(?:\w+\s+)?(?:possible|possibly|"
-    r"suspected|questioned|questionable|likely|not excluded|considered|a consideration|"
-    r"suggested|favored|in the differential)\b|^[^.;,]{0,25}?\b(?:versus|vs|or less likely|"
-    r"could be|may be|might be|cannot be excluded|is not excluded)\b|^\s*\?"
+    r"^[^.;]{0,30}?\b(?:is|are|remains?|would be)\s+(?:\w+\s+)?" + _POST_CUES + _NOT_A_CAUSE
+    + r"|^\s*,?\s*(?:\w+\s+)?" + _POST_CUES
+    + r"(?=\s*(?:[.,;:?)]|$|(?:on|in|at|given|though|but|and|clinically|bilaterally)\b))"
+    r"|^[^.;,]{0,25}?\b(?:versus|vs|or less likely|cannot be excluded|is not excluded)\b"
+    r"|^[^.;,]{0,25}?\b(?:could be|may be|might be)\b" + _NOT_A_CAUSE
+    + r"|^[^.;]{0,90}?\b(?:is|are|would be|remains?)\s+(?:also\s+)?(?:a|an|another)\s+(?:\w+\s+)?"
+    r"consideration\b"
+    r"|^\s*\?"
 )
 #: Clause boundaries: cues do not cross them.
 _CLAUSE_BREAK = re.compile(
@@ -279,19 +331,99 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
     window_after = " ".join(after.split()[:8])
     if _NEGATED_UNCERTAINTY.search(before) or _NEGATED_UNCERTAINTY.search(window_after):
         return UNCERTAIN
-    if (_PRE_NEGATION.search(before) or _PRE_NEGATION.search(span)
+    closed = None
+    for closed in _NEGATION_SCOPE_END.finditer(before):
+        pass
+    negation_before = before[closed.end():] if closed else before
+    if (_PRE_NEGATION.search(negation_before) or _PRE_NEGATION.search(span)
             or _POST_NEGATION.search(after)):
         return NEGATIVE
-    if (_PRE_UNCERTAINTY.search(before) or _PRE_UNCERTAINTY.search(span)
-            or _POST_UNCERTAINTY.search(after)):
+    pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
+    near = _NEAR_UNCERTAINTY.search(before)
+    if ((pre.search(before) or (near and "," not in near.group("gap")))
+            or _SPAN_UNCERTAINTY.search(span) or _POST_UNCERTAINTY.search(after)):
         return UNCERTAIN
     return POSITIVE
+
+
+# --------------------------------------------------------------------------- not this finding
+
+#: A density or opacity described as calcified, bony or metallic is not an airspace opacity.
+_NON_PULMONARY_ADJECTIVE = re.compile(
+    r"\b(?:calcific|calcified|sclerotic|radiopaque|radio-opaque|metallic|metal|bony|bone|osseous|"
+    r"cortical|tubular)\s+(?:[\w-]+\s+){0,2}$")
+#: ... nor one the report attributes to something outside the lung ("density ... consistent with
+#: nipple shadows", "opacities related to overlying soft tissues", "densities ... coronary stents").
+_OUTSIDE_THE_LUNG = (
+    r"nipples?|breasts?|piercings?|skin ?folds?|soft[- ]tissues?|foreign bod\w*|stents?|"
+    r"hiatal hernia|fat pads?|(?:epicardial|pericardial|subpleural|extrapleural) fat|clothing|"
+    r"hair|external|artifacts?|artifactual|summation|overlap\w*|pectus|projectile|"
+    r"bullet|shrapnel|bony|osseous|skeletal|costochondral|cartilage|healing rib fractures?")
+_ATTRIBUTED = (r"^[^;]{0,80}?\b(?:represent\w*|reflect\w*|consistent with|compatible with|due to|"
+               r"secondary to|related to|attributable to|caused by|suggestive of|from|overlying|"
+               r"is|are|as|of)\s+(?:(?!(?:with|and|but|or|without)\b)[\w-]+\s+){0,4}?(?:")
+_OUTSIDE_LESION = re.compile(_ATTRIBUTED + _OUTSIDE_THE_LUNG + r")\b")
+_OUTSIDE_OPACITY = re.compile(_ATTRIBUTED + _OUTSIDE_THE_LUNG + r"|granulom\w*)\b")
+#: A hedged attribution ("density which may be due to a hiatal hernia") leaves the finding
+#: uncertain rather than absent.
+_HEDGE = re.compile(r"\b(?:may|might|could|possibl\w*|versus|vs|or)\b")
+#: A "lesion" of a bone ("expansile lesion of the right 9th rib", "lucent lesion in the humeral
+#: head") is not a lung lesion.
+_BONE_BEFORE = re.compile(r"\b(?:expansile|lytic|blastic|sclerotic|bony|bone|osseous|"
+                          r"cortical|skin|cutaneous)\s+(?:[\w-]+\s+){0,2}$")
+_BONE_AFTER = re.compile(
+    r"^\s+(?:[\w-]+\s+){0,4}?(?:of|in|within|involving|at)\s+(?:the\s+)?(?:[\w-]+\s+){0,3}?"
+    r"(?:ribs?|humer\w*|"
+    r"clavic\w*|scapul\w*|spine|spinous|vertebra\w*|bones?|sternum|sternal|glenoid|acromion|"
+    r"skull|pelvis|femur|femoral)\b")
+#: A broken device ("fractured sternal wires", "catheter fracture", "the screw is fractured")
+#: is not a bone fracture.
+_DEVICE = (r"(?:screws?|wires?|leads?|catheters?|hardware|rods?|pacemakers?|devices?|stents?|"
+           r"ports?|tubes?|coils?|filters?|prosthes[ie]s|sutures?|cerclage)")
+_DEVICE_BEFORE = re.compile(rf"\b{_DEVICE}\s+(?:(?:{_BE}|(?:has|have) been)\s+)?(?:\w+ly\s+)?$")
+_DEVICE_AFTER = re.compile(rf"^(?!\s+(?:fixation|repair)\b)\s+(?:of\s+)?(?:the\s+|an?\s+)?"
+                           rf"(?:(?!(?:with|and|or|from|after|by)\b)[\w-]+\s+){{0,3}}?{_DEVICE}\b")
+
+
+def _not_this_finding(observation: str, text: str, start: int, end: int) -> int | None:
+    """Whether ``text[start:end]`` names something else (the rules above): None when it is the
+    finding, NEGATIVE when it is something else, UNCERTAIN when the report hedges that."""
+    if observation not in ("Lung Opacity", "Lung Lesion", "Fracture"):
+        return None
+    before, phrase, after = text[max(0, start - 60):start], text[start:end], text[end:end + 120]
+    if observation == "Fracture":
+        device = _DEVICE_BEFORE.search(before) or _DEVICE_AFTER.search(after)
+        return NEGATIVE if device else None
+    if observation == "Lung Opacity" and _NON_PULMONARY_ADJECTIVE.search(before):
+        return NEGATIVE
+    if (observation == "Lung Lesion" and phrase.startswith("lesion")
+            and (_BONE_BEFORE.search(before) or _BONE_AFTER.search(after))):
+        return NEGATIVE
+    outside = (_OUTSIDE_OPACITY if observation == "Lung Opacity" else _OUTSIDE_LESION).search(after)
+    if outside is None:
+        return None
+    return UNCERTAIN if _HEDGE.search(outside.group(0)) else NEGATIVE
+
+
+#: A sentence end before a lower-case word ("No effusion. cardiomegaly.", "no effusion . the
+#: heart is enlarged ."), which ``split_sentences`` keeps together, but not after an
+#: abbreviation ("vs. pneumonia", "e.g. an effusion", "approx. 2 cm") or a list number.
+_LOWER_CASE_SENTENCE_END = re.compile(
+    r"(?<![0-9])(?<!\bvs)(?<!\bdr)(?<!\bmr)(?<!\bmrs)(?<!\bms)(?<!\bst)(?<!\bno)(?<!\bapprox)"
+    r"(?<!\bincl)(?<!\betc)(?<!\bfig)"
+    r"(?<!\.[a-z])(?<!^[a-z])(?<!\s[a-z])[.!?]+\s+(?=[a-z])", re.IGNORECASE)
+
+
+def _sentences(text: str) -> list[str]:
+    """``split_sentences``, then also split where a sentence starts in lower case."""
+    return [part.strip() for sentence in split_sentences(text)
+            for part in _LOWER_CASE_SENTENCE_END.split(sentence) if part.strip()]
 
 
 def find_mentions(report: str) -> list[Mention]:
     """Every mention in the report with its value (stages 1-2), in reading order."""
     mentions: list[Mention] = []
-    for sentence in split_sentences(reportable_text(report)):
+    for sentence in _sentences(reportable_text(report)):
         text = normalize_text(sentence)
         for observation in CHEXPERT_OBSERVATIONS:
             normal = _NORMAL_RE.get(observation)
@@ -307,7 +439,12 @@ def find_mentions(report: str) -> list[Mention]:
             for match in pattern.finditer(text):
                 if any(a <= match.start() < b for a, b in normal_spans):
                     continue  # "heart size is normal, not enlarged": already read as normal
+                elsewhere = _not_this_finding(observation, text, match.start(), match.end())
+                if elsewhere == NEGATIVE:
+                    continue  # "nodular density ... consistent with a nipple shadow"
                 value = classify_mention(text, match.start(), match.end())
+                if elsewhere == UNCERTAIN and value == POSITIVE:
+                    value = UNCERTAIN
                 mentions.append(Mention(observation, value, sentence, match.group(0),
                                         _clause(text, *match.span())))
     return mentions
