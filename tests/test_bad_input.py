@@ -443,7 +443,8 @@ def test_damaged_rle_data_is_a_corrupt_file_not_a_decoder_panic(tmp_path, capfd)
 # --------------------------------------------------------------------------- 8. ids that leave the folder
 
 
-def test_reader_ids_and_links_that_leave_the_dataset_are_skipped_not_opened(tmp_path, monkeypatch):
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute root", "relative root"])
+def test_reader_ids_and_links_that_leave_the_dataset_are_skipped_not_opened(tmp_path, monkeypatch, relative):
     from xraygpt_lab.data.readers import open_dataset, read_mimic_cxr, read_openi
     from xraygpt_lab.data.readers.common import OUTSIDE
     from xraygpt_lab.data.readers.folder import read_image_folder
@@ -484,6 +485,9 @@ def test_reader_ids_and_links_that_leave_the_dataset_are_skipped_not_opened(tmp_
     png(folder / "a.png")
     (folder / "b.png").symlink_to(tmp_path / "secret.png")
 
+    if relative:  # a dataset given as a relative path (its ids then resolve from the working folder)
+        monkeypatch.chdir(tmp_path)
+        mimic, openi, xray, folder = (Path(p.name) for p in (mimic, openi, xray, folder))
     monkeypatch.setattr(Path, "open", watch)
     results = {"mimic": read_mimic_cxr(mimic), "openi": read_openi(openi), "xraygpt": open_dataset(xray),
                "folder": read_image_folder(folder)}

@@ -8,7 +8,7 @@ import pytest
 
 from xraygpt_lab.cli import main
 
-from fixtures_data import write_mimic_tree, write_openi_tgz, write_xraygpt_folder
+from fixtures_data import OPENI_REPORTS, write_mimic_tree, write_openi_tgz, write_xraygpt_folder
 
 
 def test_data_summary_prints_json(tmp_path, capsys):
@@ -44,6 +44,12 @@ def test_openi_reports_from_local_tgz_is_cached(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "cache" / "openi" / "NLMCXR_reports.tgz").is_file()
     # second time: from the cache, no --tgz and no download
     assert main(["data", "openi-reports", "--out", str(tmp_path / "out2"), "--no-download"]) == 0
+    assert json.loads(capsys.readouterr().out)["reports"] == 3
+    # a smaller archive given later is read as it is and leaves the cached one alone
+    small = write_openi_tgz(tmp_path / "small" / "NLMCXR_reports.tgz", reports=OPENI_REPORTS[:1])
+    assert main(["data", "openi-reports", "--out", str(tmp_path / "out3"), "--tgz", str(small)]) == 0
+    assert json.loads(capsys.readouterr().out)["reports"] == 1
+    assert main(["data", "openi-reports", "--out", str(tmp_path / "out4"), "--no-download"]) == 0
     assert json.loads(capsys.readouterr().out)["reports"] == 3
 
 

@@ -77,9 +77,17 @@ def test_a_huge_film_is_drawn_from_a_reduced_copy_with_the_true_peak():
         assert all(im.get_extent() == [-0.5, 1999.5, 2999.5, -0.5] for im in ax.images)
         heat = ax.images[1].get_array()  # [h, w, 4] RGBA
         r, c = np.unravel_index(int(np.argmax(heat[..., 3])), heat.shape[:2])
-        step = -(-3000 // MAX_DRAWN)
-        assert (r, c) == (2100 // step, 1700 // step)
+        step = (-(-3000 // MAX_DRAWN), -(-2000 // MAX_DRAWN))
+        assert (r, c) == (2100 // step[0], 1700 // step[1])
         cross = ax.lines[-1].get_xydata()[0]
         assert tuple(cross) == (1700, 2100)
+    finally:
+        plt.close(fig)
+
+    fig, ax = plt.subplots()  # a thin strip with a mask: reduced along its long side only
+    try:
+        strip = rng.random((2, 3000), dtype=np.float32)
+        overlay(ax, strip, strip, mask=strip > 0.5)
+        assert ax.images[0].get_array().shape == (2, 1000)
     finally:
         plt.close(fig)

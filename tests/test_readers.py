@@ -211,3 +211,68 @@ def test_detect_layout_errors(tmp_path):
     (tmp_path / "notes.md").write_text("x")
     with pytest.raises(XrayGPTLabError, match="no dataset found"):
         detect_layout(tmp_path)
+
+
+def test_xraygpt_layout_files_with_a_byte_order_mark_and_bad_report_lines(tmp_path):
+    """Files saved by spreadsheet programs start with a UTF-8 byte-order mark: they read as without
+    one; a reports.jsonl line that gives no report is counted, not dropped unseen."""
+    from xraygpt_lab.data.readers.xraygpt import UNREADABLE_REPORT_LINE, read_xraygpt
+
+    root = write_xraygpt_folder(tmp_path / "x", [{"image_id": "a", "caption": "Normal chest."},
+                                                 {"image_id": "b", "caption": "Small left effusion."}],
+                                ["a.png", "b.png"])
+    bom = "\ufeff"
+    (root / "filter_cap.json").write_text(bom + (root / "filter_cap.json").read_text(), encoding="utf-8")
+    (root / "labels.csv").write_text(bom + "image_id,Pleural Effusion\na,0\nb,1\n", encoding="utf-8")
+    (root / "reports.jsonl").write_text(
+        bom + json.dumps({"image_id": "a", "report": "FINDINGS: Normal."}) + "\n\n{not json\n"
+        + json.dumps({"image_id": "b"}) + "\n" + json.dumps({"image_id": "b", "report": "Effusion."}) + "\n",
+        encoding="utf-8")
+    dataset = read_xraygpt(root)
+    by_id = {r.image_id: r for r in dataset.records}
+    assert sorted(by_id) == ["a", "b"]
+    assert by_id["b"].labels["Pleural Effusion"] == 1 and by_id["a"].labels["Pleural Effusion"] == 0
+    assert by_id["a"].report == "FINDINGS: Normal." and by_id["b"].report == "Effusion."
+    assert dataset.skipped == {UNREADABLE_REPORT_LINE: 2}
+
+
+def test_a_short_label_row_is_counted_as_malformed(tmp_path):
+    """A CheXpert row cut short (fewer cells than columns) is not read as blanks: its records are
+    counted as malformed labels, in the MIMIC tables and in the XrayGPT layout's labels.csv."""
+    import gzip
+
+    from xraygpt_lab.data.readers import read_mimic_cxr
+
+    mimic = write_mimic_tree(tmp_path / "mimic")
+    with gzip.open(mimic / "mimic-cxr-2.0.0-chexpert.csv.gz", "wt") as handle:
+        handle.write("subject_id,study_id,Atelectasis,Cardiomegaly,Pleural Effusion,No Finding\n"
+                     "10000032,50414267,,0.0\n11000011,51000001,-1.0,,,\n")
+    dataset = read_mimic_cxr(mimic)
+    assert dataset.skipped.get("malformed labels") == 2  # the two images of the short row's study
+    root = write_xraygpt_folder(tmp_path / "x", [{"image_id": "a", "caption": CAPTION},
+                                                 {"image_id": "b", "caption": CAPTION}], ["a.png", "b.png"],
+                                labels_csv="image_id,Cardiomegaly,Edema\na,1,\nb,0\n")
+    dataset = open_dataset(root)
+    assert [r.image_id for r in dataset.records] == ["a"] and dataset.skipped == {"malformed labels": 1}
+
+
+def test_a_layout_given_by_name_still_needs_the_folder(tmp_path):
+    with pytest.raises(XrayGPTLabError, match="no such file or folder"):
+        open_dataset(tmp_path / "typo", layout="folder")
+    write_png(tmp_path / "film.png", np.full((8, 8), 9, np.uint8))
+    with pytest.raises(XrayGPTLabError, match="is a file; the mimic-cxr-jpg layout is a folder"):
+        open_dataset(tmp_path / "film.png", layout="mimic-cxr-jpg")
+
+
+def test_records_without_a_summary_are_counted_by_reason(tmp_path):
+    from xraygpt_lab.data.readers.headers import check_records
+
+    root = write_mimic_tree(tmp_path / "mimic")
+    short = root / "files" / "p11" / "p11000011" / "s51000001.txt"
+    short.write_text("FINDINGS: Lungs clear.\nIMPRESSION: Normal chest.")  # findings under 10 words
+    dataset = open_dataset(root)
+    assert dataset.details["with_summary"] == 2
+    assert dataset.details["without_summary"] == {"findings under 10 words": 1}
+    (root / "files" / "p10" / "p10000032" / "s50414267" / "d1.jpg").write_bytes(b"")  # one film unreadable
+    checked = check_records(dataset)
+    assert checked.details["with_summary"] == 1 and len(checked.records) == 2

@@ -484,6 +484,10 @@ def test_one_file_in_two_roles_is_read_once_and_same_names_are_told_apart(releas
     report = inspect_release(release["vit"], combined, combined, **HEADS)
     lines = [str(g) for g in report.unused]
     assert not any("superseded" in line or "query_tokens" in line or "llama_proj" in line for line in lines), lines
+    lavis = tmp_path / "lavis_dump.pth"  # a LAVIS model's whole state: ViT (prefixed) and Q-Former
+    torch.save({f"visual_encoder.{k}": v for k, v in eva_state().items()} | blip2_state(), lavis)
+    report = inspect_release(lavis, lavis, release["checkpoint"], **HEADS)
+    assert report.sizes.num_query_tokens == QUERIES and report.sizes.vision_depth == VIT_BLOCKS - 1
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     torch.save({"model": blip2_state() | {"extra.x": torch.zeros(1)}}, tmp_path / "a" / "model.pth")

@@ -55,8 +55,6 @@ def run_init(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_manifest(out / MANIFEST) is None)):
         raise ReleasedLoadError(f"{out} exists and holds files this command did not write: give a new or empty folder")
-    if (out / MANIFEST).is_symlink():
-        raise ReleasedLoadError(f"{out / MANIFEST} is a link: give a new or empty folder")
     if not args.llm.is_dir():
         raise ReleasedLoadError(f"LLM folder {args.llm} does not exist "
                                 "(the radiology Vicuna-7B in Hugging Face layout)")
@@ -68,7 +66,8 @@ def run_init(args: argparse.Namespace) -> int:
         raise ReleasedLoadError(f"{args.checkpoint}: 'llama_proj.weight' projects to {report.sizes.llm_width}, but "
                                 f"the LLM in {args.llm} is {llm_config.get('hidden_size')} wide")
     checksums = not args.no_checksums
-    llm_files = {p.name: file_record(p, checksums) for p in sorted(args.llm.iterdir()) if p.is_file()}
+    llm_files = {p.name: file_record(p, checksums) for p in sorted(args.llm.iterdir())
+                 if p.is_file() and not p.name.startswith(".")}  # not a file manager's .DS_Store
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": 1,

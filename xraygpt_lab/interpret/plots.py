@@ -35,14 +35,15 @@ def _values(saliency) -> np.ndarray:
 MAX_DRAWN = 1024
 
 
-def _block_reduce(values: np.ndarray, step: int, how: str) -> np.ndarray:
-    """``values`` ``[H, W]`` reduced by ``step`` in both directions (``"mean"`` or ``"max"`` of each
-    block; edge blocks may be smaller)."""
-    if step <= 1:
+def _block_reduce(values: np.ndarray, step: tuple[int, int], how: str) -> np.ndarray:
+    """``values`` ``[H, W]`` reduced by ``step`` (rows, columns) (``"mean"`` or ``"max"`` of each
+    block; edge blocks repeat their last row or column)."""
+    sr, sc = step
+    if sr <= 1 and sc <= 1:
         return values
     h, w = values.shape
-    padded = np.pad(values, ((0, -h % step), (0, -w % step)), mode="edge")  # [H', W']
-    blocks = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step)
+    padded = np.pad(values, ((0, -h % sr), (0, -w % sc)), mode="edge")  # [H', W']
+    blocks = padded.reshape(padded.shape[0] // sr, sr, padded.shape[1] // sc, sc)
     return blocks.max(axis=(1, 3)) if how == "max" else blocks.mean(axis=(1, 3))
 
 
@@ -90,14 +91,14 @@ def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseli
     method = getattr(saliency, "method", None)
     baseline = baseline if baseline is not None else getattr(saliency, "baseline", None)
     h, w = image.shape
-    step = -(-max(h, w) // MAX_DRAWN)  # 1 up to MAX_DRAWN pixels a side
+    step = (-(-h // MAX_DRAWN), -(-w // MAX_DRAWN))  # rows, columns: 1 up to MAX_DRAWN pixels a side
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # drawn in the film's own pixel coordinates at any step
     drawn = _block_reduce(values, step, "max")  # a block keeps its strongest evidence
     ax.imshow(_block_reduce(image, step, "mean"), cmap="gray", vmin=0, vmax=1, interpolation="nearest",
               extent=extent)
     if signed:
         limit = float(np.percentile(np.abs(values), CLIP_PERCENTILE)) or float(np.abs(values).max()) or 1.0
-        drawn = drawn if step == 1 else _block_reduce(values, step, "mean")
+        drawn = _block_reduce(values, step, "mean")
         heat = ax.imshow(drawn, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, interpolation="bilinear",
                          extent=extent)
         mappable, default_label = heat, "difference (clipped at 99th pct)"
@@ -110,9 +111,10 @@ def overlay(ax, image: np.ndarray, saliency, *, title: str | None = None, baseli
         default_label = "positive evidence (clipped at 99th pct)"
     if mask is not None and np.any(mask):
         reduced = _block_reduce(np.asarray(mask, dtype=float), step, "max")
-        rows = np.arange(reduced.shape[0]) * step + (step - 1) / 2  # block centres, in film pixels
-        cols = np.arange(reduced.shape[1]) * step + (step - 1) / 2
-        ax.contour(cols, rows, reduced, levels=[0.5], colors="cyan", linewidths=1.2)
+        if min(reduced.shape) >= 2:  # a contour needs two rows and two columns
+            rows = np.arange(reduced.shape[0]) * step[0] + (step[0] - 1) / 2  # block centres, in film pixels
+            cols = np.arange(reduced.shape[1]) * step[1] + (step[1] - 1) / 2
+            ax.contour(cols, rows, reduced, levels=[0.5], colors="cyan", linewidths=1.2)
     if mark_peak:  # the peak of the full-resolution map
         r, c = np.unravel_index(int(np.argmax(values)), values.shape)
         ax.plot([c], [r], marker="x", color="lime", markersize=9, mew=2)

@@ -166,15 +166,16 @@ def check_llm_folder(folder: Path) -> Path:
         raise RunFolderError(f"{folder}: missing tokenizer.json (or tokenizer.model)")
     for path in sorted(folder.glob("*.json")):
         read_json(path)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():  # a sharded save: every shard its index names must be there
+    for index in (folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"):
+        if not index.is_file():
+            continue  # a sharded save: every shard its index names must be there
         weight_map = read_json(index).get("weight_map")
         listed = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         absent = [name for name in listed if not (folder / str(name)).is_file()]
         if absent:
             raise RunFolderError(f"{folder}: missing {absent[0]}" + (f" and {len(absent) - 1} more" if len(absent) > 1
                                                                      else "")
-                                 + f" of the {len(listed)} shards model.safetensors.index.json lists")
+                                 + f" of the {len(listed)} shards {index.name} lists")
     found = {name: shape for shard in shards for name, shape in read_header(shard)[0].items()}
     if shards:
         try:

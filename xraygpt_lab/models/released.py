@@ -217,8 +217,11 @@ def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
 
 def _is_safetensors(path: Path) -> bool:
     """True when ``path`` starts like a safetensors file: an 8-byte little-endian header length, then ``{``."""
-    with open(path, "rb") as handle:
-        head = handle.read(9)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as err:
+        raise ReleasedLoadError(f"{path}: cannot be read ({err.strerror or err})") from None
     if len(head) < 9 or head[8:9] != b"{":
         return False
     return 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
@@ -421,7 +424,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
         stat = path.stat()
     except OSError:
         return None
-    return (stat.st_dev, stat.st_ino)
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else None  # 0: the file system gives no inode
 
 
 def _shown_names(files: dict[str, Path]) -> dict[str, str]:
@@ -461,7 +464,9 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
         if role == "vit":
             vit_prefixed = any(k.startswith("visual_encoder.") for k in state)
         for key, tensor in state.items():
-            canonical = key if role != "vit" or key.startswith("visual_encoder.") else f"visual_encoder.{key}"
+            # EVA's own file names its keys without LAVIS's prefix; a LAVIS dump (prefixed) may hold
+            # the Q-Former too, whose keys keep their names
+            canonical = key if role != "vit" or vit_prefixed else f"visual_encoder.{key}"
             if canonical in merged:
                 old_role, old_key, _ = merged[canonical]
                 unused_keys.append((old_role, old_key.split(".")[0] + ".*",
@@ -706,8 +711,8 @@ def llm_parameter_count(config: dict[str, Any]) -> int:
                                                         "tie_word_embeddings")}
     try:
         full = LlamaConfig(**known)
-    except (TypeError, ValueError) as err:
-        raise ReleasedLoadError(f"config.json: {err}") from None
+    except Exception as err:  # noqa: BLE001 - transformers validates with its own exception types
+        raise ReleasedLoadError(f"config.json does not describe a LLaMA ({_one_line(err)})") from None
     h, layers = int(full.hidden_size), int(full.num_hidden_layers)
     mlp, vocab = int(full.intermediate_size), int(full.vocab_size)
     heads = max(1, int(full.num_attention_heads))

@@ -59,6 +59,11 @@ def detect_layout(path: str | os.PathLike) -> str:
 def open_dataset(path: str | os.PathLike, layout: str | None = None) -> Dataset:
     """Read the dataset at ``path`` with ``layout`` (auto-detected when None)."""
     root = Path(path)
+    # detect_layout says this for itself; a layout given by name must not read nothing quietly
+    if layout is not None and not root.exists():
+        raise XrayGPTLabError(f"{root}: no such file or folder")
+    if layout in ("mimic-cxr-jpg", "folder") and not root.is_dir():
+        raise XrayGPTLabError(f"{root}: is a file; the {layout} layout is a folder")
     layout = layout or detect_layout(root)
     if layout == "xraygpt":
         return read_xraygpt(root.parent if root.is_file() else root)

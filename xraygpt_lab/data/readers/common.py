@@ -35,7 +35,9 @@ def outside(base: Path, path: Path) -> bool:
     """
     from xraygpt_lab.paths import is_inside
 
-    return not is_inside(base, path)
+    # ``path`` was built from ``base`` (``base / id``), so a relative one is relative to the working
+    # folder, as ``base`` is: taken from ``base`` instead, it would be looked up at ``base/base/...``
+    return not is_inside(base, Path(path).absolute())
 
 
 @dataclass
@@ -88,10 +90,19 @@ def parse_label(value: object) -> int | None:
 
 
 def labels_from_row(row: dict) -> dict[str, int | None] | None:
-    """The CheXpert columns present in a CSV row, parsed; None when the row has none."""
+    """The CheXpert columns present in a CSV row, parsed; None when the row has none.
+
+    The tables are read as text (``csv.DictReader``; pandas with ``dtype=str`` and
+    ``keep_default_na=False``), so a blank cell is ``""``: a ``None`` or NaN cell is one a short
+    row lacks, and raises ``ValueError`` like a bad value.
+    """
     present = [name for name in CHEXPERT_OBSERVATIONS if name in row]
     if not present:
         return None
+    for name in present:
+        value = row[name]
+        if value is None or (isinstance(value, float) and value != value):
+            raise ValueError(f"the row has no cell for {name!r} (a short row)")
     return {name: parse_label(row[name]) for name in present}
 
 
@@ -107,6 +118,26 @@ def labels_table(rows: Iterable[dict], key: Callable[[dict], Hashable]) -> tuple
         except (ValueError, TypeError):
             bad.add(k)
     return table, bad
+
+
+def read_report_text(path: Path) -> str:
+    """A report file's text: UTF-8, or, where its bytes are not UTF-8, Windows-1252 (a superset of
+    Latin-1, which older exports use), so "Café" never becomes "Caf\ufffd"."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def summary_details(records: Iterable) -> dict:
+    """How many records have an XrayGPT summary, and why the others have none (the reason
+    ``summary.summarize_report`` gave, kept in each record's ``meta["summary_dropped"]``)."""
+    records = list(records)
+    dropped = Counter(str(r.meta["summary_dropped"]) for r in records
+                      if r.summary is None and r.meta and r.meta.get("summary_dropped"))
+    return {"with_summary": sum(r.summary is not None for r in records),
+            "without_summary": dict(sorted(dropped.items()))}
 
 
 def count(skipped: Counter[str]) -> dict[str, int]:

@@ -23,6 +23,7 @@ Every failure raises :class:`xraygpt_lab.errors.ImageLoadError` with a ``reason`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def read_header(path: Path):
     return ds
 
 
-def _fill_transfer_syntax(ds):
+def _fill_transfer_syntax(ds: Any) -> Any:
     """``ds`` with a Transfer Syntax UID in its file meta: where the file leaves it out, the
     uncompressed syntax pydicom detected while reading (an encapsulated one cannot be guessed)."""
     from pydicom.dataset import FileMetaDataset
@@ -101,7 +102,7 @@ def _fill_transfer_syntax(ds):
     return ds
 
 
-def _without_preamble(path: Path):
+def _without_preamble(path: Path) -> Any:
     """A Part 10 file whose 128-byte preamble was stripped (it starts with ``DICM``), read with the
     preamble put back; ``None`` for any other file."""
     import io
@@ -249,12 +250,12 @@ def load_dicom(path: Path, max_pixels: int) -> np.ndarray:
 
     ds = read_header(path)
     check_header(path, ds, max_pixels)
-    # the first frame only: a multi-frame file is not decoded whole (150 frames of 4096 x 4096 would be 5 GB)
-    options: dict = {"index": 0} if header_number(path, ds, "NumberOfFrames", 1) > 1 else {}
+    # the first frame only, whatever NumberOfFrames says: a multi-frame file is not decoded whole
+    # (150 frames of 4096 x 4096 would be 5 GB)
+    options: dict = {"index": 0}
     if getattr(ds.file_meta, "TransferSyntaxUID", None) == RLELossless:
         options["decoding_plugin"] = "pydicom"  # pylibjpeg-rle panics on damaged data
-    if options:
-        ds.pixel_array_options(**options)
+    ds.pixel_array_options(**options)
     try:
         stored = ds.pixel_array
     except (KeyboardInterrupt, SystemExit):

@@ -13,6 +13,7 @@ from xraygpt_lab.data.readers.common import (
     count,
     natural_key,
     outside,
+    read_report_text,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
@@ -50,7 +51,7 @@ def read_image_folder(root: str | Path) -> Dataset:
             continue
         seen.add(image_id)
         report_path = path.with_suffix(".txt")
-        report = report_path.read_text(errors="replace").strip() if report_path.is_file() else None
+        report = read_report_text(report_path).strip() if report_path.is_file() else None
         summary = summarize_report(report).text if report else None
         records.append(Record(image_id=image_id, image_path=path, report=report or None,
                               summary=summary))

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from xraygpt_lab.data.readers.common import MISSING_IMAGE, Dataset
+from xraygpt_lab.data.readers.common import MISSING_IMAGE, Dataset, summary_details
 from xraygpt_lab.data.readers.dicom import CORRUPT, DICOM_SUFFIXES, NOT_DICOM, TOO_LARGE, check_header, read_header
 from xraygpt_lab.errors import ImageLoadError
 
@@ -117,4 +117,6 @@ def check_records(dataset: Dataset, max_pixels: int = MAX_PIXELS) -> Dataset:
             continue
         kept.append(record)
     details = {**dataset.details, "unreadable": listed} if listed else dict(dataset.details)
+    if "with_summary" in details:  # counted again over the records that are left
+        details.update(summary_details(kept))
     return replace(dataset, records=kept, skipped=dict(skipped), details=details)

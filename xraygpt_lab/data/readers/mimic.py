@@ -25,6 +25,8 @@ from xraygpt_lab.data.readers.common import (
     labels_table,
     natural_key,
     outside,
+    read_report_text,
+    summary_details,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
@@ -48,21 +50,31 @@ def study_folder(root: Path, subject_id: str, study_id: str) -> Path:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
-    """The rows of a (gzipped) CSV table; a damaged file or one without ``columns`` is a one-line error."""
+    """The rows of a (gzipped) CSV table as text; a damaged file or one without ``columns`` is a
+    one-line error. A blank cell is ``""``, a cell a short row lacks is ``None``
+    (``common.labels_from_row`` counts such a row as malformed); a byte-order mark is read past."""
+    import csv
+    import gzip
     import zlib
 
-    import pandas as pd
+    def handle():
+        if path.suffix == ".gz":
+            return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+        return path.open(encoding="utf-8-sig", newline="")
 
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, EOFError, ValueError, zlib.error, pd.errors.ParserError) as exc:  # gzip, UTF-8, CSV
+        with handle() as stream:
+            reader = csv.DictReader(stream)
+            header = [name for name in (reader.fieldnames or []) if name is not None]
+            rows = list(reader)
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error, csv.Error) as exc:  # gzip, UTF-8, CSV
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise XrayGPTLabError(f"{path}: not a readable CSV table ({detail})") from exc
-    missing = [name for name in columns if name not in table.columns]
+    missing = [name for name in columns if name not in header]
     if missing:
         raise XrayGPTLabError(f"{path}: needs the column(s) {', '.join(missing)} "
-                              f"(found: {', '.join(map(str, table.columns[:8])) or 'none'})")
-    return table.to_dict("records")
+                              f"(found: {', '.join(map(str, header[:8])) or 'none'})")
+    return rows
 
 
 def _rows_from_tree(root: Path) -> list[dict]:
@@ -90,9 +102,10 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     rows = _read_csv(metadata, ("dicom_id", "subject_id", "study_id")) if metadata else _rows_from_tree(root)
     chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
     labels, bad_labels = (labels_table(_read_csv(chexpert_csv, ("subject_id", "study_id")),
-                                       lambda r: (str(r["subject_id"]).strip(), str(r["study_id"]).strip()))
+                                       lambda r: (str(r["subject_id"] or "").strip(),
+                                                  str(r["study_id"] or "").strip()))
                           if chexpert_csv else ({}, set()))
-    splits = ({str(r["dicom_id"]).strip(): r["split"] for r in _read_csv(split_csv, ("dicom_id", "split"))}
+    splits = ({str(r["dicom_id"] or "").strip(): r["split"] for r in _read_csv(split_csv, ("dicom_id", "split"))}
               if split_csv else {})
     has_reports = next((reports_root / "files").glob("p*/p*/s*.txt"), None) is not None
 
@@ -101,10 +114,10 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     seen: set[str] = set()
     report_cache: dict[Path, str | None] = {}
     for row in rows:
-        dicom_id = str(row.get("dicom_id", "")).strip()
-        subject_id = str(row.get("subject_id", "")).strip()
-        study_id = str(row.get("study_id", "")).strip()
-        view = str(row.get("ViewPosition", "")).strip()
+        dicom_id = str(row.get("dicom_id") or "").strip()  # None: a short row lacks the cell
+        subject_id = str(row.get("subject_id") or "").strip()
+        study_id = str(row.get("study_id") or "").strip()
+        view = str(row.get("ViewPosition") or "").strip()
         if not (dicom_id and subject_id.isdigit() and study_id.isdigit()):
             skipped[MALFORMED_ENTRY] += 1
             continue
@@ -127,7 +140,7 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
         if has_reports:
             report_path = study_folder(reports_root, subject_id, study_id).with_suffix(".txt")
             if report_path not in report_cache:
-                report_cache[report_path] = (report_path.read_text(errors="replace")
+                report_cache[report_path] = (read_report_text(report_path)
                                              if report_path.is_file() else None)
             report = report_cache[report_path]
             if report is None:
@@ -147,5 +160,5 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
                               split=splits.get(dicom_id), meta=meta))
     details = {"metadata_csv": metadata is not None, "chexpert_csv": chexpert_csv is not None,
                "split_csv": split_csv is not None, "reports": has_reports,
-               "with_summary": sum(r.summary is not None for r in records)}
+               **summary_details(records)}
     return Dataset("mimic-cxr-jpg", root, records, count(skipped), details)

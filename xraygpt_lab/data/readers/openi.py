@@ -18,6 +18,7 @@ from xraygpt_lab.data.readers.common import (
     Dataset,
     count,
     outside,
+    summary_details,
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_sections
@@ -82,5 +83,5 @@ def read_openi(root: str | Path, png_dir: str | Path | None = None) -> Dataset:
             records.append(Record(image_id=image_id, image_path=path, summary=summary.text,
                                   report=report.text, meta=dict(meta)))
     details = {"reports": len(reports), "png_folder": str(images) if images else None,
-               "with_summary": sum(r.summary is not None for r in records)}
+               **summary_details(records)}
     return Dataset("openi", root, records, count(skipped), details)

@@ -41,6 +41,8 @@ from xraygpt_lab.data.records import Record
 from xraygpt_lab.errors import XrayGPTLabError
 
 ANNOTATIONS = "filter_cap.json"
+#: Count of lines in ``reports.jsonl`` that give no report (not JSON, or no image_id and report).
+UNREADABLE_REPORT_LINE = "unreadable line in reports.jsonl"
 _OPENI_ID = re.compile(r"^(\d+)_(\d+)$")
 _OPENI_PNG = re.compile(r"^CXR(\d+)[_-]")
 
@@ -65,7 +67,7 @@ def openi_id_index(names: list[str]) -> dict[str, str]:
 
 def _load_annotations(path: Path) -> list:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is no error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise XrayGPTLabError(f"{path}: not valid JSON ({exc})") from exc
     annotations = data.get("annotations") if isinstance(data, dict) else None
@@ -77,7 +79,7 @@ def _load_annotations(path: Path) -> list:
 def _load_labels(path: Path) -> tuple[dict[str, dict | None], set[str]]:
     """``image_id -> labels`` from ``labels.csv``, and the ids whose row has a bad value."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM would join the first column
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or "image_id" not in reader.fieldnames:
                 raise XrayGPTLabError(f"{path}: needs an image_id column")
@@ -86,20 +88,28 @@ def _load_labels(path: Path) -> tuple[dict[str, dict | None], set[str]]:
         raise XrayGPTLabError(f"{path}: not a readable UTF-8 CSV table ({exc})") from exc
 
 
-def _load_reports(path: Path) -> dict[str, str]:
+def _load_reports(path: Path) -> tuple[dict[str, str], int]:
+    """``{image_id: report}`` from ``reports.jsonl`` and the number of lines that hold none (not
+    JSON, or without an ``image_id`` and a text ``report``); blank lines are not counted."""
     reports: dict[str, str] = {}
+    bad = 0
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise XrayGPTLabError(f"{path}: not UTF-8 text ({exc})") from exc
     for line in text.splitlines():
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            bad += 1
             continue
-        if isinstance(row, dict) and isinstance(row.get("report"), str):
-            reports[str(row.get("image_id"))] = row["report"]
-    return reports
+        if isinstance(row, dict) and row.get("image_id") is not None and isinstance(row.get("report"), str):
+            reports[str(row["image_id"])] = row["report"]
+        else:
+            bad += 1
+    return reports, bad
 
 
 def read_xraygpt(root: str | Path) -> Dataset:
@@ -115,7 +125,7 @@ def read_xraygpt(root: str | Path) -> Dataset:
     flavour = "openi" if openi else "synthetic" if (root / "world.json").is_file() else "mimic"
     labels_path, reports_path = root / "labels.csv", root / "reports.jsonl"
     labels, bad_labels = _load_labels(labels_path) if labels_path.is_file() else ({}, set())
-    reports = _load_reports(reports_path) if reports_path.is_file() else {}
+    reports, bad_report_lines = _load_reports(reports_path) if reports_path.is_file() else ({}, 0)
 
     records: list[Record] = []
     skipped: Counter[str] = Counter()
@@ -153,6 +163,8 @@ def read_xraygpt(root: str | Path) -> Dataset:
         records.append(Record(image_id=image_id, image_path=path, summary=caption.strip(),
                               report=reports.get(image_id), labels=labels.get(image_id),
                               meta={"flavour": flavour}))
+    if bad_report_lines:  # lines of reports.jsonl no record could take a report from
+        skipped[UNREADABLE_REPORT_LINE] += bad_report_lines
     details = {"flavour": flavour, "labels_csv": labels_path.is_file(),
                "openi_ids_mapped": mapped} if openi else {"flavour": flavour,
                                                          "labels_csv": labels_path.is_file()}

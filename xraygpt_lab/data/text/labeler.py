@@ -340,7 +340,7 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
         return NEGATIVE
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
     near = _NEAR_UNCERTAINTY.search(before)
-    if ((pre.search(before) or (near and "," not in near.group("gap")))
+    if ((pre.search(negation_before) or (near and "," not in near.group("gap")))
             or _SPAN_UNCERTAINTY.search(span) or _POST_UNCERTAINTY.search(after)):
         return UNCERTAIN
     return POSITIVE
@@ -359,9 +359,10 @@ _OUTSIDE_THE_LUNG = (
     r"hiatal hernia|fat pads?|(?:epicardial|pericardial|subpleural|extrapleural) fat|clothing|"
     r"hair|external|artifacts?|artifactual|summation|overlap\w*|pectus|projectile|"
     r"bullet|shrapnel|bony|osseous|skeletal|costochondral|cartilage|healing rib fractures?")
-_ATTRIBUTED = (r"^[^;]{0,80}?\b(?:represent\w*|reflect\w*|consistent with|compatible with|due to|"
-               r"secondary to|related to|attributable to|caused by|suggestive of|from|overlying|"
-               r"is|are|as|of)\s+(?:(?!(?:with|and|but|or|without)\b)[\w-]+\s+){0,4}?(?:")
+_ATTRIBUTED = (r"^(?:(?!,|\b(?:and|with|as well|rather than|but)\b)[^;]){0,80}?\b(?:represent\w*|"
+               r"reflect\w*|consistent with|compatible with|due to|secondary to|related to|attributable to|"
+               r"caused by|suggestive of|from|overlying)\s+(?:(?!(?:with|and|but|or|without|rather|not)\b)[\w-]+\s+)"
+               r"{0,4}?(?:")
 _OUTSIDE_LESION = re.compile(_ATTRIBUTED + _OUTSIDE_THE_LUNG + r")\b")
 _OUTSIDE_OPACITY = re.compile(_ATTRIBUTED + _OUTSIDE_THE_LUNG + r"|granulom\w*)\b")
 #: A hedged attribution ("density which may be due to a hiatal hernia") leaves the finding
@@ -382,7 +383,8 @@ _DEVICE = (r"(?:screws?|wires?|leads?|catheters?|hardware|rods?|pacemakers?|devi
            r"ports?|tubes?|coils?|filters?|prosthes[ie]s|sutures?|cerclage)")
 _DEVICE_BEFORE = re.compile(rf"\b{_DEVICE}\s+(?:(?:{_BE}|(?:has|have) been)\s+)?(?:\w+ly\s+)?$")
 _DEVICE_AFTER = re.compile(rf"^(?!\s+(?:fixation|repair)\b)\s+(?:of\s+)?(?:the\s+|an?\s+)?"
-                           rf"(?:(?!(?:with|and|or|from|after|by)\b)[\w-]+\s+){{0,3}}?{_DEVICE}\b")
+                           rf"(?:(?!(?:with|and|or|from|after|by|near|adjacent|to|at|since|over|in|along|"
+                           rf"beside|next|under|below|above|around)\b)[\w-]+\s+){{0,3}}?{_DEVICE}\b")
 
 
 def _not_this_finding(observation: str, text: str, start: int, end: int) -> int | None:
@@ -411,7 +413,7 @@ def _not_this_finding(observation: str, text: str, start: int, end: int) -> int 
 _LOWER_CASE_SENTENCE_END = re.compile(
     r"(?<![0-9])(?<!\bvs)(?<!\bdr)(?<!\bmr)(?<!\bmrs)(?<!\bms)(?<!\bst)(?<!\bno)(?<!\bapprox)"
     r"(?<!\bincl)(?<!\betc)(?<!\bfig)"
-    r"(?<!\.[a-z])(?<!^[a-z])(?<!\s[a-z])[.!?]+\s+(?=[a-z])", re.IGNORECASE)
+    r"(?<!\.[a-z])(?<!^[a-z])(?<!\s[a-z])(?<![.!?])[.!?]+\s+(?=[a-z])", re.IGNORECASE)  # one try per run
 
 
 def _sentences(text: str) -> list[str]:

@@ -189,16 +189,17 @@ def download_reports_tgz(target: Path, timeout: float = 120.0) -> Path:
 
 def obtain_openi_reports(tgz: str | os.PathLike | None = None, allow_download: bool = True,
                          timeout: float = 120.0) -> Path:
-    """Path of a cached ``NLMCXR_reports.tgz``: copied from ``tgz`` when given, else the cached
-    copy, else downloaded from the torchxrayvision wheel (when ``allow_download``)."""
+    """Path of an ``NLMCXR_reports.tgz``: ``tgz`` itself when given (copied into the cache only
+    while the cache holds none, so a partial archive never replaces the full one), else the
+    cached copy, else downloaded from the torchxrayvision wheel (when ``allow_download``)."""
     cached = cache_dir() / REPORTS_TGZ
     if tgz is not None:
         source = Path(tgz)
         _check_tgz(source)
-        if source.resolve() != cached.resolve():
+        if not cached.exists():
             with source.open("rb") as handle:
                 _atomic_copy(lambda out: shutil.copyfileobj(handle, out), cached)
-        return cached
+        return source
     if cached.is_file():
         return cached
     if not allow_download:
