@@ -99,3 +99,21 @@ def test_funnel_counts_every_reason():
     assert funnel["reports"] == 3 and funnel["kept"] == 1
     assert funnel[S.EMPTY_REPORT] == 1 and funnel[S.NO_FINDINGS] == 1
     assert sum(funnel[r] for r in S.DROP_REASONS) + funnel["kept"] == funnel["reports"]
+
+
+def test_a_view_sentence_keeps_its_finding_and_prior_means_a_study():
+    """XrayGPT's dataset example: "PA and lateral views of the chest provided demonstrating no focal
+    consolidation, effusion or pneumothorax." keeps its finding; "prior" and "since" mark a
+    comparison only where they refer to an earlier study."""
+    findings = ("PA and lateral views of the chest provided demonstrating no focal consolidation, effusion "
+                "or pneumothorax. Status post prior median sternotomy. Since the patient is rotated, the "
+                "mediastinum is difficult to assess. Heart size is similar to prior. There has been no "
+                "change since the prior study.")
+    result = summarize_sections(findings, "No acute intrathoracic process.")
+    assert result.text.startswith("No focal consolidation, effusion or pneumothorax. Status post prior median "
+                                  "sternotomy. Since the patient is rotated")
+    assert "similar to prior" not in result.text and "since the prior study" not in result.text
+    assert S.is_comparison("Compared with the prior radiograph, the effusion is smaller.")
+    assert not S.is_comparison("History of prior tuberculosis.")
+    assert S.summarize_sections("PA and lateral views of the chest were obtained. " + FINDINGS,
+                                "No acute disease.").findings == FINDINGS

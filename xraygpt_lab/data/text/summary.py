@@ -126,10 +126,16 @@ def word_count(text: str) -> int:
 
 #: Sentences that compare with a prior study, e.g. "Compared to the prior study, the heart is
 #: unchanged." or "Stable left basilar scarring." or "Interval resolution of the effusion."
+#: "prior" and "since" count only where they refer to an earlier study: "status post prior
+#: sternotomy", "a history of prior tuberculosis" and "since the patient is rotated" compare nothing.
+_STUDY = r"(?:study|studies|exam\w*|radiograph\w*|films?|images?|ct|x-?rays?|cxr|chest|one|comparison)"
 _COMPARISON = re.compile(
-    r"\b(compar(?:ed|ison|able)|prior|previous(?:ly)?|preceding|earlier (?:study|exam|film|"
-    r"radiograph)|interval(?:ly)?|since|again (?:seen|noted|demonstrated|identified|visualized)|"
-    r"re-?demonstrat\w*|re-?identified|unchanged|no (?:significant |substantial |appreciable )?"
+    r"\b(compar(?:ed|ison|able)|prior(?= (?:[\w-]+ )?" + _STUDY + r"\b)|(?:from|with|to|than|on) (?:the )?"
+    r"prior\b|previous(?:ly)?|preceding|earlier (?:study|exam|film|radiograph)|interval(?:ly)?|"
+    r"since (?:the |a |an |at |on )?(?:prior|previous|last|earlier|recent|preceding|comparison|admission|"
+    + _STUDY + r"\b|"
+    r"yesterday|\d|X{2,}|_{2,})|again (?:seen|noted|demonstrated|identified|visualized)|"
+    r"re-?demonstrat\w*|re-?identified|unchanged|(?:no|without) (?:significant |substantial |appreciable )?"
     r"change|stable|stably|as before|persist\w*|improv\w*|worsen\w*|resolv\w*|resolution|"
     r"(?:has|have) (?:increased|decreased|developed|enlarged|progressed|cleared|grown|diminished))\b",
     re.IGNORECASE,
@@ -152,6 +158,12 @@ _VIEW_PHRASE = re.compile(
     r"(?: (?:views?|projections?|images?|radiographs?|films?)|(?=\s*[.,;]))",
     re.IGNORECASE,
 )
+#: A view sentence that goes on to a finding: "PA and lateral views of the chest provided
+#: demonstrating no focal consolidation." keeps "No focal consolidation." (the view is removed,
+#: the finding is not).
+_VIEW_THEN_FINDING = re.compile(
+    r"\b(?:obtained|provided|performed|submitted|taken|acquired)\b[^.]*?\b(?:which |that )?"
+    r"(?:demonstrat\w*|show\w*|reveal\w*)\s+(?P<finding>.+)$", re.IGNORECASE)
 _LIST_NUMBER = re.compile(r"^\(?\d{1,2}[.)]\s+")  # "1. No acute disease." -> "No acute disease."
 #: De-identification blanks: ``___`` (MIMIC-CXR) and ``XXXX`` (OpenI).
 _BLANK = re.compile(r"_{2,}|\bX{2,}\b")
@@ -203,7 +215,14 @@ def clean_section(text: str) -> tuple[str, list[str]]:
     kept: list[str] = []
     removed: list[str] = []
     for sentence in split_sentences(text):
-        if is_comparison(sentence) or is_view_mention(sentence):
+        if is_view_mention(sentence):
+            finding = _VIEW_THEN_FINDING.search(sentence)
+            if finding is None or word_count(finding.group("finding")) < 2:
+                removed.append(sentence)
+                continue
+            rest = finding.group("finding")
+            sentence = rest[0].upper() + rest[1:]
+        if is_comparison(sentence):
             removed.append(sentence)
             continue
         cleaned = remove_blanks(remove_view_phrases(_LIST_NUMBER.sub("", sentence)))
