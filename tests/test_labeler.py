@@ -142,6 +142,9 @@ def test_sentence_values(sentence, observation, value):
     ("Rib fracture near the chest tube.", "Fracture", 1),
     ("Acute right 5th rib fracture adjacent to chest tube.", "Fracture", 1),
     ("No pneumothorax detected, moderate cardiomegaly.", "Cardiomegaly", 1),  # the closing verb is no cue
+    ("Support devices: none.", "Support Devices", 0),  # a heading answered "none"
+    ("Lines and tubes: None.", "Support Devices", 0),
+    ("Support devices: right internal jugular catheter.", "Support Devices", 1),
 ])
 def test_sentence_values_from_real_reports(sentence, observation, value):
     assert label_report(sentence)[observation] == value, find_mentions(sentence)

@@ -276,3 +276,23 @@ def test_records_without_a_summary_are_counted_by_reason(tmp_path):
     (root / "files" / "p10" / "p10000032" / "s50414267" / "d1.jpg").write_bytes(b"")  # one film unreadable
     checked = check_records(dataset)
     assert checked.details["with_summary"] == 1 and len(checked.records) == 2
+
+
+def test_a_folder_of_dicom_files_named_without_a_suffix(tmp_path):
+    """Scanners and PACS exports name files IM0001 or by their UID: read as images by their DICM
+    header, keeping the whole name as the id; other files without a suffix are not images."""
+    from fixtures_data import write_dicom
+
+    root = tmp_path / "export"
+    write_dicom(root / "IM0001", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    write_dicom(root / "series" / "1.2.840.113619.2.55", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    (root / "IM0001.txt").write_text("FINDINGS: The heart is normal in size and the lungs are clear of any "
+                                     "focal consolidation.\nIMPRESSION: No acute disease.")
+    (root / "NOTES").write_text("not an image")
+    assert detect_layout(root) == "folder"
+    dataset = open_dataset(root)
+    assert [r.image_id for r in dataset.records] == ["IM0001", "series/1.2.840.113619.2.55"]
+    assert dataset.records[0].summary.endswith("No acute disease.")
+    from xraygpt_lab.data.readers.images import load_image
+
+    assert load_image(dataset.records[1].image_path).shape == (8, 8)

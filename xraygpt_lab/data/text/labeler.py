@@ -201,6 +201,8 @@ _PRE_NEGATION = re.compile(
     + r"(?:resolved|removed)|removal of|neither|nor|never|rather than|instead of|ruled out)\b"
 )
 #: Negation after the mention ("is not seen", "has resolved", "have been removed").
+#: A heading answered "none" ("Support devices: none."); the colon ends the clause, so this reads past it.
+_HEADING_NONE = re.compile(r"\s*:\s*(?:none|nil|absent|not (?:seen|present|identified))\b")
 _POST_NEGATION = re.compile(
     r"^[^.;]{0,30}?\b(?:appears?|is|are|remains?|seems?)\s+(?:\w+\s+)?(?:within (?:the )?"
     r"(?:limits of )?normal|normal\b|unremarkable)"
@@ -336,7 +338,7 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
         pass
     negation_before = before[closed.end():] if closed else before
     if (_PRE_NEGATION.search(negation_before) or _PRE_NEGATION.search(span)
-            or _POST_NEGATION.search(after)):
+            or _POST_NEGATION.search(after) or _HEADING_NONE.match(sentence, end)):
         return NEGATIVE
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
     near = _NEAR_UNCERTAINTY.search(before)
