@@ -296,3 +296,15 @@ def test_a_folder_of_dicom_files_named_without_a_suffix(tmp_path):
     from xraygpt_lab.data.readers.images import load_image
 
     assert load_image(dataset.records[1].image_path).shape == (8, 8)
+
+
+def test_mimic_reports_in_their_own_archive_folder_are_found(tmp_path):
+    import shutil
+
+    root = write_mimic_tree(tmp_path / "mimic")
+    report = root / "files" / "p10" / "p10000032" / "s50414267.txt"
+    moved = root / "mimic-cxr-reports" / "files" / "p10" / "p10000032" / "s50414267.txt"
+    moved.parent.mkdir(parents=True)
+    shutil.move(report, moved)
+    dataset = open_dataset(root)
+    assert dataset.details["reports"] and dataset.records and all(r.report for r in dataset.records)

@@ -86,6 +86,20 @@ def _rows_from_tree(root: Path) -> list[dict]:
     return rows
 
 
+#: Where the free-text reports may sit when not beside the images: MIMIC-CXR's own report archive
+#: (``mimic-cxr-reports.zip``) unpacks to ``files/p*/p*/s*.txt`` in a folder of that name.
+REPORT_FOLDERS = ("mimic-cxr-reports",)
+
+
+def _reports_root(root: Path) -> Path:
+    """``root`` when it holds ``files/p*/p*/s*.txt``, else the first of :data:`REPORT_FOLDERS`
+    inside it that does, else ``root``."""
+    for candidate in (root, *(root / name for name in REPORT_FOLDERS)):
+        if next((candidate / "files").glob("p*/p*/s*.txt"), None) is not None:
+            return candidate
+    return root
+
+
 def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
                    views: tuple[str, ...] | None = None) -> Dataset:
     """Records of MIMIC-CXR-JPG; ``views`` (e.g. ``("PA", "AP")``) keeps only those views.
@@ -94,10 +108,11 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
     dicom id, a study whose CheXpert row holds a value other than 1, 0, -1 or blank, and — when
     report files exist at all — a study whose report is missing or empty. A damaged CSV table
-    (or one without its id columns) is an error naming the file.
+    (or one without its id columns) is an error naming the file. Reports are read from
+    ``reports_dir``, else from ``root`` or, where ``root`` has none, its ``mimic-cxr-reports/``.
     """
     root = Path(root)
-    reports_root = Path(reports_dir) if reports_dir is not None else root
+    reports_root = Path(reports_dir) if reports_dir is not None else _reports_root(root)
     metadata = find_csv(root, "metadata")
     rows = _read_csv(metadata, ("dicom_id", "subject_id", "study_id")) if metadata else _rows_from_tree(root)
     chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
