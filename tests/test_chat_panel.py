@@ -336,6 +336,27 @@ def test_images_that_fail_to_load_keep_the_previous_image(panel, tmp_path):
     assert panel.send("Still there?"), "the conversation goes on with the old image"
 
 
+def test_paths_the_system_refuses_say_so_without_the_data_folder(tokenizer, tmp_path):
+    """A name too long for the file system or with a NUL byte is one inline message, and the
+    server's own folder is never shown on a page restricted to it."""
+    offered = tmp_path / "offered"
+    offered.mkdir()
+    chat = ChatPanel(small_model(tokenizer), data_root=offered)
+    for bad in ("a" * 300 + ".png", "chest.png\x00"):
+        assert chat.set_image(bad) is False
+        assert "Could not load the image" in chat.status.value, chat.status.value
+    assert str(offered) not in chat.transcript.value and "Unexpected error" not in chat.transcript.value
+
+
+def test_a_refused_question_goes_back_into_the_box(panel):
+    panel.set_image(radiograph())
+    panel.question.value = "Is there an effusion? " * 600  # longer than the model's context
+    panel.send_button.click()
+    assert panel.wait(timeout=60)
+    assert panel.question.value.startswith("Is there an effusion?"), "the user can shorten it and send again"
+    assert not entries_of(panel, DOCTOR)
+
+
 def test_upload_widget_and_integer_images_are_accepted(panel):
     image = radiograph(2)
     panel.upload.value = ({"name": "chest.png", "type": "image/png", "size": 1,

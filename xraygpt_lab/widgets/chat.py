@@ -330,7 +330,7 @@ class ChatPanel:
             try:
                 action(*args)
             except Exception as exc:  # never let a worker die silently: show what happened
-                self._say(f"Unexpected error: {type(exc).__name__}: {exc}", ERROR)
+                self._say(f"Unexpected error: {type(exc).__name__}: {self.offered.hide(str(exc))}", ERROR)
                 self._last_traceback = traceback.format_exc()
 
         self._worker = threading.Thread(target=run, name="xraygpt-chat-panel", daemon=True)
@@ -367,7 +367,8 @@ class ChatPanel:
                 else:
                     raise ImageLoadError(f"cannot read an image from a {type(image).__name__}; "
                                          "give a path, file bytes or an [H, W] array")
-            except (ImageLoadError, PathOutsideError) as exc:
+            except (ImageLoadError, PathOutsideError, OSError, ValueError) as exc:  # OSError, ValueError:
+                # a path the system refuses (a name too long, a NUL byte); the data folder stays hidden
                 self._say(f"Could not load the image: {self.offered.hide(str(exc))}", ERROR)
                 return False
             self.session.set_image(array, name)
@@ -457,7 +458,12 @@ class ChatPanel:
             self._say("Still answering \u2014 please wait (or press Stop).", in_transcript=False)
             return
         self.question.value = ""
-        self._in_background(self.send, text)
+        self._in_background(self._send_or_give_back, text)
+
+    def _send_or_give_back(self, text: str) -> None:
+        """:meth:`send`; a question it refuses (too long, no image, …) goes back into the box to edit."""
+        if not self.send(text) and not self.question.value:
+            self.question.value = text
 
     def _mark_forgotten(self, turns: int) -> None:
         """Grey out the ``turns`` oldest question/answer pairs the model still saw."""
