@@ -322,3 +322,10 @@ def test_a_truncated_compressed_dicom_says_truncated_in_one_line(tmp_path, capfd
 def test_an_infinite_float_tiff_is_refused(tmp_path, value):
     Image.fromarray(np.full((32, 32), value, dtype=np.float32)).save(tmp_path / "inf.tif")
     _assert_fails(tmp_path / "inf.tif", "NaN or infinite")
+
+
+def test_an_image_beyond_pillows_own_limit_names_one_limit_and_its_size(tmp_path):
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")  # 4e8 pixels, a few kB on disk
+    with pytest.raises(ImageLoadError) as info:
+        load_image(tmp_path / "huge.png")
+    assert "400000000 pixels exceeds the limit of" in str(info.value) and "178956970" not in str(info.value)

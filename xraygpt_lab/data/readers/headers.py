@@ -11,6 +11,7 @@ pixel data or without a decoder for its compression, and a decompression bomb (m
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import replace
@@ -62,8 +63,10 @@ def pillow_size(path: Path, max_pixels: int) -> tuple[int, int, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 width, height, kind = *im.size, str(im.format or "")
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: more than {max_pixels} pixels (possible decompression bomb; {exc})",
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: name ours, and the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "more pixels than Pillow opens"
+        raise ImageLoadError(f"{path}: {size} exceeds the limit of {max_pixels} (possible decompression bomb)",
                              TOO_LARGE) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{path}: not an image (unrecognised file format)", NOT_AN_IMAGE) from exc
