@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from xraygpt_lab.data.readers.common import Dataset
-from xraygpt_lab.data.readers.folder import image_files, read_image_folder
+from xraygpt_lab.data.readers.folder import is_image_file, read_image_folder
 from xraygpt_lab.data.readers.mimic import find_csv, read_mimic_cxr
 from xraygpt_lab.data.readers.openi import read_openi, reports_source
 from xraygpt_lab.data.readers.xraygpt import ANNOTATIONS, read_xraygpt
@@ -49,7 +49,7 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "mimic-cxr-jpg"
     if reports_source(root) is not None:
         return "openi"
-    if image_files(root):  # by suffix, or DICOM files by their header
+    if any(is_image_file(root, p) for p in root.rglob("*")):  # stops at the first image
         return "folder"
     raise XrayGPTLabError(
         f"{root}: no dataset found (expected {ANNOTATIONS}, MIMIC-CXR-JPG files/ + CSVs, "

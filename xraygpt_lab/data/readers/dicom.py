@@ -52,6 +52,13 @@ _DECODER_PACKAGES = (
 )
 
 
+def has_dicom_magic(path: Path) -> bool:
+    """True when ``path`` is a DICOM Part 10 file by its content: ``DICM`` at byte 128 (PS3.10 7.1)."""
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
 def read_header(path: Path):
     """The dataset with its pixel data left on disk (``defer_size``): cheap for any file size.
 

@@ -15,6 +15,7 @@ from xraygpt_lab.data.readers.common import (
     outside,
     read_report_text,
 )
+from xraygpt_lab.data.readers.dicom import has_dicom_magic
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
 
@@ -24,25 +25,25 @@ NOT_IMAGES = {".txt", ".json", ".jsonl", ".csv", ".md", ".xml", ".gz", ".tgz", "
               ".ipynb", ".pdf", ".html", ".log", ".yaml", ".yml", ".safetensors", ".pt", ".pth"}
 
 
-def _dicom_without_suffix(path: Path) -> bool:
-    """A DICOM file named without ``.dcm`` (``IM0001``, a UID such as ``1.2.840.113619.2.1``):
-    Part 10 files carry ``DICM`` at byte 128."""
-    if path.suffix.lower() in NOT_IMAGES:
+def is_image_file(root: Path, path: Path) -> bool:
+    """An image under ``root`` (hidden files and folders left out): by its suffix, or a DICOM file
+    by its header whatever its name (``IM0001``, a UID such as ``1.2.840.113619.2.1``)."""
+    if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+        return False
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    if suffix in NOT_IMAGES:
         return False
     try:
-        with path.open("rb") as handle:
-            head = handle.read(132)
+        return has_dicom_magic(path)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def image_files(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursively, hidden files and folders left out): by suffix, or
-    DICOM files by their header whatever their name."""
-    files = [p for p in root.rglob("*") if p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)
-             and (p.suffix.lower() in IMAGE_SUFFIXES or _dicom_without_suffix(p))]
+    """Every :func:`is_image_file` under ``root``, recursively, in natural order."""
+    files = [p for p in root.rglob("*") if is_image_file(root, p)]
     return sorted(files, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
 

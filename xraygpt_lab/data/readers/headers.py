@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from xraygpt_lab.data.readers.common import MISSING_IMAGE, Dataset, summary_details
-from xraygpt_lab.data.readers.dicom import CORRUPT, DICOM_SUFFIXES, NOT_DICOM, TOO_LARGE, check_header, read_header
+from xraygpt_lab.data.readers.dicom import (CORRUPT, DICOM_SUFFIXES, NOT_DICOM, TOO_LARGE, check_header,
+                                           has_dicom_magic, read_header)
 from xraygpt_lab.errors import ImageLoadError
 
 #: Refuse images with more pixels than this (decompression-bomb guard). 100 MP is ~3x the
@@ -37,11 +38,7 @@ LISTED_UNREADABLE = 20
 
 def is_dicom(path: Path) -> bool:
     """DICOM Part 10 files carry ``DICM`` at byte 128; also trust the usual suffixes."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(path)
 
 
 def check_file(path: Path) -> None:
