@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from fixtures_data import (
     write_mimic_tree,
     write_openi_tgz,
     write_png,
+    write_png_as_jpg,
     write_xraygpt_folder,
 )
 
@@ -308,3 +310,50 @@ def test_mimic_reports_in_their_own_archive_folder_are_found(tmp_path):
     shutil.move(report, moved)
     dataset = open_dataset(root)
     assert dataset.details["reports"] and dataset.records and all(r.report for r in dataset.records)
+
+
+def _mimic_dicom_tree(root: Path) -> Path:
+    """MIMIC-CXR's DICOM release: ``<dicom_id>.dcm`` files, whose views only their headers name,
+    listed in ``cxr-record-list.csv.gz``; one report per study."""
+    import gzip
+
+    import pydicom
+
+    from fixtures_data import MIMIC_REPORT, write_dicom
+
+    films = [("a1", "10000032", "50414267", "PA"), ("a2", "10000032", "50414267", "LL"),
+             ("a3", "11000011", "51000001", "AP")]
+    for dicom_id, subject, study, view in films:
+        folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+        path = write_dicom(folder / f"{dicom_id}.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8) * 60)
+        ds = pydicom.dcmread(path)
+        ds.ViewPosition = view
+        ds.save_as(path, enforce_file_format=True)
+        (folder.parent / f"s{study}.txt").write_text(MIMIC_REPORT)
+    with gzip.open(root / "cxr-record-list.csv.gz", "wt") as handle:
+        handle.write("subject_id,study_id,dicom_id,path\n" + "".join(
+            f"{s},{t},{d},files/p{s[:2]}/p{s}/s{t}/{d}.dcm\n" for d, s, t, _ in films))
+    return root
+
+
+def test_mimic_dicom_release_is_read_from_its_record_list_or_its_tree(tmp_path):
+    from xraygpt_lab.data.readers import read_mimic_cxr
+    from xraygpt_lab.data.readers.headers import check_records
+    from xraygpt_lab.data.readers.images import load_image
+
+    root = _mimic_dicom_tree(tmp_path / "mimic")
+    dataset = open_dataset(root)
+    assert dataset.layout == "mimic-cxr-jpg" and dataset.details["image_table"] == "cxr-record-list.csv.gz"
+    assert [r.image_id for r in dataset.records] == ["a1", "a2", "a3"]
+    assert dataset.details["image_files"] == {".dcm": 3} and not dataset.skipped
+    assert check_records(dataset).records == dataset.records  # every header reads
+    assert load_image(dataset.records[0].image_path).shape == (8, 8)
+    assert dataset.records[0].summary.endswith("Small left pleural effusion.")
+    # no table: the views come from the DICOM headers
+    (root / "cxr-record-list.csv.gz").unlink()
+    frontal = read_mimic_cxr(root, views=("PA", "AP"))
+    assert [r.image_id for r in frontal.records] == ["a1", "a3"]
+    # a JPEG beside a DICOM of the same id is read once, as the JPEG
+    write_png_as_jpg(dataset.records[0].image_path.with_suffix(".jpg"))
+    both = read_mimic_cxr(root)
+    assert [r.image_path.suffix for r in both.records] == [".jpg", ".dcm", ".dcm"]

@@ -478,16 +478,30 @@ def test_a_stray_key_neither_adds_a_block_nor_a_layer(release, tmp_path):
     assert "blip2.pth: 'Qformer.bert.*' (1 key) unused: not part of" in lines
 
 
-def test_one_file_in_two_roles_is_read_once_and_same_names_are_told_apart(release, tmp_path):
+def test_one_file_in_two_roles_is_read_once_and_same_names_are_told_apart(release, tmp_path, model):
+    from xraygpt_lab.models.released import build_vision_encoder
+
     combined = tmp_path / "combined.pth"
     torch.save({"model": blip2_state() | checkpoint_state()}, combined)
     report = inspect_release(release["vit"], combined, combined, **HEADS)
     lines = [str(g) for g in report.unused]
     assert not any("superseded" in line or "query_tokens" in line or "llama_proj" in line for line in lines), lines
-    lavis = tmp_path / "lavis_dump.pth"  # a LAVIS model's whole state: ViT (prefixed) and Q-Former
-    torch.save({f"visual_encoder.{k}": v for k, v in eva_state().items()} | blip2_state(), lavis)
+    # a built LAVIS / MiniGPT-4 model's whole state: its ViT (prefixed, already cut to the blocks it
+    # uses) beside ln_vision and the Q-Former; all of its blocks are used and none is reported unused
+    built = {f"visual_encoder.{k}": v for k, v in eva_state().items() if f"blocks.{VIT_BLOCKS - 1}." not in k}
+    lavis = tmp_path / "lavis_dump.pth"
+    torch.save(built | blip2_state(), lavis)
     report = inspect_release(lavis, lavis, release["checkpoint"], **HEADS)
     assert report.sizes.num_query_tokens == QUERIES and report.sizes.vision_depth == VIT_BLOCKS - 1
+    assert report.sizes.vision_blocks_in_file == VIT_BLOCKS - 1
+    assert not any("blocks" in str(g) for g in report.unused), report.unused
+    pixels = images(1, seed=9)
+    with torch.no_grad():
+        assert torch.equal(build_vision_encoder(report).encode_tokens(pixels), model.encoder.encode_tokens(pixels))
+    # EVA's own file (all of its blocks) keeps the original's cut, prefixed or not
+    torch.save({f"visual_encoder.{k}": v for k, v in eva_state().items()}, tmp_path / "eva_prefixed.pth")
+    report = inspect_release(tmp_path / "eva_prefixed.pth", release["qformer"], release["checkpoint"], **HEADS)
+    assert report.sizes.vision_depth == VIT_BLOCKS - 1
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     torch.save({"model": blip2_state() | {"extra.x": torch.zeros(1)}}, tmp_path / "a" / "model.pth")

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     init.add_argument("--qformer-heads", type=positive_int, default=None,
                       help="Q-Former attention heads (default: width / 64, BERT's head width)")
     init.add_argument("--vision-depth", type=positive_int, default=None,
-                      help="ViT blocks to use (default: all but the last, as BLIP-2)")
+                      help="ViT blocks to use (default: all but the last of EVA's own file, as BLIP-2; "
+                           "all of a built model's dump, which holds ln_vision too)")
     init.add_argument("--no-checksums", action="store_true", help="skip the sha256 checksums (large files)")
     init.set_defaults(func=run_init)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])

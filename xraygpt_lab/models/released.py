@@ -39,9 +39,10 @@ LAVIS / EVA key                                   ours
 
 Everything else is *reported*, never silently dropped (:class:`UnusedGroup`): the last EVA
 block (BLIP-2 reads the second-last layer, so the original builds 39 of the file's 40 blocks
-and ``strict=False`` drops the 40th), the Q-Former's text embeddings, text feed-forward and
-text head (MiniGPT-4 sets them to ``None``), BLIP-2's own projection heads, and any key a later
-file supersedes (MiniGPT-4 loads the files in this order with ``strict=False``, so the last wins).
+and ``strict=False`` drops the 40th; a dump of a built model, holding ``ln_vision`` beside
+``visual_encoder.*``, is already cut and all its blocks are used), the Q-Former's text
+embeddings, text feed-forward and text head (MiniGPT-4 sets them to ``None``), BLIP-2's own
+projection heads, and any key a later file supersedes (MiniGPT-4 loads the files in this order with ``strict=False``, so the last wins).
 
 Sizes (depth, width, heads, MLP size, query count, cross-attention frequency, patch and image
 size) are read off the tensors, so reduced checkpoints in the same layout load too. Head counts
@@ -273,6 +274,12 @@ def _vit_expected_name(canonical: str, prefixed: bool) -> str:
     return canonical if prefixed else canonical[len("visual_encoder."):]
 
 
+def _block_count(state: dict[str, torch.Tensor], prefix: str) -> int | None:
+    """``1 +`` the highest ``<prefix>N.`` index among the keys of one file (None: no such keys)."""
+    found = [int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))]
+    return max(found) + 1 if found else None
+
+
 def _infer_sizes(merged: dict[str, tuple[str, str, torch.Tensor]], names: dict[str, str], vit_prefixed: bool,
                  vision_heads: int | None, qformer_heads: int | None, vision_depth: int | None) -> ReleasedSizes:
     """Read every size off the tensors; a missing key names its file."""
@@ -450,6 +457,7 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
     unused_keys: list[tuple[str, str, str]] = []  # (role, original key or label, reason)
     unused: list[UnusedGroup] = []
     vit_prefixed = False
+    built_depth: int | None = None  # ViT blocks in a dump of a built model (already cut to its depth)
     shown = _shown_names(files)
     read: dict[tuple[int, int], str] = {}  # (device, inode) of each file read → its role
     # MiniGPT-4 loads EVA, then BLIP-2 (strict=False), then its checkpoint (strict=False): the last wins.
@@ -463,6 +471,8 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
         unused.extend(top)
         if role == "vit":
             vit_prefixed = any(k.startswith("visual_encoder.") for k in state)
+        if any(k.startswith("ln_vision.") for k in state):  # a built BLIP-2 / MiniGPT-4 model's dump
+            built_depth = max(built_depth or 0, _block_count(state, "visual_encoder.blocks.") or 0) or None
         for key, tensor in state.items():
             # EVA's own file names its keys without LAVIS's prefix; a LAVIS dump (prefixed) may hold
             # the Q-Former too, whose keys keep their names
@@ -477,7 +487,8 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
         role, key, _ = merged[llm_keys[0]]
         raise ReleasedLoadError(f"{names[role]}: holds LLM weights ('{key}', {len(llm_keys)} keys); the LLM is read "
                                 "from its own folder: merge them into it first")
-    sizes = _infer_sizes(merged, names, vit_prefixed, vision_heads, qformer_heads, vision_depth)
+    sizes = _infer_sizes(merged, names, vit_prefixed, vision_heads, qformer_heads,
+                         vision_depth if vision_depth is not None else built_depth)
     required = _required_keys(sizes)
     vision, qformer_model = _build_modules(sizes, meta=True)
     expected = {"vision": {k: tuple(v.shape) for k, v in vision.state_dict().items()},

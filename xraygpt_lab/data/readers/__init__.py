@@ -6,7 +6,8 @@
 layout             what identifies it                                           reader
 =================  ==========================================================  ================
 ``xraygpt``        ``filter_cap.json`` (+ ``image/``; our synthetic export too)  ``read_xraygpt``
-``mimic-cxr-jpg``  ``mimic-cxr-2.0.0-metadata.csv[.gz]`` or ``files/pNN/``       ``read_mimic_cxr``
+``mimic-cxr-jpg``  ``mimic-cxr-2.0.0-metadata.csv[.gz]`` or ``files/pNN/`` (JPG   ``read_mimic_cxr``
+                   or DICOM release)
 ``openi``          ``ecgen-radiology/``, ``NLMCXR_reports.tgz`` or ``*.xml``     ``read_openi``
 ``folder``         any image files (PNG, JPEG, DICOM, ...)                       ``read_image_folder``
 =================  ==========================================================  ================
@@ -52,7 +53,7 @@ def detect_layout(path: str | os.PathLike) -> str:
     if any(is_image_file(root, p) for p in root.rglob("*")):  # stops at the first image
         return "folder"
     raise XrayGPTLabError(
-        f"{root}: no dataset found (expected {ANNOTATIONS}, MIMIC-CXR-JPG files/ + CSVs, "
+        f"{root}: no dataset found (expected {ANNOTATIONS}, MIMIC-CXR(-JPG) files/pNN/ + CSVs, "
         "OpenI ecgen-radiology/ XML reports, or image files)")
 
 

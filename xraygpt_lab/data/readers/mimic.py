@@ -1,10 +1,13 @@
-"""Reader for MIMIC-CXR-JPG 2.0.0 (+ the MIMIC-CXR report text files).
+"""Reader for MIMIC-CXR-JPG 2.0.0 and MIMIC-CXR 2.0.0 (DICOM), with the report text files.
 
-Layout (PhysioNet): ``files/p10/p10000032/s50414267/<dicom_id>.jpg``, with
+Layout (PhysioNet): ``files/p10/p10000032/s50414267/<dicom_id>.jpg`` (MIMIC-CXR-JPG) or
+``<dicom_id>.dcm`` (MIMIC-CXR, the DICOM release), with
 ``mimic-cxr-2.0.0-metadata.csv[.gz]`` (dicom_id, subject_id, study_id, ViewPosition, ...),
 ``mimic-cxr-2.0.0-chexpert.csv[.gz]`` (subject_id, study_id, 14 observations),
 ``mimic-cxr-2.0.0-split.csv[.gz]`` (dicom_id, study_id, subject_id, split) and the reports as
 ``files/p10/p10000032/s50414267.txt`` (from MIMIC-CXR, in this root or in ``reports_dir``).
+The DICOM release lists its images in ``cxr-record-list.csv[.gz]`` (subject_id, study_id,
+dicom_id, path) instead of the metadata table; without either, the tree itself is read.
 Each record is one image; its study's report is summarised with XrayGPT's rules.
 """
 from __future__ import annotations
@@ -33,15 +36,38 @@ from xraygpt_lab.data.text.summary import summarize_report
 from xraygpt_lab.errors import XrayGPTLabError
 
 PREFIX = "mimic-cxr-2.0.0"
+#: The image file of a ``dicom_id``: MIMIC-CXR-JPG's JPEG first, else the DICOM release's file.
+IMAGE_SUFFIXES = (".jpg", ".dcm")
+#: The DICOM release's list of images (its metadata table is MIMIC-CXR-JPG's).
+RECORD_LIST = "cxr-record-list"
 
 
-def find_csv(root: Path, kind: str) -> Path | None:
-    """``mimic-cxr-2.0.0-<kind>.csv.gz`` or ``.csv`` in ``root``, if present."""
+def find_csv(root: Path, kind: str, prefix: str = PREFIX) -> Path | None:
+    """``mimic-cxr-2.0.0-<kind>.csv.gz`` or ``.csv`` in ``root`` (``prefix=""``: ``<kind>.csv``)."""
+    name = f"{prefix}-{kind}" if prefix else kind
     for suffix in (".csv.gz", ".csv"):
-        path = root / f"{PREFIX}-{kind}{suffix}"
+        path = root / f"{name}{suffix}"
         if path.is_file():
             return path
     return None
+
+
+def image_file(folder: Path, dicom_id: str) -> Path:
+    """``folder/<dicom_id>.jpg`` when it exists, else ``.dcm`` when that does, else the ``.jpg``
+    path (reported missing)."""
+    paths = [folder / f"{dicom_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    return next((path for path in paths if path.is_file()), paths[0])
+
+
+def _view_from_header(path: Path) -> str:
+    """A DICOM's ``ViewPosition`` (``"PA"``, ``"AP"``, ``"LL"``...), ``""`` when unreadable."""
+    from xraygpt_lab.data.readers.dicom import read_header
+    from xraygpt_lab.errors import ImageLoadError
+
+    try:
+        return str(getattr(read_header(path), "ViewPosition", "") or "").strip()
+    except (ImageLoadError, OSError, ValueError):
+        return ""
 
 
 def study_folder(root: Path, subject_id: str, study_id: str) -> Path:
@@ -78,12 +104,15 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
 
 
 def _rows_from_tree(root: Path) -> list[dict]:
-    """Without the metadata CSV: every ``files/p*/p*/s*/*.jpg``."""
-    rows = []
-    for path in sorted((root / "files").glob("p*/p*/s*/*.jpg"), key=lambda p: natural_key(str(p))):
-        rows.append({"dicom_id": path.stem, "subject_id": path.parent.parent.name[1:],
-                     "study_id": path.parent.name[1:], "ViewPosition": ""})
-    return rows
+    """Without a table of images: every ``files/p*/p*/s*/*.jpg`` and ``*.dcm`` (one row per
+    ``dicom_id`` where both exist)."""
+    found: dict[Path, Path] = {}
+    for suffix in reversed(IMAGE_SUFFIXES):  # the .jpg replaces a .dcm of the same id
+        for path in (root / "files").glob(f"p*/p*/s*/*{suffix}"):
+            found[path.with_suffix("")] = path
+    return [{"dicom_id": path.stem, "subject_id": path.parent.parent.name[1:],
+             "study_id": path.parent.name[1:], "ViewPosition": ""}
+            for path in sorted(found.values(), key=lambda p: natural_key(str(p)))]
 
 
 #: Where the free-text reports may sit when not beside the images: MIMIC-CXR's own report archive
@@ -102,7 +131,8 @@ def _reports_root(root: Path) -> Path:
 
 def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
                    views: tuple[str, ...] | None = None) -> Dataset:
-    """Records of MIMIC-CXR-JPG; ``views`` (e.g. ``("PA", "AP")``) keeps only those views.
+    """Records of MIMIC-CXR-JPG or MIMIC-CXR (DICOM); ``views`` (e.g. ``("PA", "AP")``) keeps only
+    those views (read from a DICOM's header where no metadata table names them).
 
     Skipped and counted: a metadata row with a missing field, a listed image that is not on
     disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
@@ -113,7 +143,7 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     """
     root = Path(root)
     reports_root = Path(reports_dir) if reports_dir is not None else _reports_root(root)
-    metadata = find_csv(root, "metadata")
+    metadata = find_csv(root, "metadata") or find_csv(root, RECORD_LIST, prefix="")
     rows = _read_csv(metadata, ("dicom_id", "subject_id", "study_id")) if metadata else _rows_from_tree(root)
     chexpert_csv, split_csv = find_csv(root, "chexpert"), find_csv(root, "split")
     labels, bad_labels = (labels_table(_read_csv(chexpert_csv, ("subject_id", "study_id")),
@@ -136,14 +166,16 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
         if not (dicom_id and subject_id.isdigit() and study_id.isdigit()):
             skipped[MALFORMED_ENTRY] += 1
             continue
-        if views is not None and view not in views:
-            continue
         if dicom_id in seen:
             skipped[DUPLICATE_ID] += 1
             continue
-        image_path = study_folder(root, subject_id, study_id) / f"{dicom_id}.jpg"
+        image_path = image_file(study_folder(root, subject_id, study_id), dicom_id)
         if outside(root, image_path):  # "../../x" or "/etc/x" as dicom_id, or a link out
             skipped[OUTSIDE] += 1
+            continue
+        if views is not None and not view and image_path.suffix == ".dcm" and image_path.is_file():
+            view = _view_from_header(image_path)  # no metadata table: the DICOM says it
+        if views is not None and view not in views:
             continue
         if not image_path.is_file():
             skipped[MISSING_IMAGE] += 1
@@ -173,7 +205,10 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
                               summary=summary.text if summary else None, report=report,
                               labels=labels.get((subject_id, study_id)),
                               split=splits.get(dicom_id), meta=meta))
-    details = {"metadata_csv": metadata is not None, "chexpert_csv": chexpert_csv is not None,
+    details = {"metadata_csv": metadata is not None and metadata.name.startswith(PREFIX),
+               "image_table": metadata.name if metadata else None,
+               "image_files": dict(sorted(Counter(r.image_path.suffix for r in records).items())),
+               "chexpert_csv": chexpert_csv is not None,
                "split_csv": split_csv is not None, "reports": has_reports,
                **summary_details(records)}
     return Dataset("mimic-cxr-jpg", root, records, count(skipped), details)
