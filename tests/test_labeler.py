@@ -214,3 +214,17 @@ def test_runs_of_punctuation_stay_fast():
     start = time.perf_counter()
     label_report("effusion" + "." * 40_000 + "a")
     assert time.perf_counter() - start < 1.5
+
+
+def test_a_text_without_punctuation_reads_each_mention_in_a_bounded_window():
+    """Thousands of words in one "clause": each mention's cues are read within ``CUE_WINDOW``
+    characters either side (linear, not quadratic), and a real list still shares its negation."""
+    from xraygpt_lab.data.text.labeler import CUE_WINDOW, find_mentions
+
+    mentions = find_mentions("effusion " * 3000)
+    assert len(mentions) == 3000 and all(m.value == 1 for m in mentions)
+    assert max(len(m.clause) for m in mentions) <= 2 * CUE_WINDOW + len("effusion")
+    listed = label_report("No focal consolidation, pleural effusion, pneumothorax, pulmonary edema, "
+                          "displaced rib fracture or suspicious pulmonary nodule is seen.")
+    assert all(listed[name] == 0 for name in ("Consolidation", "Pleural Effusion", "Pneumothorax",
+                                              "Edema", "Fracture", "Lung Lesion")), listed

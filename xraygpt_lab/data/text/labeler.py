@@ -31,6 +31,8 @@ also where one starts in lower case ("no effusion . the heart is enlarged .").
 """
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -310,14 +312,35 @@ def reportable_text(report: str) -> str:
     return " \n\n".join(chosen) if chosen else report
 
 
+#: Cues are read at most this many characters either side of a mention. The longest reach in
+#: OpenI's 3,955 reports is 229 characters before a mention and 207 after; the cap keeps a text
+#: without punctuation (thousands of words in one "clause") linear instead of quadratic.
+CUE_WINDOW = 400
+
+
+@functools.lru_cache(maxsize=8)
+def _break_ends(sentence: str) -> list[int]:
+    """Where each clause break of ``sentence`` ends, in order (one scan per sentence)."""
+    return [match.end() for match in _CLAUSE_BREAK.finditer(sentence)]
+
+
 def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
-    """The clause around ``sentence[start:end]``: from the last break before to the next after."""
-    left = 0
-    for match in _CLAUSE_BREAK.finditer(sentence, 0, start):
-        left = match.end()
-    following = _CLAUSE_BREAK.search(sentence, end)
-    right = following.start() if following else len(sentence)
-    return left, right
+    """The clause around ``sentence[start:end]``: from the last break before to the next after,
+    at most :data:`CUE_WINDOW` characters either side (cut at a space, never inside a word)."""
+    ends = _break_ends(sentence)
+    at = bisect.bisect_right(ends, start) - 1
+    left = ends[at] if at >= 0 else 0
+    if start - left > CUE_WINDOW:
+        cut = sentence.find(" ", start - CUE_WINDOW, start)
+        left = cut + 1 if cut >= 0 else start
+    limit = min(len(sentence), end + CUE_WINDOW)
+    following = _CLAUSE_BREAK.search(sentence, end, limit)
+    if following:
+        return left, following.start()
+    if limit < len(sentence):
+        cut = sentence.rfind(" ", end, limit)
+        return left, cut if cut >= 0 else end
+    return left, len(sentence)
 
 
 def _clause(sentence: str, start: int, end: int) -> str:
