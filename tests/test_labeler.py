@@ -146,7 +146,51 @@ REAL_REPORT_SENTENCES = [
 ]
 
 
-@pytest.mark.parametrize("sentence, observation, value", SENTENCES + REAL_REPORT_SENTENCES)
+#: MIMIC-CXR-style wording, values as CheXpert's conventions give them.
+MIMIC_STYLE_SENTENCES = [
+    # a double negative of uncertainty doubts the finding it names, not the one before it
+    ("Left lower lobe atelectasis, cannot exclude pneumonia.", "Atelectasis", 1),
+    ("Left lower lobe atelectasis, cannot exclude pneumonia.", "Pneumonia", -1),
+    ("Bibasilar atelectasis, pneumonia not excluded.", "Atelectasis", 1),
+    ("Bibasilar atelectasis, pneumonia not excluded.", "Pneumonia", -1),
+    ("Small bilateral effusions, cannot exclude mild edema.", "Pleural Effusion", 1),
+    ("Infiltrates, pulmonary edema difficult to entirely exclude.", "Edema", -1),
+    # a hedge on what the finding is, or on its size, leaves the finding itself
+    ("Opacity at the right base is likely atelectasis.", "Lung Opacity", 1),
+    ("Opacity at the right base is likely atelectasis.", "Atelectasis", -1),
+    ("Left pleural effusion is likely small.", "Pleural Effusion", 1),
+    ("The effusion is likely loculated.", "Pleural Effusion", 1),
+    ("A small effusion is likely.", "Pleural Effusion", -1),
+    ("Opacity may be present at the left base.", "Lung Opacity", -1),
+    ("No focal consolidation, though evaluation of the left base is limited by overlying effusion.",
+     "Pleural Effusion", 1),
+    # a negation stops before a new finding after a comma, not inside a list
+    ("No pneumothorax, small left effusion.", "Pleural Effusion", 1),
+    ("No effusion or pneumothorax, mild cardiomegaly.", "Cardiomegaly", 1),
+    ("No focal consolidation, large pleural effusion, or pneumothorax.", "Pleural Effusion", 0),
+    ("No evidence of consolidation, large pleural effusion/pneumothorax.", "Pneumothorax", 0),
+    ("There is no longer a left pleural effusion.", "Pleural Effusion", 0),
+    ("No increased opacity.", "Lung Opacity", 0),
+    ("No interval increase in the small left effusion.", "Pleural Effusion", 1),
+    ("Known left lung mass is not well seen on this study.", "Lung Lesion", -1),
+    # heart and mediastinum, written tersely
+    ("Heart size may be mildly enlarged.", "Cardiomegaly", -1),
+    ("No effusion. Heart enlarged.", "Cardiomegaly", 1),
+    ("Heart size is at the upper limits of normal.", "Cardiomegaly", 0),
+    ("Heart and mediastinum within normal limits.", "Enlarged Cardiomediastinum", 0),
+    ("The mediastinal and hilar contours are normal.", "Enlarged Cardiomediastinum", 0),
+    ("Widening of the superior mediastinum.", "Enlarged Cardiomediastinum", 1),
+    # devices by their short names
+    ("The ETT terminates 3 cm above the carina.", "Support Devices", 1),
+    ("Dobhoff terminates in the duodenum.", "Support Devices", 1),
+    ("Lines and tubes are unchanged.", "Support Devices", 1),
+    ("Intra-aortic balloon pump tip 2 cm below the aortic knob.", "Support Devices", 1),
+    ("Endobronchial valves in the left upper lobe.", "Support Devices", 1),
+]
+
+
+@pytest.mark.parametrize("sentence, observation, value",
+                         SENTENCES + REAL_REPORT_SENTENCES + MIMIC_STYLE_SENTENCES)
 def test_sentence_values(sentence, observation, value):
     assert label_report(sentence)[observation] == value, find_mentions(sentence)
 
@@ -155,6 +199,21 @@ def test_aggregation_positive_beats_uncertain_beats_negative():
     labels = label_report("No effusion on the right. Possible left effusion. Small left effusion.")
     assert labels["Pleural Effusion"] == 1
     assert label_report("No right effusion. Possible left effusion.")["Pleural Effusion"] == -1
+
+
+@pytest.mark.parametrize("report", ["Emphysema.", "Moderate hiatal hernia. Lungs are clear.",
+                                    "Degenerative changes of the thoracic spine.", "Calcified granuloma.",
+                                    "Elevation of the right hemidiaphragm.", "Pneumomediastinum."])
+def test_no_finding_is_blank_when_another_abnormality_is_named(report):
+    """CheXpert: an abnormality outside the 13 observations also rules out "No Finding"."""
+    labels = label_report(report)
+    assert labels["No Finding"] is None
+    assert all(labels[name] in (None, 0) for name in CHEXPERT_OBSERVATIONS if name != "No Finding")
+
+
+def test_a_denied_other_abnormality_keeps_no_finding():
+    assert label_report("No hiatal hernia. Lungs are clear.")["No Finding"] == 1
+    assert label_report("Heart size normal. No emphysema.")["No Finding"] == 1
 
 
 def test_no_finding_rule_ignores_support_devices():

@@ -8,7 +8,9 @@ expressions where CheXpert used NegBio's dependency parses:
    (``NORMAL_STATEMENTS``).
 2. **Classification** of each mention inside its clause (clauses end at ``;``, "but", "however",
    "although", "which", ", the", "and there"...):
-   * a double negative of uncertainty ("cannot be excluded", "not ruled out") -> uncertain (-1);
+   * a double negative of uncertainty ("cannot be excluded", "not ruled out") -> uncertain (-1),
+     for the finding it names ("atelectasis, cannot exclude pneumonia" doubts the pneumonia);
+     "not well seen" -> uncertain;
    * a negation cue before it ("no", "without", "free of", "negative for", "resolution of") or
      after it ("is not seen", "has resolved", "removed") -> negative (0);
    * an uncertainty cue before it ("may", "possible", "likely", "suspicious for", "versus") or
@@ -16,14 +18,19 @@ expressions where CheXpert used NegBio's dependency parses:
    * otherwise positive (1).
 
    A negation ends where a verb closes it ("no effusion seen, dense nodule": the nodule is
-   positive); uncertain adjectives ("questionable", "borderline") reach only the words right
+   positive) and before a new finding told by its size after a comma ("no pneumothorax, small
+   left effusion"), though not inside a list ("no consolidation, large effusion, or
+   pneumothorax"); a hedge on what a finding is or on its size ("opacity is likely atelectasis",
+   "the effusion is likely small") leaves the finding positive; uncertain adjectives ("questionable", "borderline") reach only the words right
    after them; a hedge on a cause ("opacity may be due to scarring") leaves the finding positive.
    Phrases that name something else are dropped (``_not_this_finding``): calcified, bony or
    metallic densities and densities the report attributes to nipples, soft tissue, stents...;
    lesions of a bone; fractured wires, screws or catheters.
 3. **Aggregation** per observation: positive if any mention is positive, else uncertain if any
    is uncertain, else negative if any is negative, else None (not mentioned). "No Finding" is 1
-   exactly when no observation other than Support Devices is positive or uncertain, else None.
+   exactly when no observation other than Support Devices is positive or uncertain and the report
+   names no other abnormality (``OTHER_ABNORMALITIES``: emphysema, a hernia, a granuloma, a
+   degenerative spine...), else None.
 
 When the report has section headings, only FINDINGS and IMPRESSION are read (an INDICATION
 such as "eval for pneumonia" is not a finding); otherwise the whole text. Sentences are split
@@ -50,7 +57,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"enlarged cardiomediastin\w*",
         r"cardiomediastinal (?:silhouette|contours?|shadow|width)s?[^.;]{0,25}?\b(?:enlarge\w*|"
         r"widen\w*|prominen\w*|increased)",
-        r"(?:enlarge\w*|widen\w*|prominen\w*) (?:of )?(?:the )?(?:cardio)?mediastin\w*",
+        r"(?:enlarge\w*|widen\w*|prominen\w*) (?:of )?(?:the )?(?:superior |upper |anterior )?(?:cardio)?mediastin\w*",
         r"mediastin\w* (?:silhouette |contours? |shadow )?" + _BE + r" (?:\w+ ){0,2}?"
         r"(?:enlarged|widened|prominent)",
         r"mediastinal (?:widening|enlargement|prominence|mass)",
@@ -59,8 +66,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"cardiomegaly",
         r"cardiac (?:enlargement|silhouette enlargement)",
         r"(?:heart|cardiac (?:silhouette|shadow|contour|size)|heart (?:size|silhouette|shadow))\s+"
-        r"(?:blank (?:at blank )?(?:" + _BE + r" )?|" + _BE + r" )(?:\w+ ){0,3}?(?:enlarged|large|"
-        r"increased|prominent)",
+        r"(?:blank (?:at blank )?(?:" + _BE + r" )?|" + _BE + r" |(?:may|might|could) (?:be|appear) )"
+        r"(?:\w+ ){0,3}?(?:enlarged|large|increased|prominent)",
+        r"(?:heart|cardiac silhouette)(?: size)? (?:(?:mildly|moderately|markedly|severely|slightly) )?"
+        r"enlarged\b",
         r"(?:enlarged|large|prominent) (?:heart|cardiac silhouette|cardiac shadow)",
         r"enlargement of the (?:heart|cardiac silhouette)|heart enlargement",
         r"increase\w* (?:in |of )?(?:the )?(?:(?:heart|cardiac) size|size of the (?:heart|cardiac "
@@ -134,7 +143,10 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\btubes?\b",
         r"\b(?:picc|central|venous|swan[- ]ganz|port|dialysis|jugular|subclavian|ij|catheter)"
         r"\b[^.;]{0,20}?\blines?\b",
-        r"\b(?:picc|cvc|port-?a-?cath|mediport|porta?cath)\b",
+        r"\b(?:picc|cvc|port-?a-?cath|mediport|porta?cath|ett|dobhoff|iabp|tavr|tavi)\b",
+        r"(?:lines and tubes|tubes and lines|(?:support|monitoring|vascular|venous|arterial) lines)\b",
+        r"cannulas?\b|(?:introducer|cordis|vascular) sheath|(?:intra-?aortic )?balloon pump|"
+        r"endobronchial valves?|loop recorder",
         r"catheters?",
         r"pacemakers?|\bpacer\b|\b(?:a?icd)\b|defibrillator",
         r"(?:pacing|pacer|icd|cardiac|transvenous) (?:leads?|wires?)",
@@ -169,19 +181,41 @@ NORMAL_STATEMENTS: dict[str, tuple[str, ...]] = {
         r" " + _BE + r" (?:\w+ ){0,3}?(?:normal|unremarkable|within normal limits|not (?:enlarged|"
         r"widened))",
         r"normal(?: appearing| sized?| size)? (?:cardio)?mediastin\w*",
-        r"mediastinum " + _BE + r" (?:\w+ ){0,2}?(?:normal|unremarkable|within normal limits)",
-        r"(?:heart|cardiac) and mediastin\w* (?:\w+ ){0,3}?" + _BE
-        + r" (?:\w+ ){0,2}?(?:normal|unremarkable|within normal limits)",
+        r"mediastinum (?:" + _BE + r" (?:\w+ ){0,2}?)?(?:normal|unremarkable|within normal limits)",
+        r"(?:cardio)?mediastinal and (?:\w+ ){0,2}?(?:silhouettes?|contours?) " + _BE
+        + r" (?:\w+ ){0,3}?(?:normal|unremarkable|within normal limits)",
+        r"(?:heart|cardiac) and mediastin\w* (?:\w+ ){0,3}?(?:" + _BE
+        + r" )?(?:\w+ ){0,2}?(?:normal|unremarkable|within normal limits)",
     ),
     "Cardiomegaly": (
         r"(?:heart|cardiac)(?: size| silhouette| shadow| contours?)?(?: and [a-z ]{0,40}?)? " + _BE
         + r" (?:\w+ ){0,3}?(?:normal|within normal limits|unremarkable|not enlarged|top normal)",
         r"normal(?:[- ]sized?)? (?:heart|cardiac)",
+        r"(?:heart|cardiac)(?: size| silhouette| shadow)?(?: " + _BE + r")?(?: \w+){0,3}? (?:at |within )?"
+        r"(?:the )?upper limits? of normal",
+        r"(?:heart|cardiac) and mediastin\w* (?:\w+ ){0,3}?(?:normal|unremarkable|within normal limits)",
         r"(?:heart|cardiac) size (?:is )?(?:normal|within normal limits)",
         r"heart (?:size )?(?:and|,) (?:\w+ ){0,4}?(?:are|is) (?:\w+ ){0,2}?(?:normal|within normal "
         r"limits|unremarkable)",
     ),
 }
+
+#: Abnormalities outside the 13 observations (CheXpert's "No Finding" mention list: emphysema,
+#: hyperinflation, hernias, calcification, granulomas, degenerative spines...): a report naming
+#: one (not negated) has no "No Finding", though it adds no observation.
+OTHER_ABNORMALITIES: tuple[str, ...] = (
+    r"emphysema\w*", r"hyperinflat\w*", r"hyperexpan\w*", r"bullae|bullous", r"\bcopd\b",
+    r"obstructive (?:lung|pulmonary|airways?) disease", r"asthma", r"bronchospasm", r"bronchiti\w*",
+    r"bronchiolitis", r"airways? disease", r"bronchiectasis", r"(?:hiatal|hiatus|diaphragmatic) hernia|hernia\b",
+    r"eventration", r"elevat\w* (?:of )?(?:the )?(?:left |right )?hemidiaphragm|hemidiaphragm (?:is |remains )?elevated",
+    r"(?:dextro|levo)?scolio\w*", r"kyphosis|kyphotic", r"degenerat\w*", r"osteopenia|osteopenic",
+    r"osteophyt\w*", r"spondylosis", r"arthropathy", r"osteodystrophy", r"calcifi\w*",
+    r"atherosclero\w*", r"granulom\w*", r"pneumomediastinum", r"pneumoperitoneum",
+    r"(?:peribronchial )?cuffing", r"interstitial (?:markings|pattern|lung disease|disease|opacit\w*)",
+    r"reticula\w*", r"contusions?", r"hemorrhage", r"hematoma", r"aspiration", r"volume loss",
+    r"deformit(?:y|ies)", r"bullet|shrapnel", r"pulmonary (?:arterial )?hypertension", r"fibrosis|fibrotic",
+    r"scar(?:ring|s)?\b",
+)
 
 # --------------------------------------------------------------------------- cues
 
@@ -197,8 +231,8 @@ _PARTIAL = (r"(?<!nearly )(?<!almost )(?<!partially )(?<!partly )(?<!incompletel
             r"(?<!not completely )(?<!not entirely )")
 #: Negation before the mention ("no", "without", "free of", "negative for", "resolution of").
 _PRE_NEGATION = re.compile(
-    r"\b(?:no(?! (?:significant |interval |appreciable |substantial )?(?:change|increase|"
-    r"decrease|longer))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
+    r"\b(?:no(?! (?:significant |interval |appreciable |substantial )?(?:change|increase(?!d)|"
+    r"decrease(?!d)|longer(?! (?:a|an|any|evidence|visible|seen|present)\b)))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
     r"free of|negative for|clear of|resolution of|clearing of|" + _PARTIAL
     + r"(?:resolved|removed)|removal of|neither|nor|never|rather than|instead of|ruled out)\b"
 )
@@ -240,6 +274,11 @@ _NEAR_UNCERTAINTY = re.compile(
 )
 _SPAN_UNCERTAINTY = re.compile(rf"\b(?:{_STRONG_UNCERTAINTY}|questionable|borderline|equivocal|"
                                r"presumed|presumably)\b")
+#: "not well seen", "not clearly visualized": the finding may be there (CheXpert: uncertain).
+_NOT_WELL_SEEN = re.compile(r"^[^.;]{0,30}?\bnot (?:well|clearly|optimally|adequately|fully) (?:seen|"
+                            r"visuali[sz]ed|evaluated|assessed|demonstrated|characteri[sz]ed)\b")
+#: What limits the reading is there: "evaluation ... limited by overlying effusion".
+_CAUSE_OF_A_LIMIT = re.compile(r"\b(?:limited|obscured|degraded|hampered) by\s+(?:[\w-]+\s+){0,4}$")
 #: A negation's scope ends at a verb that closes it: in "no effusion seen, dense nodule" or
 #: "densities not seen before, healed rib fracture" the later finding is not negated.
 _NEGATION_SCOPE_END = re.compile(
@@ -247,16 +286,30 @@ _NEGATION_SCOPE_END = re.compile(
     r"evident|noted|detected|apparent)\b"
     r"|\b(?:seen|identified|visualized|appreciated|demonstrated|noted|detected)\s*,"
 )
+#: ... and at a comma before a new finding told by its size or course ("no pneumothorax, small left
+#: effusion"), unless the sentence goes on as a list ("no consolidation, large effusion, or pneumothorax").
+_NEW_FINDING_AFTER_COMMA = re.compile(
+    r",\s*(?=(?:small|mild|moderate|large|severe|minimal|trace|tiny|new|persistent|stable|unchanged)\b)")
+_LIST_GOES_ON = re.compile(r"\b(?:or|nor)\b|/")
+#: Words that describe a finding already named: "the effusion is likely loculated" doubts the
+#: loculation, not the effusion.
+_DESCRIPTORS = (r"small|large|tiny|trace|minimal|mild|moderate|severe|loculated|subsegmental|"
+                r"chronic|acute|old|new|layering|postoperative|post-?surgical|infectious|inflammatory|"
+                r"reactive|benign|malignant|underlying|superimposed|developing|early|residual")
+_ANY_MENTION_PATTERN = "|".join(rf"\b(?:{pattern})" for patterns in MENTIONS.values() for pattern in patterns)
 #: What a post-mention cue may not be followed by: "opacity may be due to atelectasis" doubts
-#: the cause, not the opacity.
+#: the cause, not the opacity; "opacity may be atelectasis", "consolidation is likely pneumonia"
+#: doubt the second finding (CheXpert: the first stays positive).
 _NOT_A_CAUSE = (r"(?!\s+(?:to\s+)?(?:be\s+)?(?:represent\w*|reflect\w*|due|related|secondary|"
-                r"compatible|consistent|attributable|caused|the result|a result|from)\b)")
+                r"compatible|consistent|attributable|caused|the result|a result|from)\b)"
+                r"(?!\s+(?:(?:a|an|the|some|partly|partially|in part)\s+)?(?:[\w-]+\s+){0,2}?"
+                rf"(?:{_DESCRIPTORS}|{_ANY_MENTION_PATTERN})(?:\b|\s))")
 _POST_CUES = (r"(?:possible|possibly|suspected|questioned|questionable|likely|not excluded|"
               r"considered|a consideration|suggested|favou?red|in the differential)\b")
 #: Uncertainty after the mention ("is possible", "versus", "effusions suspected").
 _POST_UNCERTAINTY = re.compile(
     r"^[^.;]{0,30}?\b(?:is|are|remains?|would be)\s+(?:\w+\s+)?" + _POST_CUES + _NOT_A_CAUSE
-    + r"|^\s*,?\s*(?:\w+\s+)?" + _POST_CUES
+    + r"|^\s*,?\s*(?:(?!" + _ANY_MENTION_PATTERN + r")\w+\s+)?" + _POST_CUES
     + r"(?=\s*(?:[.,;:?)]|$|(?:on|in|at|given|though|but|and|clinically|bilaterally)\b))"
     r"|^[^.;,]{0,25}?\b(?:versus|vs|or less likely|cannot be excluded|is not excluded)\b"
     r"|^[^.;,]{0,25}?\b(?:could be|may be|might be)\b" + _NOT_A_CAUSE
@@ -294,6 +347,8 @@ def _compile(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
 
 
 _MENTION_RE = _compile(MENTIONS)
+_OTHER_RE = re.compile("|".join(rf"\b(?:{p})" for p in OTHER_ABNORMALITIES))
+_ANY_MENTION = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _MENTION_RE.values()))
 _NORMAL_RE = _compile(NORMAL_STATEMENTS)
 _SECTIONS_READ = ("FINDINGS", "FINDING", "IMPRESSION", "IMPRESSIONS", "CONCLUSION",
                   "FINDINGS AND IMPRESSION")
@@ -349,21 +404,44 @@ def _clause(sentence: str, start: int, end: int) -> str:
     return sentence[left:right].strip()
 
 
+def _doubted_after(window: str) -> bool:
+    """A double negative of uncertainty after a mention doubts it ("pneumonia cannot be excluded"),
+    unless it doubts something else: an active one followed by words takes those ("atelectasis,
+    cannot exclude pneumonia"), and any other the finding named closest before it ("atelectasis,
+    pneumonia not excluded")."""
+    for match in _NEGATED_UNCERTAINTY.finditer(window):
+        passive = re.search(r"(?:excluded|ruled out)$", match.group(0))
+        if not passive and window[match.end():].strip(" .,;:"):
+            continue  # "..., cannot exclude pneumonia": the words after it are what it doubts
+        if _ANY_MENTION.search(window, 0, match.start()):
+            continue  # "..., pneumonia not excluded": it doubts the finding named closer to it
+        return True
+    return False
+
+
 def classify_mention(sentence: str, start: int, end: int) -> int:
     """Value of the mention ``sentence[start:end]`` (lower-case sentence): 1, 0 or -1."""
     left, right = _clause_bounds(sentence, start, end)
     before, span, after = sentence[left:start], sentence[start:end], sentence[end:right]
-    window_after = " ".join(after.split()[:8])
-    if _NEGATED_UNCERTAINTY.search(before) or _NEGATED_UNCERTAINTY.search(window_after):
+    if _NEGATED_UNCERTAINTY.search(before) or _doubted_after(" ".join(after.split()[:8])):
+        return UNCERTAIN
+    if _NOT_WELL_SEEN.search(after):
         return UNCERTAIN
     closed = None
     for closed in _NEGATION_SCOPE_END.finditer(before):
         pass
     negation_before = before[closed.end():] if closed else before
+    offset = start - len(negation_before)
+    for comma in _NEW_FINDING_AFTER_COMMA.finditer(sentence, offset, start):
+        if not _LIST_GOES_ON.search(sentence, comma.end()):
+            negation_before = sentence[comma.end():start]
+            break
     if (_PRE_NEGATION.search(negation_before) or _PRE_NEGATION.search(span)
             or _POST_NEGATION.search(after) or _HEADING_NONE.match(sentence, end)):
         return NEGATIVE
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
+    if _CAUSE_OF_A_LIMIT.search(before):  # "evaluation ... limited by overlying effusion"
+        negation_before = ""
     near = _NEAR_UNCERTAINTY.search(before)
     if ((pre.search(negation_before) or (near and "," not in near.group("gap")))
             or _SPAN_UNCERTAINTY.search(span) or _POST_UNCERTAINTY.search(after)):
@@ -477,8 +555,20 @@ def find_mentions(report: str) -> list[Mention]:
     return mentions
 
 
-def aggregate(mentions: Iterable[Mention]) -> Labels:
-    """Stage 3: per-observation aggregation and the "No Finding" rule (CheXpert)."""
+def names_other_abnormality(report: str) -> bool:
+    """Whether the report states (or suspects) an abnormality of :data:`OTHER_ABNORMALITIES`."""
+    for sentence in _sentences(reportable_text(report)):
+        text = normalize_text(sentence)
+        for match in _OTHER_RE.finditer(text):
+            if classify_mention(text, match.start(), match.end()) != NEGATIVE:
+                return True
+    return False
+
+
+def aggregate(mentions: Iterable[Mention], other_abnormality: bool = False) -> Labels:
+    """Stage 3: per-observation aggregation and the "No Finding" rule (CheXpert): "No Finding" is
+    1 when no observation but Support Devices is positive or uncertain and the report names no
+    other abnormality (``other_abnormality``, :func:`names_other_abnormality`)."""
     values: dict[str, set[int]] = {name: set() for name in CHEXPERT_OBSERVATIONS}
     for mention in mentions:
         values[mention.observation].add(mention.value)
@@ -489,7 +579,7 @@ def aggregate(mentions: Iterable[Mention]) -> Labels:
                         else NEGATIVE if NEGATIVE in seen else None)
     abnormal = any(labels[name] in (POSITIVE, UNCERTAIN) for name in CHEXPERT_OBSERVATIONS
                    if name not in ("No Finding", "Support Devices"))
-    labels["No Finding"] = None if abnormal else POSITIVE
+    labels["No Finding"] = None if abnormal or other_abnormality else POSITIVE
     return labels
 
 
@@ -506,7 +596,8 @@ def label_report(text: str) -> Labels:
         raise TypeError(f"label_report expects a string, got {type(text).__name__}")
     if not text.strip():  # nothing was reported: no finding either way, not "No Finding"
         return {name: None for name in CHEXPERT_OBSERVATIONS}
-    return aggregate(find_mentions(text))
+    mentions = find_mentions(text)
+    return aggregate(mentions, other_abnormality=names_other_abnormality(text))
 
 
 def label_reports(texts: Iterable[str]) -> list[Labels]:

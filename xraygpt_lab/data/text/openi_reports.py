@@ -255,9 +255,10 @@ def _term_matches(term: str, rule: str) -> bool:
 def mesh_to_chexpert(major_terms: Iterable[str]) -> dict[str, int]:
     """1/0 per mapped observation: 1 when a MeSH major term maps to it.
 
-    "No Finding" follows CheXpert's rule on the mapped terms (1 when none but Support Devices
-    is present), and ``"normal"`` is OpenI's own stricter term (nothing abnormal at all, not
-    even a granuloma or a degenerative spine).
+    "No Finding" applies CheXpert's rule to the mapped terms only (1 when none but Support Devices
+    is present), and ``"normal"`` is OpenI's own term (nothing abnormal at all, not even a
+    granuloma or a degenerative spine), which is what CheXpert's No Finding means: compare the
+    labeler's "No Finding" with ``"normal"``.
 
     >>> mesh_to_chexpert(["Cardiomegaly/mild", "Pulmonary Atelectasis/base/left"])["Atelectasis"]
     1
