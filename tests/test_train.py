@@ -152,6 +152,25 @@ def test_alignment_batches_are_a_function_of_the_step():
     assert all("<ImageHere>" in p and p.endswith("###Doctor: ") for p in a["prompts"])
 
 
+def test_draw_weights_draw_an_image_that_often_and_uniform_draws_stay_as_they_were():
+    from xraygpt_lab.train.loop import step_rng
+
+    data = AlignmentSet(torch.arange(4.0).view(4, 1, 1).expand(4, 2, 3).clone(), [f"report {i}" for i in range(4)])
+    uniform, weighted = alignment_batches(data, 8), alignment_batches(data, 8, draw_weights=[3, 1, 1, 1])
+    counts = torch.zeros(4)
+    for step in range(300):
+        picked = weighted(step, step_rng(0, step))["features"][:, 0, 0].long()  # [8] image indices
+        counts += torch.bincount(picked, minlength=4)
+    share = counts / counts.sum()
+    assert abs(share[0] - 0.5) < 0.04 and (share[1:] - 1 / 6).abs().max() < 0.04, share
+    # without weights the draws are those of a run trained before the option existed
+    rng = step_rng(0, 7)
+    expected = [rng.randrange(4) for _ in range(8)]
+    assert uniform(7, step_rng(0, 7))["features"][:, 0, 0].long().tolist() == expected
+    with pytest.raises(ValueError, match="draw_weights"):
+        alignment_batches(data, 8, draw_weights=[1, 1])
+
+
 def test_yes_no_share_asks_each_images_own_questions_balanced_per_question():
     from xraygpt_lab.train.align import yes_no_turns
     from xraygpt_lab.train.loop import step_rng

@@ -61,12 +61,12 @@ TINY_RECIPE = Recipe(
     # ... and half of stage 1's batches ask the image's yes/no questions (train.align.alignment_batches),
     # as --long's do: with this LLM the projection then writes what its first word reads
     stage1=AlignStage1(steps=1200, batch=8, lr=1e-3, min_lr=2e-4, warmup_lr=1e-5, warmup=20, weight_decay=0.05,
-                       yes_no_share=0.5, init="concepts"),
+                       yes_no_share=0.5, lesion_repeats=0, init="concepts"),
     # stage 2 starts below where stage 1 ended, as XrayGPT's does (3e-5 after 8e-5); at 1e-3, above
     # stage 1's end, it undid part of stage 1 (the --long reference: 0.958-0.975 -> 0.966-0.981 on
     # five seeds at 3e-4, which --long keeps); here 1e-4 -> 3e-5, below stage 1's 2e-4
     stage2=AlignStage(steps=40, batch=4, lr=1e-4, min_lr=3e-5, warmup_lr=1e-5, warmup=5, weight_decay=0.05,
-                      yes_no_share=0.0),
+                      yes_no_share=0.0, lesion_repeats=0),
     max_new_tokens=140,
 )
 
@@ -104,9 +104,9 @@ FULL_RECIPE = Recipe(
     image_size=224,  # MedCLIP's input
     data=None, encoder=None, llm_arch=None, llm=None,
     stage1=AlignStage1(steps=20_000, batch=3, lr=1e-4, min_lr=8e-5, warmup_lr=1e-6, warmup=500, weight_decay=0.05,
-                       yes_no_share=0.0, init="random"),
+                       yes_no_share=0.0, lesion_repeats=0, init="random"),
     stage2=AlignStage(steps=2_501, batch=1, lr=3e-5, min_lr=1e-5, warmup_lr=1e-6, warmup=200, weight_decay=0.05,
-                      yes_no_share=0.0),
+                      yes_no_share=0.0, lesion_repeats=0),
     max_new_tokens=160,
 )
 

@@ -163,6 +163,7 @@ class AlignStage:
     # share of examples that ask one of the image's yes/no questions instead of its summary
     # (``train.align.alignment_batches``); XrayGPT's stages: 0
     yes_no_share: float = _number(0.0, 1.0)
+    lesion_repeats: int = _count(0)  # images with a lung lesion drawn 1 + this many times as often
 
 
 @dataclass(frozen=True)

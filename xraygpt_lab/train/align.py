@@ -56,9 +56,11 @@ def yes_no_turns(conversations: Sequence[Sequence[dict]]) -> list[list[tuple[str
 
 
 def alignment_batches(data: AlignmentSet, batch_size: int,
-                      instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS, yes_no_share: float = 0.0):
+                      instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS, yes_no_share: float = 0.0,
+                      draw_weights: Sequence[float] | None = None):
     """``make_batch(step, rng)``: ``batch_size`` random images, each with a random instruction and
     its summary, or (a share ``yes_no_share`` of them) one of its yes/no questions and the answer.
+    ``draw_weights`` (one per image) draws some images more often than others (None: uniformly).
 
     The questions are drawn so that each is answered "Yes" as often as "No" over the images
     (``train.grounding.yes_no_weights``): the projection then has to carry what the answer depends
@@ -74,8 +76,14 @@ def alignment_batches(data: AlignmentSet, batch_size: int,
         weigh = yes_no_weights([[{"question": q, "answer": a} for q, a in case] for case in turns])
         weights = [[weigh({"question": q, "answer": a}) for q, a in case] for case in turns]
 
+    if draw_weights is not None and (len(draw_weights) != len(data) or min(draw_weights) < 0
+                                     or not sum(draw_weights) > 0):
+        raise ValueError(f"draw_weights must be {len(data)} non-negative numbers, not all zero")
+    population = range(len(data))
+
     def make_batch(step: int, rng: random.Random) -> dict[str, Any]:
-        picks = [rng.randrange(len(data)) for _ in range(batch_size)]
+        picks = ([rng.randrange(len(data)) for _ in range(batch_size)] if draw_weights is None
+                 else rng.choices(population, weights=draw_weights, k=batch_size))
         prompts, targets = [], []
         for i in picks:
             if turns and turns[i] and rng.random() < yes_no_share:
@@ -90,11 +98,13 @@ def alignment_batches(data: AlignmentSet, batch_size: int,
 
 
 def align_stage(model: XrayGPT, data: AlignmentSet, stage: StageConfig,
-                checkpoint: str | Path | None = None, yes_no_share: float = 0.0, **train_kwargs: Any) -> StageResult:
+                checkpoint: str | Path | None = None, yes_no_share: float = 0.0,
+                draw_weights: Sequence[float] | None = None, **train_kwargs: Any) -> StageResult:
     """Train ``model.projection`` (and whatever else is left trainable) on ``data``; a share
-    ``yes_no_share`` of the examples are yes/no questions (:func:`alignment_batches`)."""
+    ``yes_no_share`` of the examples are yes/no questions, images drawn by ``draw_weights``
+    (:func:`alignment_batches`)."""
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: the projection is frozen")
-    return train_stage(model, stage, alignment_batches(data, stage.batch_size, yes_no_share=yes_no_share),
-                       checkpoint, **train_kwargs)
+    batches = alignment_batches(data, stage.batch_size, yes_no_share=yes_no_share, draw_weights=draw_weights)
+    return train_stage(model, stage, batches, checkpoint, **train_kwargs)

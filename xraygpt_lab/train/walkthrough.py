@@ -523,12 +523,16 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
         start()
     config = stage_config(stage, name, run.seed, run.save_every)
     asked = f", {stage.yes_no_share:.0%} of examples a yes/no question" if stage.yes_no_share else ""
+    if stage.lesion_repeats:
+        asked += f", images with a lung lesion drawn × {1 + stage.lesion_repeats}"
+    draw_weights = ([1.0 + stage.lesion_repeats * any(f.observation == "Lung Lesion" for f in case)
+                     for case in split.findings] if stage.lesion_repeats else None)
     run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs{asked}, {config.steps} steps, "
             f"lr {config.init_lr:g} -> {config.min_lr:g}")
     data = AlignmentSet(features, split.summaries,
                         questions=yes_no_turns(split.conversations) if stage.yes_no_share else None)
     # float32 like the LLM stage (bf16=False)
-    r = align_stage(model, data, config, checkpoint, yes_no_share=stage.yes_no_share,
+    r = align_stage(model, data, config, checkpoint, yes_no_share=stage.yes_no_share, draw_weights=draw_weights,
                     progress=run.progress, accelerator=run.accelerator, bf16=False, on_step=run.on_step)
     run.history[name] = r.history
     save_weights(run.work / f"projection_{name}.safetensors", dict(model.projection.state_dict()))
