@@ -281,7 +281,8 @@ print(f"\ngeneration: a 160-token report needs ≈ 2·N·(242) FLOPs but is memo
 # Stage 1 uses MIMIC-CXR-JPG 2.0.0 (credentialed PhysioNet access, a data-use agreement and
 # CITI training; 377k images) with the MIMIC-CXR reports; stage 2 uses OpenI (IU X-ray, 7,470
 # PNGs, 3,955 reports, CC BY-NC-ND 4.0). `open_dataset` detects the layout; reports become
-# XrayGPT summaries with the rules of notebook 00b.
+# XrayGPT summaries with the rules of notebook 00b. MIMIC-CXR's DICOM release (`.dcm` files,
+# `cxr-record-list.csv.gz`) reads the same way, its views taken from the DICOM headers.
 
 # %%
 if FOLDERS["data"]:
