@@ -173,6 +173,9 @@ MIMIC_STYLE_SENTENCES = [
     ("No increased opacity.", "Lung Opacity", 0),
     ("No interval increase in the small left effusion.", "Pleural Effusion", 1),
     ("Known left lung mass is not well seen on this study.", "Lung Lesion", -1),
+    ("Possible small left effusion and definite right lower lobe consolidation.", "Consolidation", 1),
+    ("Possible small left effusion and definite right lower lobe consolidation.", "Pleural Effusion", -1),
+    ("Right upper lobe is collapsed.", "Atelectasis", 1),
     # heart and mediastinum, written tersely
     ("Heart size may be mildly enlarged.", "Cardiomegaly", -1),
     ("No effusion. Heart enlarged.", "Cardiomegaly", 1),

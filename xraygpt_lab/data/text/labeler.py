@@ -119,6 +119,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:lung|lobe|lobar|segmental) collapse",
         r"collapse of the (?:\w+ ){0,3}?(?:lung|lobe)",
         r"collapsed (?:lung|lobe)",
+        r"(?:lung|lobe) (?:is |has |remains )?(?:\w+ )?collapsed",
     ),
     "Pneumothorax": (r"(?:hydro|hemo|haemo)?pneumothora\w*", r"pleural air\b(?: collection)?",
                      r"(?:apical|pleural) (?:\w+ )?air collection"),
@@ -277,6 +278,8 @@ _SPAN_UNCERTAINTY = re.compile(rf"\b(?:{_STRONG_UNCERTAINTY}|questionable|border
 #: "not well seen", "not clearly visualized": the finding may be there (CheXpert: uncertain).
 _NOT_WELL_SEEN = re.compile(r"^[^.;]{0,30}?\bnot (?:well|clearly|optimally|adequately|fully) (?:seen|"
                             r"visuali[sz]ed|evaluated|assessed|demonstrated|characteri[sz]ed)\b")
+#: A finding called definite after a hedge on another one ("possible effusion and definite consolidation").
+_DEFINITE = re.compile(r"\b(?:and|with|but) (?:a |an )?(?:definite|definitive|certain|obvious|clear)\b")
 #: What limits the reading is there: "evaluation ... limited by overlying effusion".
 _CAUSE_OF_A_LIMIT = re.compile(r"\b(?:limited|obscured|degraded|hampered) by\s+(?:[\w-]+\s+){0,4}$")
 #: A negation's scope ends at a verb that closes it: in "no effusion seen, dense nodule" or
@@ -442,6 +445,9 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
     if _CAUSE_OF_A_LIMIT.search(before):  # "evaluation ... limited by overlying effusion"
         negation_before = ""
+    hedges = list(pre.finditer(negation_before))
+    if hedges and _DEFINITE.search(negation_before, hedges[-1].end()):
+        negation_before = ""  # "possible small effusion and definite consolidation"
     near = _NEAR_UNCERTAINTY.search(before)
     if ((pre.search(negation_before) or (near and "," not in near.group("gap")))
             or _SPAN_UNCERTAINTY.search(span) or _POST_UNCERTAINTY.search(after)):
