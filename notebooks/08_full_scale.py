@@ -282,7 +282,8 @@ print(f"\ngeneration: a 160-token report needs ≈ 2·N·(242) FLOPs but is memo
 # CITI training; 377k images) with the MIMIC-CXR reports; stage 2 uses OpenI (IU X-ray, 7,470
 # PNGs, 3,955 reports, CC BY-NC-ND 4.0). `open_dataset` detects the layout; reports become
 # XrayGPT summaries with the rules of notebook 00b. MIMIC-CXR's DICOM release (`.dcm` files,
-# `cxr-record-list.csv.gz`) reads the same way, its views taken from the DICOM headers.
+# `cxr-record-list.csv.gz`) reads the same way; a view filter then reads each film's view from
+# its DICOM header.
 
 # %%
 if FOLDERS["data"]:

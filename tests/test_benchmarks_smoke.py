@@ -131,3 +131,13 @@ def test_encoder_head_best_f1_is_the_best_threshold():
 def test_encoder_head_refuses_a_run_without_its_label_head():
     with pytest.raises(SystemExit, match="no token label head"):
         load("encoder_head").run("reference", n=4)
+
+
+def test_labeler_conventions_scores_every_case_and_most_agree():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        result = load("labeler_conventions").run()
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert result["cases"] >= 400
+    assert result["share_agreeing"] >= 0.85, result  # 0.90 measured; MeSH-side choices account for most of the rest

@@ -183,6 +183,22 @@ MIMIC_STYLE_SENTENCES = [
     ("Heart and mediastinum within normal limits.", "Enlarged Cardiomediastinum", 0),
     ("The mediastinal and hilar contours are normal.", "Enlarged Cardiomediastinum", 0),
     ("Widening of the superior mediastinum.", "Enlarged Cardiomediastinum", 1),
+    # ... and none of these rules reaches further than it should
+    ("No pneumothorax, mild cardiomegaly, with no effusion or edema.", "Cardiomegaly", 1),
+    ("No focal consolidation, large pleural effusion, pneumothorax.", "Pleural Effusion", 0),
+    ("No focal consolidation, large pleural effusion and pneumothorax.", "Pleural Effusion", 0),
+    ("No effusion, large heart.", "Cardiomegaly", 1),
+    ("Infection may be superimposed.", "Pneumonia", -1),
+    ("Pneumonia could be developing.", "Pneumonia", -1),
+    ("Pneumonia is difficult to exclude in this patient.", "Pneumonia", -1),
+    ("Mild pulmonary edema and small effusions cannot be entirely excluded.", "Edema", -1),
+    ("Cardiomegaly, cannot exclude a small pericardial effusion.", "Cardiomegaly", 1),
+    ("Evaluation of the left lung base is limited by a possible small effusion.", "Pleural Effusion", -1),
+    ("No pleural effusion, left costophrenic angle not well seen.", "Pleural Effusion", 0),
+    ("Known right upper lobe mass, not well seen.", "Lung Lesion", -1),
+    ("Heart size is enlarged beyond the upper limits of normal.", "Cardiomegaly", 1),
+    ("Heart size is slightly above the upper limits of normal.", "Cardiomegaly", None),
+    ("There is no longer pleural effusion.", "Pleural Effusion", 0),
     # devices by their short names
     ("The ETT terminates 3 cm above the carina.", "Support Devices", 1),
     ("Dobhoff terminates in the duodenum.", "Support Devices", 1),
@@ -214,9 +230,11 @@ def test_no_finding_is_blank_when_another_abnormality_is_named(report):
     assert all(labels[name] in (None, 0) for name in CHEXPERT_OBSERVATIONS if name != "No Finding")
 
 
-def test_a_denied_other_abnormality_keeps_no_finding():
+def test_a_denied_or_normal_other_abnormality_keeps_no_finding():
     assert label_report("No hiatal hernia. Lungs are clear.")["No Finding"] == 1
     assert label_report("Heart size normal. No emphysema.")["No Finding"] == 1
+    assert label_report("Lungs clear. Interstitial markings within normal limits.")["No Finding"] == 1
+    assert label_report("Normal interstitial markings.")["No Finding"] == 1
 
 
 def test_no_finding_rule_ignores_support_devices():

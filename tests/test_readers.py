@@ -353,7 +353,35 @@ def test_mimic_dicom_release_is_read_from_its_record_list_or_its_tree(tmp_path):
     (root / "cxr-record-list.csv.gz").unlink()
     frontal = read_mimic_cxr(root, views=("PA", "AP"))
     assert [r.image_id for r in frontal.records] == ["a1", "a3"]
+    assert [r.image_id for r in read_mimic_cxr(root, views=("pa",)).records] == ["a1"]  # any case
+    # a view filter counts the films whose view nothing names, and unreadable headers
+    import pydicom
+
+    ds = pydicom.dcmread(dataset.records[2].image_path)
+    del ds.ViewPosition
+    ds.save_as(dataset.records[2].image_path, enforce_file_format=True)
+    dataset.records[1].image_path.write_bytes(dataset.records[1].image_path.read_bytes()[:200])
+    filtered = read_mimic_cxr(root, views=("PA", "AP"))
+    assert [r.image_id for r in filtered.records] == ["a1"]
+    assert filtered.skipped["no view position"] == 1 and sum(filtered.skipped.values()) == 2, filtered.skipped
     # a JPEG beside a DICOM of the same id is read once, as the JPEG
     write_png_as_jpg(dataset.records[0].image_path.with_suffix(".jpg"))
     both = read_mimic_cxr(root)
     assert [r.image_path.suffix for r in both.records] == [".jpg", ".dcm", ".dcm"]
+
+
+def test_mimic_record_list_paths_are_followed_inside_the_folder_only(tmp_path):
+    import gzip
+
+    root = _mimic_dicom_tree(tmp_path / "mimic")
+    study = root / "files" / "p10" / "p10000032" / "s50414267"
+    (study / "a2.dcm").rename(study / "renamed.dcm")
+    with gzip.open(root / "cxr-record-list.csv.gz", "wt") as handle:
+        handle.write("subject_id,study_id,dicom_id,path\n"
+                     "10000032,50414267,a1,files/p10/p10000032/s50414267/a1.dcm\n"
+                     "10000032,50414267,a2,files/p10/p10000032/s50414267/renamed.dcm\n"
+                     f"11000011,51000001,a3,{tmp_path / 'outside.dcm'}\n")
+    (tmp_path / "outside.dcm").write_bytes((study / "a1.dcm").read_bytes())
+    dataset = open_dataset(root)
+    assert [r.image_path.name for r in dataset.records] == ["a1.dcm", "renamed.dcm"]
+    assert dataset.skipped == {"path outside the dataset folder": 1}

@@ -191,9 +191,11 @@ def test_a_run_written_before_yes_no_alignment_questions_reads_as_trained_withou
         TINY_RECIPE.override({"stage2_yes_no_share": 1.5})
 
 def test_a_run_written_before_lesion_oversampling_reads_as_trained_without_it():
-    data = TINY_RECIPE.override({"encoder_lesion_repeats": 2}).to_dict()
-    del data["encoder"]["lesion_repeats"]
-    assert Recipe.from_dict(data).encoder.lesion_repeats == 0
+    data = TINY_RECIPE.override({"encoder_lesion_repeats": 2, "stage1_lesion_repeats": 2}).to_dict()
+    for section in ("encoder", "stage1", "stage2"):
+        del data[section]["lesion_repeats"]
+    old = Recipe.from_dict(data)
+    assert (old.encoder.lesion_repeats, old.stage1.lesion_repeats, old.stage2.lesion_repeats) == (0, 0, 0)
     with pytest.raises(RecipeError, match="encoder_lesion_repeats takes an integer >= 0, got -1"):
         TINY_RECIPE.override({"encoder_lesion_repeats": -1})
 

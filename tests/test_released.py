@@ -495,6 +495,9 @@ def test_one_file_in_two_roles_is_read_once_and_same_names_are_told_apart(releas
     assert report.sizes.num_query_tokens == QUERIES and report.sizes.vision_depth == VIT_BLOCKS - 1
     assert report.sizes.vision_blocks_in_file == VIT_BLOCKS - 1
     assert not any("blocks" in str(g) for g in report.unused), report.unused
+    torch.save(built | blip2_state() | {"visual_encoder.blocks.8.extra": torch.zeros(1)}, lavis)
+    assert inspect_release(lavis, lavis, release["checkpoint"], **HEADS).sizes.vision_depth == VIT_BLOCKS - 1
+    torch.save(built | blip2_state(), lavis)
     pixels = images(1, seed=9)
     with torch.no_grad():
         assert torch.equal(build_vision_encoder(report).encode_tokens(pixels), model.encoder.encode_tokens(pixels))

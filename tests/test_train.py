@@ -200,6 +200,11 @@ def test_yes_no_share_asks_each_images_own_questions_balanced_per_question():
     assert 0.35 < sum(t.startswith("report") for t in targets) / len(targets) < 0.65
     with pytest.raises(ValueError, match="needs an alignment set with yes/no questions"):
         alignment_batches(AlignmentSet(data.features, data.targets), 8, yes_no_share=0.3)
+    # the image with the effusion drawn three times as often: the balance holds over the draws
+    weighted = alignment_batches(data, 8, yes_no_share=1.0, draw_weights=[3, 1, 1, 1])
+    said = [t.startswith("Yes") for step in range(400) for t in weighted(step, step_rng(0, step))["targets"]
+            if t.startswith(("Yes, a small", "No, there is no pleural"))]
+    assert 0.4 < sum(said) / len(said) < 0.6, sum(said) / len(said)  # 0.75 with weights fitted to even draws
 
 def test_text_batch_masks_bos_and_prompt(tokenizer):
     batch = text_batch(tokenizer, ["###Patient: Is there an effusion? ###Doctor: "], ["Yes.###"])

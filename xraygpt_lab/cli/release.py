@@ -87,6 +87,9 @@ def run_init(args: argparse.Namespace) -> int:
     text = json.dumps(manifest, indent=2) + "\n"
     atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     s = report.sizes
+    if args.vision_depth is None and s.vision_depth == s.vision_blocks_in_file:
+        print(f"EVA ViT: the file holds ln_vision too, so it is taken for a built model's dump, already cut "
+              f"to the blocks it uses: all {s.vision_depth} are used (--vision-depth to choose)")
     print(f"EVA ViT: {s.vision_depth} of {s.vision_blocks_in_file} blocks, width {s.vision_width}, "
           f"{s.vision_heads} heads, "
           f"{s.image_size} px / patch {s.patch_size}; Q-Former: {s.qformer_layers} layers, width {s.qformer_width}, "

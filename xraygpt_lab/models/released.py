@@ -274,9 +274,12 @@ def _vit_expected_name(canonical: str, prefixed: bool) -> str:
     return canonical if prefixed else canonical[len("visual_encoder."):]
 
 
-def _block_count(state: dict[str, torch.Tensor], prefix: str) -> int | None:
-    """``1 +`` the highest ``<prefix>N.`` index among the keys of one file (None: no such keys)."""
-    found = [int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))]
+def _vit_block_count(state: dict[str, torch.Tensor]) -> int | None:
+    """``1 +`` the highest ViT block index among one file's ``visual_encoder.blocks.N.*`` keys that
+    hold one of the layout's own tensors (a stray key adds no block; None: no blocks)."""
+    block_keys = "|".join(re.escape(k) for k in _VIT_BLOCK)
+    found = [int(m.group(1)) for k in state
+             if (m := re.fullmatch(rf"visual_encoder\.blocks\.(\d+)\.(?:{block_keys})", k))]
     return max(found) + 1 if found else None
 
 
@@ -301,12 +304,9 @@ def _infer_sizes(merged: dict[str, tuple[str, str, torch.Tensor]], names: dict[s
         raise ReleasedLoadError(f"{names['vit']}: 'pos_embed' has shape {tuple(pos.shape)}, expected "
                                 "(1, 1 + grid * grid, width)")
     # a block or layer counts when it holds one of the layout's own keys: a stray key cannot add one
-    block_keys = "|".join(re.escape(k) for k in _VIT_BLOCK)
-    blocks = sorted({int(m.group(1)) for k in merged
-                     if (m := re.fullmatch(rf"visual_encoder\.blocks\.(\d+)\.(?:{block_keys})", k))})
-    if not blocks:
+    in_file = _vit_block_count({k: v for k, (_, _, v) in merged.items()})
+    if in_file is None:
         raise ReleasedLoadError(f"{names['vit']}: no 'blocks.N.*' keys: not EVA ViT weights")
-    in_file = blocks[-1] + 1
     # BLIP-2 (Sec. 3.3) feeds the Q-Former the second-last layer: the original builds depth 39 of 40.
     depth = in_file - 1 if vision_depth is None else vision_depth
     if not 1 <= depth <= in_file:
@@ -472,7 +472,7 @@ def inspect_release(vit: str | os.PathLike, qformer: str | os.PathLike, checkpoi
         if role == "vit":
             vit_prefixed = any(k.startswith("visual_encoder.") for k in state)
         if any(k.startswith("ln_vision.") for k in state):  # a built BLIP-2 / MiniGPT-4 model's dump
-            built_depth = max(built_depth or 0, _block_count(state, "visual_encoder.blocks.") or 0) or None
+            built_depth = max(built_depth or 0, _vit_block_count(state) or 0) or None
         for key, tensor in state.items():
             # EVA's own file names its keys without LAVIS's prefix; a LAVIS dump (prefixed) may hold
             # the Q-Former too, whose keys keep their names

@@ -11,7 +11,7 @@ what a one-word answer reads.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def yes_no_turns(conversations: Sequence[Sequence[dict]]) -> list[list[tuple[str
 
 def alignment_batches(data: AlignmentSet, batch_size: int,
                       instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS, yes_no_share: float = 0.0,
-                      draw_weights: Sequence[float] | None = None):
+                      draw_weights: Sequence[float] | None = None) -> Callable[[int, random.Random], dict[str, Any]]:
     """``make_batch(step, rng)``: ``batch_size`` random images, each with a random instruction and
     its summary, or (a share ``yes_no_share`` of them) one of its yes/no questions and the answer.
     ``draw_weights`` (one per image) draws some images more often than others (None: uniformly).
@@ -68,17 +68,18 @@ def alignment_batches(data: AlignmentSet, batch_size: int,
     """
     if not 0 <= yes_no_share <= 1:
         raise ValueError(f"yes_no_share must be in [0, 1], got {yes_no_share}")
+    if draw_weights is not None and (len(draw_weights) != len(data) or min(draw_weights) < 0
+                                     or not sum(draw_weights) > 0):
+        raise ValueError(f"draw_weights must be {len(data)} non-negative numbers, not all zero")
     turns = data.questions if yes_no_share > 0 else None
     if yes_no_share > 0 and not (turns and any(turns)):
         raise ValueError("yes_no_share > 0 needs an alignment set with yes/no questions")
     weights: list[list[float]] = []
-    if turns:
-        weigh = yes_no_weights([[{"question": q, "answer": a} for q, a in case] for case in turns])
+    if turns:  # balanced over the images as they are drawn
+        weigh = yes_no_weights([[{"question": q, "answer": a} for q, a in case] for case in turns],
+                               case_weights=draw_weights)
         weights = [[weigh({"question": q, "answer": a}) for q, a in case] for case in turns]
 
-    if draw_weights is not None and (len(draw_weights) != len(data) or min(draw_weights) < 0
-                                     or not sum(draw_weights) > 0):
-        raise ValueError(f"draw_weights must be {len(data)} non-negative numbers, not all zero")
     population = range(len(data))
 
     def make_batch(step: int, rng: random.Random) -> dict[str, Any]:

@@ -167,23 +167,26 @@ def polarity(answer: str) -> str | None:
 
 
 def yes_no_weights(conversations: Sequence[Sequence[dict]], yes_weight: float = 1.0,
-                   rounds: int = 20) -> Callable[[dict], float]:
+                   rounds: int = 20, case_weights: Sequence[float] | None = None) -> Callable[[dict], float]:
     """Weight of a turn as the last one of a grounded chat (drawn in proportion to the weights of
     its case's turns): one weight per yes/no question and answer, fitted so that each question
     is expected to end a chat as often with "Yes" (times ``yes_weight``) as with "No" over all
     cases, whatever else the cases hold (iterative proportional fitting, ``rounds`` rounds). The
     question alone then tells the LLM nothing about the answer: it has to read the slot. Other
-    turns weigh 1."""
+    turns weigh 1. ``case_weights``: how often each case is drawn (None: equally often)."""
     keys = [[(t["question"].strip().lower(), polarity(t["answer"])) for t in turns] for turns in conversations]
+    drawn = [1.0] * len(keys) if case_weights is None else [float(c) for c in case_weights]
+    if len(drawn) != len(keys):
+        raise ValueError(f"{len(keys)} cases but {len(drawn)} case weights")
     w: dict[tuple[str, str], float] = {k: 1.0 for ks in keys for k in ks if k[1] is not None}
     target = {"yes": yes_weight / (1.0 + yes_weight), "no": 1.0 / (1.0 + yes_weight)}
     for _ in range(rounds):
         expected: dict[tuple[str, str], float] = dict.fromkeys(w, 0.0)
-        for ks in keys:
+        for ks, often in zip(keys, drawn):
             total = sum(w.get(k, 1.0) for k in ks)
             for k in ks:
                 if k in w:
-                    expected[k] += w[k] / total
+                    expected[k] += often * w[k] / total
         for (question, said), got in expected.items():
             other = expected.get((question, "no" if said == "yes" else "yes"), 0.0)
             if other > 0:  # a question only ever answered one way keeps its weight

@@ -105,6 +105,12 @@ def make_split(n: int, size: int, seed: int, workers: int | None = None,
     )
 
 
+def with_lung_lesion(split: SplitData) -> torch.Tensor:
+    """``[N]`` bool: which cases of ``split`` show a lung lesion (drawn more often where a stage's
+    ``lesion_repeats`` says so)."""
+    return torch.tensor([any(f.observation == "Lung Lesion" for f in case) for case in split.findings])
+
+
 def laterality_columns() -> list[tuple[str, str | None]]:
     """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
 
@@ -333,7 +339,7 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
     text_encoder = _text_encoder(run, split.summaries).to(run.device)
     checkpoint = run.work / "encoder.ckpt.safetensors"
     before = run.resume_point("encoder", checkpoint, e.steps)
-    lesion = torch.tensor([any(f.observation == "Lung Lesion" for f in case) for case in split.findings])  # [N]
+    lesion = with_lung_lesion(split)  # [N]
     h = pretrain_encoder(encoder, text_encoder, split.pixels, split.summaries, laterality_labels(split.findings),
                          steps=e.steps, batch_size=e.batch, lr=e.lr, seed=run.seed, progress=run.progress,
                          contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
@@ -525,8 +531,7 @@ def _align(stage: AlignStage, name: str, run: RunFolder, model: Any, features: t
     asked = f", {stage.yes_no_share:.0%} of examples a yes/no question" if stage.yes_no_share else ""
     if stage.lesion_repeats:
         asked += f", images with a lung lesion drawn × {1 + stage.lesion_repeats}"
-    draw_weights = ([1.0 + stage.lesion_repeats * any(f.observation == "Lung Lesion" for f in case)
-                     for case in split.findings] if stage.lesion_repeats else None)
+    draw_weights = (1.0 + stage.lesion_repeats * with_lung_lesion(split).float()).tolist() if stage.lesion_repeats else None
     run.log(f"[{name}] aligning on {len(split.summaries)} image-summary pairs{asked}, {config.steps} steps, "
             f"lr {config.init_lr:g} -> {config.min_lr:g}")
     data = AlignmentSet(features, split.summaries,

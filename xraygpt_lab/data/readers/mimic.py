@@ -33,7 +33,7 @@ from xraygpt_lab.data.readers.common import (
 )
 from xraygpt_lab.data.records import Record
 from xraygpt_lab.data.text.summary import summarize_report
-from xraygpt_lab.errors import XrayGPTLabError
+from xraygpt_lab.errors import ImageLoadError, XrayGPTLabError
 
 PREFIX = "mimic-cxr-2.0.0"
 #: The image file of a ``dicom_id``: MIMIC-CXR-JPG's JPEG first, else the DICOM release's file.
@@ -59,15 +59,28 @@ def image_file(folder: Path, dicom_id: str) -> Path:
     return next((path for path in paths if path.is_file()), paths[0])
 
 
-def _view_from_header(path: Path) -> str:
-    """A DICOM's ``ViewPosition`` (``"PA"``, ``"AP"``, ``"LL"``...), ``""`` when unreadable."""
-    from xraygpt_lab.data.readers.dicom import read_header
-    from xraygpt_lab.errors import ImageLoadError
+#: Left out, with a view filter, when neither the metadata table nor the DICOM header names the view.
+NO_VIEW = "no view position"
 
+
+def _view_from_header(path: Path) -> str:
+    """A DICOM's ``ViewPosition`` (``"PA"``, ``"AP"``, ``"LL"``...), upper-case; ``""`` when the
+    header names none. An unreadable header raises :class:`~xraygpt_lab.errors.ImageLoadError`."""
+    from xraygpt_lab.data.readers.dicom import CORRUPT, check_header, read_header
+    from xraygpt_lab.data.readers.headers import MAX_PIXELS
+
+    header = read_header(path)
+    check_header(path, header, MAX_PIXELS)  # a cut or pixel-less file: its own reason
     try:
-        return str(getattr(read_header(path), "ViewPosition", "") or "").strip()
-    except (ImageLoadError, OSError, ValueError):
-        return ""
+        return str(getattr(header, "ViewPosition", "") or "").strip().upper()
+    except Exception as exc:  # a malformed element, decoded only when read  # noqa: BLE001
+        raise ImageLoadError(f"{path}: unreadable ViewPosition ({type(exc).__name__})", CORRUPT) from exc
+
+
+def _listed_path(root: Path, row: dict) -> Path | None:
+    """The image the DICOM release's record list names in its ``path`` column, if that file exists."""
+    listed = str(row.get("path") or "").strip()
+    return root / listed if listed and (root / listed).is_file() else None
 
 
 def study_folder(root: Path, subject_id: str, study_id: str) -> Path:
@@ -131,13 +144,16 @@ def _reports_root(root: Path) -> Path:
 
 def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
                    views: tuple[str, ...] | None = None) -> Dataset:
-    """Records of MIMIC-CXR-JPG or MIMIC-CXR (DICOM); ``views`` (e.g. ``("PA", "AP")``) keeps only
-    those views (read from a DICOM's header where no metadata table names them).
+    """Records of MIMIC-CXR-JPG or MIMIC-CXR (DICOM); ``views`` (e.g. ``("PA", "AP")``, any case)
+    keeps only those views, read from a DICOM's header where no metadata table names them. An
+    image is the record list's ``path`` where that file exists, else ``<dicom_id>.jpg`` or ``.dcm``
+    in its study folder.
 
     Skipped and counted: a metadata row with a missing field, a listed image that is not on
     disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
-    dicom id, a study whose CheXpert row holds a value other than 1, 0, -1 or blank, and — when
-    report files exist at all — a study whose report is missing or empty. A damaged CSV table
+    dicom id, with a view filter an image whose view nothing names (``no view position``) or
+    whose DICOM header is unreadable, a study whose CheXpert row holds a value other than 1, 0,
+    -1 or blank, and — when report files exist at all — a study whose report is missing or empty. A damaged CSV table
     (or one without its id columns) is an error naming the file. Reports are read from
     ``reports_dir``, else from ``root`` or, where ``root`` has none, its ``mimic-cxr-reports/``.
     """
@@ -154,6 +170,7 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
               if split_csv else {})
     has_reports = next((reports_root / "files").glob("p*/p*/s*.txt"), None) is not None
 
+    wanted = None if views is None else {v.strip().upper() for v in views}
     records: list[Record] = []
     skipped: Counter[str] = Counter()
     seen: set[str] = set()
@@ -162,24 +179,34 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
         dicom_id = str(row.get("dicom_id") or "").strip()  # None: a short row lacks the cell
         subject_id = str(row.get("subject_id") or "").strip()
         study_id = str(row.get("study_id") or "").strip()
-        view = str(row.get("ViewPosition") or "").strip()
+        view = str(row.get("ViewPosition") or "").strip().upper()
         if not (dicom_id and subject_id.isdigit() and study_id.isdigit()):
             skipped[MALFORMED_ENTRY] += 1
             continue
         if dicom_id in seen:
             skipped[DUPLICATE_ID] += 1
             continue
-        image_path = image_file(study_folder(root, subject_id, study_id), dicom_id)
-        if outside(root, image_path):  # "../../x" or "/etc/x" as dicom_id, or a link out
+        image_path = (_listed_path(root, row)
+                      or image_file(study_folder(root, subject_id, study_id), dicom_id))
+        if outside(root, image_path):  # "../../x" or "/etc/x" as dicom_id or path, or a link out
             skipped[OUTSIDE] += 1
             continue
-        if views is not None and not view and image_path.suffix == ".dcm" and image_path.is_file():
-            view = _view_from_header(image_path)  # no metadata table: the DICOM says it
-        if views is not None and view not in views:
+        if wanted is not None and view and view not in wanted:
             continue
         if not image_path.is_file():
             skipped[MISSING_IMAGE] += 1
             continue
+        if wanted is not None and not view:  # no metadata table: the DICOM header says it
+            try:
+                view = _view_from_header(image_path) if image_path.suffix.lower() == ".dcm" else ""
+            except ImageLoadError as exc:
+                skipped[exc.reason] += 1
+                continue
+            if not view:
+                skipped[NO_VIEW] += 1
+                continue
+            if view not in wanted:
+                continue
         if (subject_id, study_id) in bad_labels:
             skipped[MALFORMED_LABELS] += 1
             continue

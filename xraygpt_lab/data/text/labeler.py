@@ -192,7 +192,8 @@ NORMAL_STATEMENTS: dict[str, tuple[str, ...]] = {
         r"(?:heart|cardiac)(?: size| silhouette| shadow| contours?)?(?: and [a-z ]{0,40}?)? " + _BE
         + r" (?:\w+ ){0,3}?(?:normal|within normal limits|unremarkable|not enlarged|top normal)",
         r"normal(?:[- ]sized?)? (?:heart|cardiac)",
-        r"(?:heart|cardiac)(?: size| silhouette| shadow)?(?: " + _BE + r")?(?: \w+){0,3}? (?:at |within )?"
+        r"(?:heart|cardiac)(?: size| silhouette| shadow)?(?: " + _BE + r")?"
+        r"(?: (?!above|beyond|over|exceed\w*|enlarged|larger|greater)\w+){0,3}? (?:at |within )?"
         r"(?:the )?upper limits? of normal",
         r"(?:heart|cardiac) and mediastin\w* (?:\w+ ){0,3}?(?:normal|unremarkable|within normal limits)",
         r"(?:heart|cardiac) size (?:is )?(?:normal|within normal limits)",
@@ -233,7 +234,7 @@ _PARTIAL = (r"(?<!nearly )(?<!almost )(?<!partially )(?<!partly )(?<!incompletel
 #: Negation before the mention ("no", "without", "free of", "negative for", "resolution of").
 _PRE_NEGATION = re.compile(
     r"\b(?:no(?! (?:significant |interval |appreciable |substantial )?(?:change|increase(?!d)|"
-    r"decrease(?!d)|longer(?! (?:a|an|any|evidence|visible|seen|present)\b)))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
+    r"decrease(?!d)))|not|without(?! (?:significant |interval )?change)|absence of|absent|"
     r"free of|negative for|clear of|resolution of|clearing of|" + _PARTIAL
     + r"(?:resolved|removed)|removal of|neither|nor|never|rather than|instead of|ruled out)\b"
 )
@@ -280,6 +281,10 @@ _NOT_WELL_SEEN = re.compile(r"^[^.;]{0,30}?\bnot (?:well|clearly|optimally|adequ
                             r"visuali[sz]ed|evaluated|assessed|demonstrated|characteri[sz]ed)\b")
 #: A finding called definite after a hedge on another one ("possible effusion and definite consolidation").
 _DEFINITE = re.compile(r"\b(?:and|with|but) (?:a |an )?(?:definite|definitive|certain|obvious|clear)\b")
+#: An active double negative followed by a noun phrase doubts that ("cannot exclude a small
+#: pericardial effusion"), not the finding before it.
+_TAKES_AN_OBJECT = re.compile(r"\s*(?:a|an|any|some|the|superimposed|underlying|associated|concomitant|"
+                              r"additional|developing|early|small|mild|moderate|large|trace|minimal)\b")
 #: What limits the reading is there: "evaluation ... limited by overlying effusion".
 _CAUSE_OF_A_LIMIT = re.compile(r"\b(?:limited|obscured|degraded|hampered) by\s+(?:[\w-]+\s+){0,4}$")
 #: A negation's scope ends at a verb that closes it: in "no effusion seen, dense nodule" or
@@ -289,17 +294,20 @@ _NEGATION_SCOPE_END = re.compile(
     r"evident|noted|detected|apparent)\b"
     r"|\b(?:seen|identified|visualized|appreciated|demonstrated|noted|detected)\s*,"
 )
+_ANY_MENTION_PATTERN = "|".join(rf"\b(?:{pattern})" for patterns in MENTIONS.values() for pattern in patterns)
 #: ... and at a comma before a new finding told by its size or course ("no pneumothorax, small left
-#: effusion"), unless the sentence goes on as a list ("no consolidation, large effusion, or pneumothorax").
-_NEW_FINDING_AFTER_COMMA = re.compile(
-    r",\s*(?=(?:small|mild|moderate|large|severe|minimal|trace|tiny|new|persistent|stable|unchanged)\b)")
-_LIST_GOES_ON = re.compile(r"\b(?:or|nor)\b|/")
+#: effusion"), unless the clause goes on as a list: "or", "nor", "/", or a further finding without
+#: a size of its own ("no consolidation, large effusion, or pneumothorax"; "..., large effusion,
+#: pneumothorax").
+_SIZE_OR_COURSE = r"(?:small|mild|moderate|large|severe|minimal|trace|tiny|new|persistent|stable|unchanged)"
+_NEW_FINDING_AFTER_COMMA = re.compile(r",\s*(?=" + _SIZE_OR_COURSE + r"\b)")
+_LIST_GOES_ON = re.compile(r"\b(?:or|nor)\b|/|(?:,|\band\b)\s*(?:(?!" + _SIZE_OR_COURSE + r"\b)[\w-]+\s+){0,2}?(?:"
+                           + _ANY_MENTION_PATTERN + ")")
 #: Words that describe a finding already named: "the effusion is likely loculated" doubts the
 #: loculation, not the effusion.
 _DESCRIPTORS = (r"small|large|tiny|trace|minimal|mild|moderate|severe|loculated|subsegmental|"
                 r"chronic|acute|old|new|layering|postoperative|post-?surgical|infectious|inflammatory|"
-                r"reactive|benign|malignant|underlying|superimposed|developing|early|residual")
-_ANY_MENTION_PATTERN = "|".join(rf"\b(?:{pattern})" for patterns in MENTIONS.values() for pattern in patterns)
+                r"reactive|benign|malignant|residual")
 #: What a post-mention cue may not be followed by: "opacity may be due to atelectasis" doubts
 #: the cause, not the opacity; "opacity may be atelectasis", "consolidation is likely pneumonia"
 #: doubt the second finding (CheXpert: the first stays positive).
@@ -351,7 +359,10 @@ def _compile(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
 
 _MENTION_RE = _compile(MENTIONS)
 _OTHER_RE = re.compile("|".join(rf"\b(?:{p})" for p in OTHER_ABNORMALITIES))
-_ANY_MENTION = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _MENTION_RE.values()))
+_CALLED_NORMAL = re.compile(r"\bnormal\s+(?:[\w-]+\s+)?$")
+_STATED_NORMAL = re.compile(r"\s+(?:(?:is|are|appear|appears|remain|remains)\s+)?(?:\w+\s+)?(?:normal|within normal "
+                            r"limits|unremarkable)\b")
+_ANY_MENTION = re.compile(_ANY_MENTION_PATTERN)
 _NORMAL_RE = _compile(NORMAL_STATEMENTS)
 _SECTIONS_READ = ("FINDINGS", "FINDING", "IMPRESSION", "IMPRESSIONS", "CONCLUSION",
                   "FINDINGS AND IMPRESSION")
@@ -377,9 +388,9 @@ CUE_WINDOW = 400
 
 
 @functools.lru_cache(maxsize=8)
-def _break_ends(sentence: str) -> list[int]:
+def _break_ends(sentence: str) -> tuple[int, ...]:
     """Where each clause break of ``sentence`` ends, in order (one scan per sentence)."""
-    return [match.end() for match in _CLAUSE_BREAK.finditer(sentence)]
+    return tuple(match.end() for match in _CLAUSE_BREAK.finditer(sentence))
 
 
 def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
@@ -409,15 +420,17 @@ def _clause(sentence: str, start: int, end: int) -> str:
 
 def _doubted_after(window: str) -> bool:
     """A double negative of uncertainty after a mention doubts it ("pneumonia cannot be excluded"),
-    unless it doubts something else: an active one followed by words takes those ("atelectasis,
-    cannot exclude pneumonia"), and any other the finding named closest before it ("atelectasis,
-    pneumonia not excluded")."""
+    unless it doubts something else: an active one followed by a finding doubts that one
+    ("atelectasis, cannot exclude pneumonia"), and a finding set off by a comma between them takes
+    it ("atelectasis, pneumonia not excluded"; but "edema and effusions cannot be excluded" doubts
+    both)."""
     for match in _NEGATED_UNCERTAINTY.finditer(window):
         passive = re.search(r"(?:excluded|ruled out)$", match.group(0))
-        if not passive and window[match.end():].strip(" .,;:"):
-            continue  # "..., cannot exclude pneumonia": the words after it are what it doubts
-        if _ANY_MENTION.search(window, 0, match.start()):
-            continue  # "..., pneumonia not excluded": it doubts the finding named closer to it
+        if not passive and (_ANY_MENTION.search(window, match.end()) or _TAKES_AN_OBJECT.match(window, match.end())):
+            continue  # "..., cannot exclude (a small) pneumonia": it doubts what follows it
+        closer = list(_ANY_MENTION.finditer(window, 0, match.start()))
+        if closer and "," in window[:closer[-1].start()]:
+            continue  # "..., pneumonia not excluded": it doubts the finding set off closer to it
         return True
     return False
 
@@ -428,23 +441,26 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
     before, span, after = sentence[left:start], sentence[start:end], sentence[end:right]
     if _NEGATED_UNCERTAINTY.search(before) or _doubted_after(" ".join(after.split()[:8])):
         return UNCERTAIN
-    if _NOT_WELL_SEEN.search(after):
-        return UNCERTAIN
     closed = None
     for closed in _NEGATION_SCOPE_END.finditer(before):
         pass
     negation_before = before[closed.end():] if closed else before
     offset = start - len(negation_before)
-    for comma in _NEW_FINDING_AFTER_COMMA.finditer(sentence, offset, start):
-        if not _LIST_GOES_ON.search(sentence, comma.end()):
+    for comma in _NEW_FINDING_AFTER_COMMA.finditer(sentence, offset, end):
+        if comma.end() > start:
+            break
+        if not _LIST_GOES_ON.search(sentence, comma.end(), right):
             negation_before = sentence[comma.end():start]
             break
+    if _NOT_WELL_SEEN.search(after) and not _PRE_NEGATION.search(negation_before):
+        return UNCERTAIN  # "known mass, not well seen" (but "no effusion, the angle not well seen")
     if (_PRE_NEGATION.search(negation_before) or _PRE_NEGATION.search(span)
             or _POST_NEGATION.search(after) or _HEADING_NONE.match(sentence, end)):
         return NEGATIVE
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
-    if _CAUSE_OF_A_LIMIT.search(before):  # "evaluation ... limited by overlying effusion"
-        negation_before = ""
+    limit = _CAUSE_OF_A_LIMIT.search(before)
+    if limit:  # "evaluation ... limited by overlying effusion": only the words after "by" count
+        negation_before = before[limit.start():].split(" by", 1)[1]
     hedges = list(pre.finditer(negation_before))
     if hedges and _DEFINITE.search(negation_before, hedges[-1].end()):
         negation_before = ""  # "possible small effusion and definite consolidation"
@@ -566,12 +582,14 @@ def names_other_abnormality(report: str) -> bool:
     for sentence in _sentences(reportable_text(report)):
         text = normalize_text(sentence)
         for match in _OTHER_RE.finditer(text):
+            if _CALLED_NORMAL.search(text, 0, match.start()) or _STATED_NORMAL.match(text, match.end()):
+                continue  # "normal interstitial markings", "interstitial markings within normal limits"
             if classify_mention(text, match.start(), match.end()) != NEGATIVE:
                 return True
     return False
 
 
-def aggregate(mentions: Iterable[Mention], other_abnormality: bool = False) -> Labels:
+def aggregate(mentions: Iterable[Mention], *, other_abnormality: bool) -> Labels:
     """Stage 3: per-observation aggregation and the "No Finding" rule (CheXpert): "No Finding" is
     1 when no observation but Support Devices is positive or uncertain and the report names no
     other abnormality (``other_abnormality``, :func:`names_other_abnormality`)."""
