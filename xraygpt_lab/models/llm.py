@@ -166,9 +166,10 @@ def check_llm_folder(folder: Path) -> Path:
         raise RunFolderError(f"{folder}: missing tokenizer.json (or tokenizer.model)")
     for path in sorted(folder.glob("*.json")):
         read_json(path)
+    # a sharded save: every shard its index names must be there
     for index in (folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"):
         if not index.is_file():
-            continue  # a sharded save: every shard its index names must be there
+            continue
         weight_map = read_json(index).get("weight_map")
         listed = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
         absent = [name for name in listed if not (folder / str(name)).is_file()]

@@ -42,7 +42,8 @@ block (BLIP-2 reads the second-last layer, so the original builds 39 of the file
 and ``strict=False`` drops the 40th; a dump of a built model, holding ``ln_vision`` beside
 ``visual_encoder.*``, is already cut and all its blocks are used), the Q-Former's text
 embeddings, text feed-forward and text head (MiniGPT-4 sets them to ``None``), BLIP-2's own
-projection heads, and any key a later file supersedes (MiniGPT-4 loads the files in this order with ``strict=False``, so the last wins).
+projection heads, and any key a later file supersedes (MiniGPT-4 loads the files in this order
+with ``strict=False``, so the last wins).
 
 Sizes (depth, width, heads, MLP size, query count, cross-attention frequency, patch and image
 size) are read off the tensors, so reduced checkpoints in the same layout load too. Head counts
@@ -60,6 +61,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -274,11 +276,11 @@ def _vit_expected_name(canonical: str, prefixed: bool) -> str:
     return canonical if prefixed else canonical[len("visual_encoder."):]
 
 
-def _vit_block_count(state: dict[str, torch.Tensor]) -> int | None:
-    """``1 +`` the highest ViT block index among one file's ``visual_encoder.blocks.N.*`` keys that
-    hold one of the layout's own tensors (a stray key adds no block; None: no blocks)."""
+def _vit_block_count(keys: Iterable[str]) -> int | None:
+    """``1 +`` the highest ViT block index among ``visual_encoder.blocks.N.*`` keys that name one of
+    the layout's own tensors (a stray key adds no block; None: no blocks)."""
     block_keys = "|".join(re.escape(k) for k in _VIT_BLOCK)
-    found = [int(m.group(1)) for k in state
+    found = [int(m.group(1)) for k in keys
              if (m := re.fullmatch(rf"visual_encoder\.blocks\.(\d+)\.(?:{block_keys})", k))]
     return max(found) + 1 if found else None
 
@@ -304,7 +306,7 @@ def _infer_sizes(merged: dict[str, tuple[str, str, torch.Tensor]], names: dict[s
         raise ReleasedLoadError(f"{names['vit']}: 'pos_embed' has shape {tuple(pos.shape)}, expected "
                                 "(1, 1 + grid * grid, width)")
     # a block or layer counts when it holds one of the layout's own keys: a stray key cannot add one
-    in_file = _vit_block_count({k: v for k, (_, _, v) in merged.items()})
+    in_file = _vit_block_count(merged)
     if in_file is None:
         raise ReleasedLoadError(f"{names['vit']}: no 'blocks.N.*' keys: not EVA ViT weights")
     # BLIP-2 (Sec. 3.3) feeds the Q-Former the second-last layer: the original builds depth 39 of 40.

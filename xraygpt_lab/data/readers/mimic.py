@@ -37,7 +37,7 @@ from xraygpt_lab.errors import ImageLoadError, XrayGPTLabError
 
 PREFIX = "mimic-cxr-2.0.0"
 #: The image file of a ``dicom_id``: MIMIC-CXR-JPG's JPEG first, else the DICOM release's file.
-IMAGE_SUFFIXES = (".jpg", ".dcm")
+MIMIC_IMAGE_SUFFIXES = (".jpg", ".dcm")
 #: The DICOM release's list of images (its metadata table is MIMIC-CXR-JPG's).
 RECORD_LIST = "cxr-record-list"
 
@@ -55,7 +55,7 @@ def find_csv(root: Path, kind: str, prefix: str = PREFIX) -> Path | None:
 def image_file(folder: Path, dicom_id: str) -> Path:
     """``folder/<dicom_id>.jpg`` when it exists, else ``.dcm`` when that does, else the ``.jpg``
     path (reported missing)."""
-    paths = [folder / f"{dicom_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    paths = [folder / f"{dicom_id}{suffix}" for suffix in MIMIC_IMAGE_SUFFIXES]
     return next((path for path in paths if path.is_file()), paths[0])
 
 
@@ -120,7 +120,7 @@ def _rows_from_tree(root: Path) -> list[dict]:
     """Without a table of images: every ``files/p*/p*/s*/*.jpg`` and ``*.dcm`` (one row per
     ``dicom_id`` where both exist)."""
     found: dict[Path, Path] = {}
-    for suffix in reversed(IMAGE_SUFFIXES):  # the .jpg replaces a .dcm of the same id
+    for suffix in reversed(MIMIC_IMAGE_SUFFIXES):  # the .jpg replaces a .dcm of the same id
         for path in (root / "files").glob(f"p*/p*/s*/*{suffix}"):
             found[path.with_suffix("")] = path
     return [{"dicom_id": path.stem, "subject_id": path.parent.parent.name[1:],
@@ -153,8 +153,8 @@ def read_mimic_cxr(root: str | Path, reports_dir: str | Path | None = None,
     disk or whose path leaves ``root`` (a ``dicom_id`` with ``../``, a link out), a repeated
     dicom id, with a view filter an image whose view nothing names (``no view position``) or
     whose DICOM header is unreadable, a study whose CheXpert row holds a value other than 1, 0,
-    -1 or blank, and — when report files exist at all — a study whose report is missing or empty. A damaged CSV table
-    (or one without its id columns) is an error naming the file. Reports are read from
+    -1 or blank, and — when report files exist at all — a study whose report is missing or empty.
+    A damaged CSV table (or one without its id columns) is an error naming the file. Reports are read from
     ``reports_dir``, else from ``root`` or, where ``root`` has none, its ``mimic-cxr-reports/``.
     """
     root = Path(root)

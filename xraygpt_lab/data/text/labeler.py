@@ -286,7 +286,7 @@ _DEFINITE = re.compile(r"\b(?:and|with|but) (?:a |an )?(?:definite|definitive|ce
 _TAKES_AN_OBJECT = re.compile(r"\s*(?:a|an|any|some|the|superimposed|underlying|associated|concomitant|"
                               r"additional|developing|early|small|mild|moderate|large|trace|minimal)\b")
 #: What limits the reading is there: "evaluation ... limited by overlying effusion".
-_CAUSE_OF_A_LIMIT = re.compile(r"\b(?:limited|obscured|degraded|hampered) by\s+(?:[\w-]+\s+){0,4}$")
+_CAUSE_OF_A_LIMIT = re.compile(r"\b(?:limited|obscured|degraded|hampered) by(?P<cause>\s+(?:[\w-]+\s+){0,4})$")
 #: A negation's scope ends at a verb that closes it: in "no effusion seen, dense nodule" or
 #: "densities not seen before, healed rib fracture" the later finding is not negated.
 _NEGATION_SCOPE_END = re.compile(
@@ -460,12 +460,12 @@ def classify_mention(sentence: str, start: int, end: int) -> int:
     pre = _PRE_STRONG_UNCERTAINTY if _ALREADY_NAMED.search(before) else _PRE_UNCERTAINTY
     limit = _CAUSE_OF_A_LIMIT.search(before)
     if limit:  # "evaluation ... limited by overlying effusion": only the words after "by" count
-        negation_before = before[limit.start():].split(" by", 1)[1]
+        negation_before = limit.group("cause")
     hedges = list(pre.finditer(negation_before))
     if hedges and _DEFINITE.search(negation_before, hedges[-1].end()):
-        negation_before = ""  # "possible small effusion and definite consolidation"
+        hedges = []  # "possible small effusion and definite consolidation"
     near = _NEAR_UNCERTAINTY.search(before)
-    if ((pre.search(negation_before) or (near and "," not in near.group("gap")))
+    if ((hedges or (near and "," not in near.group("gap")))
             or _SPAN_UNCERTAINTY.search(span) or _POST_UNCERTAINTY.search(after)):
         return UNCERTAIN
     return POSITIVE
@@ -547,11 +547,16 @@ def _sentences(text: str) -> list[str]:
             for part in _LOWER_CASE_SENTENCE_END.split(sentence) if part.strip()]
 
 
-def find_mentions(report: str) -> list[Mention]:
-    """Every mention in the report with its value (stages 1-2), in reading order."""
+def _read_sentences(report: str) -> list[tuple[str, str]]:
+    """The sentences the labeler reads, each with its normalized lower-case text."""
+    return [(sentence, normalize_text(sentence)) for sentence in _sentences(reportable_text(report))]
+
+
+def find_mentions(report: str, sentences: list[tuple[str, str]] | None = None) -> list[Mention]:
+    """Every mention in the report with its value (stages 1-2), in reading order (``sentences``:
+    the report already read by ``_read_sentences``)."""
     mentions: list[Mention] = []
-    for sentence in _sentences(reportable_text(report)):
-        text = normalize_text(sentence)
+    for sentence, text in _read_sentences(report) if sentences is None else sentences:
         for observation in CHEXPERT_OBSERVATIONS:
             normal = _NORMAL_RE.get(observation)
             normal_spans = []
@@ -577,10 +582,9 @@ def find_mentions(report: str) -> list[Mention]:
     return mentions
 
 
-def names_other_abnormality(report: str) -> bool:
+def names_other_abnormality(report: str, sentences: list[tuple[str, str]] | None = None) -> bool:
     """Whether the report states (or suspects) an abnormality of :data:`OTHER_ABNORMALITIES`."""
-    for sentence in _sentences(reportable_text(report)):
-        text = normalize_text(sentence)
+    for _, text in _read_sentences(report) if sentences is None else sentences:
         for match in _OTHER_RE.finditer(text):
             if _CALLED_NORMAL.search(text, 0, match.start()) or _STATED_NORMAL.match(text, match.end()):
                 continue  # "normal interstitial markings", "interstitial markings within normal limits"
@@ -620,8 +624,9 @@ def label_report(text: str) -> Labels:
         raise TypeError(f"label_report expects a string, got {type(text).__name__}")
     if not text.strip():  # nothing was reported: no finding either way, not "No Finding"
         return {name: None for name in CHEXPERT_OBSERVATIONS}
-    mentions = find_mentions(text)
-    return aggregate(mentions, other_abnormality=names_other_abnormality(text))
+    sentences = _read_sentences(text)  # read once, for both
+    return aggregate(find_mentions(text, sentences),
+                     other_abnormality=names_other_abnormality(text, sentences))
 
 
 def label_reports(texts: Iterable[str]) -> list[Labels]:
