@@ -29,7 +29,7 @@
 #
 # The run is trained once by `ensure_tiny_run()` (the `xraygpt-lab walkthrough`; minutes on a
 # CPU) and reused afterwards; this notebook never retrains it. Section 8 sets it beside the
-# reference run shipped with the toolkit: the same models and data, trained about forty minutes longer.
+# reference run shipped with the toolkit: the same models, trained about fifty minutes longer on twice the films.
 
 # %%
 import json
@@ -223,7 +223,7 @@ assert np.mean(curves["random"][-10:]) < np.mean(curves["random"][:5])  # alignm
 # From XrayGPT's random start the loss falls toward the concept start's curve (0.41 → 0.29 against
 # 0.26 → 0.23 nats per token) without reaching it in these 100 steps: that fall is the alignment,
 # the linear layer learning to say in the LLM's own embedding space what the encoder saw. The two
-# curves start about two tenths of a nat per token apart and end a few hundredths apart, because most answer
+# curves start about 0.15 nats per token apart and end a few hundredths apart, because most answer
 # tokens ("The heart is normal in size") follow from the words before them; the image decides the
 # few words that name findings, sides and sizes — which is where the concept start helps.
 
@@ -324,17 +324,17 @@ if diag:
 # 3. **The LLM** (0.98 with the true concepts, above the bar): given the right slot it writes the
 #    right report; it only sometimes leaves out one finding of several that its slot names.
 #
-# ## 8. What forty minutes more of training buys: your run beside the reference
+# ## 8. What fifty minutes more of training buys: your run beside the reference
 # Before reaching for a bigger projector, ask whether the parts are simply under-trained: the
 # walkthrough gives the encoder 2,800 steps and the LLM 1,200 (§6 prints the seconds each took). The **reference run** shipped with
 # the toolkit (`runs.reference_run()`; notebooks 04–07 open it) is the same recipe — XrayGPT's
-# frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`: the same
-# stage-1 data, each film shown once an epoch (the default shows films with a lung lesion three
-# times), 7 × the encoder steps, 3 × the LLM steps (on 3 × the cases, with half as many grounded
+# frozen alignment, one linear layer — trained by `xraygpt-lab walkthrough --long`: twice the
+# stage-1 films (12,000 studies instead of 6,000, those with a lung lesion shown three times an
+# epoch, as in the default), 7 × the encoder steps, 3 × the LLM steps (on 3 × the cases, with half as many grounded
 # chats a case, in batches of 16 instead of 24) and 4 × the stage-1 steps (in both runs half of
 # them ask one of the image's yes/no questions instead of its report; in the reference half of
 # stage 2's too), at the alignment rates it was trained with (stage 1 3e-3 → 6e-4, stage 2 3e-4 → 1e-4;
-# `config.TINY_LONG`; about 45 minutes on 2 cores; its `REPRODUCE.md` gives the exact command).
+# `config.TINY_LONG`; about an hour on 2 cores; its `REPRODUCE.md` gives the exact command).
 # Both models now describe the **same** held-out films, from a seed neither trained on, and each
 # report is scored against the films' true labels.
 
@@ -396,12 +396,13 @@ if side:
 # encoder head, the projection passes on nearly all that its tokens carry, and what longer training
 # bought is a better encoder and LLM — not a bigger projector. An MLP projector or LoRA would then
 # not be needed to close the gap. The default stays the few-minute recipe, so that a workshop can
-# train it live; the reference is what the same recipe reaches with more time. Both example films
-# also show what is left: nodules remain the reference's weakest finding on larger test sets, and
-# it can still miss one, as on the first film. On these two films your run writes the same
-# findings as the reference: both miss the nodule of each film, and on the second both name
-# devices (yours the endotracheal tube and the pacemaker, the reference the central line and the
-# pacemaker), the edema (yours mild, the reference moderate) and a small left pleural effusion.
+# train it live; the reference is what the same recipe reaches with more time and films. The example
+# films also show what is left: nodules remain the reference's weakest finding on larger test sets,
+# and it can still miss one, as on the first film, where both runs write a normal report. On the
+# second film the reference writes a nodule (23 mm, right upper lung) and your run writes none; both
+# name devices (yours the endotracheal tube and the pacemaker, the reference the central line and
+# the pacemaker). The printout cuts each report at 260 characters, so the rest of the reference's
+# is not shown; yours calls the edema mild and goes on to a small left pleural effusion.
 
 # %% [markdown]
 # ## Honest caveats

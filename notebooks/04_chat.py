@@ -30,7 +30,7 @@
 # 4. Ask *why* an answer was given: an attribution map for a phrase, checked against the
 #    ground-truth mask of the synthetic world.
 #
-# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in 45 minutes on
+# > ⚠️ **For education only — not for clinical use.** The tiny model was trained in about an hour on
 # > synthetic phantoms. Even the full XrayGPT was a research prototype; none of this may guide care.
 
 # %%
@@ -176,11 +176,10 @@ for name, setting in settings.items():
 # **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
 # next-token distribution (top-p keeps the smallest set of tokens holding that share of the
 # probability). Watch where a higher temperature starts to invent findings the image does not show.
-# Beam search is not safer: above, greedy decoding and the repetition penalty call the large
-# effusion small, three beams call it moderate, and only the sampled answer says large (a lucky
-# draw, not a better reading of the film). Beams pick the most probable *whole* sentence, and a
-# long, common phrasing ("…with a meniscus, obscuring the left hemidiaphragm") can outscore the
-# words this film needs once the first word has been chosen.
+# Beam search is not safer: above, greedy decoding, the sampled answer and the repetition penalty
+# call the effusion large, which it is, but three beams call it moderate. Beams pick the
+# most probable *whole* sentence, and a long, common phrasing ("…with a meniscus, obscuring the
+# left hemidiaphragm") can outscore the words this film needs once the first word has been chosen.
 
 # %%
 from xraygpt_lab.widgets.knobs import generation_knobs
@@ -192,16 +191,16 @@ generation_knobs(model, session.pixel_values)
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
 # answer before the phrase — to the input pixels. We explain the finding's whole noun phrase as
-# the answer words it ("small left pleural effusion" below), not the word "effusion" alone: under
-# teacher forcing "small left pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
+# the answer words it ("large left pleural effusion" below), not the word "effusion" alone: under
+# teacher forcing "large left pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
 # 1 measures it). Explain uses Integrated Gradients (Sundararajan et al. 2017), averaged over a
 # blurred and a black copy of the image (the baselines: "no sharp detail", "nothing") and gated by
 # the same attribution at two of the encoder's early feature maps (strides 4 and 8; notebook 05 §4
 # explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
 # drawn. In the synthetic world we know where the effusion is, so we can check the map: a map that
 # ignored the image would put about as much of its mass in the mask as the mask's share of the image.
-# The model calls this large effusion small: the map shows where it reads the fluid, not whether
-# the size it wrote is right.
+# The model calls this effusion large, which it is; the map shows where it reads the fluid, not
+# whether the size it wrote is right.
 
 # %%
 panel.reset()

@@ -161,17 +161,18 @@ overlay(axes[2], case.image, ig_mean, title="integrated gradients, mean-grey bas
 fig.tight_layout()
 
 # %% [markdown]
-# From the mean-grey image the target climbs steeply in the first fifth of the path (from −7.0 to
-# about −1.7 nats) and then stays within about half a nat of its final value (the last quarter
-# adds 0.09 of 5.78 nats): the model is nearly sure of the phrase well before the full image.
-# That is saturation, and a gradient at the image (middle) sees only that last, flat stretch: on
-# this film it peaks in the right upper lung, away from the fluid, and its evidence is strewn over
-# both lungs. IG sums the gradients along the whole path
-# instead; from mean grey it puts its evidence on the left heart border and the top of the
-# effusion (right), little on the fluid below. The blurred copy scores almost as high as the
-# image itself (its curve is flat from the start: blurring keeps a large smooth opacity), so IG
-# from it has almost nothing to distribute. What IG explains is the difference between the image
-# and its baseline: the next pitfall.
+# From the mean-grey image the target climbs steeply in the first fifth of the path (from −5.9 to
+# about −1.5 nats), sags by about a nat in the middle (to −2.5 near α = 0.4: these low-contrast
+# blends of grey and film are unlike any training image) and is back near its final value by
+# α = 0.75 (the last quarter adds 0.05 of 4.82 nats): the model is nearly sure of the phrase well
+# before the full image. That is saturation, and a gradient at the image (middle) sees only that
+# last, flat stretch: on this film it peaks in the left lung just above the fluid, a near miss, and
+# its evidence is strewn over both lungs and the top of the effusion. IG sums the gradients along
+# the whole path instead; from mean grey it puts its evidence on the right heart border, away from
+# the fluid, with a little along the top of the effusion (right) and almost none on the fluid below.
+# The blurred copy scores almost as high as the image itself (its curve is flat from the start:
+# blurring keeps a large smooth opacity), so IG from it has almost nothing to distribute. What IG
+# explains is the difference between the image and its baseline: the next pitfall.
 
 # %% [markdown]
 # ### Pitfall 2: the baseline is part of the question
@@ -208,12 +209,13 @@ for m, r in results.items():
 print(f"{sum(hits.values())} of {len(hits)} maps peak on the effusion")
 
 # %% [markdown]
-# On this film the recommended map, occlusion, GradientSHAP, Grad-CAM, layer IG and feature IG
-# peak on the effusion (6 of 9, the printout above). SmoothGrad, which averages gradients over
-# noisy copies of the image, and saliency peak on the right lung. GradientSHAP has the noisiest
-# map: its peak moves by tens of pixels from one run to the next (on the effusion in this run).
-# Plain IG from the blurred copy, which has little to distribute (§2: the blurred image scores
-# within 0.37 nats of the image), misses it here and peaks on the right heart border. Grad-CAM and
+# On this film the recommended map, plain IG from the blurred copy, Grad-CAM, layer IG and feature
+# IG peak on the effusion (5 of 9, the printout above). SmoothGrad, which averages gradients over
+# noisy copies of the image, peaks on the trachea with its evidence over the right lung; saliency
+# and occlusion peak in the left lung just above the fluid, near misses. GradientSHAP has the
+# noisiest map: its peak moves by tens of pixels from one run to the next (on the upper mediastinum
+# in this run). Plain IG from the blurred copy has little to distribute (§2: the blurred image
+# scores within 0.18 nats of the image) but still peaks on the top of the effusion here. Grad-CAM and
 # layer IG, which see a 4 × 4 grid of 32-px tokens and peak on the token that moves the phrase
 # most, pick the token holding the effusion. One film proves nothing either way: §4 scores
 # every method on held-out positives.
@@ -260,11 +262,14 @@ fig.tight_layout()
 #
 # **Here the curves cannot rank the maps, and the random map shows why.** Deleting the first
 # 6 % of pixels — *any* 6 %, scattered at random — already takes away the whole gap to the black
-# image, so the random map gets the best deletion score (AUC 0.03): a film peppered with black
-# pixels is nothing the model has seen. The recommended map's curve falls almost as fast (about
-# 0.1 at 6 %, 0 from 12 %; AUC 0.05); occlusion and Grad-CAM fall slowest. Insertion fails the
-# same way: Grad-CAM is at the top (AUC 0.86) because its coarse map inserts whole blocks of intact film, while
-# the recommended map and the random one stay near 0. Deletion and insertion measure the map *together with* the
+# image, so the random map gets the best deletion score (AUC 0.10): a film peppered with black
+# pixels is nothing the model has seen. The recommended map's curve falls more slowly (about 0.85
+# at 6 %, 0.5 at 12 %, 0 from 25 %; AUC 0.18); occlusion and Grad-CAM fall slowest (0.29, 0.37).
+# Near 90 % deleted, three curves climb back to 0.4–0.55: an almost black film scores above a
+# half-deleted one, the same effect. Insertion fails the same way: Grad-CAM is at the top (AUC
+# 0.91) because its coarse map inserts whole blocks of intact film, while the recommended map and
+# the random one stay low (AUC 0.15 and 0.08: after about 0.4 at 6–12 % they sit at 0 until nearly
+# every pixel is back). Deletion and insertion measure the map *together with* the
 # out-of-distribution images they create (Hooker et al. 2019 retrain the model to avoid this,
 # ROAR). With ground-truth masks, the pointing game below asks the question directly.
 
@@ -274,7 +279,7 @@ fig.tight_layout()
 # explained for its own phrase ("large left pleural effusion", "15 mm nodule in the right upper
 # lung", …).
 # Live here: 2 positives per observation with the faster methods. The full table on 300 positives
-# and every method comes from `benchmarks/faithfulness.py` (about 5 minutes on 2 cores) and is shown below it.
+# and every method comes from `benchmarks/faithfulness.py` (about 8 minutes on 2 cores) and is shown below it.
 
 # %%
 pairs = held_out_positives(2, size)
@@ -321,7 +326,7 @@ else:
 # expected gradients, Erion et al. 2021) credits both kinds of finding, and smoothing the map by
 # σ = 2 px (half the pointing tolerance) stops a single noisy pixel from being the maximum:
 # `ig_blur_black` in the tables. On an earlier reference this lifted the pointing game from 0.59
-# to 0.68 (300 positives); on the current one it does not (0.52 vs 0.70): averaging alone is not
+# to 0.68 (300 positives); on the current one it lowers it (0.34 vs 0.64): averaging alone is not
 # enough, and the gates below are what make the recommended map.
 # Try it: rerun the live cell with one baseline at a time.
 #
@@ -355,32 +360,32 @@ for name, r in parts.items():
 # %% [markdown]
 # **Measured** on the reference run (`benchmarks/faithfulness.py --run reference`: 60 held-out
 # positives per observation of seed 3000, pointing game with 4 px tolerance; the table above). The
-# recommended map points at the finding in **0.91** of 300 positives, a random map in 0.08. Per
-# observation: atelectasis 1.00, consolidation 1.00, effusion 0.92, pneumothorax 0.90, lung lesion
-# 0.73. The other methods: feature IG 0.87, plain IG from the blurred copy 0.70, gradient rollout
-# 0.68, IG over blur + black 0.52, saliency 0.46, Grad-CAM 0.07. The recipe explains the finding's
+# recommended map points at the finding in **0.94** of 300 positives, a random map in 0.08. Per
+# observation: atelectasis 0.98, consolidation 1.00, effusion 0.98, pneumothorax 0.93, lung lesion
+# 0.78. The other methods: feature IG 0.90, gradient rollout 0.73, plain IG from the blurred copy
+# 0.64, saliency 0.45, IG over blur + black 0.34, Grad-CAM 0.06. The recipe explains the finding's
 # whole noun phrase ("moderate right basilar atelectasis", see §1); the two gates lift IG over two
-# baselines by 0.39.
+# baselines by 0.59.
 #
-# **Where the model uses the finding, the map finds it.** For the 256 of 300 positives whose
+# **Where the model uses the finding, the map finds it.** For the 254 of 300 positives whose
 # phrase gains more than 0.5 nats from the finding, the map points at it in **0.98** of cases; for
-# the 44 the model hardly uses (most of them small nodules), 0.50. `reliance_table` gives this
+# the 46 the model hardly uses, 0.70. `reliance_table` gives this
 # split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
 # - 100 positives give ± 0.04, and one training differs from the next: seven trainings of an
 #   earlier 6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
 #   several hundred positives and more than one training.
-# - Nodules are the weakest (0.73). A nodule changes the reference's log
-#   P("15 mm nodule in the …") by about 2.7 nats on average (much less for the faintest), so
+# - Nodules are the weakest (0.78). A nodule changes the reference's log
+#   P("15 mm nodule in the …") by about 2.8 nats on average (much less for the faintest), so
 #   the model barely uses some of them; a map that ignores such a nodule is then the faithful
 #   answer.
 # - A pointing game can count a *faithful* map as a miss when the model reads the other side: an
 #   effusion map may peak on the clear, opposite hemithorax — evidence for "right" rather than
 #   "left". A reference whose encoder trained a quarter as long did this for right-sided
-#   effusions (3 % of the evidence on the fluid). This one does not: on four large effusions per
-#   side, 42 % (left) and 34 % (right) of the evidence lies on the fluid, which covers 9 % of the
-#   film.
+#   effusions (3 % of the evidence on the fluid). This one does not: its recommended map points at
+#   0.98 of the 60 benchmark effusions, and 71 % of its positive evidence lies on the fluid, which
+#   covers about 6 % of the film on average.
 # - Pointing games score agreement with the radiologist's mask, not faithfulness to the model.
 
 # ## 5. Counterfactual: the same phantom without the effusion

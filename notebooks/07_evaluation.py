@@ -189,11 +189,11 @@ plt.tight_layout()
 # whether the findings are right, and a report can reuse the right words ("no pleural effusion")
 # while getting the findings wrong. The *always normal* report shows the gap: a respectable
 # ROUGE-L and a CE macro-F1 near zero (it only ever predicts *No Finding*). The *image-blind*
-# model shows what the language model writes from the prompt alone: fluent text whose findings
-# are guesses. *Nearest-neighbour* retrieval is a strong bar: it copies the whole report of a
-# similar training image, so its findings are right whenever the encoder's embedding groups
-# images by finding. A model that reads the image should beat the first two on CE, and ideally
-# the third.
+# model shows what the language model writes from the prompt alone: fluent text that names no
+# finding at all (on CE it scores exactly like the always-normal report). *Nearest-neighbour*
+# retrieval is a strong bar: it copies the whole report of a similar training image, so its
+# findings are right whenever the encoder's embedding groups images by finding. A model that
+# reads the image should beat the first two on CE, and ideally the third.
 #
 # The labeler is not perfect either: against the ground truth, the labeler reading the
 # *reference* reports is the best any text can score.
@@ -232,7 +232,7 @@ for _, row in comparisons[comparisons["metric"] == "ce_f1_macro"].iterrows():
 # %% [markdown]
 # If the model is *not* better than the image-blind baseline on CE, its findings do not depend on
 # the image: the projection has not (yet) learnt to carry them to the language model, however
-# good its ROUGE looks. The reference run trained for about 45 minutes on a small synthetic
+# good its ROUGE looks. The reference run trained for about an hour on a small synthetic
 # set; notebook 03 shows the loss curves and stage settings of the recipe. Only this kind of
 # paired comparison, not a ROUGE number, tells you whether a change to training helped.
 #
@@ -314,15 +314,16 @@ for _, row in worst.iterrows():
 # **What went wrong, and why.** On the reference run errors are rare here: two missed findings
 # in 80 films (one consolidation, one fracture) and one kind of invented label, "No Finding", 4
 # times (the error table above). All three films above carry only a device, and the model names a
-# central venous catheter on each: on the second, whose device is a left pectoral pacemaker, the
-# wrong device; on the first and third the wrong vein (internal jugular for subclavian, and back).
-# Each still counts as having a device. Their invented "No Finding" is a difference of
-# conventions, not of reading: the labeler follows CheXpert, where a report that names only a
-# device is "No Finding", while the synthetic world's true labels count the device as a finding.
-# Nodules and masses remain this reference's weakest finding on larger test sets (lung-lesion
-# F1 0.80–0.90 on 300 films of each of five seeds; docs/design-notes.md), though none of the 3
-# here is missed and none invented. Notebook 03 §7
-# measures where findings are lost: in the encoder's tokens, in the linear layer, or in the LLM.
+# central venous catheter on each: on the first the correct one (right subclavian, as in the
+# reference); on the second, whose device is a left pectoral pacemaker, the wrong device; on the
+# third the wrong vein (subclavian for internal jugular). Each still counts as having a device.
+# Their invented "No Finding" is a difference of conventions, not of reading: the labeler follows
+# CheXpert, where a report that names only a device is "No Finding", while the synthetic world's
+# true labels count the device as a finding. Nodules and masses remain this reference's weakest
+# finding on larger test sets (lung-lesion F1 0.79–0.93 on 300 films of each of eight held-out
+# seeds; docs/design-notes.md), though none of the 3 here is missed and none invented.
+# Notebook 03 §7 measures where findings are lost: in the encoder's tokens, in the linear layer, or
+# in the LLM.
 
 # %% [markdown]
 # ## 8. Are the explanations faithful?
@@ -372,10 +373,14 @@ if HAVE_FAITHFULNESS:
 
 # %% [markdown]
 # With a handful of cases these rates are rough (each case moves a rate by 1/n); the point is the
-# comparison with the random row. A method that does no better than random does not point at the
-# lesion, which is what to expect when the model's findings do not depend on the image
-# (section 4): an explanation cannot be more faithful than the model is attentive. Notebook 05
-# runs more cases and more methods.
+# comparison with the random row. The recommended map points at the finding on all 6 films;
+# Grad-CAM on none, below the random row. That is not the model ignoring the image (section 4:
+# its findings depend on it) but the method: Grad-CAM reads the last Swin stage, 4 × 4 tokens of
+# 32 px in a single window, where every token can carry the finding, so the token that moves the
+# phrase most need not lie over the lesion; notebook 05 finds it below random on 300 positives too.
+# A method that does no better than random does not point at the lesion; when the model's
+# findings do not depend on the image, no method can: an explanation cannot be more faithful than
+# the model is attentive. Notebook 05 runs more cases and more methods.
 #
 # ## 9. Honest caveats
 #

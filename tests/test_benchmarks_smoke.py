@@ -141,3 +141,30 @@ def test_labeler_conventions_scores_every_case_and_most_agree():
         sys.path.remove(str(BENCHMARKS))
     assert result["cases"] >= 400
     assert result["share_agreeing"] >= 0.85, result  # 0.90 measured; MeSH-side choices account for most of the rest
+
+
+def test_lesion_misses_splits_written_missed_and_negative_films():
+    bench = load("lesion_misses")
+    assert bench.auc([0.9, 0.8], [0.1, 0.2, 0.3]) == pytest.approx(1.0)
+    assert bench.auc([0.2], [0.2, 0.1]) == pytest.approx(0.75)  # a tie counts half
+    assert bench.auc([], [0.1]) is None
+    lesion = {"positive": True, "oracle": True, "kind": "nodule", "size_mm": 16, "seed": 1, "image_id": "a"}
+    rows = [{**lesion, "score": 0.8, "written": True, "peak": 0.20, "with_findings": []},
+            {**lesion, "score": 0.3, "written": False, "peak": 0.11, "with_findings": ["Atelectasis"]},
+            {"positive": False, "score": 0.25, "written": False, "oracle": False, "seed": 1, "image_id": "b"},
+            {"positive": False, "score": 0.5, "written": True, "oracle": False, "seed": 1, "image_id": "c"}]
+    summary = bench.summarize(rows)
+    assert (summary["recall"], summary["oracle_recall"], summary["false_lesions"]) == (0.5, 1.0, 1)
+    assert summary["slot_score_auc"] == 0.75
+    assert [b["recall"] for b in summary["recall_by_peak"]] == [0.0, None, 1.0]
+    assert (summary["recall_alone"], summary["recall_with_other_findings"]) == (1.0, 0.0)
+    assert [m["image_id"] for m in summary["missed"]] == ["a"] and summary["missed"][0]["peak"] == 0.11
+
+
+def test_lesion_misses_reads_the_reference_slot():
+    """On the shipped reference the slot score separates lesions from the rest, and the LLM told the
+    true concepts names every lesion (what the design notes' reading of the misses rests on)."""
+    result = load("lesion_misses").run("reference", seeds=(1357,), n=100, log=lambda _: None)
+    assert result["films"] == 100 and result["lesions"] >= 5
+    assert result["slot_score_auc"] > 0.8
+    assert result["oracle_recall"] >= 0.9 and result["oracle_recall"] >= result["recall"]

@@ -166,16 +166,16 @@ def test_walkthrough_long_preset_merges_under_explicit_settings():
     merged = _recipe(Namespace(profile="tiny", long=True, overrides=[("llm_steps", 5)]))
     assert merged == TINY_LONG.override({"llm_steps": 5}) and merged.encoder.steps == TINY_LONG.encoder.steps
     tiny, long = TINY_RECIPE.flat(), TINY_LONG.flat()
-    kept = {"encoder_lesion_repeats", "llm_batch", "llm_grounded_chats"}
+    kept = {"llm_batch", "llm_grounded_chats"}
     grown = {k for k in tiny if tiny[k] != long[k]} - kept
-    assert grown == {"encoder_steps", "llm_steps", "llm_cases", "stage1_steps",
+    assert grown == {"n_stage1", "encoder_steps", "llm_steps", "llm_cases", "stage1_steps",
                      "stage2_yes_no_share",
                      "stage1_lr", "stage1_min_lr", "stage2_lr", "stage2_min_lr"}
-    # longer (or asking more), never shorter; --long keeps the alignment rates its reference run was
-    # trained with (the 6-minute recipe's gentler ones were measured on it alone) and shows each
-    # film once an epoch, as its reference run was trained
+    # longer, on more films (or asking more), never shorter; --long keeps the alignment rates its
+    # reference run was trained with (the 6-minute recipe's gentler ones were measured on it alone)
+    # and shows films with a lung lesion three times an epoch, as the 6-minute recipe does
     assert all(long[k] > tiny[k] for k in grown)
-    assert (tiny["encoder_lesion_repeats"], long["encoder_lesion_repeats"]) == (2, 0)
+    assert tiny["encoder_lesion_repeats"] == long["encoder_lesion_repeats"] == 2
     # and its LLM learns from the chats its reference run was trained with (8 a case, batches of 16)
     assert [(tiny[k], long[k]) for k in ("llm_batch", "llm_grounded_chats")] == [(24, 16), (16, 8)]
     # both start stage 2 below where stage 1 ended, as XrayGPT does (3e-5 after 8e-5)

@@ -80,7 +80,7 @@ LEGACY_TINY = TINY_RECIPE.override({"encoder_lesion_repeats": 0, "stage1_yes_no_
 LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
 #: ... and its LLM keeps the chats its reference run was trained with (8 a case, batches of 16).
 LONG_LLM = {"llm_batch": 16, "llm_grounded_chats": 8}
-LONG_CHANGED_SINCE = {**LONG_LLM, "encoder_lesion_repeats": 0, "encoder_steps": 19200, "stage1_steps": 4800,
+LONG_CHANGED_SINCE = {**LONG_LLM, "n_stage1": 12000, "encoder_steps": 19200, "stage1_steps": 4800,
                       "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5, **LONG_RATES}
 
 
@@ -208,7 +208,8 @@ def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map()
     # a run written before the alignment asked yes/no questions reads as trained without them
     legacy_long = legacy_config(**{**LEGACY_CHANGED_SINCE, **OLD_TINY_LONG_OVERRIDES, **LONG_RATES, **LONG_LLM})
     assert recipe_of_run(legacy_long) == TINY_LONG.override(
-        {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0})
+        {"encoder_steps": 4800, "stage1_steps": 1200, "stage1_yes_no_share": 0.0, "stage2_yes_no_share": 0.0,
+         "n_stage1": 6000, "encoder_lesion_repeats": 0})
     assert recipe_of_run(legacy_config()).llm.chat_yes_weight == 10.0  # an older run keeps its own
     assert recipe_of_run(run_config(TINY_LONG, "tiny", 0)) == TINY_LONG
     refused = [

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder to write (created if missing)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--long", action="store_true",
-                   help="the tiny recipe with more data and steps (config.TINY_LONG; ~45 min on 2 cores)")
+                   help="the tiny recipe with more data and steps (config.TINY_LONG; about an hour on 2 cores)")
     p.add_argument("--set", dest="overrides", action="append", default=[], type=_setting, metavar="KEY=VALUE",
                    help="replace one setting of the recipe (repeatable), e.g. --set encoder_steps=4800; "
                         "the keys are the flat names of xraygpt_lab.recipe (an unknown key lists them)")
