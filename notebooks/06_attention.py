@@ -188,6 +188,14 @@ for ax, (name, values) in zip(axes, (("attention rollout (target-free)", rollout
 fig.tight_layout()
 
 # %% [markdown]
+# Both maps peak on the upper edge of the effusion (green cross). The gradient-weighted map also
+# shows a square over the right upper lung (the image's left) almost as strong as its peak: one
+# token of the encoder's last stage, 32 px wide. Rollout treats patch merging as a plain average
+# of the 2 × 2 children (the table above), so whatever such a token holds spreads evenly over its
+# square, wherever the pixels that fed it lie. That square is a property of the approximation, not
+# a second finding: read this map's peak, and check it against the truth, as section 4 does.
+
+# %% [markdown]
 # ## 4. Attention is not explanation: two checks
 #
 # **Check 1 — against ground truth.** On held-out positives, does the map's peak fall on the lesion
