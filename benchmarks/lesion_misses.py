@@ -32,11 +32,15 @@ PEAK_BINS: tuple[tuple[float, float], ...] = ((0.10, 0.125), (0.125, 0.175), (0.
 
 
 def auc(positives: list[float], negatives: list[float]) -> float | None:
-    """Mann-Whitney AUC: the chance that a positive scores above a negative (ties count half)."""
+    """ROC AUC of positives against negatives (``models.zero_shot.roc_auc``); None if one is empty."""
+    import torch
+
+    from xraygpt_lab.models.zero_shot import roc_auc
+
     if not positives or not negatives:
         return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in positives for q in negatives)
-    return wins / (len(positives) * len(negatives))
+    scores = torch.tensor([*positives, *negatives])  # [n_pos + n_neg]
+    return roc_auc(scores, torch.arange(len(scores)) < len(positives))
 
 
 def _quartiles(values: list[float]) -> list[float] | None:
