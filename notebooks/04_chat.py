@@ -176,10 +176,12 @@ for name, setting in settings.items():
 # **Turn the knobs.** Temperature 0 is greedy decoding; raise it and the model samples from its
 # next-token distribution (top-p keeps the smallest set of tokens holding that share of the
 # probability). Watch where a higher temperature starts to invent findings the image does not show.
-# Beam search is not safer: above, greedy decoding, the sampled answer and the repetition penalty
-# call the effusion large, which it is, but three beams call it moderate. Beams pick the
-# most probable *whole* sentence, and a long, common phrasing ("…with a meniscus, obscuring the
-# left hemidiaphragm") can outscore the words this film needs once the first word has been chosen.
+# Asked for the key findings, greedy decoding and the repetition penalty call the effusion
+# moderate, as in section 2; only the sampled answer (one draw) calls it large, which it is. Beam
+# search is not safer: three beams call it small, "blunting the left costophrenic angle", the
+# stock phrase of a small effusion, on a film whose fluid fills the lower left hemithorax. Beams
+# pick the most probable *whole* sentence, and a common phrasing whose later words are near-certain
+# can outscore the size word this film needs.
 
 # %%
 from xraygpt_lab.widgets.knobs import generation_knobs
@@ -191,16 +193,16 @@ generation_knobs(model, session.pixel_values)
 #
 # Explain attributes the log-probability of a phrase — given the image, the conversation and the
 # answer before the phrase — to the input pixels. We explain the finding's whole noun phrase as
-# the answer words it ("large left pleural effusion" below), not the word "effusion" alone: under
-# teacher forcing "large left pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
+# the answer words it ("moderate left pleural effusion" below), not the word "effusion" alone: under
+# teacher forcing "moderate left pleural" is already given, and after those words "effusion" needs no image (notebook 05, section
 # 1 measures it). Explain uses Integrated Gradients (Sundararajan et al. 2017), averaged over a
 # blurred and a black copy of the image (the baselines: "no sharp detail", "nothing") and gated by
 # the same attribution at two of the encoder's early feature maps (strides 4 and 8; notebook 05 §4
 # explains the recipe and how often it points at the lesion). Only evidence *for* the phrase is
 # drawn. In the synthetic world we know where the effusion is, so we can check the map: a map that
 # ignored the image would put about as much of its mass in the mask as the mask's share of the image.
-# The model calls this effusion large, which it is; the map shows where it reads the fluid, not
-# whether the size it wrote is right.
+# The model calls this effusion moderate, but it is large (the reference says so): the map shows
+# where it reads the fluid, not whether the size it wrote is right.
 
 # %%
 panel.reset()
@@ -217,7 +219,9 @@ plt.tight_layout()
 
 # %% [markdown]
 # We asked for "pleural effusion"; Explain found the whole noun phrase the model wrote and explained
-# that. Cyan outlines the true effusion, the green cross marks the map's peak. Had the model not
+# that. Cyan outlines the true effusion, the green cross marks the map's peak. The map points at the
+# fluid: 0.88 of it lies inside the mask, which covers 0.11 of the image, and its peak sits on the
+# fluid's upper lateral tip, where the meniscus climbs the chest wall. Had the model not
 # written an effusion at all, there would be no words of its own to explain: `xraygpt-lab explain`
 # then asks the model the yes/no question ("Is there a pleural effusion?") and explains its answer,
 # and its JSON says so (`phrase_in_answer`, `phrase_source`).
@@ -227,8 +231,8 @@ plt.tight_layout()
 #
 # An empty question, a question before any image, an unreadable file or HTML in a question each
 # give an inline message; everything shown is escaped, so `<script>` is displayed, never run.
-# The model's answer to that last question is about the effusion, not the heart: it was trained on
-# plain questions, and markup in front of one is noise it was never shown.
+# The model's answer to that last question is about the effusion (again "moderate"), not the
+# heart: it was trained on plain questions, and markup in front of one is noise it was never shown.
 
 # %%
 panel.send("   ")

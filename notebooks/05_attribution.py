@@ -161,18 +161,21 @@ overlay(axes[2], case.image, ig_mean, title="integrated gradients, mean-grey bas
 fig.tight_layout()
 
 # %% [markdown]
-# From the mean-grey image the target climbs steeply in the first fifth of the path (from −5.9 to
-# about −1.5 nats), sags by about a nat in the middle (to −2.5 near α = 0.4: these low-contrast
-# blends of grey and film are unlike any training image) and is back near its final value by
-# α = 0.75 (the last quarter adds 0.05 of 4.82 nats): the model is nearly sure of the phrase well
-# before the full image. That is saturation, and a gradient at the image (middle) sees only that
-# last, flat stretch: on this film it peaks in the left lung just above the fluid, a near miss, and
-# its evidence is strewn over both lungs and the top of the effusion. IG sums the gradients along
-# the whole path instead; from mean grey it puts its evidence on the right heart border, away from
-# the fluid, with a little along the top of the effusion (right) and almost none on the fluid below.
-# The blurred copy scores almost as high as the image itself (its curve is flat from the start:
-# blurring keeps a large smooth opacity), so IG from it has almost nothing to distribute. What IG
-# explains is the difference between the image and its baseline: the next pitfall.
+# From the mean-grey image the target climbs steeply over the first 30 % of the path (from −2.89 to
+# about −1.5 nats), stays flat between about −1.4 and −1.5 until α = 0.75, and only then rises to
+# −1.14 (the last quarter adds 0.29 of 1.75 nats): the model has most of its confidence in the
+# phrase long before the full image. That is saturation, and a gradient at the image (middle) sees
+# only the last stretch: on this film it still peaks on the effusion, at its lower outer corner,
+# with its evidence on the lower, outer part of the fluid, just below it and scattered over the
+# right lung. The black baseline starts at the same −2.89 but climbs later (from α ≈ 0.4) and dips
+# again near α = 0.85 (these low-contrast blends are unlike any training image). IG sums the
+# gradients along the whole path instead; from mean grey it peaks at the top outer corner of the
+# effusion, with its evidence in the left lung just above the fluid, along the left chest wall and
+# even in the air above the left shoulder, and little on the fluid itself (right). The blurred copy
+# scores almost as high as the image itself (−1.38 vs −1.14: blurring keeps a large smooth
+# opacity; its curve even dips to about −1.67 near α = 0.4), so IG from it has little to
+# distribute. What IG explains is the difference between the image and its baseline: the next
+# pitfall.
 
 # %% [markdown]
 # ### Pitfall 2: the baseline is part of the question
@@ -209,16 +212,18 @@ for m, r in results.items():
 print(f"{sum(hits.values())} of {len(hits)} maps peak on the effusion")
 
 # %% [markdown]
-# On this film the recommended map, plain IG from the blurred copy, Grad-CAM, layer IG and feature
-# IG peak on the effusion (5 of 9, the printout above). SmoothGrad, which averages gradients over
-# noisy copies of the image, peaks on the trachea with its evidence over the right lung; saliency
-# and occlusion peak in the left lung just above the fluid, near misses. GradientSHAP has the
-# noisiest map: its peak moves by tens of pixels from one run to the next (on the upper mediastinum
-# in this run). Plain IG from the blurred copy has little to distribute (§2: the blurred image
-# scores within 0.18 nats of the image) but still peaks on the top of the effusion here. Grad-CAM and
-# layer IG, which see a 4 × 4 grid of 32-px tokens and peak on the token that moves the phrase
-# most, pick the token holding the effusion. One film proves nothing either way: §4 scores
-# every method on held-out positives.
+# On this film 7 of 9 maps peak on the effusion (the printout above): the recommended map, plain
+# IG from the blurred copy and occlusion on its top edge, saliency at its lower outer corner,
+# feature IG on its lower part, Grad-CAM and layer IG. SmoothGrad, which averages gradients over
+# noisy copies of the image, peaks in the right lung, the wrong side, with its evidence over the
+# right upper and middle lung. GradientSHAP has the noisiest map: its peak moves by tens of pixels
+# from one run to the next (in this run in the left upper lung beside the mediastinum, far above
+# the fluid). Plain IG from the blurred copy has little to distribute (§2: the
+# blurred image scores within 0.24 nats of the image) but still peaks on the top of the effusion
+# here. Grad-CAM and layer IG, which see a 4 × 4 grid of 32-px tokens and peak on the token that
+# moves the phrase most, each pick a token holding the effusion (Grad-CAM its lower outer corner,
+# layer IG its inner part). One film proves nothing either way: §4 scores every method on
+# held-out positives.
 
 # %% [markdown]
 # **Turn the knobs.** The same phrase on the same film, with the method, the number of integration
@@ -262,16 +267,18 @@ fig.tight_layout()
 #
 # **Here the curves cannot rank the maps, and the random map shows why.** Deleting the first
 # 6 % of pixels — *any* 6 %, scattered at random — already takes away the whole gap to the black
-# image, so the random map gets the best deletion score (AUC 0.10): a film peppered with black
-# pixels is nothing the model has seen. The recommended map's curve falls more slowly (about 0.85
-# at 6 %, 0.5 at 12 %, 0 from 25 %; AUC 0.18); occlusion and Grad-CAM fall slowest (0.29, 0.37).
-# Near 90 % deleted, three curves climb back to 0.4–0.55: an almost black film scores above a
-# half-deleted one, the same effect. Insertion fails the same way: Grad-CAM is at the top (AUC
-# 0.91) because its coarse map inserts whole blocks of intact film, while the recommended map and
-# the random one stay low (AUC 0.15 and 0.08: after about 0.4 at 6–12 % they sit at 0 until nearly
-# every pixel is back). Deletion and insertion measure the map *together with* the
-# out-of-distribution images they create (Hooker et al. 2019 retrain the model to avoid this,
-# ROAR). With ground-truth masks, the pointing game below asks the question directly.
+# image, so the random map gets the best deletion score (AUC 0.03): a film peppered with black
+# pixels is nothing the model has seen. The recommended map's curve falls more slowly (about 0.55
+# at 6 %, 0 from 12 %; AUC 0.11); Grad-CAM and occlusion fall slowest (0.18, 0.20). On the way
+# down curves climb back (Grad-CAM to 0.63 and occlusion to 0.49 at 25 %; the recommended map to
+# 0.66 at 94 % deleted): a film with more pixels deleted can score above one with fewer, the same
+# effect. Insertion fails the same way: Grad-CAM is at the top (AUC 0.86) because its coarse map
+# inserts whole blocks of intact film, occlusion is in between (0.47), while the recommended map
+# and the random one stay low (AUC 0.10 and 0.03: the recommended map's curve reaches 0.56 at 6 %
+# and sits at 0 from 19 % to 88 %; the random one is at 0 until the last pixels are back).
+# Deletion and insertion measure the map *together with* the out-of-distribution images they create
+# (Hooker et al. 2019 retrain the model to avoid this, ROAR). With ground-truth masks, the pointing
+# game below asks the question directly.
 
 # %% [markdown]
 # ### The method × observation table
@@ -326,7 +333,7 @@ else:
 # expected gradients, Erion et al. 2021) credits both kinds of finding, and smoothing the map by
 # σ = 2 px (half the pointing tolerance) stops a single noisy pixel from being the maximum:
 # `ig_blur_black` in the tables. On an earlier reference this lifted the pointing game from 0.59
-# to 0.68 (300 positives); on the current one it lowers it (0.34 vs 0.64): averaging alone is not
+# to 0.68 (300 positives); on the current one it lowers it (0.43 vs 0.55): averaging alone is not
 # enough, and the gates below are what make the recommended map.
 # Try it: rerun the live cell with one baseline at a time.
 #
@@ -360,31 +367,32 @@ for name, r in parts.items():
 # %% [markdown]
 # **Measured** on the reference run (`benchmarks/faithfulness.py --run reference`: 60 held-out
 # positives per observation of seed 3000, pointing game with 4 px tolerance; the table above). The
-# recommended map points at the finding in **0.94** of 300 positives, a random map in 0.08. Per
-# observation: atelectasis 0.98, consolidation 1.00, effusion 0.98, pneumothorax 0.93, lung lesion
-# 0.78. The other methods: feature IG 0.90, gradient rollout 0.73, plain IG from the blurred copy
-# 0.64, saliency 0.45, IG over blur + black 0.34, Grad-CAM 0.06. The recipe explains the finding's
-# whole noun phrase ("moderate right basilar atelectasis", see §1); the two gates lift IG over two
-# baselines by 0.59.
+# recommended map points at the finding in **0.93** of 300 positives, a random map in 0.08. Per
+# observation: atelectasis 1.00, consolidation 1.00, effusion 1.00, pneumothorax 0.83, lung lesion
+# 0.80. The other methods: feature IG 0.89, gradient rollout 0.72, plain IG from the blurred copy
+# 0.55, saliency 0.49, IG over blur + black 0.43, Grad-CAM 0.09 (about as often as a random map).
+# The recipe explains the finding's whole noun phrase ("moderate right basilar atelectasis", see
+# §1); the two gates lift IG over two baselines by 0.50.
 #
-# **Where the model uses the finding, the map finds it.** For the 254 of 300 positives whose
-# phrase gains more than 0.5 nats from the finding, the map points at it in **0.98** of cases; for
-# the 46 the model hardly uses, 0.70. `reliance_table` gives this
+# **Where the model uses the finding, the map finds it.** For the 262 of 300 positives whose
+# phrase gains more than 0.5 nats from the finding, the map points at it in **0.96** of cases;
+# for the 38 the model hardly uses, 0.68. `reliance_table` gives this
 # split; the benchmark saves it as `pointing_by_reliance`.
 #
 # **Caveats.**
 # - 100 positives give ± 0.04, and one training differs from the next: seven trainings of an
 #   earlier 6-minute recipe gave 0.78–0.85 (mean 0.82; docs/design-notes.md). Quote the pointing game over
 #   several hundred positives and more than one training.
-# - Nodules are the weakest (0.78). A nodule changes the reference's log
-#   P("15 mm nodule in the …") by about 2.8 nats on average (much less for the faintest), so
+# - Nodules and pneumothoraces are the weakest (0.80 and 0.83). A nodule changes the reference's log
+#   P("15 mm nodule in the …") by about 3.1 nats on average (much less for the faintest), so
 #   the model barely uses some of them; a map that ignores such a nodule is then the faithful
 #   answer.
 # - A pointing game can count a *faithful* map as a miss when the model reads the other side: an
 #   effusion map may peak on the clear, opposite hemithorax — evidence for "right" rather than
 #   "left". A reference whose encoder trained a quarter as long did this for right-sided
 #   effusions (3 % of the evidence on the fluid). This one does not: its recommended map points at
-#   0.98 of the 60 benchmark effusions, and 71 % of its positive evidence lies on the fluid, which
+#   all 60 benchmark effusions, and 77 % of its positive evidence lies on the
+#   fluid, which
 #   covers about 6 % of the film on average.
 # - Pointing games score agreement with the radiologist's mask, not faithfulness to the model.
 

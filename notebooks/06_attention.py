@@ -150,7 +150,8 @@ token_attention_figure(case.image, attention, max_tokens=4);
 # ## 3. The Swin encoder: window attention and rollout
 #
 # Swin (Liu et al. 2021) attends only **inside windows** of `w × w` tokens; every second block
-# **shifts** the windows by `⌊w/2⌋` so information crosses window borders; between stages
+# **shifts** the windows by `⌊w/2⌋` so information crosses window borders (not where one window
+# covers the whole grid, as in the last stage here: shift 0); between stages
 # **patch merging** fuses 2 × 2 tokens into one. To ask "which input patches feed the final
 # tokens?", we scatter each block's window weights into one full `[n, n]` matrix, undoing the
 # shift, and multiply the blocks together: *attention rollout* (Abnar & Zuidema 2020).
@@ -188,12 +189,15 @@ for ax, (name, values) in zip(axes, (("attention rollout (target-free)", rollout
 fig.tight_layout()
 
 # %% [markdown]
-# Both maps peak on the upper edge of the effusion (green cross). The gradient-weighted map also
-# shows a square over the right upper lung (the image's left) almost as strong as its peak: one
-# token of the encoder's last stage, 32 px wide. Rollout treats patch merging as a plain average
-# of the 2 × 2 children (the table above), so whatever such a token holds spreads evenly over its
-# square, wherever the pixels that fed it lie. That square is a property of the approximation, not
-# a second finding: read this map's peak, and check it against the truth, as section 4 does.
+# Both maps peak inside the effusion (green cross): the rollout in its lateral half, the
+# gradient-weighted map near its lower lateral corner. The rollout ignores the phrase, and it
+# also lights the mediastinum and both upper lungs. The gradient-weighted map also
+# shows a strip along the film's right edge, lateral to the effusion, almost as strong as its
+# peak: squares 16 px wide, tokens of the encoder's middle stage. Rollout treats patch merging as
+# a plain average of the 2 × 2 children (the table above), so whatever such a token holds spreads
+# evenly over its square, wherever the pixels that fed it lie. That strip is a property of the
+# approximation, not a second finding: read this map's peak, and check it against the truth, as
+# section 4 does.
 
 # %% [markdown]
 # ## 4. Attention is not explanation: two checks

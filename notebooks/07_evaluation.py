@@ -75,7 +75,7 @@ START = time.perf_counter()
 # without it, the tiny run, trained once). The walkthrough trained on synthetic seeds `S` (stage 1)
 # and `S + 1000` (stage 2) and checked itself on `S + 2000`. We draw a **fresh** test set from
 # another seed, so no image or report here was seen in training. Sizes are small so the notebook
-# runs in about a minute on two cores: 80 test images and 200 bootstrap resamples (for a paper:
+# runs in under a minute on two cores: 80 test images and 200 bootstrap resamples (for a paper:
 # the whole test set and 1000 or more resamples).
 
 # %%
@@ -311,17 +311,20 @@ for _, row in worst.iterrows():
     print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
 
 # %% [markdown]
-# **What went wrong, and why.** On the reference run errors are rare here: two missed findings
-# in 80 films (one consolidation, one fracture) and one kind of invented label, "No Finding", 4
-# times (the error table above). All three films above carry only a device, and the model names a
+# **What went wrong, and why.** On the reference run errors are rare here: six label errors in 80
+# films, one per film (the error table above): one missed lung lesion, one invented lung lesion and
+# an invented "No Finding" 4 times. With one error each, the three films above are simply the first
+# in test order, all of the "No Finding" kind. All three carry only a device, and the model names a
 # central venous catheter on each: on the first the correct one (right subclavian, as in the
-# reference); on the second, whose device is a left pectoral pacemaker, the wrong device; on the
-# third the wrong vein (subclavian for internal jugular). Each still counts as having a device.
+# reference); on the second, whose device is a left pectoral pacemaker, the pacemaker too, but also
+# a right internal jugular line the film does not have; on the third the wrong vein (subclavian for
+# internal jugular). Each still counts as having a device.
 # Their invented "No Finding" is a difference of conventions, not of reading: the labeler follows
 # CheXpert, where a report that names only a device is "No Finding", while the synthetic world's
-# true labels count the device as a finding. Nodules and masses remain this reference's weakest
-# finding on larger test sets (lung-lesion F1 0.79–0.93 on 300 films of each of eight held-out
-# seeds; docs/design-notes.md), though none of the 3 here is missed and none invented.
+# true labels count the device as a finding. Nodules and masses are this reference's weakest
+# finding, here (F1 0.667: one of the 3 missed, one written on a film without) and on larger test
+# sets (lung-lesion F1 0.81–0.91 on 300 films of each of eight held-out seeds;
+# docs/design-notes.md).
 # Notebook 03 §7 measures where findings are lost: in the encoder's tokens, in the linear layer, or
 # in the LLM.
 

@@ -136,7 +136,7 @@ plt.show()
 # the encoder (the patch embedding, then each Swin stage) we mean-pool the tokens to a vector
 # `f_l` of width `d_l` (32, 64, 128, 128 here), and fit a Gaussian `N(μ_l, Σ_l)` to 300 synthetic
 # films. An image's score is the squared **Mahalanobis distance**, divided by `d_l` so that the
-# levels are comparable (held-out films score about 0.15–1.0 here), averaged over the levels (Lee
+# levels are comparable (held-out films score about 0.14–1.0 here), averaged over the levels (Lee
 # et al., NeurIPS 2018):
 #
 # `score = mean_l (f_l − μ_l)ᵀ Σ_l⁻¹ (f_l − μ_l) / d_l`
@@ -197,9 +197,10 @@ for name, values in scores.items():
 # %% [markdown]
 # **What the figure shows.** The horizontal axis is the feature score on a log scale, shared by
 # both panels; the dashed line is the run's threshold. Top: a histogram of the 200 held-out
-# synthetic films (films per bin); they lie between about 0.15 and 1.0: 198 of the 200 below
-# the threshold and 2 just above it, false alarms on films from the model's own world (the
-# threshold is set so that about 1 in 200 lies above). Bottom: one dot per image
+# synthetic films (films per bin); they lie between 0.14 and about 1.0 (the bins start at 0.2,
+# so the 15 films below it are not drawn): 198 of the 200 below the threshold and 2 just above
+# it, false alarms on films from the model's own world (the threshold is set so that about 1 in
+# 200 lies above). Bottom: one dot per image
 # of the other groups, one row per group (the number of images in brackets). Every one lies far
 # to the right of the line: the real chest CR and its edited copies, the CT and MR slices, the
 # photograph, the blank and the noise images all score several times the threshold (the lowest
@@ -210,7 +211,7 @@ for name, values in scores.items():
 # ## 4. Input checks, and what the score cannot tell you
 #
 # The transform pads every image to a square and resizes it, so the encoder never sees that an
-# image was 1×1 or a 128 × 8 strip. Two checks on the file's own size add to the score:
+# image was 1×1 or an 8×128 strip. Two checks on the file's own size add to the score:
 
 # %%
 for shape in [(1, 1), (128, 8), (2000, 60), (128, 128), (1955, 1841)]:

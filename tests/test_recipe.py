@@ -80,7 +80,7 @@ LEGACY_TINY = TINY_RECIPE.override({"encoder_lesion_repeats": 0, "stage1_yes_no_
 LONG_RATES = {"stage1_lr": 3e-3, "stage1_min_lr": 6e-4, "stage2_lr": 3e-4, "stage2_min_lr": 1e-4}
 #: ... and its LLM keeps the chats its reference run was trained with (8 a case, batches of 16).
 LONG_LLM = {"llm_batch": 16, "llm_grounded_chats": 8}
-LONG_CHANGED_SINCE = {**LONG_LLM, "n_stage1": 12000, "encoder_steps": 19200, "stage1_steps": 4800,
+LONG_CHANGED_SINCE = {**LONG_LLM, "n_stage1": 24000, "encoder_steps": 19200, "stage1_steps": 4800,
                       "stage1_yes_no_share": 0.5, "stage2_yes_no_share": 0.5, **LONG_RATES}
 
 
