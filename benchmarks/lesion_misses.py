@@ -72,19 +72,21 @@ def run(run_dir: str | None = "reference", seeds: tuple[int, ...] = (1357, 2468,
     from xraygpt_lab.data.readers.images import preprocess
     from xraygpt_lab.data.synthetic.world import conspicuity, generate_cases
     from xraygpt_lab.data.text.labeler import label_report
+    from xraygpt_lab.recipe import recipe_of_run
     from xraygpt_lab.runs import load_run
     from xraygpt_lab.train.grounding import oracle_prompts
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = load_run(run_dir)
+    max_new = recipe_of_run(model.run_config).max_new_tokens  # the run's own report length
     rows: list[dict] = []
     for seed in seeds:
         cases = list(generate_cases(n, model.image_size, seed))
         pixels = torch.stack([preprocess(c.image, model.image_size) for c in cases])  # [n, 1, S, S]
         scores = slot_scores(model, pixels).tolist()
-        reports = model.describe(pixel_values=pixels, max_new_tokens=140)
+        reports = model.describe(pixel_values=pixels, max_new_tokens=max_new)
         oracle = model.generate(oracle_prompts([c.findings for c in cases], model.num_image_tokens, seed),
-                                max_new_tokens=140)
+                                max_new_tokens=max_new)
         for case, score, report, told in zip(cases, scores, reports, oracle):
             row = {"seed": seed, "image_id": case.image_id, "positive": bool(case.labels["Lung Lesion"]),
                    "score": score, "written": label_report(report).get("Lung Lesion") == 1,
