@@ -118,11 +118,12 @@ def summarize(rows: list[dict]) -> dict:
                         "score_median": (_quartiles([r["score"] for r in part]) or [None] * 3)[1]})
     alone = [r for r in pos if not r["with_findings"]]
     others = [r for r in pos if r["with_findings"]]
+    slot_auc = auc([r["score"] for r in pos], [r["score"] for r in neg])  # None without both kinds
     return {
         "films": len(rows), "lesions": len(pos),
         "recall": rate(pos, "written"), "oracle_recall": rate(pos, "oracle"),
         "false_lesions": sum(r["written"] for r in neg), "oracle_false_lesions": sum(r["oracle"] for r in neg),
-        "slot_score_auc": round(auc([r["score"] for r in pos], [r["score"] for r in neg]) or 0.0, 3),
+        "slot_score_auc": None if slot_auc is None else round(slot_auc, 3),
         "slot_score_quartiles": {"written": _quartiles([r["score"] for r in written]),
                                  "missed": _quartiles([r["score"] for r in missed]),
                                  "negative": _quartiles([r["score"] for r in neg])},

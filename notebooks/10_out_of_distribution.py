@@ -121,11 +121,10 @@ plt.show()
 
 # %% [markdown]
 # Every picture, as the model sees it (128 px), gets a report in the same confident voice: the
-# real film gets severe pulmonary edema, mild cardiomegaly and a rib fracture, the CT and the MR
-# slice each an endotracheal tube 6 cm above the carina and a central venous catheter, and the
-# photograph a large right pneumothorax and a rib fracture. Nothing in
-# the model can answer "this is not
-# a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
+# real film gets a left-sided pacemaker and severe pulmonary edema, the CT slice moderate pulmonary
+# edema and a rib fracture, the MR slice an endotracheal tube 4 cm above the carina and a central
+# venous catheter, and the photograph a large left pneumothorax. Nothing in the model can answer
+# "this is not a chest film": the LLM was trained only on reports, the linear layer maps *any* 128-wide
 # feature vector to some image tokens, and greedy decoding always picks the likeliest next word.
 # A softmax probability does not help either: the report's words are likely *given* the prompt,
 # whatever the image was.
@@ -136,7 +135,7 @@ plt.show()
 # the encoder (the patch embedding, then each Swin stage) we mean-pool the tokens to a vector
 # `f_l` of width `d_l` (32, 64, 128, 128 here), and fit a Gaussian `N(μ_l, Σ_l)` to 300 synthetic
 # films. An image's score is the squared **Mahalanobis distance**, divided by `d_l` so that the
-# levels are comparable (held-out films score about 0.14–1.0 here), averaged over the levels (Lee
+# levels are comparable (held-out films score about 0.13–1.0 here), averaged over the levels (Lee
 # et al., NeurIPS 2018):
 #
 # `score = mean_l (f_l − μ_l)ᵀ Σ_l⁻¹ (f_l − μ_l) / d_l`
@@ -174,7 +173,8 @@ for name, images in groups.items():
     if images:
         batch = torch.stack([preprocess(image, SIZE) for image in images])  # [n, 1, 128, 128]
         scores[name] = detector.scores(model.encoder, batch).numpy()
-bins = np.logspace(np.log10(0.2), np.log10(200), 45)
+everything = np.concatenate(list(scores.values()))
+bins = np.logspace(np.log10(everything.min() / 1.2), np.log10(everything.max() * 1.2), 45)  # every score drawn
 fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 4.2), sharex=True, height_ratios=[3, 2])
 top.hist(scores["synthetic films (held out)"], bins=bins, color="tab:blue")
 top.set(ylabel="films", title=f"Feature score of the tiny run's encoder (threshold {detector.threshold:.2f}, dashed)")
@@ -190,21 +190,20 @@ for ax in (top, bottom):
 plt.tight_layout()
 plt.show()
 for name, values in scores.items():
-    share = (values <= detector.threshold).mean() if name.startswith("synthetic") else (values > detector.threshold).mean()
+    right = (values <= detector.threshold) if name.startswith("synthetic") else (values > detector.threshold)
     verb = "in distribution" if name.startswith("synthetic") else "flagged"
-    print(f"{name:28s} {verb}: {share:.0%}   lowest score {values.min():6.2f}")
+    print(f"{name:28s} {verb}: {right.sum():3d} of {len(values):3d}   scores {values.min():6.2f} to {values.max():6.2f}")
 
 # %% [markdown]
 # **What the figure shows.** The horizontal axis is the feature score on a log scale, shared by
 # both panels; the dashed line is the run's threshold. Top: a histogram of the 200 held-out
-# synthetic films (films per bin); they lie between 0.14 and about 1.0 (the bins start at 0.2,
-# so the 15 films below it are not drawn): 198 of the 200 below the threshold and 2 just above
-# it, false alarms on films from the model's own world (the threshold is set so that about 1 in
-# 200 lies above). Bottom: one dot per image
+# synthetic films (films per bin); they lie between 0.13 and about 1.0: 199 of the 200 below the
+# threshold and 1 just above it, a false alarm on a film from the model's own world (the threshold
+# is set so that about 1 in 200 lies above). Bottom: one dot per image
 # of the other groups, one row per group (the number of images in brackets). Every one lies far
 # to the right of the line: the real chest CR and its edited copies, the CT and MR slices, the
-# photograph, the blank and the noise images all score several times the threshold (the lowest
-# outside score is printed below). On this run the separation is wide, not marginal:
+# photograph, the blank and the noise images all score at least four times the threshold (each
+# group's range is printed below). On this run the separation is wide, not marginal:
 # `benchmarks/ood_rates.py` measures it on more images of each kind (12 real-film variants, 20 CT
 # and 22 MR slices, 1×1 and elongated images …).
 #

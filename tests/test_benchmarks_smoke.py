@@ -159,6 +159,8 @@ def test_lesion_misses_splits_written_missed_and_negative_films():
     assert [b["recall"] for b in summary["recall_by_peak"]] == [0.0, None, 1.0]
     assert (summary["recall_alone"], summary["recall_with_other_findings"]) == (1.0, 0.0)
     assert [m["image_id"] for m in summary["missed"]] == ["a"] and summary["missed"][0]["peak"] == 0.11
+    only_lesions = bench.summarize(rows[:2])  # no film without a lesion: no AUC, not a perfect 0
+    assert only_lesions["slot_score_auc"] is None and only_lesions["lesions"] == 2
 
 
 def test_lesion_misses_reads_the_reference_slot():

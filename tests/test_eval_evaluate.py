@@ -137,6 +137,23 @@ def test_tables_have_one_row_per_system_and_observation(evaluation):
     assert len(worst) <= 3 and (worst["n_errors"].diff().dropna() <= 0).all()
 
 
+def test_failures_show_each_kind_of_error_before_repeating_one(evaluation, monkeypatch):
+    import pandas as pd
+
+    rows = [  # (missed, invented) per film, in test order
+        ([], ["No Finding"]), ([], ["No Finding"]), (["Lung Lesion"], []), ([], ["No Finding"]),
+        ([], ["Lung Lesion"]), (["Edema", "Fracture"], []), ([], []),
+    ]
+    table = pd.DataFrame([{"image_id": f"f{i}", "index": i, "n_missed": len(m), "n_invented": len(v),
+                           "missed": m, "invented": v, "generated": "", "reference": ""}
+                          for i, (m, v) in enumerate(rows)])
+    monkeypatch.setattr(evaluation, "errors", lambda system="xraygpt", reference="truth": table.copy())
+    # the two-error film first; then one film of each one-error kind in test order; repeats last
+    assert list(evaluation.failures("xraygpt", k=6)["index"]) == [5, 0, 2, 4, 1, 3]
+    assert list(evaluation.failures("xraygpt", k=3)["index"]) == [5, 0, 2]
+    assert "repeat" not in evaluation.failures("xraygpt").columns
+
+
 def test_paired_comparison(evaluation):
     same = evaluation.compare("xraygpt", "xraygpt", "ce_f1_macro")
     assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}

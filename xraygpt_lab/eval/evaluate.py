@@ -346,10 +346,19 @@ class Evaluation:
         return pd.DataFrame(rows)
 
     def failures(self, system: str = "xraygpt", k: int = 5, reference: str = "truth"):
-        """The ``k`` images with the most label errors (missed + invented), worst first."""
+        """The ``k`` images with the most label errors (missed + invented), worst first.
+
+        Among images with as many errors, one of each kind of error (the same missed and invented
+        observations) comes before a second of any kind, then test order: where most films carry
+        one error, the first ``k`` in test order would often show the same mistake ``k`` times.
+        """
         table = self.errors(system, reference)
         table = table.assign(n_errors=table["n_missed"] + table["n_invented"])
-        return table[table["n_errors"] > 0].sort_values(["n_errors", "index"], ascending=[False, True]).head(k)
+        table = table[table["n_errors"] > 0].sort_values("index")
+        kind = table["missed"].map(tuple) + table["invented"].map(lambda o: ("invented",) + tuple(o))
+        table = table.assign(repeat=table.assign(kind=kind).groupby(["n_errors", "kind"]).cumcount())
+        table = table.sort_values(["n_errors", "repeat", "index"], ascending=[False, True, True])
+        return table.drop(columns="repeat").head(k)
 
     def compare(self, system: str, baseline: str, metric: str = "ce_f1_macro",
                 reference: str = "truth") -> dict[str, float]:
