@@ -133,6 +133,12 @@ def test_tables_have_one_row_per_system_and_observation(evaluation):
     per = evaluation.per_observation_table("truth")
     assert len(per) == len(SYSTEMS) * len(RENDERED_OBSERVATIONS)
     assert set(per.columns) >= {"system", "observation", "precision", "recall", "f1", "support"}
+    assert "side_agreement" in table.columns
+    # the neighbour's report is each image's own reference here: every side it names agrees
+    assert evaluation.metrics["nearest_neighbour"]["side_pairs"] > 0
+    assert evaluation.metrics["nearest_neighbour"]["side_agreement"] == 1.0
+    assert evaluation.metrics["always_normal"]["side_agreement"] is None  # names nothing with a side
+    assert evaluation.errors("nearest_neighbour")["wrong_side"].map(len).sum() == 0
     worst = evaluation.failures("always_normal", k=3)
     assert len(worst) <= 3 and (worst["n_errors"].diff().dropna() <= 0).all()
 

@@ -10,7 +10,8 @@ Systems (XrayGPT, arXiv 2306.07971, Table 1 compares against MiniGPT-4 only):
 * ``always_normal`` — one normal report for every image (``eval.baselines.NORMAL_REPORT``).
 
 Every system gets ROUGE-1/2/L, BLEU-1..4, clinical efficacy (CE) and the repetition and
-contradiction rates (``eval.consistency``) from ``eval.metrics.report_metrics``. CE labels of the generated text come from our rule-based
+contradiction rates (``eval.consistency``) and side agreement (``eval.laterality``) from
+``eval.metrics.report_metrics``. CE labels of the generated text come from our rule-based
 labeler (``data.labeler``) and are scored against two references:
 
 * ``labeler`` — the labeler applied to the reference report (the usual CE protocol, R2Gen);
@@ -41,6 +42,7 @@ from ..data.synthetic.world import generate_cases
 from ..data.text.labeler import label_report
 from .baselines import always_normal_reports, nearest_neighbour_reports
 from .consistency import CONSISTENCY_METRICS
+from .laterality import SIDE_AGREEMENT, side_mismatches
 from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
 
 #: The question asked about every evaluation image (XrayGPT's own description prompt).
@@ -299,14 +301,14 @@ class Evaluation:
 
     def metrics_table(self):
         """One row per system: ROUGE, BLEU, CE (both references), repetition and contradiction
-        rates, and the 95% intervals."""
+        rates, side agreement (NaN where no finding has a side in both texts), and the 95% intervals."""
         import pandas as pd
 
         rows = []
         for system, m in self.metrics.items():
             row = {"system": system, **{k: m[k] for k in ("rouge1", "rouge2", "rougeL", "bleu1", "bleu4",
                                                           "ce_f1_macro", "ce_f1_micro", "repetition_rate",
-                                                          "contradiction_rate")}}
+                                                          "contradiction_rate", "side_agreement")}}
             for key, (low, high) in m.get("ci", {}).items():
                 row[f"{key}_low"], row[f"{key}_high"] = low, high
             truth = m.get("vs_ground_truth")
@@ -331,7 +333,9 @@ class Evaluation:
         return pd.DataFrame(rows)
 
     def errors(self, system: str = "xraygpt", reference: str = "truth"):
-        """One row per image: the observations ``system`` missed and those it invented."""
+        """One row per image: the observations ``system`` missed and those it invented (against
+        ``reference`` labels), and ``wrong_side``: those it puts on another side than the
+        reference report does (``eval.laterality``; not counted in CE)."""
         import pandas as pd
 
         self._system(system)
@@ -342,6 +346,7 @@ class Evaluation:
             invented = [o for o in self.observations if pred.get(o) == 1 and ref.get(o) != 1]
             rows.append({"image_id": self.data.image_ids[i], "index": i, "n_missed": len(missed),
                          "n_invented": len(invented), "missed": missed, "invented": invented,
+                         "wrong_side": side_mismatches(self.reports[system][i], self.data.references[i]),
                          "generated": self.reports[system][i], "reference": self.data.references[i]})
         return pd.DataFrame(rows)
 
@@ -401,7 +406,7 @@ class Evaluation:
             "n": len(self.data), "observations": list(self.observations), "n_boot": self.n_boot,
             "ce_labels": "rule-based labeler (data.labeler) on generated text, vs the labeler on the "
                          "reference text and vs ground truth (vs_ground_truth) when known",
-            "consistency_metrics": dict(CONSISTENCY_METRICS),
+            "consistency_metrics": dict(CONSISTENCY_METRICS), "side_agreement_how": SIDE_AGREEMENT,
             "baselines": {s: {"how": SYSTEM_DESCRIPTIONS.get(s, s), **m}
                           for s, m in self.metrics.items() if s != primary},
             "examples": [{"image_id": self.data.image_ids[i], "reference": self.data.references[i],
