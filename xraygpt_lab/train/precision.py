@@ -4,7 +4,7 @@
 check: AVX-512 BF16 or AMX) is necessary but not enough: on a 2-core AMD EPYC with AVX-512 BF16
 the tiny encoder's step took about 25 % less time under autocast, on a 2-core Intel Xeon with
 AVX-512 BF16 but no usable AMX about 20 % more (158-193 against 133-137 ms a step, measured
-alternately). So where the CPU has native bf16, ``"auto"`` times the stage's own forward and
+alternately), on a 2-core Xeon whose AMX works about 15 % less (118 against 138 ms). So where the CPU has native bf16, ``"auto"`` times the stage's own forward and
 backward pass both ways and takes bf16 only where it is clearly faster (:data:`BF16_MARGIN`).
 """
 from __future__ import annotations
