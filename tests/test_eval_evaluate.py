@@ -138,7 +138,10 @@ def test_tables_have_one_row_per_system_and_observation(evaluation):
     assert evaluation.metrics["nearest_neighbour"]["side_pairs"] > 0
     assert evaluation.metrics["nearest_neighbour"]["side_agreement"] == 1.0
     assert evaluation.metrics["always_normal"]["side_agreement"] is None  # names nothing with a side
-    assert evaluation.errors("nearest_neighbour")["wrong_side"].map(len).sum() == 0
+    assert evaluation.metrics["nearest_neighbour"]["grade_agreement"] in (None, 1.0)
+    assert "grade_agreement" in table.columns
+    own = evaluation.errors("nearest_neighbour")
+    assert own["wrong_side"].map(len).sum() == own["wrong_grade"].map(len).sum() == 0
     worst = evaluation.failures("always_normal", k=3)
     assert len(worst) <= 3 and (worst["n_errors"].diff().dropna() <= 0).all()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from xraygpt_lab.cli._common import add_device_argument, add_run_argument, positive_int
 from xraygpt_lab.eval.consistency import CONSISTENCY_METRICS
-from xraygpt_lab.eval.laterality import SIDE_AGREEMENT
+from xraygpt_lab.eval.details import DETAIL_METRICS
 
 
 def register(subparsers) -> None:
@@ -16,12 +16,12 @@ def register(subparsers) -> None:
         description="Generate a report for every image of DIR (any layout open_dataset reads, e.g. a "
                     "`xraygpt-lab synth` folder with an unseen seed) and print JSON with rouge1/2/L, "
                     "bleu1..4, ce_f1_macro/micro, per_observation, repetition_rate, contradiction_rate, "
-                    "side_agreement, "
+                    "side_agreement, grade_agreement, "
                     "vs_ground_truth (when DIR has labels.csv), baselines.image_blind (projection output "
                     "replaced by zeros) and skipped (records left out, by reason: missing image, malformed "
                     "labels, unreadable file …). "
                     + " ".join(f"{name}: {what}." for name, what in
-                               {**CONSISTENCY_METRICS, "side_agreement": SIDE_AGREEMENT}.items()))
+                               {**CONSISTENCY_METRICS, **DETAIL_METRICS}.items()))
     add_run_argument(p)
     p.add_argument("--data", type=Path, required=True, help="dataset folder with images and reference reports")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (default: stdout)")
@@ -109,7 +109,8 @@ def run(args) -> int:
         say(f"wrote {args.out}: ROUGE-L {metrics['rougeL']:.3f}, CE macro-F1 {metrics['ce_f1_macro']:.3f}, "
             f"image-blind CE macro-F1 {metrics['baselines']['image_blind']['ce_f1_macro']:.3f}, "
             f"repetition rate {metrics['repetition_rate']:.3f}, contradiction rate "
-            f"{metrics['contradiction_rate']:.3f}, side agreement {_share(metrics.get('side_agreement'))}")
+            f"{metrics['contradiction_rate']:.3f}, side agreement {_share(metrics.get('side_agreement'))}, "
+            f"grade agreement {_share(metrics.get('grade_agreement'))}")
     else:
         print(text)
     return 0

@@ -80,7 +80,8 @@ COMPARED = (("CE macro-F1 vs true labels", ("vs_ground_truth", "ce_f1_macro"), "
             ("image-blind CE macro-F1", ("baselines", "image_blind", "ce_f1_macro"), "{:.3f}"),
             ("reports repeating themselves", ("repetition_rate",), "{:.3f}"),
             ("reports contradicting themselves", ("contradiction_rate",), "{:.3f}"),
-            ("sided findings on the reference's side", ("side_agreement",), "{:.3f}"))
+            ("sided findings on the reference's side", ("side_agreement",), "{:.3f}"),
+            ("graded findings of the reference's grade", ("grade_agreement",), "{:.3f}"))
 
 
 def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:

@@ -10,7 +10,7 @@ Systems (XrayGPT, arXiv 2306.07971, Table 1 compares against MiniGPT-4 only):
 * ``always_normal`` — one normal report for every image (``eval.baselines.NORMAL_REPORT``).
 
 Every system gets ROUGE-1/2/L, BLEU-1..4, clinical efficacy (CE) and the repetition and
-contradiction rates (``eval.consistency``) and side agreement (``eval.laterality``) from
+contradiction rates (``eval.consistency``) and side and grade agreement (``eval.details``) from
 ``eval.metrics.report_metrics``. CE labels of the generated text come from our rule-based
 labeler (``data.labeler``) and are scored against two references:
 
@@ -42,7 +42,7 @@ from ..data.synthetic.world import generate_cases
 from ..data.text.labeler import label_report
 from .baselines import always_normal_reports, nearest_neighbour_reports
 from .consistency import CONSISTENCY_METRICS
-from .laterality import SIDE_AGREEMENT, side_mismatches
+from .details import DETAIL_METRICS, grade_mismatches, side_mismatches
 from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
 
 #: The question asked about every evaluation image (XrayGPT's own description prompt).
@@ -301,14 +301,15 @@ class Evaluation:
 
     def metrics_table(self):
         """One row per system: ROUGE, BLEU, CE (both references), repetition and contradiction
-        rates, side agreement (NaN where no finding has a side in both texts), and the 95% intervals."""
+        rates, side and grade agreement (NaN where no finding has one in both texts), and the 95%
+        intervals."""
         import pandas as pd
 
         rows = []
         for system, m in self.metrics.items():
             row = {"system": system, **{k: m[k] for k in ("rouge1", "rouge2", "rougeL", "bleu1", "bleu4",
                                                           "ce_f1_macro", "ce_f1_micro", "repetition_rate",
-                                                          "contradiction_rate", "side_agreement")}}
+                                                          "contradiction_rate", "side_agreement", "grade_agreement")}}
             for key, (low, high) in m.get("ci", {}).items():
                 row[f"{key}_low"], row[f"{key}_high"] = low, high
             truth = m.get("vs_ground_truth")
@@ -334,8 +335,9 @@ class Evaluation:
 
     def errors(self, system: str = "xraygpt", reference: str = "truth"):
         """One row per image: the observations ``system`` missed and those it invented (against
-        ``reference`` labels), and ``wrong_side``: those it puts on another side than the
-        reference report does (``eval.laterality``; not counted in CE)."""
+        ``reference`` labels), ``wrong_side`` and ``wrong_grade``: those it puts on another side, or
+        gives another size or severity, than the reference report does (``eval.details``; not
+        counted in CE)."""
         import pandas as pd
 
         self._system(system)
@@ -347,6 +349,7 @@ class Evaluation:
             rows.append({"image_id": self.data.image_ids[i], "index": i, "n_missed": len(missed),
                          "n_invented": len(invented), "missed": missed, "invented": invented,
                          "wrong_side": side_mismatches(self.reports[system][i], self.data.references[i]),
+                         "wrong_grade": grade_mismatches(self.reports[system][i], self.data.references[i]),
                          "generated": self.reports[system][i], "reference": self.data.references[i]})
         return pd.DataFrame(rows)
 
@@ -406,7 +409,7 @@ class Evaluation:
             "n": len(self.data), "observations": list(self.observations), "n_boot": self.n_boot,
             "ce_labels": "rule-based labeler (data.labeler) on generated text, vs the labeler on the "
                          "reference text and vs ground truth (vs_ground_truth) when known",
-            "consistency_metrics": dict(CONSISTENCY_METRICS), "side_agreement_how": SIDE_AGREEMENT,
+            "consistency_metrics": dict(CONSISTENCY_METRICS), "detail_metrics": dict(DETAIL_METRICS),
             "baselines": {s: {"how": SYSTEM_DESCRIPTIONS.get(s, s), **m}
                           for s, m in self.metrics.items() if s != primary},
             "examples": [{"image_id": self.data.image_ids[i], "reference": self.data.references[i],

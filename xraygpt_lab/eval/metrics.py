@@ -19,8 +19,9 @@
   and ``contradiction_rate``, the share where the labeler, run per sentence, finds one
   observation both asserted and denied, or the summary puts a finding on the side opposite to
   the body's. Neither needs a reference.
-- Side agreement (``eval.laterality``): of the findings both the generated and the reference
-  report assert with a side, the share on the same side (CE does not look at sides).
+- Side and grade agreement (``eval.details``): of the findings both the generated and the
+  reference report assert with a side (a size or severity), the share on the same side (of the
+  same grade); CE looks at neither.
 - Bootstrap 95% intervals: percentile bootstrap over reports (Efron & Tibshirani 1993, ch. 13),
   :func:`bootstrap_ci`; :func:`bootstrap_intervals` gives the headline metrics' intervals used by
   :func:`report_metrics` and ``eval.evaluate``.
@@ -37,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from .consistency import consistency_flags
-from .laterality import side_agreement
+from .details import detail_agreement
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
@@ -257,8 +258,8 @@ def report_metrics(preds: Sequence[str], refs: Sequence[str],
     """All metrics of one system with bootstrap 95% intervals: the shape `evaluate` prints.
 
     Returns ``rouge1/rouge2/rougeL/bleu1..4/ce_f1_macro/ce_f1_micro/per_observation``,
-    ``repetition_rate/contradiction_rate`` (``eval.consistency``), ``side_agreement/side_pairs/
-    side_per_observation`` (``eval.laterality``) and, when ``n_boot > 0``, ``ci``
+    ``repetition_rate/contradiction_rate`` (``eval.consistency``), ``side_agreement/grade_agreement``, their
+    ``*_pairs`` and ``*_per_observation`` (``eval.details``) and, when ``n_boot > 0``, ``ci``
     with ``[low, high]`` for ROUGE-L, BLEU-4, both CE F1s and both rates (:func:`bootstrap_intervals`).
     """
     per_report = rouge_per_report(preds, refs)
@@ -270,7 +271,7 @@ def report_metrics(preds: Sequence[str], refs: Sequence[str],
     out["per_observation"] = ce["per_observation"]
     flags = consistency_flags(preds)  # name -> bool [n]
     out.update({name: float(f.mean()) for name, f in flags.items()})
-    out.update(side_agreement(preds, refs))  # sides named in both texts (eval.laterality)
+    out.update(detail_agreement(preds, refs))  # sides and grades named in both texts (eval.details)
     if n_boot > 0:
         out["ci"] = bootstrap_intervals(preds, refs, pred_labels, ref_labels, observations, n_boot, seed,
                                         rouge_l=per_report["rougeL"], consistency=flags)

@@ -27,7 +27,7 @@ import torch
 
 from ..data.findings import RENDERED_OBSERVATIONS
 from ..eval.consistency import CONSISTENCY_METRICS
-from ..eval.laterality import SIDE_AGREEMENT
+from ..eval.details import DETAIL_METRICS
 from ..eval.evaluate import DEFAULT_INSTRUCTION, generate_reports, score_reports
 from ..models.xraygpt import XrayGPT
 
@@ -56,7 +56,7 @@ def evaluate_model(model: XrayGPT, refs: Sequence[str], pixel_values: torch.Tens
     out["observations"] = list(RENDERED_OBSERVATIONS)
     out["ce_labels"] = "rule-based labeler (data.labeler) on generated vs reference text"
     out["consistency_metrics"] = dict(CONSISTENCY_METRICS)
-    out["side_agreement_how"] = SIDE_AGREEMENT
+    out["detail_metrics"] = dict(DETAIL_METRICS)
     out["baselines"] = {"image_blind": {
         "how": "projection output replaced by zeros; <Img></Img> slot kept",
         **score_reports(blind, refs, ground_truth, n_boot=0),

@@ -1,9 +1,10 @@
-"""Side agreement between a generated and a reference report (eval.laterality)."""
+"""Side and grade agreement between a generated and a reference report (eval.details)."""
 from __future__ import annotations
 
 import pytest
 
-from xraygpt_lab.eval.laterality import named_sides, side_agreement, side_mismatches
+from xraygpt_lab.eval.details import (detail_agreement, grade_agreement, grade_mismatches, grades, named_grades,
+                                      named_sides, side_agreement, side_mismatches)
 
 REFERENCE = ("No focal consolidation is seen. A 22 mm nodule is seen in the left lower lung. "
              "Moderate right-sided pleural effusion, with a meniscus, obscuring the right hemidiaphragm. "
@@ -21,6 +22,7 @@ def test_named_sides_reads_each_asserted_finding_and_its_side():
     both = named_sides("Bilateral perihilar haziness from moderate pulmonary edema. "
                        "Left pectoral pacemaker generator with a lead in the right ventricle.")
     assert both["Edema"] == {"left", "right"} and "Support Devices" not in both
+    assert "Lung Opacity" not in both  # "haziness" shares the edema's phrase: its detail is the edema's
     assert named_sides("There is a small pneumothorax. No left pleural effusion.") == {}
 
 
@@ -43,3 +45,24 @@ def test_side_agreement_without_sided_findings_is_none_and_bad_input_is_refused(
         side_agreement(["a", "b"], ["a"])
     with pytest.raises(TypeError, match="not one string"):
         side_agreement("a left effusion", ["a left effusion"])
+
+
+def test_grades_put_size_and_severity_words_on_one_scale():
+    assert grades("moderate right-sided pleural effusion") == {2}
+    assert grades("the heart is mildly enlarged") == {1} and grades("massive left effusion") == {3}
+    assert grades("there is a small left apical pneumothorax") == {1} and grades("no acute findings") == set()
+    found = named_grades(REFERENCE)  # the nodule's "22 mm" and the fracture have no grade word
+    assert found == {"Pleural Effusion": {2}, "Pneumothorax": {1}}
+    assert named_grades("The heart is moderately enlarged. Severe pulmonary edema.") == {
+        "Cardiomegaly": {2}, "Edema": {3}}
+
+
+def test_a_wrong_size_is_found_and_counted_apart_from_the_side():
+    assert grade_mismatches(GENERATED, REFERENCE) == ["Pleural Effusion"]  # large for moderate
+    result = grade_agreement([GENERATED], [REFERENCE])
+    assert (result["grade_agreement"], result["grade_pairs"]) == (0.5, 2)  # pneumothorax small in both
+    both = detail_agreement([GENERATED], [REFERENCE])
+    assert both["side_pairs"] == 3 and both["grade_pairs"] == 2 and set(both) == {
+        "side_agreement", "side_pairs", "side_per_observation",
+        "grade_agreement", "grade_pairs", "grade_per_observation"}
+    assert grade_agreement(["Small pneumothorax."], ["Pneumothorax."])["grade_agreement"] is None
