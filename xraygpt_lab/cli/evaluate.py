@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def _share(value: float | None) -> str:
-    """``0.987``, or ``n/a`` where no finding had a side in both texts."""
+    """``0.987``, or ``n/a`` where no finding had the side (or grade) in both texts."""
     return "n/a" if value is None else f"{value:.3f}"
 
 

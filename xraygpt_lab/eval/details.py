@@ -38,11 +38,11 @@ from .consistency import report_parts, sides
 #: One sentence each, for the ``evaluate`` help and its JSON.
 DETAIL_METRICS: dict[str, str] = {
     "side_agreement": "share of findings asserted with a side in both the generated and the reference report "
-                      "whose sides agree (left / right / both); null when no finding has a side in both",
+                      "whose sides agree (left / right / both; devices and Lung Opacity left out); null when "
+                      "no finding has a side in both",
     "grade_agreement": "share of findings asserted with a size or severity in both the generated and the "
-                       "reference report whose grades agree (small or mild / moderate / large or severe); "
-                       "null when no finding has a grade in both (both: Support Devices and Lung Opacity "
-                       "left out)",
+                       "reference report whose grades agree (small or mild / moderate / large or severe; "
+                       "devices and Lung Opacity left out); null when no finding has a grade in both",
 }
 
 #: Observations whose details are not compared: several devices, each with its own side; the
