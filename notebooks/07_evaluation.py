@@ -282,8 +282,9 @@ ours.loc[list(RENDERED_OBSERVATIONS)]
 # Low **recall** means the model leaves a finding out; low **precision** means it writes one
 # that is not there. Both kinds of error, counted by observation over the test films, and two
 # kinds that CE does not count at all: a finding the model names on another side, or with another
-# size or severity, than the reference report does ("small right apical pneumothorax" for a large
-# left one is a correct pneumothorax for CE; `eval.details` compares sides and grades):
+# size or severity, than the reference report does (for CE, "small right apical pneumothorax" is a
+# correct pneumothorax when the film has a left one, and so is "small" for a large one;
+# `eval.details` compares sides and grades):
 
 # %%
 errors = evaluation.errors("xraygpt")
@@ -319,7 +320,7 @@ for ax, (_, row) in zip(np.atleast_1d(axes), worst.iterrows()):
     ax.axis("off")
 plt.tight_layout()
 for _, row in worst.iterrows():
-    print(f"[{row['image_id']}]\n  model:     {row['generated'][:300]}\n  reference: {row['reference'][:300]}\n")
+    print(f"[{row['image_id']}]\n  model:     {row['generated'][:420]}\n  reference: {row['reference'][:420]}\n")
 
 # %% [markdown]
 # **What went wrong, and why.** On the reference run errors are rare here: six label errors in 80
@@ -331,7 +332,7 @@ for _, row in worst.iterrows():
 #   the reference does (a right subclavian central line). The error is a difference of conventions,
 #   not of reading: the labeler follows CheXpert, where a report that names only a device is
 #   "No Finding", while the synthetic world's true labels count the device as a finding. The other
-#   three films with this error are device-only films too.
+#   three films with this error (not shown) are device-only films too.
 # - **An invented nodule** (middle): "a 22 mm nodule in the left upper lung" on a film with edema and
 #   cardiomegaly but no nodule. It also grades both findings a step off (severe edema for moderate,
 #   a moderately enlarged heart for severe cardiomegaly).
@@ -343,13 +344,14 @@ for _, row in worst.iterrows():
 # first two. 3 of the 76 findings both reports name with a side are on the other side here (two
 # pneumothoraces and one effusion; 0.982–0.997 on 300 films of each of eight held-out seeds). But
 # only 16 of the 61 findings both give a size or severity have the reference's grade (0.262;
-# 0.35–0.43 on the eight seeds): about what a model that always wrote one grade would score, since
-# the world draws the three grades about equally often. This model does not know sizes: the
-# concept tokens its LLM learned to read name a finding and its side, never its size
-# (`train/grounding.py`), so even given the true concepts it grades no better (0.34 on seed 7331),
-# and from a film it mostly writes "small" or "mild" (15 of 18 large effusions of seed 7331 came
-# out small). No score here reads rib levels either:
-# a CE macro-F1 of 0.96 (above) does not mean that 96 % of the sentences are right. Nodules
+# 0.35–0.43 on the eight seeds): no better than writing the same grade every time, which would
+# score about a third, since the world draws the three grades about equally often. This model
+# does not know sizes: the concept tokens its LLM learned to read name a finding and its side,
+# never its size (`train/grounding.py`), so even given the true concepts it grades no better (0.34
+# on seed 7331). It guesses: on seed 7331 it wrote "small" or "mild" for 146 of 205 graded
+# findings (15 of 18 large effusions came out small), and the two films above show it guessing
+# too high as well. No score here reads rib levels either: a CE macro-F1 of 0.96 against the true
+# labels (§3) does not mean that 96 % of the sentences are right. Nodules
 # beside other findings are this reference's most common miss (on 900 films of three other seeds,
 # recall 0.94 for a nodule alone on its film, 0.74 beside other findings; docs/design-notes.md).
 # Nodules and masses are its weakest finding, here (F1 0.667: one of the 3 missed, one written on

@@ -67,8 +67,9 @@ START = time.perf_counter()
 # synthetic films of two seeds the run never trained on).
 #
 # The outside images are public test data that ship with `pydicom` and `pydicom-data` (a real
-# chest CR, a CT slice, MR slices) and with matplotlib (a photograph), plus a blank and a noise
-# image. The inside images are synthetic films of another fresh seed.
+# chest CR with three edited copies, CT slices, MR slices) and with matplotlib (a photograph),
+# plus two blank images (black and white) and a noise image. The inside images are synthetic films
+# of another fresh seed.
 
 # %%
 model = load_run(ensure_tiny_run(), device=device)
@@ -115,7 +116,7 @@ for ax, (name, image), report in zip(axes, picks.items(), reports):
     ax.imshow(pixels[list(picks).index(name), 0], cmap="gray")
     ax.set_title(name, fontsize=8)
     ax.axis("off")
-    print(f"{name:28s} → {report[:90]}…")
+    print(f"{name}:\n    {report}")
 plt.tight_layout()
 plt.show()
 
@@ -202,7 +203,7 @@ for name, values in scores.items():
 # is set so that about 1 in 200 lies above). Bottom: one dot per image
 # of the other groups, one row per group (the number of images in brackets). Every one lies far
 # to the right of the line: the real chest CR and its edited copies, the CT and MR slices, the
-# photograph, the blank and the noise images all score at least four times the threshold (each
+# photograph, the blanks and the noise image all score at least four times the threshold (each
 # group's range is printed below). On this run the separation is wide, not marginal:
 # `benchmarks/ood_rates.py` measures it on more images of each kind (12 real-film variants, 20 CT
 # and 22 MR slices, 1×1 and elongated images …).
