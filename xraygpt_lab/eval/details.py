@@ -63,75 +63,93 @@ def grades(clause: str) -> set[int]:
     return {GRADES[w] for w in _WORD.findall(clause.lower()) if w in GRADES}
 
 
-def _named(report: str, read: Callable[[str], set]) -> dict[str, frozenset]:
-    """Observation -> what ``read`` finds in the clauses of its positive mentions; observations
-    asserted without it are absent."""
+def _positive_clauses(report: str) -> dict[str, list[str]]:
+    """Observation -> the clauses of its positive mentions (one labeler pass over the report)."""
     body, summary = report_parts(report)
-    found: dict[str, set] = {}
+    found: dict[str, list[str]] = {}
     for sentence in body + summary:
         for mention in find_mentions(sentence):
             if mention.value == POSITIVE and mention.observation not in NOT_COMPARED:
-                said = read(mention.clause)
-                if said:
-                    found.setdefault(mention.observation, set()).update(said)
-    return {obs: frozenset(s) for obs, s in found.items()}
+                found.setdefault(mention.observation, []).append(mention.clause)
+    return found
+
+
+def _read(clauses: dict[str, list[str]], read: Callable[[str], set]) -> dict[str, frozenset]:
+    """Observation -> what ``read`` finds in its clauses; observations without it are absent."""
+    out = {obs: frozenset().union(*(read(c) for c in found)) for obs, found in clauses.items()}
+    return {obs: said for obs, said in out.items() if said}
+
+
+#: The detail readers, by metric name.
+READERS: dict[str, Callable[[str], set]] = {"side": sides, "grade": grades}
 
 
 def named_sides(report: str) -> dict[str, frozenset[str]]:
     """Observation -> the sides its positive mentions name (``{"left"}``, ``{"right"}`` or both)."""
-    return _named(report, sides)
+    return _read(_positive_clauses(report), sides)
 
 
 def named_grades(report: str) -> dict[str, frozenset[int]]:
     """Observation -> the grade steps its positive mentions name (``{1}`` for "small", …)."""
-    return _named(report, grades)
+    return _read(_positive_clauses(report), grades)
 
 
-def _mismatches(generated: str, reference: str, read: Callable[[str], dict]) -> list[str]:
-    ours, theirs = read(generated), read(reference)
+def _differ(ours: dict[str, frozenset], theirs: dict[str, frozenset]) -> list[str]:
     return [obs for obs in ours if obs in theirs and ours[obs] != theirs[obs]]
+
+
+def detail_mismatches(generated: str, reference: str) -> dict[str, list[str]]:
+    """``{"wrong_side": [...], "wrong_grade": [...]}``: observations both reports assert with that
+    detail, where it differs (in report order); each report is read once."""
+    ours, theirs = _positive_clauses(generated), _positive_clauses(reference)
+    return {f"wrong_{name}": _differ(_read(ours, read), _read(theirs, read)) for name, read in READERS.items()}
 
 
 def side_mismatches(generated: str, reference: str) -> list[str]:
     """Observations both reports assert with a side, where the sides differ (in report order)."""
-    return _mismatches(generated, reference, named_sides)
+    return detail_mismatches(generated, reference)["wrong_side"]
 
 
 def grade_mismatches(generated: str, reference: str) -> list[str]:
     """Observations both reports assert with a grade, where the grades differ (in report order)."""
-    return _mismatches(generated, reference, named_grades)
+    return detail_mismatches(generated, reference)["wrong_grade"]
 
 
-def _agreement(name: str, preds: Sequence[str], refs: Sequence[str],
-               read: Callable[[str], dict]) -> dict[str, Any]:
+def _agreement(names: Sequence[str], preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
+    """The ``<name>_agreement``, ``<name>_pairs`` and ``<name>_per_observation`` of each detail in
+    ``names``, reading every report once."""
     if isinstance(preds, str) or isinstance(refs, str):
         raise TypeError("give sequences of reports, not one string")
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} generated reports but {len(refs)} references")
-    per: dict[str, dict[str, int]] = {}
-    for generated, reference in zip(preds, refs):
-        ours, theirs = read(generated), read(reference)
-        for obs in ours.keys() & theirs.keys():
-            row = per.setdefault(obs, {"pairs": 0, "agree": 0})
-            row["pairs"] += 1
-            row["agree"] += int(ours[obs] == theirs[obs])
-    pairs = sum(r["pairs"] for r in per.values())
-    agree = sum(r["agree"] for r in per.values())
-    return {f"{name}_agreement": agree / pairs if pairs else None, f"{name}_pairs": pairs,
-            f"{name}_per_observation": dict(sorted(per.items()))}
+    pairs = [(_positive_clauses(g), _positive_clauses(r)) for g, r in zip(preds, refs)]
+    out: dict[str, Any] = {}
+    for name in names:
+        per: dict[str, dict[str, int]] = {}
+        for generated, reference in pairs:
+            ours, theirs = _read(generated, READERS[name]), _read(reference, READERS[name])
+            for obs in ours.keys() & theirs.keys():
+                row = per.setdefault(obs, {"pairs": 0, "agree": 0})
+                row["pairs"] += 1
+                row["agree"] += int(ours[obs] == theirs[obs])
+        n = sum(r["pairs"] for r in per.values())
+        agree = sum(r["agree"] for r in per.values())
+        out.update({f"{name}_agreement": agree / n if n else None, f"{name}_pairs": n,
+                    f"{name}_per_observation": dict(sorted(per.items()))})
+    return out
 
 
 def side_agreement(preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     """``{"side_agreement": share or None, "side_pairs": n, "side_per_observation": {obs: {"pairs",
     "agree"}}}`` over the (report, observation) pairs both texts give a side."""
-    return _agreement("side", preds, refs, named_sides)
+    return _agreement(("side",), preds, refs)
 
 
 def grade_agreement(preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     """:func:`side_agreement` for grades: ``grade_agreement``, ``grade_pairs``, ``grade_per_observation``."""
-    return _agreement("grade", preds, refs, named_grades)
+    return _agreement(("grade",), preds, refs)
 
 
 def detail_agreement(preds: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     """Both agreements in one dict (the keys of :func:`side_agreement` and :func:`grade_agreement`)."""
-    return {**side_agreement(preds, refs), **grade_agreement(preds, refs)}
+    return _agreement(tuple(READERS), preds, refs)

@@ -42,7 +42,7 @@ from ..data.synthetic.world import generate_cases
 from ..data.text.labeler import label_report
 from .baselines import always_normal_reports, nearest_neighbour_reports
 from .consistency import CONSISTENCY_METRICS
-from .details import DETAIL_METRICS, grade_mismatches, side_mismatches
+from .details import DETAIL_METRICS, detail_mismatches
 from .metrics import bootstrap_ci, ce_intervals, clinical_efficacy, report_metrics, rouge_per_report
 
 #: The question asked about every evaluation image (XrayGPT's own description prompt).
@@ -348,8 +348,7 @@ class Evaluation:
             invented = [o for o in self.observations if pred.get(o) == 1 and ref.get(o) != 1]
             rows.append({"image_id": self.data.image_ids[i], "index": i, "n_missed": len(missed),
                          "n_invented": len(invented), "missed": missed, "invented": invented,
-                         "wrong_side": side_mismatches(self.reports[system][i], self.data.references[i]),
-                         "wrong_grade": grade_mismatches(self.reports[system][i], self.data.references[i]),
+                         **detail_mismatches(self.reports[system][i], self.data.references[i]),
                          "generated": self.reports[system][i], "reference": self.data.references[i]})
         return pd.DataFrame(rows)
 
@@ -363,7 +362,7 @@ class Evaluation:
         table = self.errors(system, reference)
         table = table.assign(n_errors=table["n_missed"] + table["n_invented"])
         table = table[table["n_errors"] > 0].sort_values("index")
-        kind = table["missed"].map(tuple) + table["invented"].map(lambda o: ("invented",) + tuple(o))
+        kind = [(tuple(m), tuple(v)) for m, v in zip(table["missed"], table["invented"])]
         table = table.assign(repeat=table.assign(kind=kind).groupby(["n_errors", "kind"]).cumcount())
         table = table.sort_values(["n_errors", "repeat", "index"], ascending=[False, True, True])
         return table.drop(columns="repeat").head(k)
