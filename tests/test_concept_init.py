@@ -63,3 +63,42 @@ def test_init_projection_lands_image_tokens_on_their_concepts() -> None:
     to_first = (out[hit] - first).norm(dim=-1).mean()
     to_blank = (out[hit] - blank).norm(dim=-1).mean()
     assert to_first < to_blank
+
+
+def test_graded_start_targets_each_finding_graded_concept() -> None:
+    """With graded concepts, the cells of a small effusion target ``<…_small>`` and those of a large
+    one ``<…_large>``; a fit on features that carry the size lands each on its own grade."""
+    from xraygpt_lab.data.synthetic.lesions import Finding
+    from xraygpt_lab.train.concept_init import graded_tables
+    from xraygpt_lab.train.grounding import concept_tokens
+
+    tokenizer = train_tokenizer(["a small left pleural effusion", "no finding"] * 20, vocab_size=300)
+    tokenizer.add_tokens(list(concept_tokens(graded=True)), special_tokens=True)
+    g = torch.Generator().manual_seed(2)
+    embeddings = torch.randn(len(tokenizer), 8, generator=g)
+    columns = concept_columns()
+    j = columns.index(("Pleural Effusion", "left"))
+    grades = ["small", "large"] * 150
+    findings = [[Finding("Pleural Effusion", side="left", severity=s)] for s in grades]
+    table = embeddings[tokenizer.convert_tokens_to_ids(list(CONCEPT_TOKENS))][:-1]  # [L, d]
+    tables = graded_tables(findings, table, embeddings, tokenizer)  # [M, L, d]
+    small, large = (embeddings[tokenizer.convert_tokens_to_ids(f"<pleural_effusion_left_{s}>")] for s in ("small", "large"))
+    assert torch.equal(tables[0, j], small) and torch.equal(tables[1, j], large)
+    assert torch.equal(tables[0, j + 1], table[j + 1])  # other columns keep their plain concept
+    labels = torch.zeros(300, 16, len(columns))
+    labels[:, :4, j] = 1
+    features = torch.randn(300, 16, 6, generator=g)
+    features[:, :4, 0] = 3.0
+    features[:, :4, 1] = torch.tensor([1.0 if s == "large" else -1.0 for s in grades])[:, None]
+    projection = nn.Linear(6, 8)
+    init_projection_from_concepts(projection, embeddings, tokenizer, features, labels, graded_findings=findings)
+    with torch.no_grad():
+        out = projection(features[:, 0])  # [M, 8]: the first cell of each film's effusion
+    near_own = [(o - (large if s == "large" else small)).norm() < (o - (small if s == "large" else large)).norm()
+                for o, s in zip(out, grades)]
+    assert all(near_own)
+    bare = train_tokenizer(["a small left pleural effusion"] * 20, vocab_size=300)
+    bare.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)  # an ungraded LLM's tokenizer
+    with pytest.raises(ValueError, match="graded_concepts"):
+        init_projection_from_concepts(projection, embeddings[:len(bare)], bare, features, labels,
+                                      graded_findings=findings)

@@ -511,3 +511,65 @@ def test_repeats_show_a_study_that_often_per_epoch_and_weight_the_labels_as_seen
         with pytest.raises(ValueError, match="repeats must be 6 integers >= 1"):
             pretrain_encoder(encoder, text, torch.rand(6, 1, 32, 32), (REPORTS * 2)[:6], labels, steps=1,
                              batch_size=2, lr=1e-3, seed=0, progress=False, label_weight=1.0, repeats=bad)
+
+
+def test_grade_targets_are_ordinal_per_column_and_absent_elsewhere() -> None:
+    from xraygpt_lab.train.grounding import GRADED, concept_columns
+    from xraygpt_lab.train.label_supervision import grade_targets
+
+    columns = concept_columns()
+    findings = [Finding("Pleural Effusion", side="right", severity="moderate"),
+                Finding("Cardiomegaly", severity="severe"), Finding("Lung Lesion", side="left"),
+                Finding("Atelectasis", side="left", severity="mild")]
+    g = grade_targets(findings, columns, GRADED)
+    assert g[columns.index(("Pleural Effusion", "right"))] == 0.5 and g[columns.index(("Cardiomegaly", None))] == 1.0
+    assert g[columns.index(("Pleural Effusion", "left"))] == -1 and g[columns.index(("Lung Lesion", "left"))] == -1
+    assert g[columns.index(("Atelectasis", "left"))] == -1  # not a graded observation
+    assert (grade_targets([], columns, GRADED) == -1).all()
+
+
+def test_grade_head_learns_the_size_of_a_finding_from_its_cells_and_validates_its_inputs() -> None:
+    """A square whose brightness is its grade (dim: small, bright: large) in one of four cells: the
+    grade head, trained only on the square's cell, ranks the grades in order, and a batch without a
+    graded finding costs nothing."""
+    from xraygpt_lab.train.label_supervision import TokenLabelHead, grade_loss
+
+    head = TokenLabelHead(4, 2)
+    tokens = torch.randn(2, 16, 4, requires_grad=True)
+    zero = grade_loss(head, tokens, torch.zeros(2, 16, 2), torch.full((2, 2), -1.0))
+    zero.backward()
+    assert zero.item() == 0.0 and tokens.grad is not None
+    with pytest.raises(ValueError, match="do not match"):
+        grade_loss(head, tokens, torch.zeros(2, 16, 2), torch.zeros(2, 3))
+
+    encoder, text = _tiny_pair()
+    images = torch.rand(4, 1, 32, 32)
+    with pytest.raises(ValueError, match="grade_weight > 0 needs token_labels and grades"):
+        pretrain_encoder(encoder, text, images, REPORTS, torch.zeros(4, 1), steps=1, batch_size=2, lr=1e-3, seed=0,
+                         label_weight=1.0, dense_weight=1.0, token_labels=torch.zeros(4, 4, 1), grade_weight=1.0)
+    with pytest.raises(ValueError, match="grade_weight must be >= 0"):
+        pretrain_encoder(encoder, text, images, REPORTS, torch.zeros(4, 1), steps=1, batch_size=2, lr=1e-3, seed=0,
+                         label_weight=1.0, grade_weight=-1.0)
+
+    generator = torch.Generator().manual_seed(0)
+    n = 96
+    cell = torch.randint(0, 4, (n,), generator=generator)
+    grade = torch.randint(0, 3, (n,), generator=generator)
+    images = 0.1 * torch.rand(n, 1, 32, 32, generator=generator)
+    token_labels = torch.zeros(n, 4, 1)
+    for i, (k, g) in enumerate(zip(cell.tolist(), grade.tolist())):
+        r, c = divmod(k, 2)
+        images[i, 0, 16 * r + 4:16 * r + 12, 16 * c + 4:16 * c + 12] += 0.3 + 0.3 * g
+        token_labels[i, k, 0] = 1.0
+    grades = (grade.float() / 2)[:, None]  # [n, 1]
+    encoder, text = _tiny_pair()
+    history = pretrain_encoder(encoder, text, images, (REPORTS * 24)[:n], torch.ones(n, 1), steps=150, batch_size=16,
+                               lr=3e-3, seed=0, progress=False, contrastive_weight=0.0, label_weight=1.0,
+                               dense_weight=1.0, token_labels=token_labels, grades=grades, grade_weight=1.0)
+    assert history["grade_head"] is not None and history["loss_grades"][0] is not None
+    with torch.no_grad():
+        logits = history["grade_head"].token_logits(encoder.encode_tokens(images))[..., 0]  # [n, 4]
+    own = logits[torch.arange(n), cell]  # each film's square cell
+    means = [own[grade == g].mean().item() for g in range(3)]
+    # measured -3.1 / -0.1 / 3.0; an untrained head gives one level for all three
+    assert means[0] + 1.0 < means[1] < means[2] - 1.0, means

@@ -128,3 +128,51 @@ def test_each_yes_no_question_is_answered_yes_about_as_often_as_no():
         assert n > 100 and 0.35 <= share <= 0.65, (question, n, share)
     # yes_weight moves the operating point of every question alike
     assert all(share > 0.65 for _, share in yes_shares(3.0).values())
+
+
+def test_graded_concepts_name_the_grade_of_graded_findings_only() -> None:
+    """With graded concepts, an effusion's token carries its size and edema's its severity; a
+    nodule's stays as it was, and an ungraded slot is the same as before for the same draw."""
+    import random
+
+    from xraygpt_lab.train.grounding import GRADED, GRADED_TOKENS, concept_tokens, finding_token, slot_text
+
+    assert concept_token("Pleural Effusion", "left", "large") == "<pleural_effusion_left_large>"
+    assert concept_token("Edema", "bilateral", "severe") == "<edema_severe>"
+    assert concept_token("Lung Lesion", "left", "large") == "<lung_lesion_left>"  # not graded
+    with pytest.raises(ValueError, match="grade must be one of"):
+        concept_token("Cardiomegaly", None, "large")
+    assert not set(GRADED_TOKENS) & set(CONCEPT_TOKENS) and len(set(GRADED_TOKENS)) == len(GRADED_TOKENS)
+    assert concept_tokens() == CONCEPT_TOKENS and concept_tokens(True)[len(CONCEPT_TOKENS):] == GRADED_TOKENS
+    assert len(GRADED_TOKENS) == 3 * (2 + 2 + 1 + 1) and set(GRADED) == {"Pleural Effusion", "Pneumothorax",
+                                                                          "Edema", "Cardiomegaly"}
+    findings = [Finding("Pleural Effusion", side="right", severity="small"),
+                Finding("Edema", side="bilateral", severity="moderate"), Finding("Lung Lesion", side="left")]
+    assert [finding_token(f, graded=True) for f in findings] == ["<pleural_effusion_right_small>",
+                                                                 "<edema_moderate>", "<lung_lesion_left>"]
+    for seed in range(5):
+        graded = slot_text(findings, random.Random(seed), 16, graded=True)
+        plain = slot_text(findings, random.Random(seed), 16)
+        assert "<pleural_effusion_right_small>" in graded and "<edema_moderate>" in graded
+        assert "<pleural_effusion_right>" not in graded and "<lung_lesion_left>" in graded
+        assert graded.replace("_small>", ">").replace("_moderate>", ">") == plain
+    examples = grounded_examples([findings], ["summary"], n_slots=16, seed=0, per_case=1, graded=True)
+    assert "<edema_moderate>" in examples[0][0]
+    chats = grounded_conversations([findings], [[{"question": "Is there edema?", "answer": "Yes."}]],
+                                   n_slots=16, seed=0, per_case=1, graded=True)
+    assert "<pleural_effusion_right_small>" in chats[0][0]
+    assert "<edema_moderate>" in oracle_prompts([findings], 16, seed=0, graded=True)[0]
+
+
+def test_spatial_graded_slot_puts_the_graded_concept_on_its_cells() -> None:
+    import random
+
+    from xraygpt_lab.train.grounding import concept_columns, slot_text
+
+    columns = concept_columns()
+    effusion = columns.index(("Pleural Effusion", "left"))
+    layout = [[0.0] * len(columns) for _ in range(4)]
+    layout[0][effusion] = layout[3][effusion] = 1.0
+    findings = [Finding("Pleural Effusion", side="left", severity="large")]
+    slots = slot_text(findings, random.Random(0), 4, layout, graded=True).replace("><", ">\n<").split("\n")
+    assert slots == ["<pleural_effusion_left_large>", BLANK_TOKEN, BLANK_TOKEN, "<pleural_effusion_left_large>"]

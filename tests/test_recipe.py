@@ -200,6 +200,20 @@ def test_a_run_written_before_lesion_oversampling_reads_as_trained_without_it():
         TINY_RECIPE.override({"encoder_lesion_repeats": -1})
 
 
+def test_a_run_written_before_graded_concepts_reads_as_trained_without_them():
+    """The shipped reference's config.json predates the settings: its LLM reads ungraded concepts
+    and its encoder has no grade head."""
+    from xraygpt_lab.runs import reference_run
+
+    data = TINY_RECIPE.override({"llm_graded_concepts": True, "encoder_grade_weight": 0.5}).to_dict()
+    del data["llm"]["graded_concepts"], data["encoder"]["grade_weight"]
+    old = Recipe.from_dict(data)
+    assert old.llm.graded_concepts is False and old.encoder.grade_weight == 0.0
+    assert recipe_of_run(json.loads((reference_run() / "config.json").read_text())).llm.graded_concepts is False
+    with pytest.raises(RecipeError, match="llm_graded_concepts takes true or false"):
+        TINY_RECIPE.override({"llm_graded_concepts": "yes"})
+
+
 def test_recipe_of_run_migrates_the_older_format_and_refuses_what_does_not_map():
     from xraygpt_lab.train.walkthrough import run_config
 
@@ -260,17 +274,24 @@ def _old_walkthrough_arguments(t: dict, llm: dict) -> dict:
                              "n_images": t["n_stage1"], "checkpoint": "encoder.ckpt.safetensors",
                              "repeats": [1],  # since then: lung-lesion films may repeat (the one case here has none;
                              # test_encoder_lesion_repeats_oversample_the_films_with_a_lung_lesion)
-                             "save_every": 50},  # since then: the walkthrough's checkpoint cadence, as the other stages
-        "grounded_examples": {"n": k, "n_slots": 16, "seed": 0, "layouts": None},
+                             "save_every": 50,  # since then: the walkthrough's checkpoint cadence, as the other stages
+                             # ... and a second head may read sizes and severities (encoder_grade_weight)
+                             "grade_weight": t.get("encoder_grade_weight", 0.0),
+                             "grades": bool(t.get("encoder_grade_weight"))},
+        # since then: graded findings' concepts may carry the grade (llm_graded_concepts)
+        "grounded_examples": {"n": k, "n_slots": 16, "seed": 0, "layouts": None,
+                              "graded": t.get("llm_graded_concepts", False)},
         "grounded_conversations": {"n": k, "n_slots": 16, "seed": 1, "per_case": t["llm_grounded_chats"],
                                    "max_turns": t.get("llm_chat_turns", 3),
-                                   "yes_weight": t.get("llm_chat_yes_weight", 4.0), "layouts": None},
+                                   "yes_weight": t.get("llm_chat_yes_weight", 4.0), "layouts": None,
+                                   "graded": t.get("llm_graded_concepts", False)},
         "llm_examples": {"n": k, "seed": 0},
         "mix": {"share": t.get("llm_grounded_share", 0.0), "seed": 0},
         "train_tokenizer": {"vocab_size": llm["vocab_size"]},
         "tiny_llm": {"seed": 0, **{key: v for key, v in llm.items() if key != "vocab_size"}},
         "domain_finetune": {"stage": stage("llm"), "checkpoint": "llm.ckpt.safetensors", "bf16": False},
-        "concept_init": {"n": t["n_stage1"]} if t.get("stage1_init") == "concepts" else None,
+        "concept_init": {"n": t["n_stage1"], "graded": t.get("llm_graded_concepts", False)}
+        if t.get("stage1_init") == "concepts" else None,
         "align_stage": [{"stage": stage("stage1"), "n": t["n_stage1"], "checkpoint": "stage1.ckpt.safetensors",
                          "bf16": False, "yes_no_share": t.get("stage1_yes_no_share", 0.0),
                          "questions": bool(t.get("stage1_yes_no_share"))},
@@ -278,7 +299,8 @@ def _old_walkthrough_arguments(t: dict, llm: dict) -> dict:
                          "bf16": False, "yes_no_share": t.get("stage2_yes_no_share", 0.0),
                          "questions": bool(t.get("stage2_yes_no_share"))}],
         "evaluate_model": {"n": t["n_eval"], "max_new_tokens": t["max_new_tokens"]},
-        "diagnostics": {"seed": 0, "max_new_tokens": t["max_new_tokens"], "spatial": bool(t.get("llm_spatial_slots"))},
+        "diagnostics": {"seed": 0, "max_new_tokens": t["max_new_tokens"], "spatial": bool(t.get("llm_spatial_slots")),
+                        "graded": t.get("llm_graded_concepts", False)},
     }
 
 
@@ -315,16 +337,18 @@ def recorded_walkthrough(monkeypatch, tmp_path):
             one.pixels.expand(n, *one.pixels.shape[1:]), one.summaries * n, one.conversations * n, one.labels * n,
             one.findings * n, None if grid is None else one.token_labels.expand(n, *one.token_labels.shape[1:]))
 
-    def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, checkpoint, token_labels, repeats, **kw):
+    def pretrain_encoder(encoder, text_encoder, images, texts, labels=None, *, checkpoint, token_labels, repeats,
+                         grades, **kw):
         calls["pretrain_encoder"] = {**kw, "n_images": len(images), "checkpoint": checkpoint.name,
-                                     "repeats": sorted(set(repeats.tolist()))}
+                                     "repeats": sorted(set(repeats.tolist())), "grades": grades is not None}
         calls["pretrain_encoder"].pop("progress")
         calls["pretrain_encoder"].pop("on_step", None)  # a display hook, not a training setting
         return {"step": [0], "loss": [1.0], "bf16": False, "loss_contrastive": [1.0], "loss_labels": [None],
                 "label_head": None}
 
-    def grounded_examples(findings, summaries, n_slots, seed, layouts=None):
-        calls["grounded_examples"] = {"n": len(findings), "n_slots": n_slots, "seed": seed, "layouts": layouts}
+    def grounded_examples(findings, summaries, n_slots, seed, layouts=None, graded=False):
+        calls["grounded_examples"] = {"n": len(findings), "n_slots": n_slots, "seed": seed, "layouts": layouts,
+                                      "graded": graded}
         return [("grounded prompt", "grounded answer###")]
 
     def grounded_conversations(findings, conversations, n_slots, seed, **kw):
@@ -355,8 +379,9 @@ def recorded_walkthrough(monkeypatch, tmp_path):
         calls["domain_finetune"] = {"stage": stage.to_dict(), "checkpoint": checkpoint.name, "bf16": bf16}
         return SimpleNamespace(history=[{"step": 1, "loss": 1.0}])
 
-    def init_projection_from_concepts(projection, embeddings, tokenizer, features, token_labels):
-        calls["concept_init"] = {"n": len(features)}
+    def init_projection_from_concepts(projection, embeddings, tokenizer, features, token_labels,
+                                      graded_findings=None):
+        calls["concept_init"] = {"n": len(features), "graded": graded_findings is not None}
         return 0.5
 
     def align_stage(model, data, stage, checkpoint, *, bf16, **kw):
@@ -369,8 +394,8 @@ def recorded_walkthrough(monkeypatch, tmp_path):
         calls["evaluate_model"] = {"n": len(refs), "max_new_tokens": max_new_tokens}
         return {"rougeL": 0.0, "ce_f1_macro": 0.0, "baselines": {"image_blind": {"ce_f1_macro": 0.0}}}
 
-    def diagnostics(model, out, features, split, seed, max_new_tokens, spatial):
-        calls["diagnostics"] = {"seed": seed, "max_new_tokens": max_new_tokens, "spatial": spatial}
+    def diagnostics(model, out, features, split, seed, max_new_tokens, spatial, graded):
+        calls["diagnostics"] = {"seed": seed, "max_new_tokens": max_new_tokens, "spatial": spatial, "graded": graded}
         return {}
 
     for module, name, fake in ((walkthrough, "make_split", make_split), (walkthrough, "llm_examples", llm_examples),

@@ -321,3 +321,5 @@ def test_a_finished_walkthrough_is_set_beside_the_reference() -> None:
     assert "each on its own held-out films" in beside_reference({**ours, "eval_seed": 2001}, reference)[0]
     shipped = beside_reference(ours)  # the packaged reference's own metrics.json
     assert len(shipped) == 2 + len(COMPARED) and "0.630" in shipped[2]
+    # the numbers line up in two columns, whatever the length of a row's label
+    assert len({len(line) for line in lines[2:]}) == 1 and len({line.rindex(".") for line in shipped[2:]}) == 1

@@ -37,9 +37,12 @@ TINY_RECIPE = Recipe(
     # 2,400 -> 2,800 (a sixth more encoder time) the reports' nodule F1 0.61 -> 0.68 mean and 0.45 -> 0.53
     # worst, CE 0.888 -> 0.904 mean (three trainings x five held-out seeds). Films with a lung lesion
     # (one in ten) are shown three times an epoch, at no cost in time: nodule F1 0.56 -> 0.64
-    # (docs/design-notes.md, "The 6-minute recipe")
+    # (docs/design-notes.md, "The 6-minute recipe"). grade_weight 0: no grade head yet (with 0.5 and
+    # graded LLM concepts, one training graded sizes 0.79-0.84 instead of 0.33-0.39 at CE 0.00-0.04
+    # less; docs/design-notes.md, "Does each finding have the right side and size?")
     encoder=EncoderStage(steps=2800, batch=32, lr=1e-3, contrastive_weight=1.0, contrastive_every=4,
-                         label_weight=1.0, dense_weight=1.0, shift=4, bf16="auto", lesion_repeats=2),
+                         label_weight=1.0, dense_weight=1.0, shift=4, bf16="auto", lesion_repeats=2,
+                         grade_weight=0.0),
     llm_arch=TINY_LLM,
     # 90 % of the LLM's examples are grounded (concept tokens in the image slot, see
     # train/grounding.py): without them a frozen tiny LLM never reads its image slot.
@@ -53,7 +56,7 @@ TINY_RECIPE = Recipe(
     # concepts it writes reports of CE 0.90 -> 0.94 (pneumothorax and fractures were the misses)
     llm=LLMStage(steps=1200, batch=24, lr=3e-3, min_lr=3e-4, warmup=20, weight_decay=0.05,
                  grounded_share=0.9, cases=1000, grounded_chats=16, chat_turns=2, chat_yes_weight=1.0,
-                 spatial_slots=False),
+                 spatial_slots=False, graded_concepts=False),  # graded_concepts: see the encoder's grade_weight
     # stage 1 starts from the least-squares map of the image tokens onto the concept tokens
     # (train/concept_init.py; "random": XrayGPT's start). Three of four trainings: nodule phrases gain
     # 0.9-1.2 instead of 0.6-0.9 nats from the nodule, CE the same within noise. 1,200 steps at

@@ -112,6 +112,7 @@ class EncoderStage:
     shift: int = _count(0)  # random shifts of up to ± shift pixels
     bf16: bool | str = _choice(BF16_CHOICES)  # autocast: True, False or "auto" (where native and faster)
     lesion_repeats: int = _count(0)  # films with a lung lesion appear 1 + this many times an epoch
+    grade_weight: float = _number()  # a second token head reads each finding's size or severity (0: none)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class LLMStage:
     chat_turns: int = _count()  # turns of a grounded chat, at most
     chat_yes_weight: float = _number(open_low=True)  # "Yes" weight over a per-question yes/no balance
     spatial_slots: bool = _flag()  # slot k holds the concept covering token cell k
+    graded_concepts: bool = _flag()  # concepts of graded findings carry the grade (<edema_severe>)
 
     @property
     def warmup_lr(self) -> float:
@@ -275,7 +277,7 @@ class Recipe:
 
 #: Settings added to a section after ``recipe_version`` 1, with the value that a run written
 #: before them was trained with.
-_ADDED_LATER: dict[str, Any] = {"yes_no_share": 0.0, "lesion_repeats": 0}
+_ADDED_LATER: dict[str, Any] = {"yes_no_share": 0.0, "lesion_repeats": 0, "graded_concepts": False, "grade_weight": 0.0}
 
 
 def _expect_keys(where: str, data: Any, expected: list[str]) -> None:

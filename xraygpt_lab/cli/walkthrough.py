@@ -82,6 +82,8 @@ COMPARED = (("CE macro-F1 vs true labels", ("vs_ground_truth", "ce_f1_macro"), "
             ("reports contradicting themselves", ("contradiction_rate",), "{:.3f}"),
             ("sided findings on the reference's side", ("side_agreement",), "{:.3f}"),
             ("graded findings of the reference's grade", ("grade_agreement",), "{:.3f}"))
+#: Width of the label column: the longest label, so that the numbers line up.
+WIDTH = max(len(label) for label, _, _ in COMPARED)
 
 
 def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
@@ -110,11 +112,11 @@ def beside_reference(metrics: dict, reference: dict | None = None) -> list[str]:
     stage_seconds = [v for v in (reference.get("timings_s") or {}).values() if isinstance(v, (int, float))]
     trained = f"trained about {round(sum(stage_seconds) / 60)} minutes" if stage_seconds else "trained longer"
     lines = [f"beside the reference run (the same recipe {trained}, walkthrough --long), {films}:",
-             f"  {'':34}{'this run':>10}{'reference':>11}"]
+             f"  {'':{WIDTH}}{'this run':>10}{'reference':>11}"]
     for label, path, fmt in COMPARED:
         ours, theirs = value(metrics, path), value(reference, path)
         show = lambda v: "—" if v is None else fmt.format(v)  # noqa: E731
-        lines.append(f"  {label:34}{show(ours):>10}{show(theirs):>11}")
+        lines.append(f"  {label:{WIDTH}}{show(ours):>10}{show(theirs):>11}")
     return lines
 
 

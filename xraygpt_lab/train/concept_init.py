@@ -10,7 +10,8 @@ already lands on the concept of the finding under it: the ridge regression
 
 (closed form, Hoerl & Kennard 1970) from the stage-1 encoder tokens ``f_mn`` to targets ``c_mn``:
 the LLM's input embedding of the concept whose mask covers token cell ``n`` of image ``m`` (the
-mean of the concepts where several do, ``<blank>`` where none does). The cell targets are the
+mean of the concepts where several do, ``<blank>`` where none does; with graded concepts, the
+finding's graded concept, ``<pleural_effusion_left_large>``). The cell targets are the
 encoder's own per-token label targets (``label_supervision.token_targets``), so this needs the
 synthetic world's masks; the ``full`` profile keeps XrayGPT's random start.
 
@@ -24,14 +25,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .grounding import CONCEPT_TOKENS
+from .grounding import CONCEPT_TOKENS, GRADED, GRADED_TOKENS, concept_columns, finding_token
+from .label_supervision import finding_columns
 
 
 def concept_targets(token_labels: torch.Tensor, concepts: torch.Tensor, blank: torch.Tensor) -> torch.Tensor:
     """Per-token target embeddings ``[M, N, d]`` from ``token_labels [M, N, L]`` (multi-hot over
-    :func:`grounding.concept_columns`), ``concepts [L, d]`` and the filler ``blank [d]``."""
-    if token_labels.dim() != 3 or token_labels.shape[-1] != concepts.shape[0]:
-        raise ValueError(f"token_labels must be [images, tokens, {concepts.shape[0]}], got {list(token_labels.shape)}")
+    :func:`grounding.concept_columns`), ``concepts`` ``[L, d]`` (or ``[M, L, d]``, one table per
+    image: graded concepts) and the filler ``blank [d]``."""
+    if token_labels.dim() != 3 or token_labels.shape[-1] != concepts.shape[-2] or concepts.dim() not in (2, 3) \
+            or (concepts.dim() == 3 and concepts.shape[0] != token_labels.shape[0]):
+        raise ValueError(f"token_labels must be [images, tokens, {concepts.shape[-2]}] for concepts "
+                         f"{list(concepts.shape)}, got {list(token_labels.shape)}")
     hits = token_labels.to(concepts.dtype)  # [M, N, L]
     count = hits.sum(-1, keepdim=True)  # [M, N, 1]
     mean = (hits @ concepts) / count.clamp(min=1)  # [M, N, d]
@@ -63,19 +68,43 @@ def ridge_fit(features: torch.Tensor, targets: torch.Tensor,
     return w.T.to(features.dtype), bias.to(features.dtype), r2
 
 
+def _token_ids(tokenizer, tokens: list[str]) -> list[int]:
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError("the tokenizer lacks the concept tokens of train.grounding (a tiny-profile LLM "
+                         "trained with the same graded_concepts setting has them)")
+    return ids
+
+
+def graded_tables(findings: list[list], table: torch.Tensor, embeddings: torch.Tensor, tokenizer) -> torch.Tensor:
+    """One concept table per image ``[M, L, d]``: ``table [L, d]`` with each graded finding's
+    column(s) replaced by its graded concept's embedding (``grounding.finding_token``)."""
+    columns = concept_columns()
+    graded_ids = dict(zip(GRADED_TOKENS, _token_ids(tokenizer, list(GRADED_TOKENS))))
+    out = table.expand(len(findings), *table.shape).clone()  # [M, L, d]
+    for m, case in enumerate(findings):
+        for f in case:
+            if f.observation in GRADED and f.severity is not None:
+                out[m, finding_columns(f, columns)] = embeddings[graded_ids[finding_token(f, graded=True)]]  # [d]
+    return out
+
+
 def init_projection_from_concepts(projection: nn.Linear, embeddings: torch.Tensor, tokenizer,
-                                  features: torch.Tensor, token_labels: torch.Tensor, ridge: float = 1e-3) -> float:
+                                  features: torch.Tensor, token_labels: torch.Tensor, ridge: float = 1e-3,
+                                  graded_findings: list[list] | None = None) -> float:
     """Set ``projection`` to the ridge fit of the concept targets; returns the fit's R².
 
     ``embeddings`` ``[vocab, d]``: the LLM's input embeddings; ``tokenizer`` holds the concept
     tokens (``grounding.CONCEPT_TOKENS``); ``features`` ``[M, N, d_v]`` the frozen encoder's tokens
     of the images whose per-token label targets are ``token_labels`` ``[M, N, L]``.
+    ``graded_findings``: the images' findings, for an LLM with graded concepts (each graded
+    finding's cells then target its graded concept).
     """
-    ids = tokenizer.convert_tokens_to_ids(list(CONCEPT_TOKENS))  # every concept column, then <blank>
-    if any(i is None or i == tokenizer.unk_token_id for i in ids):
-        raise ValueError("the tokenizer lacks the concept tokens of train.grounding (a tiny-profile LLM has them)")
-    table = embeddings.detach().float().cpu()[ids]  # [L + 1, d]  (the fit runs on the CPU in float64)
-    targets = concept_targets(token_labels, table[:-1], table[-1])  # [M, N, d]
+    ids = _token_ids(tokenizer, list(CONCEPT_TOKENS))  # every concept column, then <blank>
+    vocab = embeddings.detach().float().cpu()  # [vocab, d]  (the fit runs on the CPU in float64)
+    table = vocab[ids]  # [L + 1, d]
+    concepts = table[:-1] if graded_findings is None else graded_tables(graded_findings, table[:-1], vocab, tokenizer)
+    targets = concept_targets(token_labels, concepts, table[-1])  # [M, N, d]
     weight, bias, r2 = ridge_fit(features.float(), targets, ridge)
     if weight.shape != projection.weight.shape:
         raise ValueError(f"fit gives a {list(weight.shape)} weight; the projection is {list(projection.weight.shape)}")

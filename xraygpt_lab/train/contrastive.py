@@ -25,7 +25,7 @@ from ..data.synthetic.lesions import ALLOWED_SIDES
 from ..models.encoder import VisionEncoder
 from ..models.medclip import LogitScale
 from ..models.text_encoder import TextEncoder
-from .label_supervision import TokenLabelHead, dense_label_loss, label_loss, positive_weights, random_shift
+from .label_supervision import TokenLabelHead, dense_label_loss, grade_loss, label_loss, positive_weights, random_shift
 from .checkpoint import checkpoint_extra
 from .loop import make_accelerator, train_stage
 from .precision import resolve_bf16
@@ -147,6 +147,8 @@ def pretrain_encoder(
     bf16: bool | str = False,
     on_step: Callable[[str, dict], None] | None = None,
     repeats: torch.Tensor | None = None,
+    grades: torch.Tensor | None = None,
+    grade_weight: float = 0.0,
 ) -> dict:
     """Train ``encoder`` and ``text_encoder`` jointly with the MedCLIP loss.
 
@@ -179,6 +181,11 @@ def pretrain_encoder(
     rare findings; None: once each). The label loss's positive weights are computed over the
     repeated set, so they describe what the encoder actually sees.
 
+    ``grades`` ``[N, L]`` (``label_supervision.grade_targets``) with ``grade_weight > 0`` adds a
+    second token head that reads each graded finding's size or severity off the tokens of its
+    cells (``label_supervision.grade_loss``; needs ``token_labels``), weighted by ``grade_weight``;
+    the history then holds ``grade_head``.
+
     ``bf16``: run the encoders' forward passes under bfloat16 autocast (losses, weights and the
     optimiser stay float32); ``"auto"`` turns it on where the hardware computes bf16 natively and,
     on a CPU, one step of this stage also runs faster that way (``train.precision``: about a
@@ -194,6 +201,7 @@ def pretrain_encoder(
     _check_pretrain_inputs(encoder, images, texts, labels, token_labels, steps=steps, batch_size=batch_size,
                            contrastive_weight=contrastive_weight, label_weight=label_weight,
                            dense_weight=dense_weight, contrastive_every=contrastive_every)
+    _check_grades(images.shape[0], token_labels, grades, grade_weight)
     pool = _sampling_pool(images.shape[0], repeats)  # [M] study indices, each appearing repeats[i] times
     torch.manual_seed(seed)
     device = next(encoder.parameters()).device
@@ -204,7 +212,9 @@ def pretrain_encoder(
     model = EncoderPretraining(encoder, text_encoder if use_text else None, logit_scale or LogitScale(), head,
                                contrastive_weight=contrastive_weight, label_weight=label_weight,
                                dense_weight=dense_weight, signed_labels=signed_labels,
-                               pos_weight=positive_weights(labels[pool], power=pos_weight_power) if head else None)
+                               pos_weight=positive_weights(labels[pool], power=pos_weight_power) if head else None,
+                               grade_head=TokenLabelHead(encoder.token_dim, grades.shape[1]) if grade_weight > 0 else None,
+                               grade_weight=grade_weight)
     model.to(device)
     batch_size = min(batch_size, pool.shape[0])
     warmup = max(1, steps // 20) if warmup is None else warmup
@@ -214,7 +224,8 @@ def pretrain_encoder(
                         save_every=save_every)
     make_batch = _pretrain_batches(images, text_encoder.tokenize(list(texts)), labels, token_labels,
                                    batch_size=batch_size, seed=seed, shift=shift,
-                                   contrastive_every=contrastive_every if use_text else 0, pool=pool)
+                                   contrastive_every=contrastive_every if use_text else 0, pool=pool,
+                                   grades=grades if grade_weight > 0 else None)
     # channels-last convolutions: ~15 % faster encoder steps on CPU (oneDNN), same results up to
     # rounding; undone at the end (checkpoints save contiguous tensors)
     encoder.to(memory_format=torch.channels_last)
@@ -233,9 +244,11 @@ def pretrain_encoder(
         "loss": [r["loss"] for r in rows],
         "loss_contrastive": [r.get("loss_contrastive") for r in rows],
         "loss_labels": [r.get("loss_labels") for r in rows],
+        "loss_grades": [r.get("loss_grades") for r in rows],
         "lr": [r["lr"] for r in rows],
         "logit_scale": model.scale().item(),
         "label_head": head,
+        "grade_head": model.grade_head,
         "seconds": result.seconds,  # summed over resumed segments
         "resumed_from": result.resumed_from,
         "images_per_second": len(rows) * batch_size / max(result.seconds, 1e-9),
@@ -310,9 +323,19 @@ def _check_pretrain_inputs(encoder: VisionEncoder, images: torch.Tensor, texts: 
         raise ValueError(f"need steps ≥ 1 and batch_size ≥ 2 (got steps={steps}, batch_size={batch_size})")
 
 
+def _check_grades(n: int, token_labels: torch.Tensor | None, grades: torch.Tensor | None, grade_weight: float) -> None:
+    if grade_weight < 0:
+        raise ValueError(f"grade_weight must be >= 0, got {grade_weight}")
+    if grade_weight > 0 and (grades is None or token_labels is None or grades.dim() != 2
+                             or grades.shape != (n, token_labels.shape[2])):
+        got = None if grades is None else list(grades.shape)
+        raise ValueError(f"grade_weight > 0 needs token_labels and grades [N={n}, L] over the same columns; got {got}")
+
+
 def _pretrain_batches(images: torch.Tensor, tokens: dict[str, torch.Tensor], labels: torch.Tensor | None,
                       token_labels: torch.Tensor | None, *, batch_size: int, seed: int, shift: int,
-                      contrastive_every: int, pool: torch.Tensor) -> Callable[[int, random.Random], dict]:
+                      contrastive_every: int, pool: torch.Tensor,
+                      grades: torch.Tensor | None = None) -> Callable[[int, random.Random], dict]:
     """``make_batch(step, rng)`` for :func:`train.loop.train_stage`: a pure function of the step.
 
     Each epoch visits every entry of ``pool`` (study indices ``[M]``, :func:`_sampling_pool`)
@@ -334,6 +357,7 @@ def _pretrain_batches(images: torch.Tensor, tokens: dict[str, torch.Tensor], lab
                 "ids": tokens["input_ids"][index, :length], "mask": mask[:, :length],  # [b, t]
                 "labels": None if labels is None else labels[index],  # [b, L]
                 "token_labels": None if token_labels is None else token_labels[index],  # [b, tokens, L]
+                **({} if grades is None else {"grades": grades[index]}),  # [b, L]
                 "contrastive": contrastive_every > 0 and step % contrastive_every == 0}
 
     return make_batch
@@ -351,20 +375,24 @@ class EncoderPretraining(nn.Module):
     """The modules MedCLIP-style pretraining trains, and their loss as one ``forward``.
 
     ``loss = contrastive_weight · MedCLIP loss (Wang et al. 2022, Sec. 3) + label_weight · (token
-    MIL label loss + dense_weight · per-token loss)``; the parts are computed in float32.
+    MIL label loss + dense_weight · per-token loss) + grade_weight · grade loss`` (a second head,
+    ``label_supervision.grade_loss``); the parts are computed in float32.
     """
 
     def __init__(self, encoder: VisionEncoder, text_encoder: TextEncoder | None, scale: LogitScale,
                  head: TokenLabelHead | None, *, contrastive_weight: float, label_weight: float,
-                 dense_weight: float, signed_labels: bool, pos_weight: torch.Tensor | None) -> None:
+                 dense_weight: float, signed_labels: bool, pos_weight: torch.Tensor | None,
+                 grade_head: TokenLabelHead | None = None, grade_weight: float = 0.0) -> None:
         super().__init__()
         self.encoder, self.text_encoder, self.scale, self.head = encoder, text_encoder, scale, head
+        self.grade_head, self.grade_weight = grade_head, grade_weight
         self.contrastive_weight, self.label_weight, self.dense_weight = contrastive_weight, label_weight, dense_weight
         self.signed_labels = signed_labels
         self.register_buffer("pos_weight", pos_weight, persistent=False)  # [L] or None
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None,
-                token_labels: torch.Tensor | None, contrastive: bool) -> PretrainOutput:
+                token_labels: torch.Tensor | None, contrastive: bool,
+                grades: torch.Tensor | None = None) -> PretrainOutput:
         out = self.encoder(images)
         device = images.device.type
         parts: dict[str, float | None] = {"loss_contrastive": None, "loss_labels": None}
@@ -384,4 +412,8 @@ class EncoderPretraining(nn.Module):
                                                                        self.pos_weight)
                 loss = loss + self.label_weight * part
                 parts["loss_labels"] = round(part.item(), 5)
+            if self.grade_head is not None and grades is not None:
+                part = grade_loss(self.grade_head, out_tokens, token_labels, grades)
+                loss = loss + self.grade_weight * part
+                parts["loss_grades"] = round(part.item(), 5)
         return PretrainOutput(loss, parts)

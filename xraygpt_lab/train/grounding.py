@@ -21,19 +21,36 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data.text.instructions import ALIGNMENT_INSTRUCTIONS
-from ..data.synthetic.lesions import DRAWABLE
+from ..data.synthetic.lesions import DRAWABLE, SEVERITIES
+from .label_supervision import finding_columns
 from ..models.conversation import DOCTOR, END_SYM, IMAGE_END, IMAGE_START, PATIENT, xraygpt_prompt
 
 #: Observations whose concept token carries the side (the synthetic world lateralises them).
 LATERAL: tuple[str, ...] = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Lung Lesion",
                             "Atelectasis", "Fracture")
 BLANK_TOKEN = "<blank>"
+#: Observations whose concept token can also carry the grade (``LLMStage.graded_concepts``): the
+#: synthetic world draws each of these grades about equally often and the report names it.
+GRADED: dict[str, tuple[str, ...]] = {o: SEVERITIES[o] for o in
+                                      ("Pleural Effusion", "Pneumothorax", "Edema", "Cardiomegaly")}
 
 
-def concept_token(observation: str, side: str | None = None) -> str:
-    """``"<pleural_effusion_left>"`` for a lateral finding, ``"<cardiomegaly>"`` otherwise."""
+def concept_token(observation: str, side: str | None = None, grade: str | None = None) -> str:
+    """``"<pleural_effusion_left>"`` for a lateral finding, ``"<cardiomegaly>"`` otherwise; with a
+    ``grade`` of a :data:`GRADED` observation, ``"<pleural_effusion_left_large>"``."""
     name = observation.lower().replace(" ", "_")
-    return f"<{name}_{side}>" if observation in LATERAL and side in ("left", "right") else f"<{name}>"
+    if observation in LATERAL and side in ("left", "right"):
+        name += f"_{side}"
+    if grade is not None and observation in GRADED:
+        if grade not in GRADED[observation]:
+            raise ValueError(f"{observation}: grade must be one of {list(GRADED[observation])}, got {grade!r}")
+        name += f"_{grade}"
+    return f"<{name}>"
+
+
+def finding_token(finding: Any, graded: bool = False) -> str:
+    """The concept token of one finding (with its grade when ``graded`` and the finding has one)."""
+    return concept_token(finding.observation, finding.side, finding.severity if graded else None)
 
 
 def concept_columns() -> list[tuple[str, str | None]]:
@@ -44,9 +61,19 @@ def concept_columns() -> list[tuple[str, str | None]]:
 
 #: Every concept token, plus the filler: add them to the tokenizer as special tokens.
 CONCEPT_TOKENS: tuple[str, ...] = tuple(concept_token(o, s) for o, s in concept_columns()) + (BLANK_TOKEN,)
+#: The graded concept tokens (``<pleural_effusion_left_large>``), added after :data:`CONCEPT_TOKENS`
+#: when a recipe grades its concepts, so that an ungraded run's tokenizer is unchanged.
+GRADED_TOKENS: tuple[str, ...] = tuple(concept_token(o, s, g) for o, s in concept_columns() if o in GRADED
+                                       for g in GRADED[o])
 
 
-def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int, layout: Any = None) -> str:
+def concept_tokens(graded: bool = False) -> tuple[str, ...]:
+    """The special tokens a tiny LLM's tokenizer gets: :data:`CONCEPT_TOKENS` (+ :data:`GRADED_TOKENS`)."""
+    return CONCEPT_TOKENS + (GRADED_TOKENS if graded else ())
+
+
+def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int, layout: Any = None,
+              graded: bool = False) -> str:
     """The image slot of one grounded example: concepts and blanks.
 
     Without ``layout``: each finding's concept 1–3 times among blanks, shuffled. With ``layout``
@@ -54,22 +81,28 @@ def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int, layout:
     token_targets`` of the case's masks): slot ``k`` holds the concept of a finding whose region
     covers token cell ``k`` (one drawn at random where several do), a blank where none does — the
     layout of the encoder tokens the linear layer will project; a finding that covers no cell
-    still gets one random slot.
+    still gets one random slot. ``graded``: graded findings' concepts carry their grade
+    (:func:`finding_token`).
     """
     if layout is None:
-        tokens = [concept_token(f.observation, f.side) for f in findings for _ in range(rng.randint(1, 3))]
+        tokens = [finding_token(f, graded) for f in findings for _ in range(rng.randint(1, 3))]
         tokens = tokens[:n_slots] + [BLANK_TOKEN] * max(0, n_slots - len(tokens))
         rng.shuffle(tokens)
         return "".join(tokens)
     columns = concept_columns()
     if len(layout) != n_slots or any(len(row) != len(columns) for row in layout):
         raise ValueError(f"layout must be [{n_slots}, {len(columns)}] (slots × concept columns)")
+    by_column = {j: finding_token(f, graded) for f in findings for j in finding_columns(f, columns)}
     tokens = []
     for row in layout:
         hits = [j for j, on in enumerate(row) if float(on) > 0]
-        tokens.append(concept_token(*columns[rng.choice(hits)]) if hits else BLANK_TOKEN)
+        if not hits:
+            tokens.append(BLANK_TOKEN)
+            continue
+        j = rng.choice(hits)
+        tokens.append(by_column.get(j, concept_token(*columns[j])))
     for f in findings:
-        token = concept_token(f.observation, f.side)
+        token = finding_token(f, graded)
         if token not in tokens:
             blanks = [k for k, t in enumerate(tokens) if t == BLANK_TOKEN] or list(range(n_slots))
             tokens[rng.choice(blanks)] = token
@@ -79,9 +112,9 @@ def slot_text(findings: Sequence[Any], rng: random.Random, n_slots: int, layout:
 def grounded_examples(findings: Sequence[Sequence[Any]], summaries: Sequence[str], n_slots: int,
                       seed: int, per_case: int = 8,
                       instructions: Sequence[str] = ALIGNMENT_INSTRUCTIONS,
-                      layouts: Sequence[Any] | None = None) -> list[tuple[str, str]]:
+                      layouts: Sequence[Any] | None = None, graded: bool = False) -> list[tuple[str, str]]:
     """``(prompt, target)`` pairs: concept tokens in the image slot → the case summary + ``###``.
-    ``layouts``: one per case, for spatial slots (:func:`slot_text`)."""
+    ``layouts``: one per case, for spatial slots; ``graded``: graded concepts (:func:`slot_text`)."""
     if len(findings) != len(summaries):
         raise ValueError(f"{len(findings)} finding lists but {len(summaries)} summaries")
     layouts = _layouts(layouts, len(findings))
@@ -92,7 +125,7 @@ def grounded_examples(findings: Sequence[Sequence[Any]], summaries: Sequence[str
     for case, summary, layout in zip(findings, summaries, layouts):
         for _ in range(per_case):
             prompt = xraygpt_prompt(rng.choice(instructions)).replace("<ImageHere>",
-                                                                       slot_text(case, rng, n_slots, layout))
+                                                                       slot_text(case, rng, n_slots, layout, graded))
             out.append((prompt, summary + END_SYM))
     return out
 
@@ -121,7 +154,8 @@ def mix(conversations: list[tuple[str, str]], grounded: list[tuple[str, str]], g
 
 def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Sequence[Sequence[dict]],
                            n_slots: int, seed: int, per_case: int = 8, max_turns: int = 3,
-                           yes_weight: float = 4.0, layouts: Sequence[Any] | None = None) -> list[tuple[str, str]]:
+                           yes_weight: float = 4.0, layouts: Sequence[Any] | None = None,
+                           graded: bool = False) -> list[tuple[str, str]]:
     """Grounded *chats*: the concept slot in the first question, then 1–``max_turns`` turns of the
     case's own conversation; the target is the last answer + ``###``.
 
@@ -131,8 +165,8 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
     drawn so that each yes/no question is answered "Yes" as often as "No" over the cases
     (:func:`yes_no_weights`), times ``yes_weight`` for a "Yes": most yes/no answers are "No",
     and without the balance the LLM learns to say "No" (or, balanced over all questions at once,
-    a per-question habit) whatever the slot holds. ``layouts``: one per case, for spatial slots
-    (:func:`slot_text`).
+    a per-question habit) whatever the slot holds. ``layouts``: one per case, for spatial slots;
+    ``graded``: graded concepts (:func:`slot_text`).
     """
     if len(findings) != len(conversations):
         raise ValueError(f"{len(findings)} finding lists but {len(conversations)} conversations")
@@ -152,7 +186,7 @@ def grounded_conversations(findings: Sequence[Sequence[Any]], conversations: Seq
             chain = rng.sample(others, min(len(others), rng.randint(0, max_turns - 1))) + [turns[last]]
             prompt = ""
             for i, turn in enumerate(chain):
-                image = f"{IMAGE_START}{slot_text(case, rng, n_slots, layout)}{IMAGE_END} " if i == 0 else ""
+                image = f"{IMAGE_START}{slot_text(case, rng, n_slots, layout, graded)}{IMAGE_END} " if i == 0 else ""
                 prompt += f"{END_SYM}{PATIENT}: {image}{turn['question'].strip()} {END_SYM}{DOCTOR}: "
                 if i < len(chain) - 1:
                     prompt += f"{turn['answer'].strip()} "
@@ -199,9 +233,10 @@ def yes_no_weights(conversations: Sequence[Sequence[dict]], yes_weight: float = 
 
 
 def oracle_prompts(findings: Sequence[Sequence[Any]], n_slots: int, seed: int,
-                   instruction: str = ALIGNMENT_INSTRUCTIONS[0], layouts: Sequence[Any] | None = None) -> list[str]:
+                   instruction: str = ALIGNMENT_INSTRUCTIONS[0], layouts: Sequence[Any] | None = None,
+                   graded: bool = False) -> list[str]:
     """Prompts whose image slot holds the *true* concept tokens of each case: the reports a
     perfect encoder + projection would let this LLM write (an upper bound for alignment)."""
     rng = random.Random(seed)
-    return [xraygpt_prompt(instruction).replace("<ImageHere>", slot_text(case, rng, n_slots, layout))
+    return [xraygpt_prompt(instruction).replace("<ImageHere>", slot_text(case, rng, n_slots, layout, graded))
             for case, layout in zip(findings, _layouts(layouts, len(findings)))]

@@ -21,6 +21,11 @@ tiny Swin (1,200 steps, 300 held-out images): the share of lesion-bearing tokens
 from 0.35 (MIL only) to 0.89, and the image-level macro-F1 of the head from 0.76 to 0.78 — the
 tokens the LLM reads then say *where* a finding is, which the linear alignment and the
 attribution maps of ``interpret`` both use.
+
+A second head can read each graded finding's size or severity off the same cells
+(:func:`grade_targets`, :func:`grade_loss`; ``EncoderStage.grade_weight``): ordinal targets (small
+0, moderate 0.5, large 1) on the cells the finding covers, so that the tokens also keep the grade
+that graded concepts (``train.grounding.GRADED``) ask the alignment to write.
 """
 from __future__ import annotations
 
@@ -110,3 +115,34 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
         return images
     dy, dx = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
     return torch.roll(images, shifts=(dy, dx), dims=(2, 3))  # [B, 1, S, S]
+
+
+def grade_targets(findings: Sequence[Any], columns: Sequence[tuple[str, str | None]],
+                  grades: dict[str, Sequence[str]]) -> torch.Tensor:
+    """One image's ordinal grade per label column ``[L]``: ``i / (k − 1)`` for the ``i``-th of the
+    ``k`` grades in ``grades[observation]`` (small 0, moderate 0.5, large 1), −1 where the column's
+    finding is absent or has no grade."""
+    out = torch.full((len(columns),), -1.0)
+    for f in findings:
+        scale = grades.get(f.observation)
+        if scale and f.severity in scale:
+            out[finding_columns(f, columns)] = scale.index(f.severity) / (len(scale) - 1)
+    return out
+
+
+def grade_loss(head: TokenLabelHead, tokens: torch.Tensor, token_labels: torch.Tensor,
+               grades: torch.Tensor) -> torch.Tensor:
+    """Ordinal grade of each finding read off the tokens of its cells: binary cross-entropy of a
+    second head's logits ``[B, N, L]`` against the soft target ``grades [B, L]`` (:func:`grade_targets`),
+    on the cells ``token_labels [B, N, L]`` marks and the columns with a grade only (zero when a batch
+    has none). Apart from the presence head, so the grade does not reweigh what the tokens say
+    is there (a one-hot column per grade did: lung lesions and devices were lost)."""
+    logits = head.token_logits(tokens)  # [B, N, L]
+    if logits.shape != token_labels.shape or grades.shape != (logits.shape[0], logits.shape[2]):
+        raise ValueError(f"token logits {list(logits.shape)}, token_labels {list(token_labels.shape)} and "
+                         f"grades {list(grades.shape)} do not match ([B, N, L], [B, N, L], [B, L])")
+    target = grades.to(logits)[:, None, :].expand_as(logits)  # [B, N, L]
+    keep = (token_labels > 0) & (target >= 0)  # [B, N, L]
+    if not bool(keep.any()):
+        return logits.sum() * 0.0  # keeps the graph (and the head's gradient) defined
+    return nn.functional.binary_cross_entropy_with_logits(logits[keep], target[keep])

@@ -55,11 +55,11 @@ from .contrastive import pretrain_encoder
 from .evaluation import evaluate_model
 from .evaluation import score_reports
 from .feature_cache import FeatureCache
-from .grounding import concept_columns
+from .grounding import GRADED, concept_columns
 from .grounding import grounded_conversations, grounded_examples, mix
-from .grounding import CONCEPT_TOKENS
+from .grounding import concept_tokens
 from .grounding import oracle_prompts
-from .label_supervision import token_targets
+from .label_supervision import grade_targets, token_targets
 from .label_supervision import finding_columns
 from .label_supervision import TokenLabelHead
 from .llm_finetune import domain_finetune
@@ -115,6 +115,15 @@ def laterality_columns() -> list[tuple[str, str | None]]:
     """``(observation, side)`` of each column of :func:`laterality_labels` (side None: not split)."""
 
     return concept_columns()
+
+
+def graded_labels(findings: list[list[Any]]) -> torch.Tensor:
+    """Ordinal grades ``[M, L]`` over the columns of :func:`laterality_labels` (−1: no graded finding
+    there; ``label_supervision.grade_targets``) for the encoder's grade head."""
+
+    columns = laterality_columns()
+    return torch.stack([grade_targets(case, columns, GRADED) for case in findings]) if findings \
+        else torch.zeros(0, len(columns))
 
 
 def laterality_labels(findings: list[list[Any]]) -> torch.Tensor:
@@ -333,7 +342,8 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
     e = recipe.encoder
     run.log(f"[encoder] pretraining, {e.steps} steps (MedCLIP loss × {e.contrastive_weight}"
             f" + token label loss × {e.label_weight}, per-token × {e.dense_weight}"
-            + (f"; films with a lung lesion × {1 + e.lesion_repeats}" if e.lesion_repeats else "") + ")")
+            + (f"; films with a lung lesion × {1 + e.lesion_repeats}" if e.lesion_repeats else "")
+            + (f"; sizes and severities × {e.grade_weight}" if e.grade_weight else "") + ")")
     torch.manual_seed(run.seed)
     encoder = VisionEncoder(encoder_config(recipe)).to(run.device)
     text_encoder = _text_encoder(run, split.summaries).to(run.device)
@@ -345,10 +355,11 @@ def train_encoder(recipe: Recipe, run: RunFolder, split: SplitData) -> Any:
                          contrastive_weight=e.contrastive_weight, label_weight=e.label_weight, shift=e.shift,
                          contrastive_every=e.contrastive_every, token_labels=split.token_labels,
                          dense_weight=e.dense_weight, bf16=e.bf16, checkpoint=checkpoint, save_every=run.save_every,
-                         on_step=run.on_step, repeats=1 + e.lesion_repeats * lesion.long())
+                         on_step=run.on_step, repeats=1 + e.lesion_repeats * lesion.long(),
+                         grades=graded_labels(split.findings) if e.grade_weight else None, grade_weight=e.grade_weight)
     run.history["encoder"] = [{"step": s + 1, "loss": round(v, 5)} for s, v in zip(h["step"], h["loss"])]
     run.history["encoder_bf16"] = h["bf16"]  # what encoder_bf16 ("auto") resolved to on this machine
-    for part in ("loss_contrastive", "loss_labels"):
+    for part in ("loss_contrastive", "loss_labels") + (("loss_grades",) if e.grade_weight else ()):
         for row, v in zip(run.history["encoder"], h[part]):
             row[part] = None if v is None else round(v, 5)
     text_encoder.save_pretrained(run.out / "text_encoder")
@@ -400,11 +411,12 @@ def llm_training_examples(recipe: Recipe, split: SplitData, n_slots: int, seed: 
     m, k = recipe.llm, recipe.llm.cases  # the LLM needs fewer cases than the encoder
     # spatial slots: slot k holds the concept whose region covers token cell k (grounding.slot_text)
     layouts = split.token_labels[:k].tolist() if m.spatial_slots else None
-    grounded = grounded_examples(split.findings[:k], split.summaries[:k], n_slots, seed, layouts=layouts)
+    grounded = grounded_examples(split.findings[:k], split.summaries[:k], n_slots, seed, layouts=layouts,
+                                 graded=m.graded_concepts)
     if m.grounded_chats:  # follow-up questions answered from the slot too
         grounded += grounded_conversations(split.findings[:k], split.conversations[:k], n_slots, seed + 1,
                                            per_case=m.grounded_chats, max_turns=m.chat_turns,
-                                           yes_weight=m.chat_yes_weight, layouts=layouts)
+                                           yes_weight=m.chat_yes_weight, layouts=layouts, graded=m.graded_concepts)
     return mix(llm_examples(split.conversations[:k], seed), grounded, m.grounded_share, seed)
 
 
@@ -445,7 +457,7 @@ def _tokenizer(recipe: Recipe, run: RunFolder, examples: list[tuple[str, str]]) 
         return kept
     corpus = list(dict.fromkeys(p + a for p, a in examples)) + [xraygpt_prompt(q) for q in _instructions()]
     tokenizer = train_tokenizer(corpus, vocab_size=recipe.llm_arch.vocab_size)
-    tokenizer.add_tokens(list(CONCEPT_TOKENS), special_tokens=True)
+    tokenizer.add_tokens(list(concept_tokens(recipe.llm.graded_concepts)), special_tokens=True)
     tokenizer.save_pretrained(tok_dir)
     return tokenizer
 
@@ -491,7 +503,8 @@ def align_stage1(recipe: Recipe, run: RunFolder, model: Any, features: torch.Ten
 
     def concept_start() -> None:
         r2 = init_projection_from_concepts(model.projection, model.llm.get_input_embeddings().weight,
-                                           model.tokenizer, features, split.token_labels)
+                                           model.tokenizer, features, split.token_labels,
+                                           graded_findings=split.findings if recipe.llm.graded_concepts else None)
         run.log(f"[stage1] start: least-squares fit of the image tokens to the concept tokens (R² {r2:.2f})")
 
     if not _skip_alignment(run, model, "stage1"):
@@ -555,7 +568,7 @@ def evaluate_run(recipe: Recipe, run: RunFolder, model: Any, features: torch.Ten
     metrics = evaluate_model(model, split.summaries, features=features, ground_truth=split.labels,
                              max_new_tokens=recipe.max_new_tokens, log=lambda m: run.log(f"[eval] {m}"))
     metrics["diagnostics"] = diagnostics(model, run.out, features, split, run.seed, recipe.max_new_tokens,
-                                         spatial=recipe.llm.spatial_slots)
+                                         spatial=recipe.llm.spatial_slots, graded=recipe.llm.graded_concepts)
     run.timings["eval"] = round(time.perf_counter() - t0, 1)
     metrics["timings_s"] = run.timings  # each stage's time, summed over its resumed segments
     metrics["resumed"] = run.history.get("resumed", {})  # stage -> the steps it resumed from
@@ -613,7 +626,7 @@ def run_walkthrough(out: str | Path, profile: str = "tiny", seed: int = 0, log: 
 
 
 def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData, seed: int,
-                max_new_tokens: int, spatial: bool = False) -> dict[str, Any]:
+                max_new_tokens: int, spatial: bool = False, graded: bool = False) -> dict[str, Any]:
     """Where the gap to the quality bar sits, on the held-out split (ground-truth labels):
 
     * ``encoder_label_head`` — CE of the encoder's own token label head (``train.label_supervision``)
@@ -621,7 +634,8 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
     * ``oracle_concepts`` — the LLM given the *true* concept tokens in its image slot
       (``train.grounding.oracle_prompts``; laid out like the training slots when ``spatial``): what
       a perfect encoder + projection would reach, and whether the LLM alone repeats or contradicts
-      itself (its repetition and contradiction rates).
+      itself (its repetition and contradiction rates); ``graded``: the concepts carry the grade, as
+      in the LLM's training.
     """
 
     result: dict[str, Any] = {}
@@ -642,7 +656,7 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
         ce = clinical_efficacy(predicted, split.labels, RENDERED_OBSERVATIONS)
         result["encoder_label_head"] = {"ce_f1_macro": ce["macro_f1"], "per_observation": ce["per_observation"]}
     layouts = split.token_labels.tolist() if spatial and split.token_labels is not None else None
-    prompts = oracle_prompts(split.findings, model.num_image_tokens, seed, layouts=layouts)
+    prompts = oracle_prompts(split.findings, model.num_image_tokens, seed, layouts=layouts, graded=graded)
     reports: list[str] = []
     for i in range(0, len(prompts), 50):
         reports += model.generate(prompts[i:i + 50], max_new_tokens=max_new_tokens)
@@ -650,7 +664,9 @@ def diagnostics(model: Any, out: Path, features: torch.Tensor, split: SplitData,
     result["oracle_concepts"] = {"rougeL": scored["rougeL"], "ce_f1_macro": scored["ce_f1_macro"],
                                  "vs_ground_truth": scored["vs_ground_truth"]["ce_f1_macro"],
                                  "repetition_rate": scored["repetition_rate"],
-                                 "contradiction_rate": scored["contradiction_rate"]}
+                                 "contradiction_rate": scored["contradiction_rate"],
+                                 "side_agreement": scored.get("side_agreement"),
+                                 "grade_agreement": scored.get("grade_agreement")}
     return result
 
 
