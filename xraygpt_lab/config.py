@@ -38,8 +38,8 @@ TINY_RECIPE = Recipe(
     # worst, CE 0.888 -> 0.904 mean (three trainings x five held-out seeds). Films with a lung lesion
     # (one in ten) are shown three times an epoch, at no cost in time: nodule F1 0.56 -> 0.64
     # (docs/design-notes.md, "The 6-minute recipe"). grade_weight 0: no grade head yet (with 0.5 and
-    # graded LLM concepts, one training graded sizes 0.79-0.84 instead of 0.33-0.39 at CE 0.00-0.04
-    # less; docs/design-notes.md, "Does each finding have the right side and size?")
+    # graded LLM concepts, two trainings graded sizes 0.72-0.84 instead of 0.33-0.39, CE 0.88-0.91;
+    # docs/design-notes.md, "Does each finding have the right side and size?")
     encoder=EncoderStage(steps=2800, batch=32, lr=1e-3, contrastive_weight=1.0, contrastive_every=4,
                          label_weight=1.0, dense_weight=1.0, shift=4, bf16="auto", lesion_repeats=2,
                          grade_weight=0.0),
